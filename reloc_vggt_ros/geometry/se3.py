@@ -1,0 +1,160 @@
+"""SE(3) / Sim(3) pose maths: the one place poses are composed, inverted and converted.
+
+Conventions (DESIGN.md §5): ``T_a_b`` is a 4x4 matrix mapping points from frame b to frame a.
+Quaternions are Hamilton, scalar first ``(w, x, y, z)`` everywhere inside the package; the ROS
+order ``(x, y, z, w)`` appears only through :func:`quat_wxyz_to_xyzw` / :func:`quat_xyzw_to_wxyz`
+at the ROS edge. Units: metres and radians.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+import transforms3d.quaternions as tq
+
+__all__ = [
+    "make_T", "invert_T", "compose", "is_valid_T", "quat_to_R", "R_to_quat",
+    "quat_wxyz_to_xyzw", "quat_xyzw_to_wxyz", "T_from_quat_t", "T_to_quat_t",
+    "make_sim3", "invert_sim3", "apply_T", "project_to_SO3", "so3_exp", "so3_log",
+    "se3_exp", "relative_pose", "absolute_from_relative", "camera_centre",
+]
+
+
+def make_T(R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """4x4 rigid transform from rotation [3,3] and translation [3]."""
+    T = np.eye(4)
+    T[:3, :3] = R
+    T[:3, 3] = np.asarray(t, dtype=float).reshape(3)
+    return T
+
+
+def invert_T(T: np.ndarray) -> np.ndarray:
+    """Inverse of a rigid transform without a general matrix inverse (exact for SE(3))."""
+    R, t = T[:3, :3], T[:3, 3]
+    return make_T(R.T, -R.T @ t)
+
+
+def compose(*Ts: np.ndarray) -> np.ndarray:
+    """Left-to-right product ``T_a_b @ T_b_c @ ...``."""
+    out = np.eye(4)
+    for T in Ts:
+        out = out @ T
+    return out
+
+
+def is_valid_T(T: np.ndarray, tol: float = 1e-6) -> bool:
+    """True for a finite 4x4 rigid transform (orthonormal, det +1, last row 0 0 0 1)."""
+    T = np.asarray(T)
+    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
+        return False
+    R = T[:3, :3]
+    return (np.allclose(R.T @ R, np.eye(3), atol=tol) and abs(np.linalg.det(R) - 1.0) < tol
+            and np.allclose(T[3], [0, 0, 0, 1], atol=tol))
+
+
+def project_to_SO3(M: np.ndarray) -> np.ndarray:
+    """Nearest rotation matrix (Frobenius) to ``M`` via SVD."""
+    U, _, Vt = np.linalg.svd(M)
+    D = np.diag([1.0, 1.0, np.sign(np.linalg.det(U @ Vt))])
+    return U @ D @ Vt
+
+
+def quat_to_R(q_wxyz: np.ndarray) -> np.ndarray:
+    """Rotation matrix of a (not necessarily unit) w-first quaternion."""
+    q = np.asarray(q_wxyz, dtype=float)
+    n = np.linalg.norm(q)
+    if not np.isfinite(n) or n < 1e-12:
+        raise ValueError(f"quaternion {q.tolist()} has no direction")
+    return tq.quat2mat(q / n)
+
+
+def R_to_quat(R: np.ndarray) -> np.ndarray:
+    """Unit w-first quaternion with w >= 0 for a rotation matrix."""
+    q = tq.mat2quat(np.asarray(R, dtype=float))
+    q = q / np.linalg.norm(q)
+    return -q if q[0] < 0 else q
+
+
+def quat_wxyz_to_xyzw(q: np.ndarray) -> np.ndarray:
+    """ROS edge only: internal (w, x, y, z) -> ROS (x, y, z, w)."""
+    q = np.asarray(q, dtype=float)
+    return np.array([q[1], q[2], q[3], q[0]])
+
+
+def quat_xyzw_to_wxyz(q: np.ndarray) -> np.ndarray:
+    """ROS edge only: ROS (x, y, z, w) -> internal (w, x, y, z)."""
+    q = np.asarray(q, dtype=float)
+    return np.array([q[3], q[0], q[1], q[2]])
+
+
+def T_from_quat_t(q_wxyz: np.ndarray, t: np.ndarray) -> np.ndarray:
+    return make_T(quat_to_R(q_wxyz), t)
+
+
+def T_to_quat_t(T: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    return R_to_quat(T[:3, :3]), T[:3, 3].copy()
+
+
+def make_sim3(s: float, R: np.ndarray, t: np.ndarray) -> np.ndarray:
+    """4x4 similarity ``x -> s R x + t``."""
+    S = make_T(R, t)
+    S[:3, :3] *= s
+    return S
+
+
+def invert_sim3(S: np.ndarray) -> np.ndarray:
+    sR = S[:3, :3]
+    s = np.cbrt(np.linalg.det(sR))
+    R = sR / s
+    return make_sim3(1.0 / s, R.T, -(R.T @ S[:3, 3]) / s)
+
+
+def apply_T(T: np.ndarray, X: np.ndarray) -> np.ndarray:
+    """Transform points [N,3] by a 4x4 rigid or similarity transform."""
+    X = np.asarray(X, dtype=float)
+    return X @ T[:3, :3].T + T[:3, 3]
+
+
+def _hat(w: np.ndarray) -> np.ndarray:
+    return np.array([[0.0, -w[2], w[1]], [w[2], 0.0, -w[0]], [-w[1], w[0], 0.0]])
+
+
+def so3_exp(w: np.ndarray) -> np.ndarray:
+    """Rodrigues: rotation vector [3] (radians) -> rotation matrix."""
+    w = np.asarray(w, dtype=float)
+    th = np.linalg.norm(w)
+    K = _hat(w)
+    if th < 1e-10:
+        return np.eye(3) + K
+    return np.eye(3) + np.sin(th) / th * K + (1 - np.cos(th)) / th**2 * (K @ K)
+
+
+def so3_log(R: np.ndarray) -> np.ndarray:
+    """Rotation matrix -> rotation vector [3] (radians), stable near 0 and pi."""
+    axis, angle = tq.quat2axangle(R_to_quat(R))
+    return np.asarray(axis) * angle
+
+
+def se3_exp(xi: np.ndarray) -> np.ndarray:
+    """Small-perturbation map used for covariances: ``xi = (rho[3], phi[3])`` -> ``T``.
+
+    Rotation and translation are decoupled (``T = [exp(phi) | rho]``): this is the
+    parameterisation in which ROS pose covariances are expressed (x y z roll pitch yaw about fixed
+    axes at the pose), so a 6x6 covariance over ``xi`` can be published as is.
+    """
+    xi = np.asarray(xi, dtype=float)
+    return make_T(so3_exp(xi[3:]), xi[:3])
+
+
+def relative_pose(T_world_a: np.ndarray, T_world_b: np.ndarray) -> np.ndarray:
+    """``T_a_b = T_world_a^-1 T_world_b``: pose of b expressed in a."""
+    return invert_T(T_world_a) @ T_world_b
+
+
+def absolute_from_relative(T_world_anchor: np.ndarray, T_anchor_query: np.ndarray) -> np.ndarray:
+    """``T_world_query = T_world_anchor T_anchor_query`` (Reloc-VGGT composition)."""
+    return T_world_anchor @ T_anchor_query
+
+
+def camera_centre(T_world_cam: np.ndarray) -> np.ndarray:
+    """Camera centre in world coordinates for a camera-to-world pose."""
+    return np.asarray(T_world_cam)[:3, 3].copy()
