@@ -1,0 +1,42 @@
+"""Keep DDS on this host: the loopback Fast DDS profile and localhost discovery.
+
+Every entry point that may create a ROS node (CLI, node ``main``, tests) calls
+:func:`ensure_localhost_dds` before ``rclpy`` creates its first node. Values already set by the
+user are kept, except that a missing profile file is replaced by the shipped one.
+"""
+
+from __future__ import annotations
+
+import os
+from pathlib import Path
+
+__all__ = ["PROFILE_PATH", "ensure_localhost_dds", "localhost_env"]
+
+PROFILE_PATH = Path(__file__).resolve().parent.parent / "config" / "fastdds_localhost.xml"
+
+
+def _shipped_profile() -> Path:
+    """The profile in the source tree, or the installed share/ copy under a colcon install."""
+    if PROFILE_PATH.is_file():
+        return PROFILE_PATH
+    try:
+        from ament_index_python.packages import get_package_share_directory
+
+        return Path(get_package_share_directory("reloc_vggt_ros")) / "config" / "fastdds_localhost.xml"
+    except Exception:  # noqa: BLE001 - ament index is optional outside a ROS install
+        return PROFILE_PATH
+
+
+def localhost_env(env: dict[str, str] | None = None) -> dict[str, str]:
+    """A copy of ``env`` (default: os.environ) with the localhost-only DDS settings applied."""
+    out = dict(os.environ if env is None else env)
+    current = out.get("FASTDDS_DEFAULT_PROFILES_FILE")
+    if not current or not Path(current).is_file():
+        out["FASTDDS_DEFAULT_PROFILES_FILE"] = str(_shipped_profile())
+    out["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    return out
+
+
+def ensure_localhost_dds() -> None:
+    """Apply :func:`localhost_env` to this process (call before the first rclpy node)."""
+    os.environ.update(localhost_env())
