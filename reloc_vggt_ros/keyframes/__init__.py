@@ -1,7 +1,10 @@
 """Keyframe database: SQLite store, retrieval index, and the build stage."""
 
 from .blobs import pack_arrays, unpack_arrays
+from .build import build_keyframe_db
+from .retrieval import GlobalIndex, nearest_by_pose, thumbnail_descriptor
 from .store import SCHEMA_VERSION, KeyframeStore
 from .types import Keyframe
 
-__all__ = ["Keyframe", "KeyframeStore", "SCHEMA_VERSION", "pack_arrays", "unpack_arrays"]
+__all__ = ["Keyframe", "KeyframeStore", "SCHEMA_VERSION", "GlobalIndex", "nearest_by_pose",
+           "thumbnail_descriptor", "build_keyframe_db", "pack_arrays", "unpack_arrays"]

@@ -1,0 +1,137 @@
+"""Build stage: a posed-image folder -> a keyframe database file (hloc-style function over paths).
+
+The database is written to a temporary file beside the target and moved into place only when
+complete, so an interrupted build never leaves a half-written database under the real name.
+Backends precompute their per-keyframe blobs through ``localizer.registry.index_database``
+when that module exists; the store itself never depends on a backend.
+"""
+
+from __future__ import annotations
+
+import importlib
+import logging
+import os
+from pathlib import Path
+
+import cv2
+import numpy as np
+
+from ..data import PosedImage, read_posed_folder
+from ..errors import DataError, KeyframeDBError
+from .store import KeyframeStore
+from .types import Keyframe
+
+__all__ = ["build_keyframe_db", "index_with_backend", "registry_available", "keyframe_from_posed"]
+
+logger = logging.getLogger(__name__)
+
+REGISTRY_MODULE = "reloc_vggt_ros.localizer.registry"
+JPEG_QUALITY = 95
+_BATCH = 32
+
+
+def _scene_folder(path: Path) -> Path:
+    """Accept the scene folder or its ``images/`` sub-folder."""
+    if (path / "poses.txt").is_file():
+        return path
+    if path.name == "images" and (path.parent / "poses.txt").is_file():
+        return path.parent
+    raise DataError(f"{path} is not a posed-image folder (no poses.txt in it or its parent)")
+
+
+def keyframe_from_posed(rec: PosedImage, max_side: int | None = None) -> Keyframe:
+    """A Keyframe for one posed image: original file bytes if they fit ``max_side``, else a resized JPEG.
+
+    Resizing scales the intrinsics with :meth:`Intrinsics.scaled` (pixel-centre convention),
+    using the exact per-axis ratio of the rounded output size.
+    """
+    data = Path(rec.path).read_bytes()
+    img = cv2.imdecode(np.frombuffer(data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"cannot decode image: {rec.path}")
+    h, w = img.shape[:2]
+    intr = rec.intrinsics
+    if (intr.width, intr.height) != (w, h):
+        raise DataError(f"{rec.path}: image is {w}x{h} but its intrinsics say {intr.width}x{intr.height}")
+    is_jpeg_or_png = data[:3] == b"\xff\xd8\xff" or data[:8] == b"\x89PNG\r\n\x1a\n"
+    if max_side is not None and max(w, h) > max_side:
+        s = max_side / max(w, h)
+        nw, nh = max(1, round(w * s)), max(1, round(h * s))
+        img = cv2.resize(img, (nw, nh), interpolation=cv2.INTER_AREA)
+        intr = intr.scaled(nw / w, nh / h)
+        data = _encode_jpeg(img, rec.path)
+    elif not is_jpeg_or_png:
+        data = _encode_jpeg(img, rec.path)
+    return Keyframe(name=rec.name, image_jpeg=data, intrinsics=intr, T_world_cam=rec.T_world_cam)
+
+
+def _encode_jpeg(img: np.ndarray, source: Path) -> bytes:
+    ok, buf = cv2.imencode(".jpg", img, [cv2.IMWRITE_JPEG_QUALITY, JPEG_QUALITY])
+    if not ok:
+        raise DataError(f"cannot encode {source} as JPEG")
+    return buf.tobytes()
+
+
+def registry_available() -> bool:
+    """True if the localizer registry (owner of backend indexing) is importable."""
+    try:
+        importlib.import_module(REGISTRY_MODULE)
+    except ModuleNotFoundError as err:
+        if err.name in (REGISTRY_MODULE, REGISTRY_MODULE.rsplit(".", 1)[0]):
+            return False
+        raise
+    return True
+
+
+def index_with_backend(store: KeyframeStore, backend: str) -> bool:
+    """Let ``backend`` precompute its blobs into ``store``; False (and a warning) if no registry."""
+    if not registry_available():
+        logger.warning("%s not available: database built without '%s' indexing", REGISTRY_MODULE, backend)
+        return False
+    registry = importlib.import_module(REGISTRY_MODULE)
+    registry.index_database(store, backend)
+    return True
+
+
+def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None = "db",
+                      overwrite: bool = False, max_side: int | None = None,
+                      backend: str | None = None, creator: str = "reloc-vggt db build") -> Path:
+    """Write the ``split`` images of a posed folder (None = all) into a new database at ``db_path``.
+
+    Refuses to replace an existing file unless ``overwrite``. ``backend`` (e.g. "geometric")
+    additionally indexes the database through the localizer registry if it exists.
+    Returns ``db_path``.
+    """
+    folder, db_path = _scene_folder(Path(images)), Path(db_path)
+    if db_path.exists() and not overwrite:
+        raise KeyframeDBError(f"{db_path} exists; pass overwrite=True (--overwrite) to replace it")
+    if max_side is not None and max_side < 16:
+        raise KeyframeDBError(f"max_side must be >= 16 px, got {max_side}")
+    logger.info("building %s from %s (split=%s, max_side=%s, backend=%s)", db_path, folder, split,
+                max_side, backend)
+    records = read_posed_folder(folder, split)
+    if not records:
+        raise DataError(f"{folder}: no images in split {split!r}")
+    tmp = db_path.with_name(f".{db_path.name}.building-{os.getpid()}")
+    _remove_db_files(tmp)
+    try:
+        with KeyframeStore.create(tmp, units="m", creator=creator) as store:
+            store.set_metadata("source", str(folder.resolve()))
+            store.set_metadata("split", split or "all")
+            store.set_metadata("max_side", str(max_side or ""))
+            for i in range(0, len(records), _BATCH):  # bounded memory: a batch of images at a time
+                store.add_keyframes([keyframe_from_posed(r, max_side) for r in records[i:i + _BATCH]])
+            if backend and backend != "none":
+                index_with_backend(store, backend)
+            store._conn.execute("PRAGMA journal_mode = DELETE")  # self-contained file before the move
+        _remove_db_files(db_path, keep_main=True)  # stale -wal/-shm must not meet the new file
+        os.replace(tmp, db_path)
+    finally:
+        _remove_db_files(tmp)
+    logger.info("wrote %d keyframes to %s", len(records), db_path)
+    return db_path
+
+
+def _remove_db_files(path: Path, keep_main: bool = False) -> None:
+    for suffix in ("-wal", "-shm", "-journal") + (() if keep_main else ("",)):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
