@@ -1,0 +1,191 @@
+"""Message <-> numpy conversions at the ROS edge (no cv_bridge).
+
+Everything inside the package is numpy with w-first quaternions; ROS messages carry x-y-z-w
+quaternions, nanosecond stamps split in sec/nanosec and row-major 6x6 covariances. The raw-image
+decoder works on plain fields so the bag tools (rosbags messages) share it with the node (rclpy).
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..errors import DataError
+from ..geometry import Intrinsics, T_from_quat_t, T_to_quat_t, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
+
+__all__ = [
+    "SUPPORTED_ENCODINGS", "decode_raw_image", "image_to_bgr", "compressed_to_bgr", "bgr_to_image",
+    "camera_info_to_intrinsics", "intrinsics_to_camera_info", "stamp_to_ns", "ns_to_stamp",
+    "pose_to_T", "T_to_pose", "pose_with_covariance", "transform_stamped", "transform_to_T",
+    "covariance_problems",
+]
+
+SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "mono8")
+
+
+def decode_raw_image(encoding: str, height: int, width: int, step: int, data: Any) -> np.ndarray:
+    """BGR uint8 [H,W,3] from the fields of a sensor_msgs/Image; DataError with the reason."""
+    enc = encoding.lower()
+    if enc not in SUPPORTED_ENCODINGS:
+        raise DataError(f"unsupported image encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+    channels = 1 if enc == "mono8" else 3
+    if height <= 0 or width <= 0 or step < width * channels:
+        raise DataError(f"invalid image geometry {width}x{height} step {step} for {enc}")
+    buf = np.frombuffer(data, np.uint8)
+    if buf.size < step * height:
+        raise DataError(f"image data has {buf.size} bytes, expected {step * height} ({width}x{height} {enc})")
+    rows = buf[: step * height].reshape(height, step)[:, : width * channels]
+    img = rows.reshape(height, width, channels)
+    if enc == "mono8":
+        return cv2.cvtColor(img, cv2.COLOR_GRAY2BGR)
+    if enc == "rgb8":
+        return cv2.cvtColor(img, cv2.COLOR_RGB2BGR)
+    return img.copy()
+
+
+def image_to_bgr(msg: Any) -> np.ndarray:
+    """sensor_msgs/Image -> BGR uint8 [H,W,3]."""
+    return decode_raw_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+
+
+def compressed_to_bgr(msg: Any) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> BGR uint8 [H,W,3]."""
+    img = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
+    if img is None:
+        raise DataError(f"compressed image ({msg.format!r}, {len(msg.data)} bytes) does not decode")
+    return img
+
+
+def bgr_to_image(img_bgr: np.ndarray, msg: Any, encoding: str = "bgr8") -> Any:
+    """Fill ``msg`` (a sensor_msgs/Image of either rclpy or rosbags) from a BGR image."""
+    if encoding == "rgb8":
+        img_bgr = cv2.cvtColor(img_bgr, cv2.COLOR_BGR2RGB)
+    elif encoding != "bgr8":
+        raise DataError(f"cannot encode to {encoding!r}; use bgr8 or rgb8")
+    msg.height, msg.width = int(img_bgr.shape[0]), int(img_bgr.shape[1])
+    msg.encoding = encoding
+    msg.is_bigendian = 0
+    msg.step = int(img_bgr.shape[1] * 3)
+    msg.data = np.ascontiguousarray(img_bgr).tobytes()  # bytes: ndarray assignment is 300x slower
+    return msg
+
+
+def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
+    """Pinhole intrinsics from CameraInfo.k; DataError if unset (k all zero) or invalid.
+
+    Distortion is not applied: the node expects rectified images (``image_rect``) and says so.
+    """
+    k = np.asarray(msg.k, float).reshape(3, 3)
+    if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
+        raise DataError(f"camera_info has no valid intrinsics (k = {k.ravel().tolist()})")
+    if msg.width <= 0 or msg.height <= 0:
+        raise DataError(f"camera_info has no image size ({msg.width}x{msg.height})")
+    return Intrinsics.from_K(k, msg.width, msg.height)
+
+
+def intrinsics_to_camera_info(intr: Intrinsics, msg: Any) -> Any:
+    """Fill a CameraInfo (rclpy or rosbags) for an undistorted pinhole camera."""
+    msg.width, msg.height = int(intr.width), int(intr.height)
+    msg.distortion_model = "plumb_bob"
+    msg.d = np.zeros(5, float) if isinstance(msg.d, np.ndarray) else [0.0] * 5
+    K = intr.K
+    P = np.hstack([K, np.zeros((3, 1))])
+    msg.k = K.ravel().astype(float)
+    msg.r = np.eye(3).ravel()
+    msg.p = P.ravel()
+    return msg
+
+
+def stamp_to_ns(stamp: Any) -> int:
+    return int(stamp.sec) * 1_000_000_000 + int(stamp.nanosec)
+
+
+def ns_to_stamp(stamp_ns: int, msg: Any) -> Any:
+    """Fill a builtin_interfaces/Time (rclpy or rosbags) from nanoseconds."""
+    msg.sec, msg.nanosec = divmod(int(stamp_ns), 1_000_000_000)
+    return msg
+
+
+def pose_to_T(pose: Any) -> np.ndarray:
+    """geometry_msgs/Pose -> 4x4; DataError if not finite or the quaternion has no direction."""
+    p, q = pose.position, pose.orientation
+    vals = [p.x, p.y, p.z, q.x, q.y, q.z, q.w]
+    if not all(math.isfinite(v) for v in vals):
+        raise DataError(f"pose is not finite: position ({p.x}, {p.y}, {p.z}), orientation ({q.x}, {q.y}, {q.z}, {q.w})")
+    q_wxyz = quat_xyzw_to_wxyz([q.x, q.y, q.z, q.w])
+    n = float(np.linalg.norm(q_wxyz))
+    if abs(n - 1.0) > 1e-2:
+        raise DataError(f"pose quaternion is not unit length (norm {n:.4f})")
+    return T_from_quat_t(q_wxyz, [p.x, p.y, p.z])
+
+
+def T_to_pose(T: np.ndarray, pose: Any) -> Any:
+    """Fill a geometry_msgs/Pose from a 4x4 rigid transform."""
+    q_wxyz, t = T_to_quat_t(T)
+    x, y, z, w = quat_wxyz_to_xyzw(q_wxyz)
+    pose.position.x, pose.position.y, pose.position.z = (float(v) for v in t)
+    pose.orientation.x, pose.orientation.y, pose.orientation.z, pose.orientation.w = float(x), float(y), float(z), float(w)
+    return pose
+
+
+def pose_with_covariance(T_map_cam: np.ndarray, covariance: np.ndarray, stamp_ns: int, frame_id: str) -> Any:
+    """geometry_msgs/PoseWithCovarianceStamped (rclpy) for a camera pose in ``frame_id``."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    msg = PoseWithCovarianceStamped()
+    msg.header.frame_id = frame_id
+    ns_to_stamp(stamp_ns, msg.header.stamp)
+    T_to_pose(T_map_cam, msg.pose.pose)
+    msg.pose.covariance = np.asarray(covariance, float).reshape(36)
+    return msg
+
+
+def transform_stamped(T_parent_child: np.ndarray, stamp_ns: int, parent: str, child: str) -> Any:
+    """geometry_msgs/TransformStamped (rclpy) parent <- child."""
+    from geometry_msgs.msg import TransformStamped
+
+    msg = TransformStamped()
+    msg.header.frame_id, msg.child_frame_id = parent, child
+    ns_to_stamp(stamp_ns, msg.header.stamp)
+    q_wxyz, t = T_to_quat_t(T_parent_child)
+    x, y, z, w = quat_wxyz_to_xyzw(q_wxyz)
+    tr = msg.transform
+    tr.translation.x, tr.translation.y, tr.translation.z = (float(v) for v in t)
+    tr.rotation.x, tr.rotation.y, tr.rotation.z, tr.rotation.w = float(x), float(y), float(z), float(w)
+    return msg
+
+
+def transform_to_T(transform: Any) -> np.ndarray:
+    """geometry_msgs/Transform -> 4x4."""
+    t, q = transform.translation, transform.rotation
+    return T_from_quat_t(quat_xyzw_to_wxyz([q.x, q.y, q.z, q.w]), [t.x, t.y, t.z])
+
+
+def covariance_problems(covariance: Any, frame_id: str, expected_frame: str = "map") -> list[str]:
+    """Why robot_localization would reject or distort this pose covariance (empty = fine).
+
+    Mirrors what its filters need from a PoseWithCovariance measurement: a known frame, finite
+    values, a symmetric matrix with no zero variance (it would replace those with a tiny
+    epsilon, i.e. infinite trust) and positive definite, because the EKF/UKF invert it.
+    """
+    problems: list[str] = []
+    if frame_id != expected_frame:
+        problems.append(f"frame_id {frame_id!r} is not {expected_frame!r}")
+    C = np.asarray(covariance, float)
+    if C.size != 36:
+        return problems + [f"covariance has {C.size} entries, expected 36"]
+    C = C.reshape(6, 6)
+    if not np.all(np.isfinite(C)):
+        return problems + ["covariance has non-finite entries"]
+    if not np.allclose(C, C.T, rtol=1e-9, atol=1e-12):
+        problems.append("covariance is not symmetric")
+    if np.any(np.diag(C) <= 0):
+        problems.append(f"covariance has non-positive variances {np.diag(C).tolist()}")
+    try:
+        np.linalg.cholesky(0.5 * (C + C.T))
+    except np.linalg.LinAlgError:
+        problems.append("covariance is not positive definite")
+    return problems

@@ -1,0 +1,44 @@
+"""Named QoS profiles, one per kind of stream (nav2 conventions).
+
+Images and camera_info use sensor-data QoS (best effort, shallow): a late frame is worthless.
+``/relocalized_pose`` is latched like ``amcl_pose`` so a late subscriber gets the last fix, and
+``/initialpose`` matches what RViz and nav2 publish. TF uses the tf2_ros broadcaster profiles.
+"""
+
+from __future__ import annotations
+
+from rclpy.qos import (DurabilityPolicy, HistoryPolicy, QoSProfile, ReliabilityPolicy,
+                       qos_profile_sensor_data)
+
+__all__ = ["SENSOR_QOS", "POSE_QOS", "INITIALPOSE_QOS", "KEYFRAME_POSE_QOS", "TF_QOS",
+           "TF_STATIC_QOS", "DIAGNOSTICS_QOS", "sensor_qos"]
+
+SENSOR_QOS = qos_profile_sensor_data
+
+POSE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                      reliability=ReliabilityPolicy.RELIABLE,
+                      durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+INITIALPOSE_QOS = POSE_QOS
+
+KEYFRAME_POSE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                               reliability=ReliabilityPolicy.RELIABLE,
+                               durability=DurabilityPolicy.VOLATILE)
+
+TF_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
+                    reliability=ReliabilityPolicy.RELIABLE,
+                    durability=DurabilityPolicy.VOLATILE)
+
+TF_STATIC_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                           reliability=ReliabilityPolicy.RELIABLE,
+                           durability=DurabilityPolicy.TRANSIENT_LOCAL)
+
+DIAGNOSTICS_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=10,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
+
+
+def sensor_qos(depth: int) -> QoSProfile:
+    """Sensor-data QoS with a configurable queue depth (parameter ``qos_depth``)."""
+    return QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=depth,
+                      reliability=SENSOR_QOS.reliability, durability=SENSOR_QOS.durability)

@@ -1,0 +1,132 @@
+"""Inference off the executor thread: a newest-wins slot for queries, a FIFO for keyframes.
+
+Subscription callbacks only ``offer`` work and return at once. The worker thread takes the newest
+query (older ones are counted as dropped, never queued behind a slow model) and every pending
+keyframe (mapping must not lose one; they are drained before the thread stops).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import deque
+from typing import Callable, Generic, TypeVar
+
+__all__ = ["NewestSlot", "Worker"]
+
+logger = logging.getLogger(__name__)
+
+T = TypeVar("T")
+K = TypeVar("K")
+
+
+class NewestSlot(Generic[T]):
+    """One-item queue: ``put`` replaces an unread item and counts it as dropped."""
+
+    def __init__(self) -> None:
+        self._item: T | None = None
+        self.dropped = 0
+        self.offered = 0
+
+    def put(self, item: T) -> bool:
+        """Store ``item``; True if an older unread item was dropped."""
+        self.offered += 1
+        dropped = self._item is not None
+        if dropped:
+            self.dropped += 1
+        self._item = item
+        return dropped
+
+    def take(self) -> T | None:
+        item, self._item = self._item, None
+        return item
+
+
+class Worker(Generic[T, K]):
+    """One thread running ``handle_query`` on the newest query and ``handle_keyframe`` on each keyframe.
+
+    Keyframes are handled first (they are cheap and must not starve). ``stop(drain=True)`` finishes
+    every queued keyframe (and the job in hand) before returning; a waiting query is discarded.
+    """
+
+    def __init__(self, handle_query: Callable[[T], None], handle_keyframe: Callable[[K], None],
+                 max_keyframes: int = 1000, name: str = "reloc-worker") -> None:
+        self._handle_query = handle_query
+        self._handle_keyframe = handle_keyframe
+        self._cv = threading.Condition()
+        self._queries: NewestSlot[T] = NewestSlot()
+        self._keyframes: deque[K] = deque()
+        self._max_keyframes = max_keyframes
+        self.keyframes_dropped = 0
+        self._stopping = False
+        self._busy = False
+        self._thread = threading.Thread(target=self._run, name=name, daemon=True)
+
+    def start(self) -> None:
+        self._thread.start()
+
+    @property
+    def dropped(self) -> int:
+        return self._queries.dropped
+
+    def offer_query(self, item: T) -> bool:
+        """Hand a query to the worker; True if it replaced (dropped) an unread one."""
+        with self._cv:
+            dropped = self._queries.put(item)
+            self._cv.notify()
+        return dropped
+
+    def offer_keyframe(self, item: K) -> bool:
+        """Queue a keyframe; False (and counted) only if ``max_keyframes`` are already waiting."""
+        with self._cv:
+            if len(self._keyframes) >= self._max_keyframes:
+                self.keyframes_dropped += 1
+                return False
+            self._keyframes.append(item)
+            self._cv.notify()
+        return True
+
+    def pending_keyframes(self) -> int:
+        with self._cv:
+            return len(self._keyframes)
+
+    def idle(self) -> bool:
+        with self._cv:
+            return not self._busy and not self._keyframes and self._queries._item is None
+
+    def stop(self, drain: bool = True, timeout: float | None = None) -> None:
+        """Stop the thread; with ``drain`` every queued keyframe is handled first."""
+        with self._cv:
+            self._stopping = True
+            if not drain:
+                self._keyframes.clear()
+                self._queries.take()
+            self._cv.notify()
+        if self._thread.is_alive():
+            self._thread.join(timeout)
+
+    def _next(self) -> tuple[str, object] | None:
+        with self._cv:
+            while True:
+                if self._keyframes:
+                    self._busy = True
+                    return "keyframe", self._keyframes.popleft()
+                query = self._queries.take()
+                if query is not None and not self._stopping:  # a stale query is not worth the wait
+                    self._busy = True
+                    return "query", query
+                self._busy = False
+                if self._stopping:
+                    return None
+                self._cv.wait()
+
+    def _run(self) -> None:
+        while (job := self._next()) is not None:
+            kind, item = job
+            try:
+                if kind == "keyframe":
+                    self._handle_keyframe(item)  # type: ignore[arg-type]
+                else:
+                    self._handle_query(item)  # type: ignore[arg-type]
+            except Exception:  # noqa: BLE001 - the worker must survive any one bad frame
+                logger.exception("worker: %s handler failed", kind)
