@@ -1,0 +1,120 @@
+"""`reloc-vggt db build` / `db info` and build_keyframe_db on a real scene."""
+
+from __future__ import annotations
+
+import json
+import sys
+import types
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from reloc_vggt_ros.cli import main
+from reloc_vggt_ros.data import read_posed_folder
+from reloc_vggt_ros.errors import KeyframeDBError
+from reloc_vggt_ros.keyframes import KeyframeStore, build_keyframe_db
+from reloc_vggt_ros.keyframes import build as build_mod
+from reloc_vggt_ros.keyframes.summary import median_nn_baseline
+
+DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
+SCENE = DATA / "fountain-P11"
+
+
+def test_db_build_then_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "fountain.db"
+    assert main(["db", "build", "--images", str(SCENE), "--out", str(out), "--backend", "none"]) == 0
+    db_recs = read_posed_folder(SCENE, "db")
+    with KeyframeStore.open(out, readonly=True) as store:
+        kfs = list(store.iter_keyframes())
+        assert [k.name for k in kfs] == [r.name for r in db_recs]
+        for kf, rec in zip(kfs, db_recs):   # original bytes kept when not resizing
+            assert kf.image_jpeg == rec.path.read_bytes() and np.array_equal(kf.T_world_cam, rec.T_world_cam)
+            assert kf.intrinsics == rec.intrinsics
+        assert store.metadata["split"] == "db" and store.metadata["units"] == "m"
+    assert not list(tmp_path.glob(".*building*")), "temporary build file left behind"
+    capsys.readouterr()
+
+    assert main(["db", "info", str(out)]) == 0
+    text = capsys.readouterr().out
+    assert "keyframes:      7" in text and "1536x1024 (7)" in text and "units:          m" in text
+    assert "backends:       none" in text and "schema version: 1" in text
+
+    assert main(["db", "info", str(out), "--json"]) == 0
+    info = json.loads(capsys.readouterr().out)
+    centres = np.stack([r.T_world_cam[:3, 3] for r in db_recs])
+    assert info["keyframes"] == 7 and info["units"] == "m"
+    np.testing.assert_allclose(info["extent"]["min"], centres.min(axis=0))
+    np.testing.assert_allclose(info["extent"]["max"], centres.max(axis=0))
+    nn = [min(np.linalg.norm(c - o) for j, o in enumerate(centres) if j != i) for i, c in enumerate(centres)]
+    assert info["extent"]["median_nn_baseline"] == pytest.approx(float(np.median(nn)))
+
+
+def test_build_refuses_overwrite_unless_asked(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    out = tmp_path / "f.db"
+    args = ["db", "build", "--images", str(SCENE / "images"), "--out", str(out), "--backend", "none"]
+    assert main(args) == 0
+    capsys.readouterr()
+    assert main(args) == 1
+    assert "ERROR:" in capsys.readouterr().err and out.exists()
+    assert main(args + ["--overwrite", "--split", "query"]) == 0
+    with KeyframeStore.open(out) as store:
+        assert len(store) == 4 and store.metadata["split"] == "query"
+    with pytest.raises(KeyframeDBError, match="exists"):
+        build_keyframe_db(SCENE, out)
+
+
+def test_build_with_max_side_scales_intrinsics(tmp_path: Path) -> None:
+    out = build_keyframe_db(SCENE, tmp_path / "small.db", split=None, max_side=640)
+    recs = read_posed_folder(SCENE)
+    with KeyframeStore.open(out) as store:
+        assert len(store) == 11
+        for kf, rec in zip(store.iter_keyframes(), recs):
+            img = kf.decode_image()
+            assert img.shape == (427, 640, 3) and kf.image_jpeg[:3] == b"\xff\xd8\xff"
+            i, s = kf.intrinsics, rec.intrinsics
+            assert (i.width, i.height) == (640, 427)
+            assert i.fx == pytest.approx(s.fx * 640 / 1536) and i.fy == pytest.approx(s.fy * 427 / 1024)
+            assert i.cx == pytest.approx((s.cx + 0.5) * 640 / 1536 - 0.5)
+            assert i.cy == pytest.approx((s.cy + 0.5) * 427 / 1024 - 0.5)
+        # the downscaled image is the source image resized (JPEG loss only)
+        src = cv2.resize(cv2.imread(str(recs[0].path)), (640, 427), interpolation=cv2.INTER_AREA)
+        diff = np.abs(store.get_keyframe(store.keyframe_ids()[0]).decode_image().astype(int) - src)
+        assert diff.mean() < 3.0
+
+
+def test_backend_hook_calls_the_registry_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    calls: list[tuple[int, str]] = []
+
+    def index_database(store: KeyframeStore, backend: str) -> None:
+        calls.append((len(store), backend))
+        for kf_id in store.keyframe_ids():
+            store.put_blob(kf_id, backend, "marker", b"1", fingerprint="fake-v1")
+
+    fake = types.ModuleType("fake_registry")
+    fake.index_database = index_database  # type: ignore[attr-defined]
+    monkeypatch.setitem(sys.modules, "fake_registry", fake)
+    monkeypatch.setattr(build_mod, "REGISTRY_MODULE", "fake_registry")
+    out = build_keyframe_db(SCENE, tmp_path / "a.db", max_side=64, backend="geometric")
+    assert calls == [(7, "geometric")]
+    with KeyframeStore.open(out) as store:
+        assert store.backends() == {"geometric": {"fake-v1"}}
+
+    monkeypatch.setattr(build_mod, "REGISTRY_MODULE", "reloc_vggt_ros.localizer.no_such_registry")
+    out = build_keyframe_db(SCENE, tmp_path / "b.db", max_side=64, backend="geometric")
+    with KeyframeStore.open(out) as store:   # built, just not indexed
+        assert len(store) == 7 and store.backends() == {}
+
+
+def test_build_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:
+    assert main(["db", "build", "--images", str(tmp_path), "--out", str(tmp_path / "x.db")]) == 1
+    assert "not a posed-image folder" in capsys.readouterr().err
+    assert main(["db", "info", str(tmp_path / "missing.db")]) == 1
+    assert "not found" in capsys.readouterr().err
+
+
+def test_median_nn_baseline() -> None:
+    assert np.isnan(median_nn_baseline(np.zeros((1, 3))))
+    pts = np.array([[0, 0, 0], [1, 0, 0], [3, 0, 0], [3, 4, 0]], float)
+    assert median_nn_baseline(pts, chunk=3) == pytest.approx(np.median([1, 1, 2, 4]))
