@@ -1,0 +1,92 @@
+"""What the two VGGT-based localizers share: keyframe retrieval, image preparation, weight checks.
+
+Retrieval ranks keyframes by the weights-free thumbnail descriptor (``keyframes.retrieval``), or
+by distance to a pose prior when one is given. Images are resized (no crop) to the network input
+size: a plain resize keeps each camera's field of view, which is all VGGT's pose encoding keeps.
+"""
+
+from __future__ import annotations
+
+import logging
+from collections import OrderedDict
+from pathlib import Path
+
+import cv2
+import numpy as np
+import torch
+
+from ..errors import ModelLoadError
+from ..geometry import Intrinsics
+from ..keyframes import GlobalIndex, KeyframeStore, nearest_by_pose, thumbnail_descriptor
+from .base import PosePrior
+
+__all__ = ["require_weights", "to_model_image", "KeyframeSet"]
+
+logger = logging.getLogger(__name__)
+
+
+def require_weights(path: str | Path | None, backend: str) -> Path:
+    """The weights path, or ModelLoadError saying which backend needs which missing file."""
+    if path is None or str(path) == "":
+        raise ModelLoadError(f"{backend} needs weights: set model.weights / --weights to a "
+                             ".safetensors or .pt file (see models/README.md)")
+    path = Path(path)
+    if not path.is_file():
+        raise ModelLoadError(f"{backend} needs weights: file {path} not found")
+    return path
+
+
+def to_model_image(image_bgr: np.ndarray, image_hw: tuple[int, int]) -> torch.Tensor:
+    """BGR uint8 [H,W,3] -> RGB float32 [3, h, w] in [0, 1] at the network size ``(h, w)``."""
+    h, w = image_hw
+    rgb = cv2.cvtColor(cv2.resize(image_bgr, (w, h), interpolation=cv2.INTER_AREA), cv2.COLOR_BGR2RGB)
+    return torch.from_numpy(rgb).permute(2, 0, 1).float().div_(255.0)
+
+
+class KeyframeSet:
+    """Poses, intrinsics and a thumbnail index of every keyframe; images decoded on demand."""
+
+    def __init__(self, store: KeyframeStore, image_hw: tuple[int, int], cache_images: int = 64) -> None:
+        self.store = store
+        self.image_hw = image_hw
+        self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
+        self._cache_size = cache_images
+        self.refresh()
+
+    def refresh(self) -> None:
+        self.ids, self.T_world_cam = self.store.poses()
+        self.intrinsics: dict[int, Intrinsics] = self.store.intrinsics()
+        self.index: GlobalIndex | None = None
+        self._cache.clear()
+        descs = [thumbnail_descriptor(kf.decode_image()) for kf in self.store.iter_keyframes()]
+        if descs:
+            self.index = GlobalIndex(len(descs[0]), backend="numpy")
+            self.index.add(self.ids, np.stack(descs))
+        logger.info("keyframe set: %d keyframes from %s", len(self.ids), self.store.path)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def pose(self, kf_id: int) -> np.ndarray:
+        return self.T_world_cam[int(np.flatnonzero(self.ids == kf_id)[0])]
+
+    def retrieve(self, image_bgr: np.ndarray, k: int, prior: PosePrior | None = None) -> list[int]:
+        """Up to ``k`` keyframe ids, most similar (or closest to the prior) first."""
+        if len(self) == 0 or self.index is None:
+            return []
+        if prior is not None:
+            ids, _ = nearest_by_pose(self.ids, self.T_world_cam, prior.T_world_cam, k)
+        else:
+            ids, _ = self.index.search(thumbnail_descriptor(image_bgr), k)
+        return [int(i) for i in ids]
+
+    def image(self, kf_id: int) -> torch.Tensor:
+        """Network-ready image of one keyframe ``[3, h, w]`` (LRU-cached)."""
+        if kf_id in self._cache:
+            self._cache.move_to_end(kf_id)
+            return self._cache[kf_id]
+        img = to_model_image(self.store.get_keyframe(kf_id).decode_image(), self.image_hw)
+        self._cache[kf_id] = img
+        if len(self._cache) > self._cache_size:
+            self._cache.popitem(last=False)
+        return img
