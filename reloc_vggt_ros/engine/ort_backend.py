@@ -64,10 +64,10 @@ class OrtEngine:
         except ImportError as err:
             raise EngineUnavailableError("onnxruntime is not importable "
                                          "(pip install onnxruntime, or onnxruntime-gpu)") from err
+        chosen = choose_providers(ort.get_available_providers(), providers)
         path = Path(path)
         if not path.is_file():
             raise ModelLoadError(f"ONNX file {path} not found")
-        chosen = choose_providers(ort.get_available_providers(), providers)
         opts = ort.SessionOptions()
         if num_threads:
             opts.intra_op_num_threads = num_threads
