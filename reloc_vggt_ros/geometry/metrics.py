@@ -10,9 +10,15 @@ __all__ = ["rotation_error_deg", "translation_error", "pose_error", "recall_at"]
 
 
 def rotation_error_deg(R_a: np.ndarray, R_b: np.ndarray) -> float:
-    """Geodesic angle between two rotations in degrees, clipped for numerical safety."""
-    c = (np.trace(R_a.T @ R_b) - 1.0) / 2.0
-    return float(np.degrees(np.arccos(np.clip(c, -1.0, 1.0))))
+    """Geodesic angle between two rotations in degrees.
+
+    ``atan2(sin, cos)`` of the relative rotation rather than ``acos`` of the trace, which
+    cannot resolve angles below ~1e-6 deg.
+    """
+    dR = np.asarray(R_a).T @ np.asarray(R_b)
+    s = 0.5 * np.linalg.norm([dR[2, 1] - dR[1, 2], dR[0, 2] - dR[2, 0], dR[1, 0] - dR[0, 1]])
+    c = (np.trace(dR) - 1.0) / 2.0
+    return float(np.degrees(np.arctan2(s, c)))
 
 
 def translation_error(T_world_cam_est: np.ndarray, T_world_cam_gt: np.ndarray) -> float:

@@ -129,9 +129,16 @@ def so3_exp(w: np.ndarray) -> np.ndarray:
 
 
 def so3_log(R: np.ndarray) -> np.ndarray:
-    """Rotation matrix -> rotation vector [3] (radians), stable near 0 and pi."""
-    axis, angle = tq.quat2axangle(R_to_quat(R))
-    return np.asarray(axis) * angle
+    """Rotation matrix -> rotation vector [3] (radians), stable near 0 and pi.
+
+    The angle comes from ``atan2(|v|, w)`` of the (w >= 0) quaternion, not ``acos(w)``, which
+    loses all digits below ~1e-8 rad (small rotations are what covariances are made of).
+    """
+    q = R_to_quat(R)
+    n = float(np.linalg.norm(q[1:]))
+    if n == 0.0:
+        return np.zeros(3)
+    return q[1:] * (2.0 * np.arctan2(n, q[0]) / n)
 
 
 def se3_exp(xi: np.ndarray) -> np.ndarray:
