@@ -1,0 +1,284 @@
+"""Replay evaluation: the real node in its own process, a bag played into it, poses scored.
+
+``evaluate`` starts ``reloc_vggt_node`` (``python -m reloc_vggt_ros.ros.node``) on a private
+ROS domain, plays the bag's images and camera_info, records ``/relocalized_pose``, matches
+each estimate to the bag's ground truth by header stamp and writes ``metrics.json``,
+``poses.csv`` and ``evaluation.png`` into ``out_dir``. Latency is measured end to end: from
+publishing the image to receiving its pose, both on this host's monotonic clock.
+
+By default (``rate=0``) the player waits for the node's answer to each image (lockstep), so the
+score measures accuracy, not throughput; ``rate > 0`` replays at bag speed times ``rate`` and
+frames the node cannot keep up with count as not localized.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+import os
+import signal
+import subprocess
+import sys
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any
+
+import numpy as np
+
+from ..data.bag import GT_TOPIC, IMAGE_TOPIC, COMPRESSED_TOPIC, INFO_TOPIC, ground_truth_from_bag
+from ..dds import localhost_env
+from ..errors import DataError, RelocError
+from ..geometry import pose_error
+
+__all__ = ["EvalRun", "evaluate", "start_node", "stop_node", "scene_scale", "format_table", "NODE_MODULE"]
+
+logger = logging.getLogger(__name__)
+
+NODE_MODULE = "reloc_vggt_ros.ros.node"
+NODE_NAME = "reloc_vggt_node"
+
+
+@dataclass
+class EvalRun:
+    """What one replay produced: per-stamp estimates and latencies, plus the node's last diagnostics."""
+
+    gt: dict[int, np.ndarray]
+    estimates: dict[int, np.ndarray] = field(default_factory=dict)
+    covariances: dict[int, np.ndarray] = field(default_factory=dict)
+    latency_ms: dict[int, float] = field(default_factory=dict)
+    published_at: dict[int, float] = field(default_factory=dict)
+    diagnostics: dict[str, str] = field(default_factory=dict)
+
+
+def node_command(db: Path, params_file: Path | None, overrides: dict[str, Any] | None = None,
+                 remap: dict[str, str] | None = None) -> list[str]:
+    """argv that runs the node with ``params_file`` then node-scoped overrides (they win)."""
+    cmd = [sys.executable, "-m", NODE_MODULE, "--ros-args"]
+    if params_file is not None:
+        cmd += ["--params-file", str(params_file)]
+    values = {"database_path": str(db), **(overrides or {})}
+    for name, value in values.items():
+        if isinstance(value, bool):
+            value = str(value).lower()
+        cmd += ["-p", f"{NODE_NAME}:{name}:={value}"]
+    for src, dst in (remap or {}).items():
+        cmd += ["-r", f"{src}:={dst}"]
+    return cmd
+
+
+def start_node(db: Path, params_file: Path | None, domain_id: int, log_path: Path,
+               overrides: dict[str, Any] | None = None, remap: dict[str, str] | None = None) -> subprocess.Popen:
+    """The node as a child process on ``domain_id`` (loopback DDS), output to ``log_path``."""
+    env = localhost_env()
+    env["ROS_DOMAIN_ID"] = str(domain_id)
+    env.setdefault("PYTHONUNBUFFERED", "1")
+    log_path.parent.mkdir(parents=True, exist_ok=True)
+    log = open(log_path, "wb")  # noqa: SIM115 - closed by stop_node via the Popen
+    cmd = node_command(db, params_file, overrides, remap)
+    logger.debug("starting node: %s", " ".join(cmd))
+    proc = subprocess.Popen(cmd, env=env, stdout=log, stderr=subprocess.STDOUT)
+    proc._log = log  # type: ignore[attr-defined]
+    return proc
+
+
+def stop_node(proc: subprocess.Popen, timeout_s: float = 20.0) -> int:
+    """SIGINT, wait, then SIGKILL as a last resort; returns the exit code."""
+    if proc.poll() is None:
+        proc.send_signal(signal.SIGINT)
+        try:
+            proc.wait(timeout_s)
+        except subprocess.TimeoutExpired:
+            logger.error("node did not stop within %.0f s; killing it", timeout_s)
+            proc.kill()
+            proc.wait()
+    log = getattr(proc, "_log", None)
+    if log is not None:
+        log.close()
+    return int(proc.returncode)
+
+
+def scene_scale(db: Path) -> float:
+    """Largest distance between two keyframe camera centres (the scene's extent, metres)."""
+    from ..keyframes import KeyframeStore
+
+    with KeyframeStore.open(db, readonly=True) as store:
+        _, T = store.poses()
+    if len(T) < 2:
+        return 1.0
+    C = T[:, :3, 3]
+    return float(np.max(np.linalg.norm(C[:, None] - C[None], axis=-1)))
+
+
+def _tail(path: Path, n: int = 15) -> str:
+    try:
+        return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
+    except OSError:
+        return ""
+
+
+def evaluate(db: Path | str, bag: Path | str, out_dir: Path | str, params_file: Path | str | None = None,
+             rate: float = 0.0, domain_id: int | None = None, start_timeout_s: float = 120.0,
+             frame_timeout_s: float = 60.0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+    """Run the node on ``bag`` against ``db``; write and return the metrics (see module doc)."""
+    db, bag, out_dir = Path(db), Path(bag), Path(out_dir)
+    if not db.is_file():
+        raise DataError(f"database not found: {db}")
+    out_dir.mkdir(parents=True, exist_ok=True)
+    gt = ground_truth_from_bag(bag)
+    domain = domain_id if domain_id is not None else int(os.environ.get("RELOC_EVAL_DOMAIN_ID", 90 + os.getpid() % 10))
+    overrides = {"diagnostics_rate_hz": 20.0, **(overrides or {})}
+    remap = {"image": IMAGE_TOPIC, "image/compressed": COMPRESSED_TOPIC, "camera_info": INFO_TOPIC}
+    log_path = out_dir / "node.log"
+    proc = start_node(db, Path(params_file) if params_file else None, domain, log_path, overrides, remap)
+    try:
+        run = _replay(bag, gt, proc, domain, rate, start_timeout_s, frame_timeout_s, log_path)
+    finally:
+        code = stop_node(proc)
+    if code not in (0, -signal.SIGINT):
+        logger.warning("node exited with code %s; log: %s", code, log_path)
+    metrics = score(run, scene_scale(db))
+    metrics.update(database=str(db), bag=str(bag), rate=rate, node_exit_code=code)
+    write_outputs(run, metrics, out_dir)
+    return metrics
+
+
+def _replay(bag: Path, gt: dict[int, np.ndarray], proc: subprocess.Popen, domain: int, rate: float,
+            start_timeout_s: float, frame_timeout_s: float, log_path: Path) -> EvalRun:
+    import rclpy
+    from diagnostic_msgs.msg import DiagnosticArray
+    from rclpy.executors import SingleThreadedExecutor
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    from ..ros.convert import pose_to_T, stamp_to_ns
+    from ..ros.player import BagPlayer
+    from ..ros.qos import DIAGNOSTICS_QOS, POSE_QOS
+
+    run = EvalRun(gt=gt)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=domain)
+    node = rclpy.create_node("reloc_vggt_eval", context=context)
+    executor = SingleThreadedExecutor(context=context)
+    executor.add_node(node)
+
+    def on_pose(msg: Any) -> None:
+        stamp = stamp_to_ns(msg.header.stamp)
+        run.estimates[stamp] = pose_to_T(msg.pose.pose)
+        run.covariances[stamp] = np.asarray(msg.pose.covariance, float).reshape(6, 6)
+        if stamp in run.published_at:
+            run.latency_ms[stamp] = (time.monotonic() - run.published_at[stamp]) * 1e3
+
+    def on_diag(msg: Any) -> None:
+        for status in msg.status:
+            if status.name.startswith(NODE_NAME):
+                run.diagnostics = {kv.key: kv.value for kv in status.values}
+
+    node.create_subscription(PoseWithCovarianceStamped, "/relocalized_pose", on_pose, POSE_QOS)
+    node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, DIAGNOSTICS_QOS)
+    spin = lambda t: executor.spin_once(timeout_sec=t)  # noqa: E731
+    try:
+        player = BagPlayer(node, bag, topics={IMAGE_TOPIC, COMPRESSED_TOPIC, INFO_TOPIC})
+        image_topic = IMAGE_TOPIC if IMAGE_TOPIC in player.publishers else COMPRESSED_TOPIC
+        if not player.wait_for_subscribers(image_topic, start_timeout_s, spin, lambda: proc.poll() is None):
+            raise RelocError(f"node did not come up (exit code {proc.poll()}); last log lines:\n{_tail(log_path)}")
+        spin(0.5)  # let camera_info discovery settle too
+        # camera_info goes first within a stamp, so the node pairs the image the moment it lands
+        player.messages.sort(key=lambda m: (m.t_ns, m.topic != INFO_TOPIC))
+
+        def published(m: Any, now: float) -> None:
+            if m.topic == image_topic:
+                run.published_at[m.t_ns] = now
+
+        def wait_answer(m: Any) -> None:
+            deadline = time.monotonic() + frame_timeout_s
+            while time.monotonic() < deadline and proc.poll() is None:
+                if m.t_ns in run.estimates or int(run.diagnostics.get("last_stamp_ns", "0")) >= m.t_ns:
+                    return
+                spin(0.005)
+            logger.warning("no answer for image %d within %.0f s", m.t_ns, frame_timeout_s)
+
+        player.play(rate, spin, published, wait_answer if rate == 0 else None, image_topic)
+        _settle(run, spin, proc, frame_timeout_s)
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    return run
+
+
+def _settle(run: EvalRun, spin: Any, proc: subprocess.Popen, timeout_s: float) -> None:
+    """After the last image: wait until the node answered it or stopped processing."""
+    last = max(run.published_at) if run.published_at else 0
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline and proc.poll() is None:
+        if last in run.estimates or int(run.diagnostics.get("last_stamp_ns", "0")) >= last:
+            break
+        spin(0.01)
+    end = time.monotonic() + 0.3  # diagnostics of the final frame
+    while time.monotonic() < end:
+        spin(0.02)
+
+
+def score(run: EvalRun, scale_m: float) -> dict[str, Any]:
+    """Errors per ground-truth stamp (unlocalized = inf) summarized by eval.metrics.summarize."""
+    from .metrics import summarize
+
+    stamps = sorted(run.gt)
+    t_err = np.full(len(stamps), np.inf)
+    r_err = np.full(len(stamps), np.inf)
+    for i, s in enumerate(stamps):
+        if s in run.estimates:
+            t_err[i], r_err[i] = pose_error(run.estimates[s], run.gt[s])
+    latencies = np.array([run.latency_ms[s] for s in stamps if s in run.latency_ms], float)
+    metrics = summarize(t_err, r_err, latencies, scene_scale=scale_m)
+    metrics["scene_scale_m"] = scale_m
+    metrics["per_query"] = [
+        {"stamp_ns": s, "t_err_m": None if not np.isfinite(t) else float(t),
+         "r_err_deg": None if not np.isfinite(r) else float(r), "latency_ms": run.latency_ms.get(s)}
+        for s, t, r in zip(stamps, t_err, r_err)]
+    metrics["node_diagnostics"] = run.diagnostics
+    return metrics
+
+
+def write_outputs(run: EvalRun, metrics: dict[str, Any], out_dir: Path) -> None:
+    """metrics.json, poses.csv (stamp, est and GT camera centres) and evaluation.png."""
+    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    with open(out_dir / "poses.csv", "w") as f:
+        f.write("stamp_ns,gt_x,gt_y,gt_z,est_x,est_y,est_z\n")
+        for s in sorted(run.gt):
+            g = run.gt[s][:3, 3]
+            e = run.estimates[s][:3, 3] if s in run.estimates else (np.nan,) * 3
+            f.write(f"{s},{g[0]:.6f},{g[1]:.6f},{g[2]:.6f},{e[0]:.6f},{e[1]:.6f},{e[2]:.6f}\n")
+    from .plots import plot_evaluation
+
+    plot_evaluation(run.gt, run.estimates, metrics, out_dir / "evaluation.png")
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON serializable: {type(v).__name__}")
+
+
+def format_table(metrics: dict[str, Any]) -> str:
+    """The evaluation as a small text table (what `reloc-vggt evaluate` and `demo` print)."""
+    def f(v: Any, fmt: str) -> str:
+        return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
+
+    rec = metrics.get("recall", {})
+    rows = [
+        ("queries", str(metrics["n_queries"])),
+        ("localized", f"{metrics['n_localized']} ({f(metrics['n_localized'] / max(metrics['n_queries'], 1), '.0%')})"),
+        ("median translation error", f"{f(metrics.get('median_translation_m'), '.3f')} m"),
+        ("mean translation error", f"{f(metrics.get('mean_translation_m'), '.3f')} m"),
+        ("median rotation error", f"{f(metrics.get('median_rotation_deg'), '.2f')} deg"),
+        ("mean rotation error", f"{f(metrics.get('mean_rotation_deg'), '.2f')} deg"),
+        ("recall (5 cm, 5 deg)", f(rec.get("5cm_5deg"), ".0%")),
+        ("recall (25 cm, 2 deg)", f(rec.get("25cm_2deg"), ".0%")),
+        (f"recall (1% of {metrics.get('scene_scale_m', 0):.2f} m, 1 deg)", f(rec.get("1pct_1deg"), ".0%")),
+        ("latency p50 / p95", f"{f(metrics.get('latency_ms_p50'), '.0f')} / {f(metrics.get('latency_ms_p95'), '.0f')} ms"),
+    ]
+    width = max(len(k) for k, _ in rows)
+    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -1,0 +1,179 @@
+"""CLI: ``run``, ``bag from-images``, ``bag play``, ``evaluate`` and ``demo``.
+
+Handlers only parse arguments and call library functions (data.bag, eval.replay, ros.node);
+they return exit codes.
+"""
+
+from __future__ import annotations
+
+import argparse
+import logging
+import time
+from pathlib import Path
+from typing import Any
+
+from ..errors import DataError
+
+__all__ = ["register", "REPO_ROOT", "DEFAULT_PARAMS", "SAMPLE_DIR"]
+
+logger = logging.getLogger(__name__)
+
+REPO_ROOT = Path(__file__).resolve().parents[2]
+DEFAULT_PARAMS = REPO_ROOT / "config" / "reloc_vggt.yaml"
+SAMPLE_DIR = REPO_ROOT / "sample"
+
+
+def register(subparsers: Any) -> None:
+    run = subparsers.add_parser("run", help="start reloc_vggt_node (same as the launch file)")
+    run.add_argument("--params-file", type=Path, default=DEFAULT_PARAMS, help="ROS 2 parameter YAML")
+    run.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                     help="override one parameter (after the file, so it wins)")
+    run.add_argument("ros_args", nargs=argparse.REMAINDER, help="extra ROS arguments after --ros-args")
+    run.set_defaults(func=cmd_run)
+
+    bag = subparsers.add_parser("bag", help="rosbag2 (.mcap) tools").add_subparsers(dest="bag_command", required=True)
+    fi = bag.add_parser("from-images", help="posed image folder -> bag (image, camera_info, ground truth)")
+    fi.add_argument("folder", type=Path)
+    fi.add_argument("--split", default="query", choices=["db", "query", "all"])
+    fi.add_argument("--out", type=Path, required=True, help="output .mcap file")
+    fi.add_argument("--fps", type=float, default=2.0, help="image rate encoded in the stamps")
+    fi.add_argument("--max-side", type=int, default=None, help="downsize so the longer side is at most this")
+    fi.add_argument("--compressed", action="store_true", help="JPEG CompressedImage instead of raw bgr8")
+    fi.add_argument("--overwrite", action="store_true")
+    fi.set_defaults(func=cmd_bag_from_images)
+    play = bag.add_parser("play", help="publish a bag's messages on live topics")
+    play.add_argument("bag", type=Path)
+    play.add_argument("--rate", type=float, default=1.0, help="speed factor; 0 = as fast as possible")
+    play.add_argument("--wait-for-subscribers", type=float, default=10.0, metavar="S",
+                      help="wait up to S seconds for a subscriber of the image topic")
+    play.add_argument("--remap", action="append", default=[], metavar="FROM:=TO")
+    play.set_defaults(func=cmd_bag_play)
+
+    ev = subparsers.add_parser("evaluate", help="replay a bag through the node and score its poses")
+    _add_eval_args(ev)
+    ev.add_argument("--db", type=Path, required=True, help="keyframe database")
+    ev.add_argument("--bag", type=Path, required=True, help="bag with ground truth (bag from-images)")
+    ev.add_argument("--out", type=Path, required=True, help="output directory")
+    ev.set_defaults(func=cmd_evaluate)
+
+    demo = subparsers.add_parser("demo", help="sample scene: database, bag, node, replay, error table, plot")
+    _add_eval_args(demo)
+    demo.add_argument("--scene", type=Path, default=None, help="posed folder (default: the shipped sample)")
+    demo.add_argument("--out", type=Path, default=REPO_ROOT / "out" / "demo")
+    demo.set_defaults(func=cmd_demo)
+
+
+def _add_eval_args(p: argparse.ArgumentParser) -> None:
+    p.add_argument("--params", type=Path, default=DEFAULT_PARAMS, help="node parameter YAML")
+    p.add_argument("--rate", type=float, default=0.0,
+                   help="replay speed; 0 = lockstep (each image waits for the node's answer)")
+    p.add_argument("--domain-id", type=int, default=None, help="ROS domain for the node (default: free-ish 90-99)")
+    p.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
+                   help="node parameter override")
+
+
+def _parse_overrides(items: list[str]) -> dict[str, Any]:
+    """``name:=value`` pairs; values parsed as YAML scalars like ROS does."""
+    import yaml
+
+    out: dict[str, Any] = {}
+    for item in items:
+        if ":=" not in item:
+            raise DataError(f"expected NAME:=VALUE, got {item!r}")
+        name, value = item.split(":=", 1)
+        out[name] = yaml.safe_load(value)
+    return out
+
+
+def cmd_run(args: argparse.Namespace) -> int:
+    from .node import NODE_NAME, main
+
+    if not args.params_file.is_file():
+        raise DataError(f"params file not found: {args.params_file}")
+    argv = ["reloc_vggt_node", "--ros-args", "--params-file", str(args.params_file)]
+    for name, value in _parse_overrides(args.param).items():
+        argv += ["-p", f"{NODE_NAME}:{name}:={str(value).lower() if isinstance(value, bool) else value}"]
+    extra = [a for a in args.ros_args if a not in ("--", "--ros-args")]
+    return main(argv + extra)
+
+
+def cmd_bag_from_images(args: argparse.Namespace) -> int:
+    from ..data.bag import write_bag_from_folder
+
+    out = write_bag_from_folder(args.folder, args.out, None if args.split == "all" else args.split, args.fps,
+                                args.max_side, args.compressed, overwrite=args.overwrite)
+    print(f"wrote {out}")
+    return 0
+
+
+def cmd_bag_play(args: argparse.Namespace) -> int:
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+
+    from ..data.bag import COMPRESSED_TOPIC, IMAGE_TOPIC
+    from .player import BagPlayer
+
+    remap = dict(r.split(":=", 1) for r in args.remap)
+    rclpy.init()
+    node = rclpy.create_node("reloc_vggt_bag_player")
+    executor = SingleThreadedExecutor()
+    executor.add_node(node)
+    spin = lambda t: executor.spin_once(timeout_sec=t)  # noqa: E731
+    try:
+        player = BagPlayer(node, args.bag, remap)
+        image_topic = next((t for t in (IMAGE_TOPIC, COMPRESSED_TOPIC) if t in player.publishers), None)
+        if image_topic and args.wait_for_subscribers > 0:
+            if not player.wait_for_subscribers(image_topic, args.wait_for_subscribers, spin):
+                logger.warning("no subscriber on %s after %.0f s; playing anyway", image_topic, args.wait_for_subscribers)
+        t0 = time.monotonic()
+        n = player.play(args.rate, spin)
+        spin(0.5)  # let reliable publishers flush
+        print(f"published {n} messages from {args.bag} in {time.monotonic() - t0:.1f} s")
+    except KeyboardInterrupt:
+        return 130
+    finally:
+        executor.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown()
+    return 0
+
+
+def cmd_evaluate(args: argparse.Namespace) -> int:
+    from ..eval.replay import evaluate, format_table
+
+    metrics = evaluate(args.db, args.bag, args.out, args.params, rate=args.rate, domain_id=args.domain_id,
+                       overrides=_parse_overrides(args.param))
+    print(format_table(metrics))
+    print(f"wrote {args.out / 'metrics.json'} and {args.out / 'evaluation.png'}")
+    return 0
+
+
+def find_sample_scene() -> Path:
+    """The shipped sample scene (``sample/<scene>/poses.txt``)."""
+    scenes = sorted(p.parent for p in SAMPLE_DIR.glob("*/poses.txt"))
+    if not scenes:
+        raise DataError(f"no sample scene under {SAMPLE_DIR} (expected sample/<scene>/poses.txt)")
+    return scenes[0]
+
+
+def cmd_demo(args: argparse.Namespace) -> int:
+    from ..data.bag import write_bag_from_folder
+    from ..eval.replay import evaluate, format_table
+    from ..keyframes import build_keyframe_db
+
+    t_start = time.monotonic()
+    scene = args.scene or find_sample_scene()
+    out: Path = args.out
+    out.mkdir(parents=True, exist_ok=True)
+    db, bag = out / "sample.db", out / "sample-query.mcap"  # the names config/reloc_vggt.yaml uses
+    print(f"[demo] scene {scene}")
+    build_keyframe_db(scene, db, split="db", overwrite=True, backend="geometric")
+    print(f"[demo] database {db} built in {time.monotonic() - t_start:.1f} s")
+    write_bag_from_folder(scene, bag, split="query", overwrite=True)
+    print(f"[demo] query bag {bag}")
+    metrics = evaluate(db, bag, out, args.params, rate=args.rate, domain_id=args.domain_id,
+                       overrides=_parse_overrides(args.param))
+    print(format_table(metrics))
+    print(f"[demo] wrote {out / 'metrics.json'} and {out / 'evaluation.png'} "
+          f"({time.monotonic() - t_start:.0f} s total)")
+    return 0
