@@ -92,12 +92,16 @@ def read_posed_folder(folder: Path | str, split: str | None = None,
     if split is not None and not splits:
         raise DataError(f"split {split!r} requested but {folder / 'split.txt'} is missing or empty")
     records: list[PosedImage] = []
+    first_line: dict[str, int] = {}
     for lineno, line in enumerate(poses_path.read_text().splitlines(), 1):
         line = line.strip()
         if not line or line.startswith("#"):
             continue
         where = f"{poses_path}:{lineno}"
         name, (fx, fy, cx, cy, qw, qx, qy, qz, tx, ty, tz) = _parse_pose_line(line, where)
+        if name in first_line:
+            raise DataError(f"{where}: duplicate image name {name!r} (first on line {first_line[name]})")
+        first_line[name] = lineno
         q = np.array([qw, qx, qy, qz])
         if abs(np.linalg.norm(q) - 1.0) > _QUAT_NORM_TOL:
             raise DataError(f"{where}: quaternion norm {np.linalg.norm(q):.6f} is not 1")
@@ -119,6 +123,6 @@ def read_posed_folder(folder: Path | str, split: str | None = None,
 
 
 def _image_size(path: Path) -> tuple[int, int]:
-    """(width, height) without decoding the whole image when possible."""
+    """(width, height) of the stored image (decodes it: also proves the file is readable)."""
     img = load_image(path)
     return img.shape[1], img.shape[0]
