@@ -152,6 +152,8 @@ def read_bag(path: Path | str, topics: set[str] | None = None) -> Iterator[BagMe
     try:
         with Reader(path) as reader:
             conns = [c for c in reader.connections if topics is None or c.topic in topics]
+            if not conns:  # rosbags reads *every* connection when given an empty list
+                return
             for conn, t_ns, raw in reader.messages(connections=conns):
                 yield BagMessage(conn.topic, conn.msgtype, int(t_ns), bytes(raw))
     except DataError:
