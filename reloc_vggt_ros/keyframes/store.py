@@ -45,13 +45,14 @@ CREATE TABLE keyframes (
     id INTEGER PRIMARY KEY AUTOINCREMENT,
     name TEXT NOT NULL,
     stamp_ns INTEGER NOT NULL,
-    image BLOB NOT NULL,
     image_format TEXT NOT NULL,
     image_sha256 TEXT NOT NULL,
     width INTEGER NOT NULL, height INTEGER NOT NULL,
     fx REAL NOT NULL, fy REAL NOT NULL, cx REAL NOT NULL, cy REAL NOT NULL,
     T_world_cam BLOB NOT NULL,
-    depth BLOB, depth_height INTEGER, depth_width INTEGER
+    depth_height INTEGER, depth_width INTEGER,
+    depth BLOB,
+    image BLOB NOT NULL  -- large columns last: reading the small ones never walks their overflow pages
 );
 CREATE INDEX keyframes_name ON keyframes(name);
 CREATE TABLE blobs (
@@ -293,7 +294,7 @@ class KeyframeStore:
         with self._read() as cur:
             rows = cur.execute("SELECT id, T_world_cam FROM keyframes ORDER BY id").fetchall()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
-        Ts = np.stack([_pose_from_blob(r[1]) for r in rows]) if rows else np.zeros((0, 4, 4))
+        Ts = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f8").reshape(-1, 4, 4).astype(np.float64)
         return ids, Ts
 
     def intrinsics(self) -> dict[int, Intrinsics]:
