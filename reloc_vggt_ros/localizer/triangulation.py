@@ -1,0 +1,181 @@
+"""Map points for one keyframe from its known-pose neighbours, or from its depth map.
+
+Keyframe-centric: every keypoint of keyframe *i* that is matched (ratio + mutual + epipolar check
+under the known poses) in one or more neighbour keyframes is triangulated from all its views at
+once (linear DLT, then Gauss-Newton on the pixel reprojection error). Views whose reprojection
+error is too large are dropped and the point is solved again; a point survives only if it keeps
+>= 2 views, lies in front of all of them and is seen under a large enough triangulation angle.
+Keeping the points per keyframe lets a new keyframe be indexed without touching the others.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..geometry import Intrinsics, invert_T
+from .features import Features
+from .matching import fundamental_from_poses, match_descriptors, sampson_error_px
+
+__all__ = ["TriangulationConfig", "View", "select_neighbours", "triangulate_keyframe",
+           "backproject_depth"]
+
+
+@dataclass(frozen=True)
+class TriangulationConfig:
+    max_neighbours: int = 8
+    max_view_angle_deg: float = 75.0   # optical axes further apart than this share too little
+    match_ratio: float = 0.8
+    max_epipolar_px: float = 2.0
+    max_reproj_px: float = 2.0
+    min_tri_angle_deg: float = 1.5
+
+    def __post_init__(self) -> None:
+        if self.max_neighbours < 1:
+            raise ConfigError(f"max_neighbours must be >= 1, got {self.max_neighbours}")
+        if not 0.0 < self.max_view_angle_deg <= 180.0:
+            raise ConfigError(f"max_view_angle_deg must be in (0, 180], got {self.max_view_angle_deg}")
+        if not 0.0 < self.match_ratio <= 1.0:
+            raise ConfigError(f"match_ratio must be in (0, 1], got {self.match_ratio}")
+        for name in ("max_epipolar_px", "max_reproj_px"):
+            if getattr(self, name) <= 0.0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not 0.0 <= self.min_tri_angle_deg < 90.0:
+            raise ConfigError(f"min_tri_angle_deg must be in [0, 90), got {self.min_tri_angle_deg}")
+
+
+@dataclass
+class View:
+    """A posed image with features: what triangulation needs from a keyframe."""
+
+    features: Features
+    intrinsics: Intrinsics
+    T_world_cam: np.ndarray
+
+
+def select_neighbours(index: int, T_world_cams: np.ndarray, config: TriangulationConfig) -> list[int]:
+    """Positions of up to ``max_neighbours`` keyframes nearest to ``index`` that look the same way.
+
+    ``T_world_cams`` [N,4,4]. Keyframes at the very same centre add no baseline and are skipped.
+    """
+    centres = T_world_cams[:, :3, 3]
+    axes = T_world_cams[:, :3, 2]
+    dist = np.linalg.norm(centres - centres[index], axis=1)
+    cos_axis = axes @ axes[index]
+    ok = (cos_axis >= np.cos(np.radians(config.max_view_angle_deg))) & (dist > 1e-9)
+    ok[index] = False
+    cand = np.flatnonzero(ok)
+    return [int(c) for c in cand[np.argsort(dist[cand], kind="stable")][: config.max_neighbours]]
+
+
+def _observations(ref: View, neighbours: list[View], config: TriangulationConfig
+                  ) -> tuple[np.ndarray, np.ndarray]:
+    """Pixels [N,V,2] and mask [N,V] of each reference keypoint in every view (view 0 = ref)."""
+    n = len(ref.features)
+    xy = np.zeros((n, len(neighbours) + 1, 2))
+    mask = np.zeros((n, len(neighbours) + 1), bool)
+    xy[:, 0], mask[:, 0] = ref.features.keypoints_px, True
+    for v, nb in enumerate(neighbours, start=1):
+        pairs = match_descriptors(ref.features.descriptors, nb.features.descriptors, config.match_ratio)
+        if len(pairs) == 0:
+            continue
+        F = fundamental_from_poses(ref.T_world_cam, ref.intrinsics, nb.T_world_cam, nb.intrinsics)
+        x_ref, x_nb = ref.features.keypoints_px[pairs[:, 0]], nb.features.keypoints_px[pairs[:, 1]]
+        good = sampson_error_px(F, x_ref, x_nb) < config.max_epipolar_px
+        xy[pairs[good, 0], v] = x_nb[good]
+        mask[pairs[good, 0], v] = True
+    return xy, mask
+
+
+def _project(P: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Points X [N,3] through cameras P [V,3,4] (pixels): (uv [N,V,2], depth [N,V])."""
+    Xh = np.concatenate([X, np.ones((len(X), 1))], axis=1)
+    x = np.einsum("vij,nj->nvi", P, Xh)
+    return x[..., :2] / x[..., 2:3], x[..., 2]
+
+
+def _dlt(P: np.ndarray, xy: np.ndarray, mask: np.ndarray) -> np.ndarray:
+    """Linear triangulation of N points from masked views: X [N,3]."""
+    rows_u = xy[..., 0:1] * P[None, :, 2] - P[None, :, 0]
+    rows_v = xy[..., 1:2] * P[None, :, 2] - P[None, :, 1]
+    A = np.concatenate([rows_u, rows_v], axis=1) * np.concatenate([mask, mask], axis=1)[..., None]
+    A /= np.maximum(np.linalg.norm(A, axis=2, keepdims=True), 1e-12)
+    _, _, Vt = np.linalg.svd(A)
+    Xh = Vt[:, -1]
+    w = np.where(np.abs(Xh[:, 3:]) < 1e-12, 1e-12, Xh[:, 3:])
+    return Xh[:, :3] / w
+
+
+def _gauss_newton(P: np.ndarray, X: np.ndarray, xy: np.ndarray, mask: np.ndarray, iters: int = 5
+                  ) -> np.ndarray:
+    """Refine X [N,3] to minimise the masked pixel reprojection error (batched 3x3 solves)."""
+    for _ in range(iters):
+        Xh = np.concatenate([X, np.ones((len(X), 1))], axis=1)
+        x = np.einsum("vij,nj->nvi", P, Xh)                 # [N,V,3]
+        z = np.where(np.abs(x[..., 2]) < 1e-12, 1e-12, x[..., 2])
+        r = (x[..., :2] / z[..., None] - xy) * mask[..., None]           # [N,V,2]
+        # d(u)/dX = (P0 - u P2) / z, same for v with P1.
+        u, v = x[..., 0] / z, x[..., 1] / z
+        Ju = (P[None, :, 0, :3] - u[..., None] * P[None, :, 2, :3]) / z[..., None]
+        Jv = (P[None, :, 1, :3] - v[..., None] * P[None, :, 2, :3]) / z[..., None]
+        J = np.stack([Ju, Jv], axis=2) * mask[..., None, None]         # [N,V,2,3]
+        J = J.reshape(len(X), -1, 3)
+        r = r.reshape(len(X), -1)
+        H = np.einsum("nki,nkj->nij", J, J) + 1e-9 * np.eye(3)
+        g = np.einsum("nki,nk->ni", J, r)
+        X = X - np.linalg.solve(H, g[..., None])[..., 0]
+    return X
+
+
+def triangulate_keyframe(ref: View, neighbours: list[View], config: TriangulationConfig
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """World points [N,3] (NaN where none) and track lengths [N] for the keypoints of ``ref``."""
+    n = len(ref.features)
+    points = np.full((n, 3), np.nan)
+    track_len = np.zeros(n, np.int32)
+    if n == 0 or not neighbours:
+        return points, track_len
+    views = [ref, *neighbours]
+    P = np.stack([v.intrinsics.K @ invert_T(v.T_world_cam)[:3] for v in views])
+    xy, mask = _observations(ref, neighbours, config)
+    idx = np.flatnonzero(mask.sum(axis=1) >= 2)
+    xy, mask = xy[idx], mask[idx]
+    for _ in range(2):      # solve, drop bad views, solve again
+        X = _gauss_newton(P, _dlt(P, xy, mask), xy, mask)
+        uv, depth = _project(P, X)
+        err = np.linalg.norm(uv - xy, axis=2)
+        mask = mask & (err < config.max_reproj_px) & (depth > 0)
+    keep = mask[:, 0] & (mask.sum(axis=1) >= 2)
+    centres = np.stack([v.T_world_cam[:3, 3] for v in views])
+    rays = X[:, None, :] - centres[None]
+    rays /= np.maximum(np.linalg.norm(rays, axis=2, keepdims=True), 1e-12)
+    cos = np.einsum("nvi,nwi->nvw", rays, rays)
+    pair_ok = mask[:, :, None] & mask[:, None, :]
+    min_cos = np.where(pair_ok, cos, 1.0).min(axis=(1, 2))
+    keep &= min_cos <= np.cos(np.radians(config.min_tri_angle_deg))
+    points[idx[keep]] = X[keep]
+    track_len[idx[keep]] = mask[keep].sum(axis=1)
+    return points, track_len
+
+
+def backproject_depth(features: Features, intrinsics: Intrinsics, T_world_cam: np.ndarray,
+                      depth_m: np.ndarray) -> np.ndarray:
+    """World points [N,3] of the keypoints from a depth map [H,W] in metres (NaN where 0/invalid).
+
+    The depth map may have another resolution than the image; it is sampled at the nearest pixel.
+    """
+    h, w = depth_m.shape[:2]
+    xy = features.keypoints_px
+    sx, sy = w / features.width, h / features.height
+    col = np.clip(np.round((xy[:, 0] + 0.5) * sx - 0.5).astype(int), 0, w - 1)
+    row = np.clip(np.round((xy[:, 1] + 0.5) * sy - 0.5).astype(int), 0, h - 1)
+    z = depth_m[row, col].astype(np.float64)
+    valid = np.isfinite(z) & (z > 0)
+    rays = np.stack([(xy[:, 0] - intrinsics.cx) / intrinsics.fx,
+                     (xy[:, 1] - intrinsics.cy) / intrinsics.fy, np.ones(len(xy))], axis=1)
+    X_cam = rays * z[:, None]
+    X_world = X_cam @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
+    X_world[~valid] = np.nan
+    return X_world
