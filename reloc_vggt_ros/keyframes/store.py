@@ -272,12 +272,16 @@ class KeyframeStore:
         return Keyframe(name=name, image_jpeg=bytes(image), intrinsics=Intrinsics(fx, fy, cx, cy, w, h),
                         T_world_cam=_pose_from_blob(pose), stamp_ns=stamp, depth_m=depth_m, kf_id=kf_id)
 
-    def get_keyframe(self, kf_id: int) -> Keyframe:
+    def _find_keyframe(self, kf_id: int) -> Keyframe | None:
         with self._read() as cur:
             row = cur.execute(f"SELECT {_KF_COLUMNS} FROM keyframes WHERE id = ?", (int(kf_id),)).fetchone()
-        if row is None:
+        return None if row is None else self._keyframe(row)
+
+    def get_keyframe(self, kf_id: int) -> Keyframe:
+        kf = self._find_keyframe(kf_id)
+        if kf is None:
             raise KeyframeDBError(f"{self.path}: no keyframe with id {kf_id}")
-        return self._keyframe(row)
+        return kf
 
     def keyframe_ids(self) -> list[int]:
         with self._read() as cur:
@@ -286,8 +290,9 @@ class KeyframeStore:
     def iter_keyframes(self) -> Iterator[Keyframe]:
         """Keyframes in id order, fetched one at a time (the lock is not held between them)."""
         for kf_id in self.keyframe_ids():
-            with contextlib.suppress(KeyframeDBError):  # removed meanwhile by another thread
-                yield self.get_keyframe(kf_id)
+            kf = self._find_keyframe(kf_id)
+            if kf is not None:  # else removed meanwhile by another thread
+                yield kf
 
     def poses(self) -> tuple[np.ndarray, np.ndarray]:
         """``(ids [N] int64, T_world_cam [N,4,4] float64)`` in id order, without touching images."""
