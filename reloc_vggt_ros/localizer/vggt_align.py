@@ -20,6 +20,7 @@ Confidence and covariance come from the residuals of the inlier keyframes.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import math
 from dataclasses import dataclass
@@ -28,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ModelLoadError
+from ..errors import ConfigError
 from ..geometry import Intrinsics, apply_T, make_sim3, make_T, project_to_SO3, umeyama_ransac
 from ..geometry.metrics import rotation_error_deg
 from ..keyframes import KeyframeStore
 from .base import PosePrior, RelocResult, RelocStatus
-from .vggt_common import KeyframeSet, require_weights, to_model_image
+from .vggt_common import KeyframeSet, decode_cameras, require_weights, to_model_image
 
 __all__ = ["CameraAlignment", "align_cameras", "apply_alignment", "VGGTAlignConfig",
            "VGGTAlignLocalizer"]
@@ -128,11 +129,11 @@ def alignment_result(align: CameraAlignment, T_world_query: np.ndarray, extent: 
     """Confidence, covariance and status of an aligned query pose."""
     n_in = int(align.inliers.sum())
     K = len(align.inliers)
-    if n_in == 0 or not np.all(np.isfinite(T_world_query)):
-        return RelocResult(RelocStatus.LOW_CONFIDENCE, T_world_query, None, 0.0, n_in,
-                           reason="no keyframe agrees with the predicted cameras", diagnostics=diagnostics)
-    res_m = float(np.median(align.residuals[align.inliers]))
-    rot_deg = float(np.median(align.rot_residuals_deg[align.inliers]))
+    if not np.all(np.isfinite(T_world_query)):
+        return RelocResult(RelocStatus.LOW_CONFIDENCE, reason="non-finite aligned pose", diagnostics=diagnostics)
+    used = align.inliers if n_in else np.ones(K, bool)     # no inlier: report the spread of all
+    res_m = float(np.median(align.residuals[used]))
+    rot_deg = float(np.median(align.rot_residuals_deg[used]))
     confidence = (n_in / K) * math.exp(-res_m / align.threshold) * math.exp(-rot_deg / 15.0)
     var_t = max(res_m**2, (0.01 * max(extent, 1e-3)) ** 2)
     var_r = max(math.radians(rot_deg) ** 2, math.radians(0.5) ** 2)
@@ -171,22 +172,18 @@ class VGGTAlignConfig:
 
 
 def load_vggt(weights: str | Path, device: str = "cpu") -> torch.nn.Module:
-    """VGGT from a weights file; architecture from ``<stem>.json`` beside it, else VGGT-1B."""
+    """VGGT aggregator + camera head from a weights file (architecture from ``<stem>.json``
+    beside it, else VGGT-1B); the dense heads are not built, their keys reported as ignored."""
     from ..model.config import VGGTConfig
-    from ..model.vggt import VGGT
-    from ..model.weights import load_vggt_weights
+    from ..model.weights import config_path_for, load_vggt as load_vggt_file
 
     path = require_weights(weights, "vggt_align")
-    cfg_path = path.with_suffix(".json")
+    cfg_path = config_path_for(path)
     cfg = VGGTConfig.from_json(cfg_path) if cfg_path.is_file() else VGGTConfig()
-    model = VGGT(cfg)
-    try:
-        load_vggt_weights(model, path)
-    except ModelLoadError:
-        raise
-    except Exception as err:  # noqa: BLE001 - any failure here is a bad weights file
-        raise ModelLoadError(f"cannot load VGGT weights {path}: {err}") from err
-    return model.to(device).eval()
+    cfg = dataclasses.replace(cfg, enable_depth=False, enable_point=False, enable_track=False)
+    model, report = load_vggt_file(path, cfg, strict=True, map_location=device)
+    logger.info("vggt_align weights: %s", report.summary())
+    return model
 
 
 class VGGTAlignLocalizer:
@@ -206,13 +203,10 @@ class VGGTAlignLocalizer:
     @torch.inference_mode()
     def predict_cameras(self, images: torch.Tensor) -> np.ndarray:
         """images [S, 3, H, W] -> predicted camera-to-frame-0 poses [S, 4, 4] (VGGT scale)."""
-        from ..model.pose_encoding import pose_encoding_to_T_world_cam
-
         x = images.unsqueeze(0).to(self.config.device)
         tokens, _ = self.model.aggregator(x)
         pose_enc = self.model.camera_head(tokens)[-1][0].float().cpu().numpy()
-        T_pred, _ = pose_encoding_to_T_world_cam(pose_enc, self.config.image_hw)
-        return T_pred
+        return decode_cameras(pose_enc, self.config.image_hw)
 
     def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
                  prior: PosePrior | None = None) -> RelocResult:

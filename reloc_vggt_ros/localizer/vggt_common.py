@@ -20,7 +20,7 @@ from ..geometry import Intrinsics
 from ..keyframes import GlobalIndex, KeyframeStore, nearest_by_pose, thumbnail_descriptor
 from .base import PosePrior
 
-__all__ = ["require_weights", "to_model_image", "KeyframeSet"]
+__all__ = ["require_weights", "to_model_image", "KeyframeSet", "decode_cameras"]
 
 logger = logging.getLogger(__name__)
 
@@ -90,3 +90,17 @@ class KeyframeSet:
         if len(self._cache) > self._cache_size:
             self._cache.popitem(last=False)
         return img
+
+
+def decode_cameras(pose_enc: np.ndarray, image_hw: tuple[int, int]) -> np.ndarray:
+    """VGGT pose encodings ``[S, 9]`` -> camera-to-frame-0 poses ``[S, 4, 4]``.
+
+    Only the extrinsics are used; FoVs are clipped into (0, π) first so a degenerate predicted
+    FoV (0 after VGGT's ReLU, e.g. from untrained weights) cannot make the conversion fail.
+    """
+    from ..model.pose_encoding import pose_encoding_to_T_world_cam
+
+    enc = np.array(pose_enc, dtype=np.float64).reshape(-1, 9)
+    enc[:, 7:] = np.clip(enc[:, 7:], 1e-3, np.pi - 1e-3)
+    T, _ = pose_encoding_to_T_world_cam(enc, image_hw)
+    return T

@@ -1,0 +1,133 @@
+"""``reloc_vggt``: relocalization with a trained Reloc-VGGT checkpoint.
+
+Per query: retrieve K keyframes (best match first = the **anchor**), encode their known poses
+relative to the anchor (translations divided by their mean distance from the anchor, see
+:func:`~reloc_vggt_ros.model.pose_tokenizer.relative_pose_encoding`), run
+``[anchor, db…, query]``, read the query's camera-from-anchor pose, scale its translation back
+to metres and compose ``T_world_query = T_world_anchor · T_anchor_query``.
+
+With a ``cached``-mask checkpoint the keyframe keys/values are kept for the last keyframe set,
+so consecutive queries that retrieve the same keyframes only pay for the query frame.
+
+Confidence is *self-consistency*: the network also predicts the cameras of the keyframes whose
+poses it was given; how far those predictions land from the known poses (relative translation
+error, rotation error) says how much the network can be trusted on this input. Untrained
+weights therefore give a finite pose with low confidence — they do not localize.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+from dataclasses import dataclass
+
+import numpy as np
+import torch
+
+from ..errors import ConfigError
+from ..geometry import Intrinsics, pose_error
+from ..keyframes import KeyframeStore
+from .base import PosePrior, RelocResult, RelocStatus
+from .vggt_common import KeyframeSet, decode_cameras, require_weights, to_model_image
+
+__all__ = ["RelocVGGTLocalizerConfig", "RelocVGGTLocalizer"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class RelocVGGTLocalizerConfig:
+    """``consistency_t_rel`` / ``consistency_rot_deg``: keyframe prediction errors (translation as
+    a fraction of the keyframe spread, rotation in degrees) at which confidence falls by e⁻¹."""
+
+    weights: str = ""
+    num_keyframes: int = 8
+    device: str = "cpu"
+    consistency_t_rel: float = 0.1
+    consistency_rot_deg: float = 5.0
+    min_confidence: float = 0.3
+
+    def __post_init__(self) -> None:
+        if self.num_keyframes < 1:
+            raise ConfigError(f"num_keyframes must be >= 1, got {self.num_keyframes}")
+        if not (self.consistency_t_rel > 0 and self.consistency_rot_deg > 0):
+            raise ConfigError("consistency_t_rel and consistency_rot_deg must be > 0")
+        if not 0 <= self.min_confidence <= 1:
+            raise ConfigError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
+
+
+class RelocVGGTLocalizer:
+    """Localizer over a keyframe store with a Reloc-VGGT model (loaded from ``config.weights``)."""
+
+    name = "reloc_vggt"
+
+    def __init__(self, store: KeyframeStore, config: RelocVGGTLocalizerConfig,
+                 model: torch.nn.Module | None = None) -> None:
+        from ..model.reloc_vggt import RelocVGGT
+
+        self.config = config
+        if model is None:
+            model = RelocVGGT.load(require_weights(config.weights, "reloc_vggt"), config.device)
+        self.model = model.eval()
+        self.image_hw: tuple[int, int] = tuple(model.config.image_hw)  # type: ignore[assignment]
+        self.keyframes = KeyframeSet(store, self.image_hw)
+        self._cache_key: tuple[int, ...] | None = None
+        self._cache = None
+        logger.info("reloc_vggt: mask=%s image_hw=%s %s", model.config.mask, self.image_hw, config)
+
+    def refresh(self) -> None:
+        self.keyframes.refresh()
+        self._cache_key, self._cache = None, None
+
+    @torch.inference_mode()
+    def predict(self, kf_ids: list[int], query: torch.Tensor, known_pose_enc: np.ndarray) -> np.ndarray:
+        """Pose encodings ``[K+1, 9]`` (camera-from-anchor, normalised scale) of keyframes + query."""
+        dev = self.config.device
+        kf_images = torch.stack([self.keyframes.image(i) for i in kf_ids]).unsqueeze(0).to(dev)
+        known = torch.from_numpy(known_pose_enc).float().unsqueeze(0).to(dev)
+        query = query.unsqueeze(0).unsqueeze(0).to(dev)
+        if self.model.config.mask == "cached":
+            if self._cache_key != tuple(kf_ids):
+                self._cache = self.model.encode_keyframes(kf_images, known)
+                self._cache_key = tuple(kf_ids)
+            out = self.model.forward_query(self._cache, query)
+        else:
+            out = self.model(torch.cat([kf_images, query], dim=1), known)
+        return out["pose_enc"][0].float().cpu().numpy().astype(np.float64)
+
+    def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
+                 prior: PosePrior | None = None) -> RelocResult:
+        from ..model.pose_tokenizer import relative_pose_encoding
+
+        if len(self.keyframes) == 0:
+            return RelocResult(RelocStatus.EMPTY_DATABASE, reason="keyframe database is empty")
+        kf_ids = self.keyframes.retrieve(image_bgr, self.config.num_keyframes, prior)
+        T_world_kf = np.stack([self.keyframes.pose(i) for i in kf_ids])
+        known, scale = relative_pose_encoding(list(T_world_kf), [self.keyframes.intrinsics[i] for i in kf_ids])
+        pose_enc = self.predict(kf_ids, to_model_image(image_bgr, self.image_hw), known)
+        diagnostics = {"keyframes": kf_ids, "anchor": kf_ids[0], "scale": scale}
+        if not np.all(np.isfinite(pose_enc)):
+            return RelocResult(RelocStatus.LOW_CONFIDENCE, reason="non-finite network output",
+                               diagnostics=diagnostics)
+        pose_enc[:, :3] *= scale
+        T_anchor_cam = decode_cameras(pose_enc, self.image_hw)
+        T_world_query = T_world_kf[0] @ T_anchor_cam[-1]
+        # self-consistency on the keyframes the network was told about
+        errs = [pose_error(T_world_kf[0] @ T_pred, T_known) for T_pred, T_known in zip(T_anchor_cam[:-1], T_world_kf)]
+        t_rel = np.array([e[0] for e in errs]) / scale
+        rot = np.array([e[1] for e in errs])
+        med_t, med_r = float(np.median(t_rel)), float(np.median(rot))
+        confidence = math.exp(-med_t / self.config.consistency_t_rel) * math.exp(-med_r / self.config.consistency_rot_deg)
+        consistent = int(np.sum((t_rel < 3 * self.config.consistency_t_rel) & (rot < 3 * self.config.consistency_rot_deg)))
+        var_t = max((med_t * scale) ** 2, (0.01 * scale) ** 2)
+        var_r = max(math.radians(med_r) ** 2, math.radians(0.5) ** 2)
+        cov = np.diag([var_t] * 3 + [var_r] * 3)
+        diagnostics.update(median_kf_t_err_rel=med_t, median_kf_rot_err_deg=med_r)
+        if len(kf_ids) < 2:
+            status, reason = RelocStatus.LOW_CONFIDENCE, "one keyframe: no baseline fixes the metric scale"
+        elif confidence < self.config.min_confidence:
+            status, reason = RelocStatus.LOW_CONFIDENCE, (
+                f"keyframe self-consistency too low (median {med_t:.2f} rel. translation, {med_r:.1f} deg)")
+        else:
+            status, reason = RelocStatus.OK, ""
+        return RelocResult(status, T_world_query, cov, float(confidence), consistent, reason, diagnostics)
