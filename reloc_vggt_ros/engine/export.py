@@ -135,11 +135,16 @@ def _build_sidecar(graph: ExportableGraph, cfg: ExportConfig, path: Path, extern
 
 
 def export_onnx(graph: ExportableGraph, path: str | Path, cfg: ExportConfig = ExportConfig(), *,
-                overwrite: bool = False, extra_sidecar: dict[str, Any] | None = None) -> Path:
+                overwrite: bool = False, extra_sidecar: dict[str, Any] | None = None,
+                verify_dynamic: bool = True) -> Path:
     """Export ``graph`` to ``path`` (+ ``path.json`` sidecar); returns ``path``.
 
     Skips the export when both files exist unless ``overwrite``. The graph is traced at the
     ``opt`` keyframe count; ``onnx.checker`` runs on the result (by path, so external data works).
+    A dynamic export is run by onnxruntime at ``min`` and ``max`` keyframes and compared with
+    torch (``verify_dynamic``): a model whose Python code turned the frame count into a trace
+    constant would otherwise give a graph that only works at ``opt``. Such an export is deleted
+    and reported as a ConfigError.
     """
     path = Path(path)
     side = sidecar_path(path)
@@ -182,9 +187,28 @@ def export_onnx(graph: ExportableGraph, path: str | Path, cfg: ExportConfig = Ex
     if data_name:
         sidecar["external_data_bytes"] = (path.parent / data_name).stat().st_size
     side.write_text(json.dumps(sidecar, indent=2) + "\n")
+    if kf.dynamic and verify_dynamic:
+        _verify_dynamic(graph, path, cfg, [path, side] + ([path.parent / data_name] if data_name else []))
     log.info("wrote %s (%.1f MB%s)", path, path.stat().st_size / 1e6,
              f" + {sidecar['external_data_bytes'] / 1e9:.2f} GB external data" if data_name else "")
     return path
+
+
+def _verify_dynamic(graph: ExportableGraph, path: Path, cfg: ExportConfig, files: list[Path]) -> None:
+    tol = 1e-3 if cfg.precision == "fp32" else 1e-1
+    for k in sorted({cfg.keyframes.min, cfg.keyframes.max}):
+        try:
+            worst = max(check_parity(graph, path, k).values())
+            failure = None if worst <= tol else f"max |onnx - torch| = {worst:.3g} > {tol}"
+        except Exception as err:  # onnxruntime reports shape clashes with its own types
+            failure = str(err).splitlines()[0][:300]
+        if failure:
+            for f in files:
+                f.unlink(missing_ok=True)
+            raise ConfigError(
+                f"{graph.graph_name}: the exported graph does not work at {k} keyframes ({failure}); "
+                "the model code turns the frame count into a trace-time constant. Export a fixed "
+                "keyframe count instead (--keyframes K), one graph per K")
 
 
 def check_parity(graph: ExportableGraph, onnx_path: str | Path, num_keyframes: int, *,
