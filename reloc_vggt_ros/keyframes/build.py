@@ -18,6 +18,7 @@ import numpy as np
 
 from ..data import PosedImage, read_posed_folder
 from ..errors import DataError, KeyframeDBError
+from .retrieval import THUMBNAIL_BACKEND, THUMBNAIL_FINGERPRINT, store_global_descriptors, thumbnail_descriptor
 from .store import KeyframeStore
 from .types import Keyframe
 
@@ -95,20 +96,22 @@ def index_with_backend(store: KeyframeStore, backend: str) -> bool:
 
 def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None = "db",
                       overwrite: bool = False, max_side: int | None = None,
-                      backend: str | None = None, creator: str = "reloc-vggt db build") -> Path:
+                      backend: str | None = None, thumbnails: bool = True,
+                      creator: str = "reloc-vggt db build") -> Path:
     """Write the ``split`` images of a posed folder (None = all) into a new database at ``db_path``.
 
-    Refuses to replace an existing file unless ``overwrite``. ``backend`` (e.g. "geometric")
-    additionally indexes the database through the localizer registry if it exists.
-    Returns ``db_path``.
+    Refuses to replace an existing file unless ``overwrite``. ``thumbnails`` stores the
+    weights-free retrieval descriptor of every keyframe (:func:`load_global_index` reads it).
+    ``backend`` (e.g. "geometric") additionally indexes the database through the localizer
+    registry if it exists. Returns ``db_path``.
     """
     folder, db_path = _scene_folder(Path(images)), Path(db_path)
     if db_path.exists() and not overwrite:
         raise KeyframeDBError(f"{db_path} exists; pass overwrite=True (--overwrite) to replace it")
     if max_side is not None and max_side < 16:
         raise KeyframeDBError(f"max_side must be >= 16 px, got {max_side}")
-    logger.info("building %s from %s (split=%s, max_side=%s, backend=%s)", db_path, folder, split,
-                max_side, backend)
+    logger.info("building %s from %s (split=%s, max_side=%s, thumbnails=%s, backend=%s)", db_path, folder,
+                split, max_side, thumbnails, backend)
     records = read_posed_folder(folder, split)
     if not records:
         raise DataError(f"{folder}: no images in split {split!r}")
@@ -121,6 +124,8 @@ def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None
             store.set_metadata("max_side", str(max_side or ""))
             for i in range(0, len(records), _BATCH):  # bounded memory: a batch of images at a time
                 store.add_keyframes([keyframe_from_posed(r, max_side) for r in records[i:i + _BATCH]])
+            if thumbnails:
+                store_global_descriptors(store, THUMBNAIL_BACKEND, THUMBNAIL_FINGERPRINT, thumbnail_descriptor)
             if backend and backend != "none":
                 index_with_backend(store, backend)
             store._conn.execute("PRAGMA journal_mode = DELETE")  # self-contained file before the move

@@ -26,6 +26,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="downscale images so their longer side is at most this many pixels")
     build.add_argument("--backend", default="geometric", choices=("none", "geometric"),
                        help="precompute this backend's per-keyframe data (default: geometric)")
+    build.add_argument("--no-thumbnails", action="store_true",
+                       help="do not store the weights-free thumbnail retrieval descriptors")
     build.set_defaults(func=_build)
 
     info = sub.add_parser("info", help="counts, map extent, units and backends of a database")
@@ -39,7 +41,8 @@ def _build(args: argparse.Namespace) -> int:
     if backend and not registry_available():
         print(f"note: no localizer registry yet; building without '{backend}' indexing")
     path = build_keyframe_db(args.images, args.out, split=None if args.split == "all" else args.split,
-                             overwrite=args.overwrite, max_side=args.max_side, backend=backend)
+                             overwrite=args.overwrite, max_side=args.max_side, backend=backend,
+                             thumbnails=not args.no_thumbnails)
     with KeyframeStore.open(path, readonly=True) as store:
         print(format_summary(summarize(store)))
     return 0

@@ -9,13 +9,18 @@ learned model at all.
 from __future__ import annotations
 
 import logging
+from collections.abc import Callable
 
 import cv2
 import numpy as np
 
+from ..errors import KeyframeDBError
 from ..geometry import rotation_error_deg
+from .blobs import pack_arrays, unpack_arrays
+from .store import KeyframeStore
 
-__all__ = ["GlobalIndex", "nearest_by_pose", "thumbnail_descriptor"]
+__all__ = ["GlobalIndex", "nearest_by_pose", "thumbnail_descriptor", "store_global_descriptors",
+           "load_global_index", "GLOBAL_KEY", "THUMBNAIL_BACKEND", "THUMBNAIL_FINGERPRINT"]
 
 logger = logging.getLogger(__name__)
 
@@ -25,6 +30,9 @@ except ImportError:  # pragma: no cover - exercised where faiss is absent
     faiss = None
 
 BACKENDS = ("auto", "faiss", "numpy")
+GLOBAL_KEY = "global"                    # blob key of a keyframe's global descriptor
+THUMBNAIL_BACKEND = "thumbnail"
+THUMBNAIL_FINGERPRINT = "thumb-16x12-grey-v1"
 
 
 class GlobalIndex:
@@ -128,3 +136,45 @@ def thumbnail_descriptor(image_bgr: np.ndarray, size: tuple[int, int] = (16, 12)
     thumb = cv2.resize(grey, size, interpolation=cv2.INTER_AREA).astype(np.float32).reshape(-1)
     thumb -= thumb.mean()
     return thumb / max(float(np.linalg.norm(thumb)), 1e-6)
+
+
+def store_global_descriptors(store: KeyframeStore, backend: str, fingerprint: str,
+                             describe: Callable[[np.ndarray], np.ndarray], only_missing: bool = True) -> int:
+    """Compute ``describe(image_bgr) -> [D]`` for keyframes and store it as blob
+    ``(backend, "global", fingerprint)`` = ``pack_arrays({"descriptor": float32 [D]})``.
+
+    With ``only_missing`` keyframes that already hold a descriptor of this fingerprint are skipped.
+    Returns the number of descriptors written.
+    """
+    have = {i for i, _ in store.iter_blobs(backend, GLOBAL_KEY, fingerprint)} if only_missing else set()
+    written = 0
+    for kf in store.iter_keyframes():
+        if kf.kf_id in have:
+            continue
+        desc = np.asarray(describe(kf.decode_image()), dtype=np.float32).reshape(-1)
+        store.put_blob(kf.kf_id, backend, GLOBAL_KEY, pack_arrays({"descriptor": desc}), fingerprint)
+        written += 1
+    logger.info("stored %d '%s' global descriptors (%s) in %s", written, backend, fingerprint, store.path)
+    return written
+
+
+def load_global_index(store: KeyframeStore, backend: str = THUMBNAIL_BACKEND,
+                      fingerprint: str = THUMBNAIL_FINGERPRINT, index_backend: str = "auto") -> GlobalIndex:
+    """A :class:`GlobalIndex` over the stored global descriptors of one backend/fingerprint.
+
+    KeyframeDBError if the database holds none (index it first, e.g. ``db build`` stores
+    thumbnails); keyframes without a descriptor are left out with a warning.
+    """
+    ids, descs = [], []
+    for kf_id, data in store.iter_blobs(backend, GLOBAL_KEY, fingerprint):
+        ids.append(kf_id)
+        descs.append(unpack_arrays(data)["descriptor"])
+    if not ids:
+        raise KeyframeDBError(f"{store.path}: no '{backend}' global descriptors with fingerprint "
+                              f"{fingerprint!r}; index the database first")
+    missing = len(store) - len(ids)
+    if missing:
+        logger.warning("%d keyframes of %s have no '%s' global descriptor", missing, store.path, backend)
+    index = GlobalIndex(len(descs[0]), backend=index_backend)
+    index.add(np.array(ids), np.stack(descs))
+    return index

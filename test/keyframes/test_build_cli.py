@@ -39,7 +39,8 @@ def test_db_build_then_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["db", "info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "keyframes:      7" in text and "1536x1024 (7)" in text and "units:          m" in text
-    assert "backends:       none" in text and "schema version: 1" in text
+    assert "schema version: 1" in text
+    assert "backend:        thumbnail  fingerprint thumb-16x12-grey-v1  (7 keyframes with blobs)" in text
 
     assert main(["db", "info", str(out), "--json"]) == 0
     info = json.loads(capsys.readouterr().out)
@@ -58,9 +59,9 @@ def test_build_refuses_overwrite_unless_asked(tmp_path: Path, capsys: pytest.Cap
     capsys.readouterr()
     assert main(args) == 1
     assert "ERROR:" in capsys.readouterr().err and out.exists()
-    assert main(args + ["--overwrite", "--split", "query"]) == 0
+    assert main(args + ["--overwrite", "--split", "query", "--no-thumbnails"]) == 0
     with KeyframeStore.open(out) as store:
-        assert len(store) == 4 and store.metadata["split"] == "query"
+        assert len(store) == 4 and store.metadata["split"] == "query" and store.backends() == {}
     with pytest.raises(KeyframeDBError, match="exists"):
         build_keyframe_db(SCENE, out)
 
@@ -96,13 +97,13 @@ def test_backend_hook_calls_the_registry_when_present(tmp_path: Path, monkeypatc
     fake.index_database = index_database  # type: ignore[attr-defined]
     monkeypatch.setitem(sys.modules, "fake_registry", fake)
     monkeypatch.setattr(build_mod, "REGISTRY_MODULE", "fake_registry")
-    out = build_keyframe_db(SCENE, tmp_path / "a.db", max_side=64, backend="geometric")
+    out = build_keyframe_db(SCENE, tmp_path / "a.db", max_side=64, backend="geometric", thumbnails=False)
     assert calls == [(7, "geometric")]
     with KeyframeStore.open(out) as store:
         assert store.backends() == {"geometric": {"fake-v1"}}
 
     monkeypatch.setattr(build_mod, "REGISTRY_MODULE", "reloc_vggt_ros.localizer.no_such_registry")
-    out = build_keyframe_db(SCENE, tmp_path / "b.db", max_side=64, backend="geometric")
+    out = build_keyframe_db(SCENE, tmp_path / "b.db", max_side=64, backend="geometric", thumbnails=False)
     with KeyframeStore.open(out) as store:   # built, just not indexed
         assert len(store) == 7 and store.backends() == {}
 

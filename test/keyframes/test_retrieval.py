@@ -9,7 +9,9 @@ import pytest
 
 from reloc_vggt_ros.data import load_image, read_posed_folder
 from reloc_vggt_ros.geometry import make_T, rotation_error_deg, so3_exp
-from reloc_vggt_ros.keyframes import GlobalIndex, nearest_by_pose, thumbnail_descriptor
+from reloc_vggt_ros.errors import KeyframeDBError
+from reloc_vggt_ros.keyframes import (GlobalIndex, KeyframeStore, build_keyframe_db, load_global_index,
+                                      nearest_by_pose, store_global_descriptors, thumbnail_descriptor)
 from reloc_vggt_ros.keyframes import retrieval
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -110,3 +112,23 @@ def test_thumbnail_retrieval_finds_a_neighbouring_keyframe(scene: str, min_hits:
         near, _ = nearest_by_pose(np.arange(len(db)), Ts, q.T_world_cam, k=2)
         hits += int(top[0] in near)
     assert hits >= min_hits, f"{scene}: {hits}/{len(queries)}"
+
+
+def test_global_descriptors_stored_in_the_database(tmp_path: Path) -> None:
+    """db build stores thumbnails; load_global_index serves retrieval straight from the file."""
+    scene = DATA / "fountain-P11"
+    db = build_keyframe_db(scene, tmp_path / "f.db", max_side=400)
+    with KeyframeStore.open(db) as store:
+        index = load_global_index(store)
+        assert len(index) == 7
+        names = {i: store.get_keyframe(i).name for i in store.keyframe_ids()}
+        query = read_posed_folder(scene, "query")[0]              # 0001.jpg, between 0000 and 0002
+        top, _ = index.search(thumbnail_descriptor(load_image(query.path)), k=2)
+        assert {names[int(i)] for i in top} == {"0000.jpg", "0002.jpg"}
+        # already indexed keyframes are skipped; a new descriptor type is added beside
+        assert store_global_descriptors(store, retrieval.THUMBNAIL_BACKEND, retrieval.THUMBNAIL_FINGERPRINT,
+                                        thumbnail_descriptor) == 0
+        assert store_global_descriptors(store, "tiny", "t4x3", lambda im: thumbnail_descriptor(im, (4, 3))) == 7
+        assert len(load_global_index(store, "tiny", "t4x3")) == 7
+        with pytest.raises(KeyframeDBError, match="no 'thumbnail' global descriptors with fingerprint 'v0'"):
+            load_global_index(store, fingerprint="v0")
