@@ -59,6 +59,7 @@ class VGGT(nn.Module):
         tokens, patch_start_idx = self.aggregator(images)
         preds: dict[str, torch.Tensor | list[torch.Tensor]] = {}
         with torch.autocast(device_type=images.device.type, enabled=False):
+            tokens = [t.float() for t in tokens]  # heads run in fp32 (no-op for fp32 tokens)
             if self.camera_head is not None:
                 pose_enc_list = self.camera_head(tokens)
                 preds["pose_enc"] = pose_enc_list[-1]

@@ -169,3 +169,37 @@ def test_corrupt_safetensors(tmp_path: Path) -> None:
     path.write_bytes(b"\x10\x00\x00\x00\x00\x00\x00\x00{not json")
     with pytest.raises(ModelLoadError, match="broken.safetensors"):
         load_vggt_weights(VGGT(PRESETS["tiny_conv"]), path)
+
+
+def test_default_config_is_vggt_1b_and_json_round_trips(tmp_path: Path) -> None:
+    cfg = VGGTConfig()
+    assert (cfg.embed_dim, cfg.depth, cfg.num_heads, cfg.patch_embed, cfg.img_size) == \
+        (1024, 24, 16, "dinov2", 518)
+    assert VGGTConfig.from_json(cfg.to_json(tmp_path / "c.json")) == cfg
+    assert PRESETS["vggt_1b"] == cfg
+
+
+@pytest.mark.parametrize(("kwargs", "match"), [
+    ({"patch_embed": "resnet"}, "patch_embed must be one of"),
+    ({"embed_dim": 1000}, "head_dim divisible by 4"),
+    ({"img_size": 500}, "multiple of patch_size"),
+    ({"dpt_layers": (4, 11, 17, 30)}, r"dpt_layers .* must lie in \[0, 24\)"),
+    ({"depth": 0}, "depth must be >= 1"),
+])
+def test_config_validation(kwargs: dict, match: str) -> None:
+    from reloc_vggt_ros.errors import ConfigError
+    with pytest.raises(ConfigError, match=match):
+        VGGTConfig(**kwargs)
+
+
+def test_config_json_errors(tmp_path: Path) -> None:
+    from reloc_vggt_ros.errors import ConfigError
+    bad = tmp_path / "bad.json"
+    bad.write_text('{"architecture": "vggt", "embed_dimm": 64}')
+    with pytest.raises(ConfigError, match=r"unknown VGGTConfig fields: \['embed_dimm'\]"):
+        VGGTConfig.from_json(bad)
+    bad.write_text('{"architecture": "dust3r"}')
+    with pytest.raises(ConfigError, match="architecture 'dust3r'"):
+        VGGTConfig.from_json(bad)
+    with pytest.raises(ConfigError, match="cannot read VGGT config"):
+        VGGTConfig.from_json(tmp_path / "missing.json")
