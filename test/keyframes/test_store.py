@@ -12,7 +12,7 @@ import pytest
 
 from reloc_vggt_ros.data import read_posed_folder
 from reloc_vggt_ros.errors import KeyframeDBError
-from reloc_vggt_ros.geometry import Intrinsics, make_T, so3_exp
+from reloc_vggt_ros.geometry import make_T, so3_exp
 from reloc_vggt_ros.keyframes import SCHEMA_VERSION, Keyframe, KeyframeStore, pack_arrays, unpack_arrays
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -149,7 +149,8 @@ def test_invalid_keyframes_are_rejected_and_nothing_is_written(db: Path) -> None
         "name must be": Keyframe("", good.image_jpeg, good.intrinsics, good.T_world_cam),
         "depth must be finite": Keyframe(good.name, good.image_jpeg, good.intrinsics, good.T_world_cam,
                                          depth_m=np.full((4, 4), np.nan)),
-        "intrinsics must be": Keyframe(good.name, good.image_jpeg, np.eye(3), good.T_world_cam),  # type: ignore[arg-type]
+        "intrinsics must be": Keyframe(good.name, good.image_jpeg, np.eye(3),  # type: ignore[arg-type]
+                                       good.T_world_cam),
     }
     with KeyframeStore.create(db) as store:
         rev = store.revision
