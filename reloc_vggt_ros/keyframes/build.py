@@ -115,6 +115,7 @@ def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None
     records = read_posed_folder(folder, split)
     if not records:
         raise DataError(f"{folder}: no images in split {split!r}")
+    db_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = db_path.with_name(f".{db_path.name}.building-{os.getpid()}")
     _remove_db_files(tmp)
     try:

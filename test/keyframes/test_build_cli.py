@@ -67,7 +67,7 @@ def test_build_refuses_overwrite_unless_asked(tmp_path: Path, capsys: pytest.Cap
 
 
 def test_build_with_max_side_scales_intrinsics(tmp_path: Path) -> None:
-    out = build_keyframe_db(SCENE, tmp_path / "small.db", split=None, max_side=640)
+    out = build_keyframe_db(SCENE, tmp_path / "maps" / "small.db", split=None, max_side=640)  # dir created
     recs = read_posed_folder(SCENE)
     with KeyframeStore.open(out) as store:
         assert len(store) == 11
