@@ -111,6 +111,7 @@ class RunSection:
     val_every: int = 200
     ckpt_every: int = 200
     keep_checkpoints: int = 2
+    max_minutes: float | None = None     # wall-clock budget: stop early (validate, checkpoint, export)
     progress: bool = True
     export_name: str = "reloc_vggt"
 
@@ -121,6 +122,8 @@ class RunSection:
             raise ConfigError(f"run.grad_checkpointing must be auto/on/off, got {self.grad_checkpointing!r}")
         if min(self.log_every, self.val_every, self.ckpt_every, self.keep_checkpoints) < 1:
             raise ConfigError("run.log_every, val_every, ckpt_every, keep_checkpoints must be >= 1")
+        if self.max_minutes is not None and self.max_minutes <= 0:
+            raise ConfigError(f"run.max_minutes must be > 0 or null, got {self.max_minutes}")
         if self.threads < 0 or self.num_workers < 0:
             raise ConfigError("run.threads and run.num_workers must be >= 0")
 

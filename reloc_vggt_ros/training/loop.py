@@ -349,6 +349,8 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, resume: bool = False
     bar = tqdm(total=end, initial=start, disable=not cfg.run.progress, desc=f"stage {cfg.stage}", unit="step")
     model.train()
     step = start
+    t_start = time.monotonic()
+    budget_s = cfg.run.max_minutes * 60 if cfg.run.max_minutes else math.inf
     for batch in loader:
         t0 = time.perf_counter()
         enc = batch["pose_enc"].to(device, non_blocking=True)
@@ -381,14 +383,18 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, resume: bool = False
             tb.add_scalar("train/loss", loss_value, step)
         bar.update(1)
         bar.set_postfix(loss=f"{loss_value:.4f}")
-        if step % cfg.run.val_every == 0 or step == o.max_steps:
+        out_of_time = time.monotonic() - t_start > budget_s
+        if step % cfg.run.val_every == 0 or step == o.max_steps or out_of_time:
             _validate(model, val_batches, device, amp, step, vlog, tb)
-        if step % cfg.run.ckpt_every == 0 or step == end:
+        if step % cfg.run.ckpt_every == 0 or step == end or out_of_time:
             _save_checkpoint(ckpt_dir / f"step_{step:07d}.pt", step, model, opt, sched, scaler, cfg)
             for old in sorted(ckpt_dir.glob("step_*.pt"))[:-cfg.run.keep_checkpoints]:
                 old.unlink()
+        if out_of_time:
+            logger.warning("run.max_minutes=%s reached at step %d: stopping early", cfg.run.max_minutes, step)
+            break
     bar.close()
-    if step == o.max_steps:
+    if step == o.max_steps or (step < end and stop_at_step is None):
         path = export_weights(model, out_dir / f"{cfg.run.export_name}.safetensors")
         logger.info("exported %s", path)
     _plot(out_dir)
