@@ -40,6 +40,7 @@ class NodeStats:
     last_stamp_ns: int = 0
     last_reason: str = "no image received yet"
     last_warning: str = ""
+    last_keyframe_reason: str = ""
     state: str = "unconfigured"
     _arrivals: deque = field(default_factory=deque, repr=False)
     _latencies_ms: deque = field(default_factory=deque, repr=False)
@@ -65,12 +66,13 @@ class NodeStats:
             while len(self._latencies_ms) > self.window:
                 self._latencies_ms.popleft()
 
-    def on_reject_input(self, stamp_ns: int, reason: str) -> None:
-        """A frame that never reached the localizer (bad encoding, size mismatch, ...)."""
+    def on_reject_input(self, stamp_ns: int | None, reason: str) -> None:
+        """A frame that never reached the localizer (bad encoding, size mismatch, no camera_info)."""
         with self._lock:
             self.processed += 1
             self.rejected += 1
-            self.last_stamp_ns = stamp_ns
+            if stamp_ns is not None:
+                self.last_stamp_ns = stamp_ns
             self.last_reason = reason
 
     def warn(self, text: str) -> None:
@@ -100,7 +102,8 @@ class NodeStats:
             values = {k: getattr(self, k) for k in (
                 "state", "received", "processed", "published", "rejected", "dropped", "unmatched_images",
                 "keyframes_received", "keyframes_added", "keyframes_skipped", "database_size",
-                "last_confidence", "last_inliers", "last_stamp_ns", "last_reason", "last_warning")}
+                "last_confidence", "last_inliers", "last_stamp_ns", "last_reason", "last_warning",
+                "last_keyframe_reason")}
         values.update(input_rate_hz=self.input_rate_hz(), latency_ms_p50=p50, latency_ms_p95=p95)
         return values
 

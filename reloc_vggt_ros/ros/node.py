@@ -109,6 +109,8 @@ class RelocNode(LifecycleNode):
         self._last_size: tuple[int, int] | None = None
         self._kf_poses: list[np.ndarray] = []
         self._active = False
+        self._last_warned = ""
+        self._map_dirty = False
         try:
             self.cfg = declare_params(self)
         except ConfigError as err:              # reported again (and fatal) at configure
@@ -145,7 +147,7 @@ class RelocNode(LifecycleNode):
             self.get_logger().info(f"configuring: database={cfg.database_path} backend={cfg.backend} "
                                    f"top_k={cfg.top_k} odom_frame={cfg.odom_frame or '-'}")
             self._open_database(cfg)
-        except RelocError as err:
+        except (RelocError, ImportError) as err:
             self.get_logger().error(f"configure failed: {err}")
             self.stats.last_reason = f"configure failed: {err}"
             self._close_database()
@@ -344,7 +346,7 @@ class RelocNode(LifecycleNode):
         if lost > 0:
             self.stats.unmatched_images += lost
             cfg = self._require_cfg()
-            self.stats.on_reject_input(0, f"no camera_info within {cfg.sync_slop_s:.3f} s of the image stamp "
+            self.stats.on_reject_input(None, f"no camera_info within {cfg.sync_slop_s:.3f} s of the image stamp "
                                           "(is camera_info published with the image's stamp?)")
 
     def _offer(self, stamp_ns: int, image: Any, info: Any) -> None:
@@ -379,7 +381,11 @@ class RelocNode(LifecycleNode):
         self._last_size = (w, h)
         return image, intr
 
-    def _reject(self, frame: _Frame, reason: str, result: RelocResult | None = None) -> None:
+    def _reject(self, frame: _Frame, reason: str, result: RelocResult | None = None, warn: bool = False) -> None:
+        """Count a frame that is not published; log a warning once per new reason (no spam)."""
+        if warn and reason != self._last_warned:
+            self.get_logger().warning(f"frame {frame.stamp_ns} rejected: {reason}")
+        self._last_warned = reason if warn else self._last_warned
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
         if result is None:
             self.stats.on_reject_input(frame.stamp_ns, reason)
@@ -393,12 +399,14 @@ class RelocNode(LifecycleNode):
         try:
             image, intr = self._decode(frame)
         except DataError as err:
-            self.get_logger().warning(f"frame {frame.stamp_ns} rejected: {err}", throttle_duration_sec=2.0)
-            self._reject(frame, str(err))
+            self._reject(frame, str(err), warn=True)
             return
         with self._lock:
+            if self._map_dirty:
+                self._map_dirty = False
+                self._refresh_localizer(cfg)
             if self._localizer is None:
-                self._reject(frame, "keyframe database is empty")
+                self._reject(frame, "keyframe database is empty", warn=True)
                 return
             result = self._localizer.localize(image, intr, stamp_ns=frame.stamp_ns, prior=self._current_prior())
         self._publish_result(cfg, frame, result)
@@ -473,42 +481,48 @@ class RelocNode(LifecycleNode):
                 raise DataError(f"keyframe_pose frame {pose_msg.header.frame_id!r} is not {cfg.map_frame!r}")
             T_map_cam = pose_to_T(pose_msg.pose)
             image, intr = self._decode(frame)
+            ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            if not ok:
+                raise DataError("keyframe image does not encode as JPEG")
         except DataError as err:
-            self.get_logger().warning(f"keyframe at {stamp_ns} rejected: {err}")
-            self.stats.keyframes_skipped += 1
-            self.stats.on_reject_input(stamp_ns, f"keyframe rejected: {err}")
-            return
+            return self._keyframe_outcome(stamp_ns, f"keyframe rejected: {err}", warn=True)
         if not self._is_new_keyframe(cfg, T_map_cam):
-            self.stats.keyframes_skipped += 1
-            return
-        ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-        if not ok:
-            self.stats.on_reject_input(stamp_ns, "keyframe image does not encode as JPEG")
-            return
+            return self._keyframe_outcome(stamp_ns, "keyframe skipped: too close to an existing one")
         kf = Keyframe(name=f"live_{stamp_ns}", image_jpeg=jpeg.tobytes(), intrinsics=intr,
                       T_world_cam=T_map_cam, stamp_ns=stamp_ns)
         with self._lock:
             if self._store is None:
-                return
+                return self._keyframe_outcome(stamp_ns, "keyframe rejected: no database open", warn=True)
             try:
-                self._store.add_keyframe(kf)
+                kf_id = self._store.add_keyframe(kf)
             except RelocError as err:
-                self.stats.keyframes_skipped += 1
-                self.stats.on_reject_input(stamp_ns, f"keyframe rejected by the database: {err}")
-                return
+                return self._keyframe_outcome(stamp_ns, f"keyframe rejected by the database: {err}", warn=True)
             self._kf_poses.append(T_map_cam)
             self.stats.keyframes_added += 1
             self.stats.database_size = len(self._store)
-            self._refresh_localizer(cfg)
+            self.stats.last_keyframe_reason = f"keyframe {kf_id} added"
+            self._map_dirty = True  # re-indexed before the next query, not per keyframe
+        return None
+
+    def _keyframe_outcome(self, stamp_ns: int, reason: str, warn: bool = False) -> None:
+        self.stats.keyframes_skipped += 1
+        self.stats.last_keyframe_reason = reason
+        if warn:
+            self.get_logger().warning(f"keyframe at {stamp_ns}: {reason}")
 
     def _refresh_localizer(self, cfg: NodeConfig) -> None:
+        """Index keyframes added live (building the localizer when the map was empty)."""
+        t0 = time.monotonic()
         try:
             if self._localizer is None:
                 self._localizer = build_localizer(cfg, self._store)  # first keyframe of an empty map
             else:
                 self._localizer.refresh()
-        except RelocError as err:
+        except (RelocError, ImportError) as err:  # keep mapping; the reason is in diagnostics
             self.stats.warn(f"localizer refresh failed: {err}")
+            return
+        self.get_logger().info(f"map refreshed: {len(self._store or [])} keyframes in "
+                               f"{time.monotonic() - t0:.2f} s")
 
     def _is_new_keyframe(self, cfg: NodeConfig, T: np.ndarray) -> bool:
         for K in self._kf_poses:

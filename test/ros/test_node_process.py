@@ -1,0 +1,145 @@
+"""The node as a real process over loopback DDS: bad inputs, mapping, shutdown, lifecycle.
+
+Every test starts ``reloc_vggt_node`` in a child process on its own ROS domain and talks to it
+from a probe node in the test process, with real images from ../shared/data.
+"""
+
+from __future__ import annotations
+
+import signal
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+pytest.importorskip("rclpy")
+pytest.importorskip("tf2_msgs.msg")
+
+from reloc_vggt_ros.data.posed_folder import read_posed_folder  # noqa: E402
+from reloc_vggt_ros.geometry import Intrinsics, make_T, so3_exp  # noqa: E402
+from reloc_vggt_ros.keyframes import KeyframeStore  # noqa: E402
+
+from ros_harness import NodeProcess, Probe, next_domain_id  # noqa: E402
+
+pytestmark = pytest.mark.ros
+
+DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
+TEMPLE = DATA / "middlebury-temple-ring"
+T0 = 1_700_000_000 * 10**9
+MS = 1_000_000
+
+
+@pytest.fixture(scope="module")
+def temple():
+    recs = read_posed_folder(TEMPLE, "db")[:3]
+    return [(cv2.imread(str(r.path)), r.intrinsics, r.T_world_cam) for r in recs]
+
+
+@pytest.fixture()
+def empty_db(tmp_path) -> Path:
+    path = tmp_path / "empty.db"
+    KeyframeStore.create(path, creator="test").close()
+    return path
+
+
+@pytest.fixture()
+def probe():
+    domain = next_domain_id()
+    p = Probe(domain)
+    p.domain = domain
+    yield p
+    p.close()
+
+
+def _params(db: Path, **extra):
+    return {"database_path": str(db), "diagnostics_rate_hz": 20.0, **extra}
+
+
+def test_bad_inputs_are_reported_and_the_node_keeps_running(tmp_path, empty_db, probe, temple):
+    img, intr, T = temple[0]
+    node = NodeProcess(tmp_path, probe.domain, _params(empty_db, **{"mapping.enabled": True, "qos_depth": 2}))
+    try:
+        probe.wait_for_node(node)
+        # empty database: a clean frame is rejected with the reason, level ERROR
+        probe.send_frame(img, intr, T0)
+        d = probe.wait_diag("keyframe database is empty", node=node)
+        assert d["database_size"] == "0"
+        assert probe.diag_messages[-1] == "keyframe database is empty"
+        # unsupported encoding
+        probe.send_frame(img, intr, T0 + 100 * MS, encoding="16UC1")
+        probe.wait_diag(r"unsupported image encoding '16UC1' \(supported: rgb8, bgr8, mono8\)", node=node)
+        # camera_info of another size than the image
+        small = Intrinsics(intr.fx / 2, intr.fy / 2, intr.cx / 2, intr.cy / 2, 320, 240)
+        from reloc_vggt_ros.ros.convert import intrinsics_to_camera_info, ns_to_stamp
+        from sensor_msgs.msg import CameraInfo
+
+        probe.send_frame(img, small, T0 + 200 * MS)
+        probe.wait_diag("camera_info is for 320x240 but the image is 640x480", node=node)
+        # images without camera_info: after the sync queue overflows, the reason says so
+        for k in range(5):
+            probe.send_frame(img, intr, T0 + (300 + k) * MS, info=False)
+            probe.spin(0.05)
+        probe.wait_diag("no camera_info within 0.010 s of the image stamp", node=node)
+        # image size change (consistent camera_info): warned, still processed
+        probe.send_frame(cv2.resize(img, (320, 240)), small, T0 + 400 * MS)
+        probe.wait_diag("image size changed from 640x480 to 320x240", key="last_warning", node=node)
+        # NaN keyframe pose (mapping): rejected with the reason, nothing written
+        probe.send_keyframe_pose(T, T0 + 500 * MS, nan=True)
+        probe.send_frame(img, intr, T0 + 500 * MS)
+        probe.wait_diag("keyframe rejected: pose is not finite", key="last_keyframe_reason", node=node)
+        # initialpose in the wrong frame is ignored with a warning
+        from geometry_msgs.msg import PoseWithCovarianceStamped
+
+        bad_prior = PoseWithCovarianceStamped()
+        bad_prior.header.frame_id = "odom"
+        bad_prior.pose.pose.orientation.w = 1.0
+        probe.prior_pub.publish(bad_prior)
+        probe.wait_diag("ignored initialpose: initialpose frame 'odom' is not 'map'", key="last_warning", node=node)
+        # ... and the node still works: a valid keyframe lands in the database
+        probe.send_keyframe_pose(T, T0 + 600 * MS)
+        probe.send_frame(img, intr, T0 + 600 * MS)
+        d = probe.wait_diag("^1$", key="keyframes_added", node=node)
+        assert d["database_size"] == "1" and d["state"] == "active"
+        assert node.alive()
+    finally:
+        code = node.stop()
+    assert code == 0
+    log = node.log()
+    assert "unsupported image encoding '16UC1'" in log
+    assert "camera_info is for 320x240 but the image is 640x480" in log
+    assert "image size changed from 640x480 to 320x240" in log
+    with KeyframeStore.open(empty_db, readonly=True) as store:
+        assert len(store) == 1
+        np.testing.assert_allclose(store.poses()[1][0], T, atol=1e-6)
+
+
+def _orbit_pose(k: int) -> np.ndarray:
+    """Distinct camera poses 0.5 m apart along a line (every one is a new keyframe)."""
+    return make_T(so3_exp(np.array([0.0, 0.05 * k, 0.0])), np.array([0.5 * k, 0.0, 0.0]))
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_shutdown_under_load_loses_no_keyframe(tmp_path, empty_db, probe, temple, sig):
+    n = 24
+    node = NodeProcess(tmp_path, probe.domain, _params(empty_db, **{"mapping.enabled": True, "qos_depth": 50}))
+    try:
+        probe.wait_for_node(node)
+        probe.spin_until(lambda: probe.kf_pub.get_subscription_count() > 0, 10, "keyframe_pose subscription", node)
+        for k in range(n):
+            img, intr, _ = temple[k % len(temple)]
+            stamp = T0 + k * 50 * MS
+            probe.send_keyframe_pose(_orbit_pose(k), stamp)
+            probe.send_frame(img, intr, stamp)
+            for j in range(2):                           # query load in between the keyframes
+                probe.send_frame(img, intr, stamp + (j + 1) * 10 * MS)
+            probe.spin(0.03)                             # best-effort images: do not overrun the reader
+        probe.wait_diag(f"^{n}$", key="keyframes_received", node=node, timeout=30)
+    finally:
+        code = node.stop(sig)
+    assert code == 0, node.log()
+    with KeyframeStore.open(empty_db, readonly=True) as store:
+        assert len(store) == n, node.log()
+        ids, poses = store.poses()
+        got = sorted(poses[:, 0, 3].round(6).tolist())
+    assert got == [0.5 * k for k in range(n)]
