@@ -1,0 +1,212 @@
+"""How the three global-attention masks scale with the number of frames N.
+
+Measured: aggregator forward time and peak extra memory for N ∈ {2, 4, …, 64} frames on a
+small config on CPU, in ``dense``, ``sparse`` (the paper's mask) and ``cached`` mode (per query:
+the N−1 keyframes are encoded once beforehand, only the query frame runs, attending to their
+cached keys/values). Computed: analytic FLOPs of the full VGGT-1B aggregator at 518 px.
+
+    python -m bench.attention_scaling --json bench/results/attention_scaling.json
+
+Peak memory (one extra run after the timed ones): glibc is told to serve every allocation
+≥ 4 KiB by mmap (so freed tensors really leave the process), the kernel's RSS high-water mark is
+reset (``/proc/self/clear_refs``), and ``peak_mb`` = high-water mark during the call − resident
+size before it: the transient working memory of one forward, weights and inputs excluded.
+"""
+
+from __future__ import annotations
+
+import argparse
+import ctypes
+import json
+import logging
+import statistics
+import sys
+import time
+from dataclasses import asdict
+from pathlib import Path
+from typing import Callable
+
+import torch
+
+from reloc_vggt_ros.model.aggregator import Aggregator
+from reloc_vggt_ros.model.config import VGGTConfig
+from reloc_vggt_ros.model.kv_cache import build_keyframe_kv, query_forward
+from reloc_vggt_ros.model.masks import global_attn_fn, num_blocks
+
+logger = logging.getLogger(__name__)
+
+MODES = ("dense", "sparse", "cached")
+FRAMES = (2, 4, 8, 16, 32, 64)
+
+
+def small_config(image_size: int = 56) -> VGGTConfig:
+    """The benchmark's model: conv patches, C = 128, 4 heads, depth 4 (frame + global pairs)."""
+    return VGGTConfig(patch_embed="conv", img_size=image_size, embed_dim=128, depth=4, num_heads=4,
+                      camera_num_heads=4, dpt_layers=(0, 1, 2, 3), enable_camera=False,
+                      enable_depth=False, enable_point=False, enable_track=False)
+
+
+# -- memory -----------------------------------------------------------------------------------
+
+def _mmap_threshold(nbytes: int) -> bool:
+    """glibc: serve allocations >= nbytes by mmap, so they are unmapped (leave RSS) when freed."""
+    try:
+        return ctypes.CDLL("libc.so.6").mallopt(-3, nbytes) == 1   # M_MMAP_THRESHOLD
+    except OSError:
+        return False
+
+
+def _status_kb(field: str) -> int:
+    for line in Path("/proc/self/status").read_text().splitlines():
+        if line.startswith(field + ":"):
+            return int(line.split()[1])
+    raise RuntimeError(f"{field} not in /proc/self/status")
+
+
+def measure(fn: Callable[[], object], repeats: int) -> dict[str, float]:
+    """Median CPU and wall ms over ``repeats`` runs after one warm-up, and peak extra MB of one run.
+
+    CPU time (``time.process_time``; 1 torch thread by default) is the headline number: the
+    machines this runs on are shared, and wall time there measures the neighbours as well.
+    """
+    fn()
+    cpu, wall = [], []
+    for _ in range(repeats):
+        c0, w0 = time.process_time(), time.perf_counter()
+        fn()
+        cpu.append((time.process_time() - c0) * 1e3)
+        wall.append((time.perf_counter() - w0) * 1e3)
+    _mmap_threshold(4096)             # memory run only: every tensor is its own mapping
+    fn()
+    Path("/proc/self/clear_refs").write_text("5")
+    base = _status_kb("VmRSS")
+    fn()
+    peak = _status_kb("VmHWM") - base
+    _mmap_threshold(128 * 1024)       # glibc's default, for the timing runs that follow
+    return {"ms": round(statistics.median(cpu), 3), "wall_ms": round(statistics.median(wall), 3),
+            "peak_mb": round(peak / 1024.0, 2)}
+
+
+# -- timing of the three modes ----------------------------------------------------------------
+
+def bench_modes(cfg: VGGTConfig, frames: tuple[int, ...], repeats: int, seed: int = 0) -> dict[str, list[dict]]:
+    torch.manual_seed(seed)
+    agg = Aggregator(cfg).eval()
+    for p in agg.parameters():
+        torch.nn.init.normal_(p, std=0.05)
+    results: dict[str, list[dict]] = {m: [] for m in MODES}
+    for n in frames:
+        images = torch.rand(1, n, 3, cfg.img_size, cfg.img_size)
+        with torch.inference_mode():
+            for mode in ("dense", "sparse"):
+                fn = global_attn_fn(mode)
+                results[mode].append({"n": n, **measure(lambda: agg(images, global_attn_fn=fn), repeats)})
+            t0 = time.process_time()
+            cache, _ = build_keyframe_kv(agg, images[:, :-1])
+            encode_ms = (time.process_time() - t0) * 1e3
+            results["cached"].append({"n": n, **measure(lambda: query_forward(agg, cache, images[:, -1:]), repeats),
+                                      "keyframe_encode_ms": round(encode_ms, 3),
+                                      "cache_mb": round(cache.nbytes() / 2**20, 3)})
+        logger.info("N=%d: %s", n, {m: results[m][-1]["ms"] for m in MODES})
+    return results
+
+
+# -- analytic FLOPs of VGGT-1B ----------------------------------------------------------------
+
+def _block_flops(tokens: int, C: int) -> float:
+    """Linear layers of one transformer block (qkv 3C², proj C², MLP 8C²), 2 FLOPs per MAC."""
+    return 2.0 * tokens * 12 * C * C
+
+
+def _attn_flops(q_tokens: int, k_tokens: int, C: int) -> float:
+    """QKᵀ and AV: 2·2·q·k·C."""
+    return 4.0 * q_tokens * k_tokens * C
+
+
+def vggt_flops(n: int, mode: str, cfg: VGGTConfig = VGGTConfig(), image_hw: tuple[int, int] = (518, 518)
+               ) -> dict[str, float]:
+    """GFLOPs of the VGGT aggregator (patch embed + DINO + frame + global blocks) for N frames.
+
+    ``cached`` counts one query frame against N−1 cached keyframes. The camera head (< 0.1 %)
+    is not counted.
+    """
+    C, p = cfg.embed_dim, cfg.patch_size
+    hw = (image_hw[0] // p) * (image_hw[1] // p)
+    P = 1 + cfg.num_register_tokens + hw
+    T_dino = 1 + cfg.num_register_tokens + hw
+    per_frame = (2.0 * hw * C * 3 * p * p
+                 + cfg.dino_depth * (_block_flops(T_dino, C) + _attn_flops(T_dino, T_dino, C))
+                 + cfg.depth * (_block_flops(P, C) + _attn_flops(P, P, C))     # frame blocks
+                 + cfg.depth * _block_flops(P, C))                              # global linear
+    if mode == "cached":
+        frames_run, blocks = 1, n
+    else:
+        frames_run, blocks = n, num_blocks(mode, n)
+    global_attn = cfg.depth * blocks * _attn_flops(P, P, C)
+    return {"gflops": (frames_run * per_frame + global_attn) / 1e9,
+            "global_attention_gflops": global_attn / 1e9, "frame_blocks": blocks}
+
+
+def flops_table(frames: tuple[int, ...], image_hw: tuple[int, int]) -> dict:
+    cfg = VGGTConfig()
+    out: dict = {"image_hw": list(image_hw),
+                 "tokens_per_frame": 1 + cfg.num_register_tokens + (image_hw[0] // 14) * (image_hw[1] // 14)}
+    for mode in MODES:
+        out[mode] = [{"n": n, **{k: round(v, 1) if isinstance(v, float) else v
+                                 for k, v in vggt_flops(n, mode, cfg, image_hw).items()}} for n in frames]
+    return out
+
+
+# -- report -----------------------------------------------------------------------------------
+
+def ratios(results: dict[str, list[dict]], lo: int = 8, hi: int = 64) -> dict[str, float]:
+    out = {}
+    for mode, rows in results.items():
+        by_n = {r["n"]: r["ms"] for r in rows}
+        if lo in by_n and hi in by_n:
+            out[mode] = round(by_n[hi] / by_n[lo], 2)
+    return out
+
+
+def print_table(report: dict) -> None:
+    modes, flops = report["modes"], report["flops_1b"]
+    print(f"aggregator forward, small config ({report['config']['embed_dim']}-d, depth {report['config']['depth']}, "
+          f"{report['image_hw'][0]}x{report['image_hw'][1]} px), {report['threads']} thread(s), CPU ms; cached = per query")
+    print(f"{'N':>4} | " + " | ".join(f"{m + ' ms':>12} {'MB':>7}" for m in MODES)
+          + " | " + " | ".join(f"1B {m} GFLOP".rjust(17) for m in MODES))
+    for i, n in enumerate(r["n"] for r in modes["dense"]):
+        cells = " | ".join(f"{modes[m][i]['ms']:>12.1f} {modes[m][i]['peak_mb']:>7.1f}" for m in MODES)
+        fl = " | ".join(f"{flops[m][i]['gflops']:>17.0f}" for m in MODES)
+        print(f"{n:>4} | {cells} | {fl}")
+    print(f"time ratio N=64 / N=8: {report['ratio_64_over_8']}")
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--json", type=Path, help="write the results here")
+    parser.add_argument("--frames", type=int, nargs="+", default=list(FRAMES))
+    parser.add_argument("--repeats", type=int, default=5)
+    parser.add_argument("--threads", type=int, default=1)
+    parser.add_argument("--image-size", type=int, default=56, help="square input of the small config (x14)")
+    parser.add_argument("--flops-hw", type=int, nargs=2, default=[518, 518], metavar=("H", "W"))
+    args = parser.parse_args(argv)
+    logging.basicConfig(level=logging.INFO, format="%(levelname)s %(name)s: %(message)s")
+    torch.set_num_threads(args.threads)
+    if not _mmap_threshold(128 * 1024):
+        logger.warning("mallopt unavailable: peak_mb may under-count (allocator reuses freed memory)")
+    frames = tuple(args.frames)
+    cfg = small_config(args.image_size)
+    results = bench_modes(cfg, frames, args.repeats)
+    report = {"modes": results, "flops_1b": flops_table(frames, tuple(args.flops_hw)),
+              "ratio_64_over_8": ratios(results), "config": asdict(cfg), "image_hw": [cfg.img_size, cfg.img_size],
+              "threads": args.threads, "repeats": args.repeats, "torch": torch.__version__}
+    print_table(report)
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(report, indent=2) + "\n")
+        print(f"wrote {args.json}")
+    return 0
+
+
+if __name__ == "__main__":
+    sys.exit(main())
