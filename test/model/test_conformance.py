@@ -201,3 +201,20 @@ def test_vggt_1b_state_dict_matches_official_key_list() -> None:
     assert per_module["aggregator"] + per_module["camera_head"] == 1_125_286_930
     assert sum(v.numel() for k, v in sd.items()
                if k.startswith("aggregator.patch_embed.")) == 304_372_736
+
+
+if __name__ == "__main__":  # print the worst normalised error per tensor group (docs/model.md)
+    import re
+
+    worst: dict[str, float] = {}
+    for fname in FILES:
+        ours, ref = outputs(fname), golden(fname)
+        for key in _golden_keys(fname):
+            if ref[key].dtype != torch.float32:
+                continue
+            err = ((ours[key] - ref[key]).abs().max() / ref[key].abs().max()).item()
+            group = re.sub(r"out_\d+x\d+", "out_*",
+                           re.sub(r"\.\d+$", ".*", re.sub(r"^\w+\.out\.", "", key)))
+            worst[group] = max(worst.get(group, 0.0), err)
+    for group, err in worst.items():
+        print(f"{group:30s} {err:.1e}  (strict bound {strict_bound(group):.0e})")
