@@ -143,3 +143,30 @@ def test_reloc_vggt_localizer_loads_saved_checkpoint(store, query, tmp_path: Pat
     loc = RelocVGGTLocalizer(store, RelocVGGTLocalizerConfig(weights=str(path), num_keyframes=3))
     assert loc.image_hw == (56, 70) and loc.model.config.mask == "cached"
     _check_result(loc.localize(query[0], query[1].intrinsics))
+
+
+def test_registry_builds_both_backends_from_node_options(store, query, tmp_path: Path) -> None:  # noqa: ANN001
+    from reloc_vggt_ros.errors import ConfigError
+    from reloc_vggt_ros.localizer.registry import make_localizer
+
+    path = RelocVGGT(RelocVGGTConfig.tiny(mask="sparse")).save(tmp_path / "tiny.safetensors")
+    loc = make_localizer("reloc_vggt", store, top_k=3, engine=str(path))      # what the node passes
+    assert loc.name == "reloc_vggt" and loc.config.num_keyframes == 3
+    assert len(loc.localize(query[0], query[1].intrinsics).diagnostics["keyframes"]) == 3
+    with pytest.raises(ModelLoadError, match="reloc_vggt needs weights: file .*absent.safetensors not found"):
+        make_localizer("reloc_vggt", store, engine=str(tmp_path / "absent.safetensors"))
+    with pytest.raises(ModelLoadError, match="vggt_align needs weights"):
+        make_localizer("vggt_align", store, top_k=4)
+    # a VGGT checkpoint with every head: vggt_align builds only aggregator + camera head
+    from reloc_vggt_ros.model.weights import save_vggt_weights
+
+    cfg = VGGTConfig(img_size=70, embed_dim=32, depth=2, num_heads=2, camera_num_heads=4, patch_embed="conv",
+                     dpt_layers=(0, 1, 1, 1), dpt_features=16, dpt_out_channels=(8, 16, 32, 32),
+                     track_features=16, track_hidden=32, track_corr_levels=4)
+    vggt_path = save_vggt_weights(VGGT(cfg), tmp_path / "vggt_tiny.safetensors")
+    align = make_localizer("vggt_align", store, engine=str(vggt_path), top_k=4, image_hw=[56, 70])
+    assert align.model.depth_head is None and align.model.track_head is None
+    res = align.localize(query[0], query[1].intrinsics)
+    assert res.T_world_cam is not None and np.all(np.isfinite(res.T_world_cam))
+    with pytest.raises(ConfigError, match="unknown option 'ransac' for the vggt_align backend"):
+        make_localizer("vggt_align", store, ransac=3)
