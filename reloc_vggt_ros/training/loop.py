@@ -66,7 +66,7 @@ def build_model(cfg: TrainConfig) -> nn.Module:
 
     m = cfg.model
     overrides = dict(m.overrides)
-    vggt_over = overrides.pop("vggt", {})
+    vggt_over = dict(overrides.pop("vggt", {}))
     try:
         if m.preset == "tiny":
             base = RelocVGGTConfig.tiny(mask=m.mask, depth=int(vggt_over.pop("depth", 2)))
