@@ -21,6 +21,7 @@ COMMAND_MODULES = (
     "reloc_vggt_ros.ros.commands",          # run, bag, evaluate, demo
     "reloc_vggt_ros.engine.commands",       # export onnx, engine build
     "reloc_vggt_ros.training.commands",     # train
+    "reloc_vggt_ros.model.commands",        # weights info / convert
 )
 
 

@@ -23,7 +23,7 @@ from reloc_vggt_ros.errors import ModelLoadError
 from reloc_vggt_ros.model.config import VGGTConfig
 
 __all__ = ["LoadReport", "read_state_dict", "load_vggt_weights", "save_vggt_weights",
-           "load_vggt", "config_path_for"]
+           "load_vggt", "convert_checkpoint", "config_path_for"]
 
 logger = logging.getLogger(__name__)
 
@@ -88,15 +88,9 @@ def read_state_dict(path: str | Path) -> dict[str, torch.Tensor]:
     return dict(sd)
 
 
-def load_vggt_weights(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
-    """Load ``path`` into ``model`` (a VGGT or any module with checkpoint-style keys).
-
-    Shape mismatches always raise. With ``strict`` any missing or unexpected key (other than
-    keys of heads the model does not build) raises ModelLoadError; without it they are
-    reported. A file sharing no key with the model always raises.
-    """
-    path = Path(path)
-    file_sd = read_state_dict(path)
+def _match(file_sd: dict[str, torch.Tensor], model: nn.Module, path: Path, strict: bool
+           ) -> LoadReport:
+    """Compare a file's tensors with a model's keys/shapes; raise ModelLoadError on a mismatch."""
     model_sd = model.state_dict()
     absent_heads = tuple(f"{h}." for h in _HEADS if getattr(model, h, "present") is None)
     ignored = tuple(k for k in file_sd if k.startswith(absent_heads))
@@ -116,15 +110,60 @@ def load_vggt_weights(model: nn.Module, path: str | Path, strict: bool = True) -
             f"{path} does not match the model architecture: {len(missing)} missing keys"
             f"{' (' + _first(missing) + ')' if missing else ''}, {len(unexpected)} unexpected"
             f"{' (' + _first(unexpected) + ')' if unexpected else ''}")
-    model.load_state_dict({k: file_sd[k] for k in common}, strict=False)
-    report = LoadReport(path, len(common), missing, unexpected, ignored)
-    if ignored:
-        logger.warning("ignored %d keys of heads this model does not build: %s", len(ignored),
-                       _first(ignored))
-    if missing or unexpected:
-        logger.warning("non-strict load: %d missing (%s), %d unexpected (%s)", len(missing),
-                       _first(missing), len(unexpected), _first(unexpected))
+    return LoadReport(path, len(common), missing, unexpected, ignored)
+
+
+def _log(report: LoadReport) -> None:
+    if report.ignored:
+        logger.warning("ignored %d keys of heads this model does not build: %s",
+                       len(report.ignored), _first(report.ignored))
+    if report.missing or report.unexpected:
+        logger.warning("non-strict load: %d missing (%s), %d unexpected (%s)",
+                       len(report.missing), _first(report.missing), len(report.unexpected),
+                       _first(report.unexpected))
     logger.info(report.summary())
+
+
+def load_vggt_weights(model: nn.Module, path: str | Path, strict: bool = True) -> LoadReport:
+    """Load ``path`` into ``model`` (a VGGT or any module with checkpoint-style keys).
+
+    Shape mismatches always raise. With ``strict`` any missing or unexpected key (other than
+    keys of heads the model does not build) raises ModelLoadError; without it they are
+    reported. A file sharing no key with the model always raises.
+    """
+    path = Path(path)
+    file_sd = read_state_dict(path)
+    report = _match(file_sd, model, path, strict)
+    model_keys = model.state_dict().keys()
+    model.load_state_dict({k: v for k, v in file_sd.items() if k in model_keys}, strict=False)
+    _log(report)
+    return report
+
+
+def convert_checkpoint(src: str | Path, dst: str | Path, config: VGGTConfig | None = None,
+                       strict: bool = True) -> LoadReport:
+    """Check ``src`` (e.g. the official ``model.pt``) against ``config`` (default VGGT-1B) and
+    write its tensors to ``dst`` (.safetensors) with the config JSON beside it.
+
+    The check uses a model on the meta device, so only the file's tensors take memory. Keys of
+    heads the config disables are dropped (and reported as ignored).
+    """
+    from reloc_vggt_ros.model.vggt import VGGT
+
+    src, dst = Path(src), Path(dst)
+    if dst.suffix != ".safetensors":
+        raise ValueError(f"converted weights are written as .safetensors, got {dst}")
+    config = config or VGGTConfig()
+    file_sd = read_state_dict(src)
+    with torch.device("meta"):
+        meta_model = VGGT(config)
+    report = _match(file_sd, meta_model, src, strict)
+    keep = meta_model.state_dict().keys()
+    tensors = {k: v.contiguous() for k, v in file_sd.items() if k in keep}
+    dst.parent.mkdir(parents=True, exist_ok=True)
+    save_file(tensors, str(dst), metadata={"format": "pt", "architecture": "vggt"})
+    config.to_json(config_path_for(dst))
+    _log(report)
     return report
 
 

@@ -203,3 +203,33 @@ def test_config_json_errors(tmp_path: Path) -> None:
         VGGTConfig.from_json(bad)
     with pytest.raises(ConfigError, match="cannot read VGGT config"):
         VGGTConfig.from_json(tmp_path / "missing.json")
+
+
+def _run_weights_cli(argv: list[str]) -> int:
+    import argparse
+
+    from reloc_vggt_ros.model import commands
+
+    parser = argparse.ArgumentParser()
+    commands.register(parser.add_subparsers(dest="command", required=True))
+    args = parser.parse_args(["weights", *argv])
+    return args.func(args)
+
+
+@needs_golden
+def test_cli_convert_official_pt_then_info_and_load(tmp_path: Path, capsys,
+                                                    golden_sd: dict[str, torch.Tensor]) -> None:
+    src, dst = tmp_path / "model.pt", tmp_path / "out" / "tiny.safetensors"
+    torch.save(golden_sd, src)
+    assert _run_weights_cli(["convert", str(src), str(dst), "--preset", "tiny_conv",
+                             "--no-track"]) == 0
+    assert "394 ignored (track_head)" in capsys.readouterr().out
+    assert _run_weights_cli(["info", str(dst)]) == 0  # config JSON beside it is used
+    out = capsys.readouterr().out
+    assert "1061 tensors" in out and "matches VGGTConfig" in out
+    model, report = load_vggt(dst)
+    assert model.track_head is None and report.loaded == 1061 and not report.missing
+    assert torch.equal(model.state_dict()["aggregator.camera_token"],
+                       golden_sd["aggregator.camera_token"])
+    with pytest.raises(ModelLoadError, match="wrong shape"):  # tiny file vs VGGT-1B
+        _run_weights_cli(["info", str(src)])
