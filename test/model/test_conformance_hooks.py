@@ -167,3 +167,20 @@ def test_unnormalised_quaternion_is_a_rotation() -> None:
     R = extr[0, 0, :, :3]
     torch.testing.assert_close(R @ R.T, torch.eye(3, dtype=torch.float64))
     assert torch.det(R) == pytest.approx(1.0)
+
+
+def test_training_backward_reaches_every_used_parameter(golden: dict[str, torch.Tensor]) -> None:
+    torch.manual_seed(0)
+    cfg = dataclasses.replace(PRESETS["tiny_dino"], depth=4, dpt_layers=(0, 1, 2, 3))
+    model = VGGT(cfg).train()
+    with torch.enable_grad():
+        out = model(golden["s3.in.images"], query_points=golden["s3.in.query_points"])
+        assert "images" not in out
+        loss = sum(out[k].float().mean() for k in ("pose_enc", "depth", "world_points", "track",
+                                                   "vis", "conf"))
+        loss = loss + sum(p.mean() for p in out["pose_enc_list"])
+        loss.backward()
+    no_grad = [n for n, p in model.named_parameters() if p.grad is None]
+    # mask_token is in checkpoints but never used; DINO's cls output is discarded but the cls
+    # token still reaches patch tokens through attention.
+    assert no_grad == ["aggregator.patch_embed.mask_token"]
