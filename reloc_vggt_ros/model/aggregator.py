@@ -106,9 +106,9 @@ class Aggregator(nn.Module):
             if camera_tokens.shape != (B, S, 1, C):
                 raise ValueError(f"camera_tokens must be {(B, S, 1, C)}, got "
                                  f"{tuple(camera_tokens.shape)}")
-            camera = camera_tokens.to(patches.dtype)
-        registers = self._slot_tokens(self.register_token, B, frames).to(patches.dtype)
-        tokens = torch.cat([camera.to(patches.dtype), registers, patches], dim=2)
+            camera = camera_tokens
+        registers = self._slot_tokens(self.register_token, B, frames)
+        tokens = torch.cat([camera.to(patches.dtype), registers.to(patches.dtype), patches], dim=2)
         h, w = H // self.patch_size, W // self.patch_size
         pos = grid_positions(h, w, self.patch_start_idx, device=images.device)
         return tokens, pos

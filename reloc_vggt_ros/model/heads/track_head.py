@@ -95,7 +95,8 @@ class CrossAttnBlock(nn.Module):
 
 
 class UpdateFormer(nn.Module):
-    """x [B, N, S, D] -> update [B, N, S, out_dim]; time attention + virtual-track space attention."""
+    """x [B, N, S, D] -> update [B, N, S, out_dim]: attention over time, and over points via
+    learned virtual tracks (cost linear in N)."""
 
     def __init__(self, input_dim: int, hidden: int, output_dim: int) -> None:
         super().__init__()
