@@ -185,3 +185,26 @@ def test_training_backward_reaches_every_used_parameter(golden: dict[str, torch.
     # mask_token is in checkpoints but never used; DINO's cls output is discarded but the cls
     # token still reaches patch tokens through attention.
     assert no_grad == ["aggregator.patch_embed.mask_token"]
+
+
+def test_pose_encoding_round_trips_real_cameras() -> None:
+    """fountain-P11 ground truth at VGGT's 518-wide input: encode -> decode gives back the
+    relative poses (frame 0 as world, as VGGT predicts them) and the focal lengths."""
+    from reloc_vggt_ros.data.posed_folder import read_posed_folder
+    from reloc_vggt_ros.geometry import compose
+
+    folder = GOLDEN.parents[1] / "data" / "fountain-P11"
+    images = read_posed_folder(folder, split=None)
+    assert len(images) == 11
+    T_world_cam = np.stack([im.T_world_cam for im in images])
+    T_cam0_cam = np.stack([compose(invert_T(T_world_cam[0]), T) for T in T_world_cam])
+    scale = 518 / images[0].intrinsics.width
+    intr = images[0].intrinsics.scaled(scale)
+    H, W = intr.height, intr.width
+    K_center = Intrinsics(intr.fx, intr.fy, W / 2, H / 2, W, H).K
+    enc = T_world_cam_to_pose_encoding(T_cam0_cam, K_center, (H, W))
+    np.testing.assert_allclose(enc[0, :7], [0, 0, 0, 0, 0, 0, 1], atol=1e-12)
+    np.testing.assert_allclose(enc[:, 7:], np.tile(intr.fov_rad(), (11, 1)), atol=1e-12)
+    T_back, intrinsics = pose_encoding_to_T_world_cam(enc, (H, W))
+    np.testing.assert_allclose(T_back, T_cam0_cam, atol=1e-9)
+    assert intrinsics[5].fx == pytest.approx(intr.fx) and intrinsics[5].cy == H / 2
