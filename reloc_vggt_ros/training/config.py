@@ -62,6 +62,8 @@ class DataSection:
     train: tuple[str, ...] = ()
     val: tuple[str, ...] = ()
     synthetic: SyntheticSection | None = None
+    train_split: str | None = None       # None = every image, "db" = split.txt's db images only
+    val_split: str | None = None         # e.g. "query": validate on the held-out test sequences
     image_hw: tuple[int, int] | None = None   # None = the model's config.image_hw
     num_frames: int = 4                  # K + 1 = [anchor, db…, query]
     min_overlap: float = 0.3
@@ -73,6 +75,9 @@ class DataSection:
     def __post_init__(self) -> None:
         if not self.train and self.synthetic is None:
             raise ConfigError("data needs 'train' folders or a 'synthetic' section")
+        for name in ("train_split", "val_split"):
+            if getattr(self, name) not in (None, "db", "query"):
+                raise ConfigError(f"data.{name} must be null, 'db' or 'query', got {getattr(self, name)!r}")
         if self.val_tuples < 1:
             raise ConfigError(f"data.val_tuples must be >= 1, got {self.val_tuples}")
 

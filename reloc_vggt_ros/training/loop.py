@@ -146,10 +146,11 @@ def resolve_folders(cfg: TrainConfig) -> tuple[list[Path], list[Path]]:
     return train, val
 
 
-def _dataset_cfg(cfg: TrainConfig, image_hw: tuple[int, int], augment: bool) -> TupleDatasetConfig:
+def _dataset_cfg(cfg: TrainConfig, image_hw: tuple[int, int], augment: bool, split: str | None
+                 ) -> TupleDatasetConfig:
     d = cfg.data
     aug = d.augment if augment else type(d.augment)(enabled=False)
-    return TupleDatasetConfig(image_hw=image_hw, augment=aug,
+    return TupleDatasetConfig(image_hw=image_hw, augment=aug, split=split,
                               sampler=SamplerConfig(num_frames=d.num_frames, min_overlap=d.min_overlap,
                                                     max_angle_deg=d.max_angle_deg, nominal_depth=d.nominal_depth))
 
@@ -333,8 +334,8 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, resume: bool = False
     tb = _tensorboard(out_dir)
 
     image_hw = tuple(cfg.data.image_hw or model.config.image_hw)
-    train_ds = TupleDataset(train_folders, _dataset_cfg(cfg, image_hw, augment=True), seed=cfg.run.seed)
-    val_ds = TupleDataset(val_folders, _dataset_cfg(cfg, image_hw, augment=False), seed=cfg.run.seed + 1)
+    train_ds = TupleDataset(train_folders, _dataset_cfg(cfg, image_hw, True, cfg.data.train_split), seed=cfg.run.seed)
+    val_ds = TupleDataset(val_folders, _dataset_cfg(cfg, image_hw, False, cfg.data.val_split), seed=cfg.run.seed + 1)
     B = o.batch_size
     val_batches = [collate_tuples([val_ds[i] for i in range(j, min(j + B, cfg.data.val_tuples))])
                    for j in range(0, cfg.data.val_tuples, B)]

@@ -90,3 +90,23 @@ def test_config_errors() -> None:
         ModelSection(mask="diagonal")
     with pytest.raises(ConfigError, match="'train' folders or a 'synthetic'"):
         DataSection()
+
+
+def test_gradient_checkpointing_gives_the_same_gradients() -> None:
+    from reloc_vggt_ros.model.reloc_vggt import RelocVGGTConfig
+    from reloc_vggt_ros.training.loop import _enable_grad_checkpointing
+    from reloc_vggt_ros.training.losses import LossConfig, pose_loss
+
+    torch.manual_seed(0)
+    images, enc = torch.rand(1, 3, 3, 56, 70), torch.randn(1, 3, 9)
+    grads = []
+    for ckpt in (False, True):
+        torch.manual_seed(1)
+        model = RelocVGGT(RelocVGGTConfig.tiny(depth=1))
+        if ckpt:
+            assert _enable_grad_checkpointing(model) >= 2
+        loss, _ = pose_loss(model(images, enc[:, :-1])["pose_enc_list"], enc, LossConfig())
+        loss.backward()
+        grads.append({n: p.grad.clone() for n, p in model.named_parameters() if p.grad is not None})
+    assert grads[0].keys() == grads[1].keys()
+    assert all(torch.allclose(grads[0][n], grads[1][n], atol=1e-6) for n in grads[0])
