@@ -9,6 +9,11 @@ to metres and compose ``T_world_query = T_world_anchor · T_anchor_query``.
 With a ``cached``-mask checkpoint the keyframe keys/values are kept for the last keyframe set,
 so consecutive queries that retrieve the same keyframes only pay for the query frame.
 
+``weights`` may also be an exported graph (``.onnx``, or a TensorRT ``.plan``/``.engine`` with
+onnxruntime as fallback; see ``engine/reloc_graphs.py``): the model config is read from the
+export sidecar, and for a ``cached`` export either of the two graphs may be named — the other
+is found beside it.
+
 Confidence is *self-consistency*: the network also predicts the cameras of the keyframes whose
 poses it was given; how far those predictions land from the known poses (relative translation
 error, rotation error) says how much the network can be trusted on this input. Untrained
@@ -20,6 +25,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
+from pathlib import Path
 
 import numpy as np
 import torch
@@ -30,7 +36,9 @@ from ..keyframes import KeyframeStore
 from .base import PosePrior, RelocResult, RelocStatus
 from .vggt_common import KeyframeSet, decode_cameras, require_weights, to_model_image
 
-__all__ = ["RelocVGGTLocalizerConfig", "RelocVGGTLocalizer"]
+__all__ = ["RelocVGGTLocalizerConfig", "RelocVGGTLocalizer", "EngineNetwork"]
+
+ENGINE_SUFFIXES = (".onnx", ".plan", ".engine")
 
 logger = logging.getLogger(__name__)
 
@@ -56,6 +64,45 @@ class RelocVGGTLocalizerConfig:
             raise ConfigError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
 
 
+class EngineNetwork:
+    """Exported Reloc-VGGT graph(s) behind an inference engine, called like the torch model path."""
+
+    def __init__(self, path: Path) -> None:
+        from ..engine.base import make_engine, read_sidecar
+        from ..model.reloc_vggt import RelocVGGTConfig
+
+        side = read_sidecar(path)
+        self.config = RelocVGGTConfig.from_dict(side["model"])
+        kf = side.get("keyframes", {})
+        self.keyframe_range = (int(kf.get("min", 1)), int(kf.get("max", 10**6)))
+        kind = "tensorrt" if path.suffix in (".plan", ".engine") else "onnxruntime"
+        fallback = ("onnxruntime",) if kind == "tensorrt" else ()
+        if self.config.mask == "cached":
+            graph, name = side["graph"], path.name
+            i = name.index(graph)
+
+            def sibling(g: str) -> Path:
+                return path.with_name(name[:i] + g + name[i + len(graph):])
+
+            self.encoder = make_engine(kind, sibling("keyframe_encoder"), fallback=fallback)
+            self.query = make_engine(kind, sibling("query"), fallback=fallback)
+        else:
+            self.full = make_engine(kind, path, fallback=fallback)
+        self._key: tuple[int, ...] | None = None
+        self._kv: dict[str, np.ndarray] = {}
+
+    def __call__(self, kf_ids: list[int], kf_images: np.ndarray, known: np.ndarray, query: np.ndarray) -> np.ndarray:
+        """kf_images [1,K,3,H,W], known [1,K,9], query [1,1,3,H,W] -> pose_enc [K+1, 9]."""
+        if self.config.mask != "cached":
+            out = self.full.run({"images": np.concatenate([kf_images, query], axis=1), "known_pose_enc": known})
+            return out["pose_enc"][0]
+        if self._key != tuple(kf_ids):
+            self._kv = self.encoder.run({"keyframe_images": kf_images, "known_pose_enc": known})
+            self._key = tuple(kf_ids)
+        out = self.query.run({"query_image": query, **{k: self._kv[k] for k in ("keys", "values", "camera_tokens")}})
+        return out["pose_enc"][0]
+
+
 class RelocVGGTLocalizer:
     """Localizer over a keyframe store with a Reloc-VGGT model (loaded from ``config.weights``)."""
 
@@ -66,14 +113,22 @@ class RelocVGGTLocalizer:
         from ..model.reloc_vggt import RelocVGGT
 
         self.config = config
+        self.engine: EngineNetwork | None = None
         if model is None:
-            model = RelocVGGT.load(require_weights(config.weights, "reloc_vggt"), config.device)
-        self.model = model.eval()
-        self.image_hw: tuple[int, int] = tuple(model.config.image_hw)  # type: ignore[assignment]
+            path = require_weights(config.weights, "reloc_vggt")
+            if path.suffix in ENGINE_SUFFIXES:
+                self.engine = EngineNetwork(path)
+            else:
+                model = RelocVGGT.load(path, config.device)
+        self.model = model.eval() if model is not None else None
+        model_config = self.engine.config if self.engine is not None else self.model.config
+        self.mask = model_config.mask
+        self.image_hw: tuple[int, int] = tuple(model_config.image_hw)  # type: ignore[assignment]
         self.keyframes = KeyframeSet(store, self.image_hw)
         self._cache_key: tuple[int, ...] | None = None
         self._cache = None
-        logger.info("reloc_vggt: mask=%s image_hw=%s %s", model.config.mask, self.image_hw, config)
+        logger.info("reloc_vggt: mask=%s image_hw=%s engine=%s %s", self.mask, self.image_hw,
+                    self.engine is not None, config)
 
     def refresh(self) -> None:
         self.keyframes.refresh()
@@ -86,7 +141,10 @@ class RelocVGGTLocalizer:
         kf_images = torch.stack([self.keyframes.image(i) for i in kf_ids]).unsqueeze(0).to(dev)
         known = torch.from_numpy(known_pose_enc).float().unsqueeze(0).to(dev)
         query = query.unsqueeze(0).unsqueeze(0).to(dev)
-        if self.model.config.mask == "cached":
+        if self.engine is not None:
+            enc = self.engine(kf_ids, kf_images.numpy(), known.numpy(), query.numpy())
+            return np.asarray(enc, dtype=np.float64)
+        if self.mask == "cached":
             if self._cache_key != tuple(kf_ids):
                 self._cache = self.model.encode_keyframes(kf_images, known)
                 self._cache_key = tuple(kf_ids)
@@ -101,7 +159,14 @@ class RelocVGGTLocalizer:
 
         if len(self.keyframes) == 0:
             return RelocResult(RelocStatus.EMPTY_DATABASE, reason="keyframe database is empty")
-        kf_ids = self.keyframes.retrieve(image_bgr, self.config.num_keyframes, prior)
+        k = self.config.num_keyframes
+        if self.engine is not None:
+            k_min, k_max = self.engine.keyframe_range
+            k = min(k, k_max)
+        kf_ids = self.keyframes.retrieve(image_bgr, k, prior)
+        if self.engine is not None and len(kf_ids) < k_min:
+            return RelocResult(RelocStatus.NO_MATCH, reason=f"the exported graph needs >= {k_min} keyframes, "
+                               f"the database gave {len(kf_ids)}")
         T_world_kf = np.stack([self.keyframes.pose(i) for i in kf_ids])
         known, scale = relative_pose_encoding(list(T_world_kf), [self.keyframes.intrinsics[i] for i in kf_ids])
         pose_enc = self.predict(kf_ids, to_model_image(image_bgr, self.image_hw), known)

@@ -170,3 +170,25 @@ def test_registry_builds_both_backends_from_node_options(store, query, tmp_path:
     assert res.T_world_cam is not None and np.all(np.isfinite(res.T_world_cam))
     with pytest.raises(ConfigError, match="unknown option 'ransac' for the vggt_align backend"):
         make_localizer("vggt_align", store, ransac=3)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning", "ignore::UserWarning")
+@pytest.mark.parametrize("mask", ["sparse", "cached"])
+def test_exported_onnx_graphs_localize_like_torch(mask: str, store, query, tmp_path: Path) -> None:  # noqa: ANN001
+    pytest.importorskip("onnxruntime")
+    from reloc_vggt_ros.engine.export import ExportConfig, KeyframeRange
+    from reloc_vggt_ros.engine.reloc_graphs import export_reloc_vggt
+
+    torch.manual_seed(1)
+    model = RelocVGGT(RelocVGGTConfig.tiny(mask=mask))
+    with torch.no_grad():
+        model.pose_projector.fc2.weight.normal_(0, 0.2)
+    paths = export_reloc_vggt(model, tmp_path, ExportConfig(keyframes=KeyframeRange(3, 3, 3)))
+    ref = RelocVGGTLocalizer(store, RelocVGGTLocalizerConfig(num_keyframes=3), model=model)
+    onnx = RelocVGGTLocalizer(store, RelocVGGTLocalizerConfig(weights=str(paths[-1]), num_keyframes=5))
+    assert onnx.engine is not None and onnx.mask == mask and onnx.image_hw == (56, 70)
+    a, b = ref.localize(query[0], query[1].intrinsics), onnx.localize(query[0], query[1].intrinsics)
+    assert a.diagnostics["keyframes"] == b.diagnostics["keyframes"]      # clamped to the export's K = 3
+    np.testing.assert_allclose(b.T_world_cam, a.T_world_cam, atol=1e-4)
+    assert b.confidence == pytest.approx(a.confidence, abs=1e-4)
