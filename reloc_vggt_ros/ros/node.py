@@ -94,14 +94,15 @@ class RelocNode(LifecycleNode):
         super().__init__(NODE_NAME, **kwargs)
         self.stats = NodeStats()
         self.cfg: NodeConfig | None = None
+        # NB: rclpy.Node owns _services, _timers, _publishers, ...: our attributes must not shadow them
         self._lock = threading.RLock()          # localizer + store: worker vs services
         self._store: KeyframeStore | None = None
         self._localizer: Localizer | None = None
         self._worker: Worker | None = None
         self._subs: list[Any] = []
         self._pubs: list[Any] = []
-        self._services: list[Any] = []
-        self._timers: list[Any] = []
+        self._srvs: list[Any] = []
+        self._io_timers: list[Any] = []
         self._tf_pub: TfPublisher | None = None
         self._tf_lookup: Any = None
         self._prior: tuple[PosePrior, float] | None = None
@@ -185,7 +186,7 @@ class RelocNode(LifecycleNode):
             self._subs.append(self.create_subscription(PoseStamped, "keyframe_pose", self.keyframe_pose_callback,
                                                        KEYFRAME_POSE_QOS, event_callbacks=ev))
         if cfg.odom_frame and cfg.publish_tf:
-            self._timers.append(self.create_timer(1.0 / cfg.tf_publish_rate_hz, self._republish_map_odom))
+            self._io_timers.append(self.create_timer(1.0 / cfg.tf_publish_rate_hz, self._republish_map_odom))
         self._active = True
         self.stats.state = "active"
         self.stats.last_reason = "waiting for images"
@@ -215,9 +216,9 @@ class RelocNode(LifecycleNode):
         for sub in self._subs:
             self.destroy_subscription(sub)
         self._subs = []
-        for timer in self._timers:
+        for timer in self._io_timers:
             self.destroy_timer(timer)
-        self._timers = []
+        self._io_timers = []
         if self._worker is not None:
             pending = self._worker.pending_keyframes()
             if pending:
@@ -229,9 +230,9 @@ class RelocNode(LifecycleNode):
         for pub in self._pubs:
             self.destroy_publisher(pub)
         self._pubs = []
-        for srv in self._services:
+        for srv in self._srvs:
             self.destroy_service(srv)
-        self._services = []
+        self._srvs = []
         if self._tf_pub is not None:
             self._tf_pub.destroy(self)
             self._tf_pub = None
@@ -275,7 +276,7 @@ class RelocNode(LifecycleNode):
         except ImportError:
             self.get_logger().warning("std_srvs not importable: save/reload services disabled")
             return
-        self._services = [self.create_service(Trigger, "~/save_database", self._save_callback),
+        self._srvs = [self.create_service(Trigger, "~/save_database", self._save_callback),
                           self.create_service(Trigger, "~/reload_database", self._reload_callback)]
 
     def _save_callback(self, request: Any, response: Any) -> Any:

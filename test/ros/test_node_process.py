@@ -143,3 +143,102 @@ def test_shutdown_under_load_loses_no_keyframe(tmp_path, empty_db, probe, temple
         ids, poses = store.poses()
         got = sorted(poses[:, 0, 3].round(6).tolist())
     assert got == [0.5 * k for k in range(n)]
+
+
+def _change_state(probe: Probe, transition_id: int, node: NodeProcess) -> bool:
+    from lifecycle_msgs.srv import ChangeState
+
+    client = probe.node.create_client(ChangeState, "/reloc_vggt_node/change_state")
+    probe.spin_until(client.service_is_ready, 20, "lifecycle change_state service", node)
+    probe.spin(0.5)  # the response path must be matched too, or the reply is lost
+    req = ChangeState.Request()
+    req.transition.id = transition_id
+    future = client.call_async(req)
+    probe.spin_until(future.done, 30, f"transition {transition_id}", node)
+    probe.node.destroy_client(client)
+    return future.result().success
+
+
+def test_lifecycle_without_autostart_and_failed_configure(tmp_path, empty_db, probe):
+    from lifecycle_msgs.msg import Transition
+
+    missing = tmp_path / "missing.db"
+    node = NodeProcess(tmp_path, probe.domain, _params(missing, autostart=False))
+    try:
+        probe.spin(1.0)
+        assert probe.image_pub.get_subscription_count() == 0          # unconfigured: no input
+        assert not _change_state(probe, Transition.TRANSITION_CONFIGURE, node)
+        probe.wait_diag(f"configure failed: .*{missing.name}", node=node)
+        assert node.alive()
+    finally:
+        assert node.stop(signal.SIGINT) == 0
+    node = NodeProcess(tmp_path, probe.domain, _params(empty_db, autostart=False), name="node2")
+    try:
+        assert _change_state(probe, Transition.TRANSITION_CONFIGURE, node)
+        assert _change_state(probe, Transition.TRANSITION_ACTIVATE, node)
+        probe.wait_for_node(node)
+        assert _change_state(probe, Transition.TRANSITION_DEACTIVATE, node)
+        probe.spin_until(lambda: probe.image_pub.get_subscription_count() == 0, 10, "inputs to stop", node)
+    finally:
+        assert node.stop() == 0
+
+
+def test_run_command_starts_the_node_from_the_shipped_yaml(tmp_path, empty_db, probe):
+    """`reloc-vggt run --params-file config/reloc_vggt.yaml` is the launch file's equivalent."""
+    import subprocess
+    import sys
+
+    from reloc_vggt_ros.dds import localhost_env
+
+    yaml_path = Path(__file__).parents[2] / "config" / "reloc_vggt.yaml"
+    env = localhost_env()
+    env["ROS_DOMAIN_ID"] = str(probe.domain)
+    log = tmp_path / "run.log"
+    with open(log, "wb") as out:
+        proc = subprocess.Popen([sys.executable, "-m", "reloc_vggt_ros.cli", "run", "--params-file", str(yaml_path),
+                                 "-p", f"database_path:={empty_db}", "-p", "diagnostics_rate_hz:=5.0"],
+                                env=env, stdout=out, stderr=subprocess.STDOUT)
+        try:
+            probe.spin_until(lambda: probe.image_pub.get_subscription_count() > 0 or proc.poll() is not None,
+                             60, "the node started by `reloc-vggt run`")
+            assert proc.poll() is None, log.read_text()
+            d = probe.wait_diag("waiting for images", timeout=10)
+            assert d["state"] == "active"
+        finally:
+            proc.send_signal(signal.SIGINT)
+            assert proc.wait(20) == 0, log.read_text()
+    assert f"database={empty_db}" in log.read_text()
+
+
+def _trigger(probe: Probe, name: str, node: NodeProcess):
+    from std_srvs.srv import Trigger
+
+    client = probe.node.create_client(Trigger, name)
+    probe.spin_until(client.service_is_ready, 20, f"service {name}", node)
+    probe.spin(0.5)
+    future = client.call_async(Trigger.Request())
+    probe.spin_until(future.done, 30, f"{name} response", node)
+    probe.node.destroy_client(client)
+    return future.result()
+
+
+def test_save_and_reload_database_services(tmp_path, empty_db, probe, temple):
+    pytest.importorskip("std_srvs.srv")
+    img, intr, T = temple[0]
+    copy = tmp_path / "saved.db"
+    node = NodeProcess(tmp_path, probe.domain, _params(empty_db, **{"mapping.enabled": True, "save_path": str(copy)}))
+    try:
+        probe.wait_for_node(node)
+        probe.spin_until(lambda: probe.kf_pub.get_subscription_count() > 0, 10, "keyframe_pose subscription", node)
+        probe.send_keyframe_pose(T, T0)
+        probe.send_frame(img, intr, T0)
+        probe.wait_diag("^1$", key="keyframes_added", node=node)
+        res = _trigger(probe, "/reloc_vggt_node/save_database", node)
+        assert res.success and str(copy) in res.message
+        res = _trigger(probe, "/reloc_vggt_node/reload_database", node)
+        assert res.success and res.message == "reloaded 1 keyframes"
+    finally:
+        assert node.stop() == 0
+    with KeyframeStore.open(copy, readonly=True) as store:
+        assert len(store) == 1
+        np.testing.assert_allclose(store.poses()[1][0], T, atol=1e-6)
