@@ -62,6 +62,10 @@ class Aggregator(nn.Module):
 
         self.frame_blocks = nn.ModuleList(make_block() for _ in range(cfg.depth))
         self.global_blocks = nn.ModuleList(make_block() for _ in range(cfg.depth))
+        # Tiny random tokens (not zeros) so the first-frame and other-frame slots differ when
+        # training from scratch; loaded checkpoints overwrite them.
+        nn.init.normal_(self.camera_token, std=1e-6)
+        nn.init.normal_(self.register_token, std=1e-6)
         self.register_buffer("_resnet_mean", torch.tensor(_MEAN).view(1, 1, 3, 1, 1),
                              persistent=False)
         self.register_buffer("_resnet_std", torch.tensor(_STD).view(1, 1, 3, 1, 1),

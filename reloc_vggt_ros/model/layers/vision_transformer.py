@@ -60,6 +60,9 @@ class DinoVisionTransformer(nn.Module):
             Block(embed_dim, num_heads, mlp_ratio, init_values=init_values, norm_eps=norm_eps)
             for _ in range(depth))
         self.norm = nn.LayerNorm(embed_dim, eps=norm_eps)
+        nn.init.trunc_normal_(self.pos_embed, std=0.02)
+        nn.init.normal_(self.cls_token, std=1e-6)
+        nn.init.normal_(self.register_tokens, std=1e-6)
 
     def pos_embed_for(self, H: int, W: int) -> torch.Tensor:
         """Positional table for an H x W input: [1, 1 + h*w, C]."""
