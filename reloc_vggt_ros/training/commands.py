@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--mask", default=None, choices=("dense", "sparse", "cached"), help="override model.mask")
     tr.add_argument("--stop-at", type=int, default=None,
                     help="stop (with a checkpoint) after this step, as if interrupted; resume later")
+    tr.add_argument("--estimate", action="store_true",
+                    help="print the analytic memory/time per step for this config and exit (no training)")
     tr.set_defaults(func=_train)
 
     ds = subparsers.add_parser("dataset", help="training data: convert public layouts, generate synthetic scenes")
@@ -53,8 +55,28 @@ def _train(args: argparse.Namespace) -> int:
     if args.init_weights or args.mask:
         cfg = cfg.replace(model=dataclasses.replace(cfg.model, init_weights=args.init_weights or cfg.model.init_weights,
                                                     mask=args.mask or cfg.model.mask))
+    if args.estimate:
+        return _estimate(cfg)
     out = train(cfg, resume=args.resume, stop_at_step=args.stop_at)
     print(f"outputs in {out}")
+    return 0
+
+
+def _estimate(cfg) -> int:
+    from .estimate import GPU_PEAK_TFLOPS, estimate_step
+    from .loop import model_config
+
+    mcfg = model_config(cfg)
+    if cfg.data.image_hw:
+        mcfg = dataclasses.replace(mcfg, image_hw=tuple(cfg.data.image_hw))
+    e = estimate_step(mcfg, cfg.optim.batch_size, cfg.data.num_frames, cfg.stage,
+                      grad_checkpointing=cfg.run.grad_checkpointing != "off")
+    print(f"stage {cfg.stage}, mask {mcfg.mask}, batch {cfg.optim.batch_size} x {cfg.data.num_frames} frames at "
+          f"{mcfg.image_hw[0]}x{mcfg.image_hw[1]} ({e.tokens_per_frame} tokens/frame)")
+    print(f"parameters {e.params_total / 1e6:.1f} M, trainable {e.params_trainable / 1e6:.2f} M")
+    print(f"~{e.tflops_per_step:.1f} TFLOP per step, ~{e.memory_gb:.1f} GB GPU memory")
+    for gpu, peak in GPU_PEAK_TFLOPS.items():
+        print(f"  {gpu:18s} ~{e.seconds(peak):.2f} s/step at 35% MFU")
     return 0
 
 

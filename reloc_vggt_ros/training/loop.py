@@ -38,7 +38,8 @@ from .sampler import SamplerConfig
 from .schedule import warmup_cosine
 from .synthetic import generate_scene_folders
 
-__all__ = ["train", "set_trainable", "seed_everything", "evaluate", "resolve_folders", "build_model"]
+__all__ = ["train", "set_trainable", "seed_everything", "evaluate", "resolve_folders", "build_model", "model_config",
+           "export_weights"]
 
 logger = logging.getLogger(__name__)
 
@@ -54,15 +55,9 @@ def seed_everything(seed: int) -> None:
     torch.backends.cudnn.benchmark = False
 
 
-def build_model(cfg: TrainConfig) -> nn.Module:
-    """RelocVGGT from ``model.preset`` (+ overrides, a ``vggt`` dict overrides VGGTConfig fields).
-
-    ``model.init_weights``: a training checkpoint (``checkpoints/step_*.pt``), a Reloc-VGGT export
-    (``.safetensors`` with its ``.json`` beside it), or VGGT weights (official ``.pt`` or
-    safetensors), from which the new modules start at their initialisation.
-    """
-    from ..model.reloc_vggt import RelocVGGT, RelocVGGTConfig
-    from ..model.weights import config_path_for
+def model_config(cfg: TrainConfig) -> Any:
+    """RelocVGGTConfig of ``model.preset`` with ``model.mask`` and ``model.overrides`` applied."""
+    from ..model.reloc_vggt import RelocVGGTConfig
 
     m = cfg.model
     overrides = dict(m.overrides)
@@ -72,9 +67,23 @@ def build_model(cfg: TrainConfig) -> nn.Module:
             base = RelocVGGTConfig.tiny(mask=m.mask, depth=int(vggt_over.pop("depth", 2)))
         else:
             base = RelocVGGTConfig(mask=m.mask)
-        mcfg = dataclasses.replace(base, vggt=dataclasses.replace(base.vggt, **vggt_over), **overrides)
+        return dataclasses.replace(base, vggt=dataclasses.replace(base.vggt, **vggt_over), **overrides)
     except TypeError as err:
         raise ConfigError(f"model.overrides: {err}") from err
+
+
+def build_model(cfg: TrainConfig) -> nn.Module:
+    """RelocVGGT from ``model.preset`` (+ overrides, a ``vggt`` dict overrides VGGTConfig fields).
+
+    ``model.init_weights``: a training checkpoint (``checkpoints/step_*.pt``), a Reloc-VGGT export
+    (``.safetensors`` with its ``.json`` beside it), or VGGT weights (official ``.pt`` or
+    safetensors), from which the new modules start at their initialisation.
+    """
+    from ..model.reloc_vggt import RelocVGGT
+    from ..model.weights import config_path_for
+
+    m = cfg.model
+    mcfg = model_config(cfg)
     path = m.init_weights
     if path is None:
         return RelocVGGT(mcfg)
