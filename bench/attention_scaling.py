@@ -30,7 +30,7 @@ import torch
 
 from reloc_vggt_ros.model.aggregator import Aggregator
 from reloc_vggt_ros.model.config import VGGTConfig
-from reloc_vggt_ros.model.kv_cache import build_keyframe_kv, query_forward
+from reloc_vggt_ros.model.kv_cache import build_keyframe_kv, last_layer_tokens, query_forward
 from reloc_vggt_ros.model.masks import global_attn_fn, num_blocks
 
 logger = logging.getLogger(__name__)
@@ -100,7 +100,7 @@ def bench_modes(cfg: VGGTConfig, frames: tuple[int, ...], repeats: int, seed: in
         with torch.inference_mode():
             for mode in ("dense", "sparse"):
                 fn = global_attn_fn(mode)
-                results[mode].append({"n": n, **measure(lambda: agg(images, global_attn_fn=fn), repeats)})
+                results[mode].append({"n": n, **measure(lambda: last_layer_tokens(agg, images, global_attn_fn=fn), repeats)})
             t0 = time.process_time()
             cache, _ = build_keyframe_kv(agg, images[:, :-1])
             encode_ms = (time.process_time() - t0) * 1e3

@@ -11,14 +11,31 @@ query: one frame of compute plus attention over K·P cached keys.
 
 from __future__ import annotations
 
+from collections.abc import Sequence
 from dataclasses import dataclass
 
 import torch
+import torch.nn.functional as F
 
-from .aggregator import Aggregator
+from .aggregator import Aggregator, GlobalAttnFn
 from .masks import masked_attention
 
-__all__ = ["KeyframeKV", "build_keyframe_kv", "query_forward"]
+__all__ = ["KeyframeKV", "last_layer_tokens", "build_keyframe_kv", "query_forward"]
+
+
+def last_layer_tokens(aggregator: Aggregator, images: torch.Tensor, camera_tokens: torch.Tensor | None = None,
+                      global_attn_fn: GlobalAttnFn | None = None, frames: Sequence[int] | None = None
+                      ) -> torch.Tensor:
+    """Like ``aggregator(...)[0][-1]`` (``[B, S, P, 2C]``) without keeping the other layers' outputs.
+
+    The camera head reads only the last layer; at VGGT-1B size the full list costs ~0.2 GB per
+    frame, so the localizers and the benchmark loop the layers themselves.
+    """
+    tokens, pos = aggregator.embed(images, camera_tokens, frames)
+    frame_out = tokens
+    for i in range(aggregator.depth):
+        frame_out, tokens = aggregator.run_layer(i, tokens, pos, global_attn_fn)
+    return torch.cat([frame_out, tokens], dim=-1)
 
 
 @dataclass
@@ -36,10 +53,10 @@ class KeyframeKV:
 
 
 def build_keyframe_kv(aggregator: Aggregator, images: torch.Tensor,
-                      camera_tokens: torch.Tensor | None = None) -> tuple[KeyframeKV, list[torch.Tensor]]:
+                      camera_tokens: torch.Tensor | None = None) -> tuple[KeyframeKV, torch.Tensor]:
     """Run the keyframes ``[B, K, 3, H, W]`` (anchor first) under the cached mask; keep their K/V.
 
-    Returns the cache and the aggregator outputs (list of ``[B, K, P, 2C]``).
+    Returns the cache and the keyframes' last-layer tokens ``[B, K, P, 2C]``.
     """
     keys: list[torch.Tensor] = []
     values: list[torch.Tensor] = []
@@ -49,33 +66,26 @@ def build_keyframe_kv(aggregator: Aggregator, images: torch.Tensor,
         values.append(v)
         return masked_attention("cached", q, k, v, S, P, has_query=False)
 
-    outputs, _ = aggregator(images, camera_tokens=camera_tokens, global_attn_fn=record)
-    last = outputs[-1]
-    cache = KeyframeKV(keys, values, last[:, :, 0], num_frames=last.shape[1],
-                       tokens_per_frame=last.shape[2])
-    return cache, outputs
+    last = last_layer_tokens(aggregator, images, camera_tokens, record)
+    cache = KeyframeKV(keys, values, last[:, :, 0], num_frames=last.shape[1], tokens_per_frame=last.shape[2])
+    return cache, last
 
 
 def query_forward(aggregator: Aggregator, cache: KeyframeKV, image: torch.Tensor,
-                  camera_token: torch.Tensor | None = None) -> list[torch.Tensor]:
-    """Run one query frame ``[B, 1, 3, H, W]`` against cached keyframes -> list of ``[B, 1, P, 2C]``.
+                  camera_token: torch.Tensor | None = None) -> torch.Tensor:
+    """Run one query frame ``[B, 1, 3, H, W]`` against cached keyframes -> last-layer tokens ``[B, 1, P, 2C]``.
 
     The query takes sequence index K (camera/register slot 1), as in the full forward.
     """
     if image.shape[1] != 1:
         raise ValueError(f"query_forward runs one frame per sequence, got S={image.shape[1]}")
-    tokens, pos = aggregator.embed(image, camera_token, frames=[cache.num_frames])
-    if tokens.shape[2] != cache.tokens_per_frame:
-        raise ValueError(f"query has {tokens.shape[2]} tokens per frame, cache {cache.tokens_per_frame}: "
-                         "keyframes and query must share one image size")
 
     def attend_cached(i: int, q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, S: int, P: int) -> torch.Tensor:
+        if k.shape[2] != cache.tokens_per_frame:
+            raise ValueError(f"query has {k.shape[2]} tokens per frame, cache {cache.tokens_per_frame}: "
+                             "keyframes and query must share one image size")
         k_all = torch.cat([cache.keys[i], k], dim=2)
         v_all = torch.cat([cache.values[i], v], dim=2)
-        return torch.nn.functional.scaled_dot_product_attention(q, k_all, v_all)
+        return F.scaled_dot_product_attention(q, k_all, v_all)
 
-    outputs = []
-    for i in range(aggregator.depth):
-        frame_out, tokens = aggregator.run_layer(i, tokens, pos, attend_cached)
-        outputs.append(torch.cat([frame_out, tokens], dim=-1))
-    return outputs
+    return last_layer_tokens(aggregator, image, camera_token, attend_cached, frames=[cache.num_frames])

@@ -33,7 +33,7 @@ from ..errors import ConfigError, ModelLoadError
 from .aggregator import Aggregator
 from .config import VGGTConfig
 from .heads import CameraHead
-from .kv_cache import KeyframeKV, build_keyframe_kv, query_forward
+from .kv_cache import KeyframeKV, build_keyframe_kv, last_layer_tokens, query_forward
 from .masks import MaskType, global_attn_fn
 from .pose_tokenizer import PoseProjector, PoseTokenizer
 from .weights import LoadReport, config_path_for, load_vggt_weights
@@ -188,9 +188,9 @@ class RelocVGGT(nn.Module):
         """
         S = images.shape[1]
         self._check(images, known_pose_enc, S - 1)
-        tokens, _ = self.aggregator(images, camera_tokens=self.pose_tokens(known_pose_enc),
-                                    global_attn_fn=global_attn_fn(self.mask))
-        pose_enc_list = self.camera_head(tokens)
+        last = last_layer_tokens(self.aggregator, images, self.pose_tokens(known_pose_enc),
+                                 global_attn_fn(self.mask))
+        pose_enc_list = self.camera_head([last])
         return {"pose_enc": pose_enc_list[-1], "pose_enc_list": pose_enc_list}
 
     # -- cached keyframes -----------------------------------------------------------------------
@@ -207,8 +207,8 @@ class RelocVGGT(nn.Module):
 
     def forward_query(self, cache: KeyframeKV, image: torch.Tensor) -> dict[str, Any]:
         """One query [B, 1, 3, H, W] against cached keyframes; same outputs as :meth:`forward`."""
-        outputs = query_forward(self.aggregator, cache, image, self.query_camera_token(image.shape[0]))
-        camera_tokens = torch.cat([cache.camera_tokens, outputs[-1][:, :, 0]], dim=1)
+        last = query_forward(self.aggregator, cache, image, self.query_camera_token(image.shape[0]))
+        camera_tokens = torch.cat([cache.camera_tokens, last[:, :, 0]], dim=1)
         pose_enc_list = self.camera_head.refine(camera_tokens)[0]
         return {"pose_enc": pose_enc_list[-1], "pose_enc_list": pose_enc_list}
 
