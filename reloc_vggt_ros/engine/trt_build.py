@@ -175,6 +175,9 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, cfg: BuildConfig 
         **here,
         "onnx": str(Path(onnx_path).resolve().relative_to(plan_path.parent.resolve()))
         if onnx_path.resolve().is_relative_to(plan_path.parent.resolve()) else str(onnx_path.resolve()),
+        # what consumers of an exported graph read, also at the top of the plan's sidecar
+        **{k: onnx_side[k] for k in ("graph", "mask", "model", "keyframes", "inputs", "outputs")
+           if k in onnx_side},
         "onnx_sidecar": onnx_side,
         "precision": cfg.precision,
         "workspace_gib": cfg.workspace_gib,
@@ -182,6 +185,9 @@ def build_engine(onnx_path: str | Path, plan_path: str | Path, cfg: BuildConfig 
         "plan_bytes": plan_path.stat().st_size,
         "created_utc": _dt.datetime.now(_dt.timezone.utc).isoformat(timespec="seconds"),
     }
+    if keyframes is not None:
+        side["keyframes"] = {"min": keyframes[0], "opt": keyframes[1], "max": keyframes[2],
+                             "dynamic": keyframes[0] != keyframes[2]}
     sidecar_path(plan_path).write_text(json.dumps(side, indent=2) + "\n")
     log.info("wrote %s (%.1f MB) for %s", plan_path, side["plan_bytes"] / 1e6, here["gpu_name"])
     return plan_path

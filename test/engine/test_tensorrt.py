@@ -71,6 +71,7 @@ def test_build_and_run_plan_matches_onnxruntime(toy_onnx, tmp_path, precision, a
                                     timing_cache=tmp_path / "timing.cache"))
     side = read_sidecar(plan)
     assert side["gpu_name"] and side["tensorrt_version"] and side["profiles"]["images"]
+    assert side["model"] == {"name": "toy", "size": 32, "heads": 4} and side["graph"] == "toy_reloc"
     assert (tmp_path / "timing.cache").stat().st_size > 0
     trt_engine = make_engine("tensorrt", plan)
     ort_engine = make_engine("onnxruntime", toy_onnx,
