@@ -45,12 +45,13 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
 
     from reloc_vggt_ros.data.posed_folder import read_posed_folder
     from reloc_vggt_ros.eval.replay import start_node, stop_node
-    from reloc_vggt_ros.ros.convert import bgr_to_image, intrinsics_to_camera_info, ns_to_stamp, stamp_to_ns
+    from reloc_vggt_ros.geometry import pose_error
+    from reloc_vggt_ros.ros.convert import bgr_to_image, intrinsics_to_camera_info, ns_to_stamp, pose_to_T, stamp_to_ns
     from reloc_vggt_ros.ros.qos import DIAGNOSTICS_QOS, POSE_QOS
 
     db = build_db(out_dir / "temple-db.db")
     queries = read_posed_folder(SCENE, "query")
-    images = [(cv2.imread(str(q.path)), q.intrinsics) for q in queries]
+    images = [(cv2.imread(str(q.path)), q.intrinsics, q.T_world_cam) for q in queries]
     proc = start_node(db, None, domain, out_dir / "node_rate.log", {"diagnostics_rate_hz": 5.0})
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
@@ -61,9 +62,13 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
     img_pub = node.create_publisher(Image, "image", qos)
     info_pub = node.create_publisher(CameraInfo, "camera_info", qos)
     answered: dict[int, float] = {}
+    estimates: dict[int, np.ndarray] = {}
     diag: dict[str, str] = {}
-    node.create_subscription(PoseWithCovarianceStamped, "/relocalized_pose",
-                             lambda m: answered.setdefault(stamp_to_ns(m.header.stamp), time.monotonic()), POSE_QOS)
+    def on_pose(m: PoseWithCovarianceStamped) -> None:
+        answered.setdefault(stamp_to_ns(m.header.stamp), time.monotonic())
+        estimates[stamp_to_ns(m.header.stamp)] = pose_to_T(m.pose.pose)
+
+    node.create_subscription(PoseWithCovarianceStamped, "/relocalized_pose", on_pose, POSE_QOS)
     node.create_subscription(DiagnosticArray, "/diagnostics",
                              lambda m: diag.update({kv.key: kv.value for kv in m.status[0].values}), DIAGNOSTICS_QOS)
 
@@ -81,16 +86,17 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
         spin(1.0)
         stamp = 1_700_000_000 * 10**9
         msgs = []
-        for img, intr in images:
-            msgs.append((bgr_to_image(img, Image()), intrinsics_to_camera_info(intr, CameraInfo())))
+        for img, intr, T in images:
+            msgs.append((bgr_to_image(img, Image()), intrinsics_to_camera_info(intr, CameraInfo()), T))
         for rate in rates:
             sent: dict[int, float] = {}
+            gt: dict[int, np.ndarray] = {}
             dropped0 = int(diag.get("dropped", 0))
             t_next = time.monotonic()
             for k in range(frames):
                 spin(max(0.0, t_next - time.monotonic()))
                 stamp += 10**8
-                im, info = msgs[k % len(msgs)]
+                im, info, gt[stamp] = msgs[k % len(msgs)]
                 ns_to_stamp(stamp, im.header.stamp)
                 ns_to_stamp(stamp, info.header.stamp)
                 im.header.frame_id = info.header.frame_id = "camera"
@@ -104,7 +110,10 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
             spin(0.5)
             lat = np.array([(answered[s] - t) * 1e3 for s, t in sent.items() if s in answered])
             dropped = int(diag.get("dropped", 0)) - dropped0
+            errs = np.array([pose_error(estimates[s], gt[s]) for s in sent if s in estimates]).reshape(-1, 2)
             row = {"input_hz": rate, "frames": frames, "poses": int(lat.size), "dropped": dropped,
+                   "median_translation_m": float(np.median(errs[:, 0])) if len(errs) else None,
+                   "median_rotation_deg": float(np.median(errs[:, 1])) if len(errs) else None,
                    "latency_ms_p50": float(np.percentile(lat, 50)) if lat.size else None,
                    "latency_ms_p95": float(np.percentile(lat, 95)) if lat.size else None,
                    "output_hz": float(lat.size / max(1e-9, (max(answered[s] for s in sent if s in answered)
@@ -127,7 +136,9 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
 def _fmt_row(r: dict) -> str:
     f = lambda v: "  n/a" if v is None else f"{v:5.0f}"  # noqa: E731
     return (f"{r['input_hz']:8.2f} Hz  poses {r['poses']:3d}/{r['frames']:<3d} dropped {r['dropped']:3d}  "
-            f"latency p50 {f(r['latency_ms_p50'])} ms  p95 {f(r['latency_ms_p95'])} ms  output {r['output_hz']:.2f} Hz")
+            f"latency p50 {f(r['latency_ms_p50'])} ms  p95 {f(r['latency_ms_p95'])} ms  output {r['output_hz']:.2f} Hz"
+            + ("" if r["median_translation_m"] is None else
+               f"  median error {r['median_translation_m'] * 1000:.1f} mm / {r['median_rotation_deg']:.2f} deg"))
 
 
 def main() -> int:
