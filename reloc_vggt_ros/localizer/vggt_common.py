@@ -52,17 +52,23 @@ class KeyframeSet:
         self.image_hw = image_hw
         self._cache: OrderedDict[int, torch.Tensor] = OrderedDict()
         self._cache_size = cache_images
+        self._descriptors: dict[int, np.ndarray] = {}
         self.refresh()
 
     def refresh(self) -> None:
+        """Re-read poses; thumbnails are computed only for keyframes not seen before."""
         self.ids, self.T_world_cam = self.store.poses()
         self.intrinsics: dict[int, Intrinsics] = self.store.intrinsics()
+        known = {int(i) for i in self.ids}
+        for gone in set(self._descriptors) - known:
+            del self._descriptors[gone]
+            self._cache.pop(gone, None)
+        for kf_id in sorted(known - set(self._descriptors)):
+            self._descriptors[kf_id] = thumbnail_descriptor(self.store.get_keyframe(kf_id).decode_image())
         self.index: GlobalIndex | None = None
-        self._cache.clear()
-        descs = [thumbnail_descriptor(kf.decode_image()) for kf in self.store.iter_keyframes()]
-        if descs:
-            self.index = GlobalIndex(len(descs[0]), backend="numpy")
-            self.index.add(self.ids, np.stack(descs))
+        if len(self.ids):
+            self.index = GlobalIndex(len(self._descriptors[int(self.ids[0])]), backend="numpy")
+            self.index.add(self.ids, np.stack([self._descriptors[int(i)] for i in self.ids]))
         logger.info("keyframe set: %d keyframes from %s", len(self.ids), self.store.path)
 
     def __len__(self) -> int:

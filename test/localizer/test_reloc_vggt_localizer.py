@@ -192,3 +192,24 @@ def test_exported_onnx_graphs_localize_like_torch(mask: str, store, query, tmp_p
     assert a.diagnostics["keyframes"] == b.diagnostics["keyframes"]      # clamped to the export's K = 3
     np.testing.assert_allclose(b.T_world_cam, a.T_world_cam, atol=1e-4)
     assert b.confidence == pytest.approx(a.confidence, abs=1e-4)
+
+
+def test_keyframe_set_refresh_sees_added_and_removed_keyframes(tmp_path: Path) -> None:
+    from reloc_vggt_ros.keyframes.build import keyframe_from_posed
+    from reloc_vggt_ros.localizer.vggt_common import KeyframeSet
+
+    recs = read_posed_folder(DATA / "Herz-Jesus-P8")
+    db = build_keyframe_db(DATA / "Herz-Jesus-P8", tmp_path / "hj.db", split="db", max_side=200)
+    with KeyframeStore.open(db) as s:
+        kfs = KeyframeSet(s, (56, 70))
+        n = len(kfs)
+        query = next(r for r in recs if r.split == "query")
+        new_id = s.add_keyframe(keyframe_from_posed(query, max_side=200))
+        kfs.refresh()
+        assert len(kfs) == n + 1
+        # the new keyframe is the query image itself: retrieval must rank it first
+        assert kfs.retrieve(load_image(query.path), 3)[0] == new_id
+        np.testing.assert_allclose(kfs.pose(new_id), query.T_world_cam)
+        s.remove_keyframe(new_id)
+        kfs.refresh()
+        assert len(kfs) == n and new_id not in kfs.retrieve(load_image(query.path), n)
