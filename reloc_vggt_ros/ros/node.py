@@ -64,10 +64,7 @@ def build_localizer(cfg: NodeConfig, store: KeyframeStore) -> Localizer:
     """The configured backend over ``store`` (registry owned by the localizer package)."""
     from ..localizer.registry import make_localizer
 
-    options: dict[str, Any] = {"top_k": cfg.top_k}
-    if cfg.engine:
-        options["engine"] = cfg.engine
-    return make_localizer(cfg.backend, store, **options)
+    return make_localizer(cfg.backend, store, **cfg.options())
 
 
 def sanitize_covariance(cov: np.ndarray | None, min_var_m2: float, min_var_rad2: float) -> np.ndarray:

@@ -22,6 +22,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "backend": ("geometric", "localizer backend name (see localizer.registry)"),
     "engine": ("", "weights / ONNX / TensorRT engine file for learned backends; '' for geometric"),
     "top_k": (5, "keyframes retrieved per query"),
+    "backend_options": ("", "extra backend options as a YAML mapping, e.g. '{preset: fast, num_threads: 1}'"),
     "autostart": (True, "configure and activate at start (else wait for lifecycle transitions)"),
     "map_frame": ("map", "fixed frame of the keyframe database and of /relocalized_pose"),
     "odom_frame": ("", "if set, publish map->odom using odom->camera at the image stamp; else map->camera"),
@@ -56,6 +57,7 @@ class NodeConfig:
     backend: str = "geometric"
     engine: str = ""
     top_k: int = 5
+    backend_options: str = ""
     autostart: bool = True
     map_frame: str = "map"
     odom_frame: str = ""
@@ -87,6 +89,7 @@ class NodeConfig:
             raise ConfigError("database_path is required (a keyframe .db file, see `reloc-vggt db build`)")
         if not self.backend.strip():
             raise ConfigError("backend must name a localizer backend, got ''")
+        self.options()  # raises ConfigError if backend_options is not a mapping
         if not 1 <= self.top_k <= 100:
             raise ConfigError(f"top_k must be in 1..100, got {self.top_k}")
         if not self.map_frame.strip():
@@ -113,6 +116,19 @@ class NodeConfig:
             raise ConfigError(f"mapping.max_queue must be >= 1, got {self.mapping_max_queue}")
         if self.mapping_min_angle_rad > math.pi:
             raise ConfigError(f"mapping.min_angle_rad is in radians (<= pi), got {self.mapping_min_angle_rad}")
+
+
+    def options(self) -> dict[str, Any]:
+        """Keyword options for the localizer registry: top_k, engine and backend_options."""
+        import yaml
+
+        try:
+            extra = yaml.safe_load(self.backend_options) if self.backend_options.strip() else {}
+        except yaml.YAMLError as err:
+            raise ConfigError(f"backend_options is not valid YAML: {err}") from err
+        if not isinstance(extra, dict):
+            raise ConfigError(f"backend_options must be a YAML mapping like '{{preset: fast}}', got {extra!r}")
+        return {"top_k": self.top_k, **({"engine": self.engine} if self.engine else {}), **extra}
 
 
 def _check_type(name: str, value: Any, type_name: Any) -> None:

@@ -48,11 +48,19 @@ def test_defaults_table_matches_dataclass():
     ({"mapping.min_angle_rad": 15.0}, "radians"),
     ({"use_compressed": 1}, "use_compressed must be bool"),
     ({"top_kk": 3}, "unknown parameters: top_kk"),
+    ({"backend_options": "[1, 2]"}, "backend_options must be a YAML mapping"),
+    ({"backend_options": "{a: [1"}, "backend_options is not valid YAML"),
 ])
 def test_invalid_values_name_the_parameter(values, message):
     values = {"database_path": "x.db", **values} if "database_path" not in values and values else values
     with pytest.raises(ConfigError, match=message):
         config_from_dict(values)
+
+
+def test_backend_options_reach_the_registry():
+    cfg = config_from_dict({"database_path": "x.db", "top_k": 3, "backend_options": "{preset: fast, num_threads: 1}"})
+    assert cfg.options() == {"top_k": 3, "preset": "fast", "num_threads": 1}
+    assert config_from_dict({"database_path": "x.db", "engine": "m.onnx"}).options() == {"top_k": 5, "engine": "m.onnx"}
 
 
 def test_int_for_float_is_accepted():
