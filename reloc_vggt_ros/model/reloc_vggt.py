@@ -225,6 +225,9 @@ class RelocVGGT(nn.Module):
         model = cls(config)
         report: LoadReport = load_vggt_weights(model, path, strict=False)
         new = tuple(model.new_parameter_names())
+        if not report.missing and not report.unexpected:
+            raise ModelLoadError(f"{path} already holds the Reloc-VGGT modules ({', '.join(new[:2])}, …): "
+                                 "load it with RelocVGGT.load (config JSON beside it)")
         if report.unexpected or set(report.missing) != set(new):
             other = sorted(set(report.missing) - set(new))
             raise ModelLoadError(f"{path} is not a VGGT checkpoint for this config: missing "
