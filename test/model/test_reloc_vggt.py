@@ -102,8 +102,18 @@ def test_model_mask_equals_boolean_masked_reference(mask: str, scene: dict) -> N
             assert (dense.eval()(images, known)["pose_enc"] - out["pose_enc"]).abs().max() > 1e-4
 
 
-def test_cached_query_equals_uncached_forward(scene: dict) -> None:
-    model = _randomise(RelocVGGT(RelocVGGTConfig.tiny(mask="cached", depth=3)), seed=1)
+def _tiny_dino(mask: str) -> RelocVGGTConfig:
+    """DINOv2-style patch embedding (as VGGT-1B) at a non-square size: pos-embed resampling path."""
+    base = RelocVGGTConfig.tiny(mask=mask, depth=3)
+    vggt = VGGTConfig.from_dict({**base.vggt.to_dict(), "patch_embed": "dinov2", "dino_depth": 1,
+                                 "dino_num_heads": 2})
+    return RelocVGGTConfig(vggt=vggt, mask=mask, image_hw=base.image_hw, t_freqs=4, rot_freqs=2, fov_freqs=2)
+
+
+@pytest.mark.parametrize("patch_embed", ["conv", "dinov2"])
+def test_cached_query_equals_uncached_forward(scene: dict, patch_embed: str) -> None:
+    cfg = RelocVGGTConfig.tiny(mask="cached", depth=3) if patch_embed == "conv" else _tiny_dino("cached")
+    model = _randomise(RelocVGGT(cfg), seed=1)
     images = scene["images"].repeat(2, 1, 1, 1, 1)
     images[1] = images[1].flip(-1)                      # a second, different batch element
     known = torch.from_numpy(scene["enc"][:-1]).float()[None].repeat(2, 1, 1)
