@@ -271,8 +271,8 @@ def format_table(metrics: dict[str, Any]) -> str:
     rows = [
         ("queries", str(metrics["n_queries"])),
         ("localized", f"{metrics['n_localized']} ({f(metrics['n_localized'] / max(metrics['n_queries'], 1), '.0%')})"),
-        ("median translation error", f"{f(metrics.get('median_translation_m'), '.3f')} m"),
-        ("mean translation error", f"{f(metrics.get('mean_translation_m'), '.3f')} m"),
+        ("median translation error", f"{f(metrics.get('median_translation_m'), '.4f')} m"),
+        ("mean translation error", f"{f(metrics.get('mean_translation_m'), '.4f')} m"),
         ("median rotation error", f"{f(metrics.get('median_rotation_deg'), '.2f')} deg"),
         ("mean rotation error", f"{f(metrics.get('mean_rotation_deg'), '.2f')} deg"),
         ("recall (5 cm, 5 deg)", f(rec.get("5cm_5deg"), ".0%")),
