@@ -137,13 +137,14 @@ class RelocVGGTLocalizer:
     @torch.inference_mode()
     def predict(self, kf_ids: list[int], query: torch.Tensor, known_pose_enc: np.ndarray) -> np.ndarray:
         """Pose encodings ``[K+1, 9]`` (camera-from-anchor, normalised scale) of keyframes + query."""
-        dev = self.config.device
-        kf_images = torch.stack([self.keyframes.image(i) for i in kf_ids]).unsqueeze(0).to(dev)
-        known = torch.from_numpy(known_pose_enc).float().unsqueeze(0).to(dev)
-        query = query.unsqueeze(0).unsqueeze(0).to(dev)
-        if self.engine is not None:
+        kf_images = torch.stack([self.keyframes.image(i) for i in kf_ids]).unsqueeze(0)
+        known = torch.from_numpy(known_pose_enc).float().unsqueeze(0)
+        query = query.unsqueeze(0).unsqueeze(0)
+        if self.engine is not None:      # engines take host arrays and place them themselves
             enc = self.engine(kf_ids, kf_images.numpy(), known.numpy(), query.numpy())
             return np.asarray(enc, dtype=np.float64)
+        dev = self.config.device
+        kf_images, known, query = kf_images.to(dev), known.to(dev), query.to(dev)
         if self.mask == "cached":
             if self._cache_key != tuple(kf_ids):
                 self._cache = self.model.encode_keyframes(kf_images, known)
