@@ -85,8 +85,11 @@ def extract_features(image_bgr: np.ndarray, config: FeatureConfig) -> Features:
         gray = image_bgr
     height, width = gray.shape[:2]
     scale = _working_scale(width, height, config.max_edge_px)
+    work_w, work_h = round(width * scale), round(height * scale)
     if scale != 1.0:
-        gray = cv2.resize(gray, (round(width * scale), round(height * scale)), interpolation=cv2.INTER_AREA)
+        gray = cv2.resize(gray, (work_w, work_h), interpolation=cv2.INTER_AREA)
+    # per-axis factors of the rounded size: one shared factor would shift keypoints ~0.2 px
+    sxy = np.array([work_w / width, work_h / height])
     sift = cv2.SIFT_create(config.max_keypoints, 3, config.contrast_threshold, config.edge_threshold,
                            1.6, config.precise_upscale)
     kps, desc = sift.detectAndCompute(gray, None)
@@ -100,8 +103,8 @@ def extract_features(image_bgr: np.ndarray, config: FeatureConfig) -> Features:
         order = np.argsort([-kp.response for kp in kps], kind="stable")[: config.max_keypoints]
         xy, sizes, desc = xy[order], sizes[order], desc[order]
     # Pixel centres map as (x + 0.5) / s - 0.5 between resolutions.
-    xy = (xy + 0.5) / scale - 0.5
-    return Features(xy, _normalise(desc, config.root_sift), sizes / scale, width, height)
+    xy = (xy + 0.5) / sxy - 0.5
+    return Features(xy, _normalise(desc, config.root_sift), sizes / float(sxy.mean()), width, height)
 
 
 def _normalise(desc: np.ndarray, root_sift: bool) -> np.ndarray:

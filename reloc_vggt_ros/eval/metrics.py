@@ -1,0 +1,102 @@
+"""Relocalization metrics over a set of queries: medians, recalls at thresholds, latency.
+
+One function, :func:`summarize`, used by ``reloc-vggt bench localize`` and ``reloc-vggt evaluate``
+so that both write the same JSON keys. Unlocalized queries carry ``inf`` errors: they count in
+``n_queries`` and against every recall, never in the medians.
+"""
+
+from __future__ import annotations
+
+import math
+from typing import Any, Sequence, Union
+
+import numpy as np
+
+from ..errors import ConfigError
+from ..geometry import recall_at
+
+__all__ = ["Threshold", "DEFAULT_THRESHOLDS", "summarize", "median_baseline"]
+
+# (name, max translation: metres or "<p>pct" of scene_scale, max rotation in degrees)
+Threshold = tuple[str, Union[float, str], float]
+
+DEFAULT_THRESHOLDS: tuple[Threshold, ...] = (
+    ("5cm_1deg", 0.05, 1.0),
+    ("10cm_1deg", 0.10, 1.0),
+    ("25cm_2deg", 0.25, 2.0),
+    ("5cm_5deg", 0.05, 5.0),
+    ("1pct_1deg", "1pct", 1.0),
+    ("5pct_1deg", "5pct", 1.0),
+)
+
+
+def _t_max(spec: float | str, scene_scale: float) -> float:
+    if isinstance(spec, str):
+        if not spec.endswith("pct"):
+            raise ConfigError(f"relative threshold must look like '1pct', got {spec!r}")
+        try:
+            return float(spec[:-3]) / 100.0 * scene_scale
+        except ValueError as err:
+            raise ConfigError(f"relative threshold must look like '1pct', got {spec!r}") from err
+    return float(spec)
+
+
+def _finite_stat(values: np.ndarray, fn: Any) -> float | None:
+    return float(fn(values)) if values.size else None
+
+
+def summarize(t_err: Sequence[float] | np.ndarray, r_err_deg: Sequence[float] | np.ndarray,
+              latencies_ms: Sequence[float] | np.ndarray, scene_scale: float = 1.0,
+              thresholds: Sequence[Threshold] = DEFAULT_THRESHOLDS) -> dict[str, Any]:
+    """Metrics dict with the keys of ``metrics.json``.
+
+    ``t_err`` [N] metres and ``r_err_deg`` [N] degrees per query (``inf`` = not localized);
+    ``latencies_ms`` of the answered queries; ``scene_scale`` (same units as ``t_err``) turns
+    relative thresholds such as ``"1pct"`` into metres. Medians/means are over localized queries
+    and None when there are none.
+    """
+    t = np.asarray(t_err, float).reshape(-1)
+    r = np.asarray(r_err_deg, float).reshape(-1)
+    if t.shape != r.shape:
+        raise ConfigError(f"{t.size} translation errors but {r.size} rotation errors")
+    if not (math.isfinite(scene_scale) and scene_scale > 0):
+        raise ConfigError(f"scene_scale must be finite and > 0, got {scene_scale}")
+    lat = np.asarray(latencies_ms, float).reshape(-1)
+    lat = lat[np.isfinite(lat)]
+    localized = np.isfinite(t) & np.isfinite(r)
+    recall: dict[str, float] = {}
+    thresholds_m: dict[str, list[float]] = {}
+    for name, t_spec, r_max in thresholds:
+        t_max = _t_max(t_spec, scene_scale)
+        recall[name] = recall_at(t, r, t_max, r_max)
+        thresholds_m[name] = [t_max, float(r_max)]
+    return {
+        "n_queries": int(t.size),
+        "n_localized": int(localized.sum()),
+        "fraction_localized": float(localized.mean()) if t.size else 0.0,
+        "median_translation_m": _finite_stat(t[localized], np.median),
+        "median_rotation_deg": _finite_stat(r[localized], np.median),
+        "mean_translation_m": _finite_stat(t[localized], np.mean),
+        "mean_rotation_deg": _finite_stat(r[localized], np.mean),
+        "recall": recall,
+        "recall_thresholds": thresholds_m,
+        "latency_ms_p50": _finite_stat(lat, lambda v: np.percentile(v, 50)),
+        "latency_ms_p95": _finite_stat(lat, lambda v: np.percentile(v, 95)),
+    }
+
+
+def median_baseline(T_world_cams: np.ndarray) -> float:
+    """Median distance from each camera to its nearest other (distinct) camera: the map's spacing.
+
+    ``T_world_cams`` [N,4,4] camera-to-world. Coincident cameras (distance 0) are ignored.
+    """
+    C = np.asarray(T_world_cams, float)[:, :3, 3]
+    if len(C) < 2:
+        raise ConfigError("need at least two cameras for a baseline")
+    d = np.linalg.norm(C[:, None] - C[None], axis=-1)
+    d[d <= 1e-12] = np.inf
+    nearest = d.min(axis=1)
+    nearest = nearest[np.isfinite(nearest)]
+    if nearest.size == 0:
+        raise ConfigError("all cameras coincide; no baseline")
+    return float(np.median(nearest))

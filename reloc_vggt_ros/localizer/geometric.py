@@ -1,0 +1,269 @@
+"""Weights-free geometric localizer: VLAD retrieval, 2D-3D matching, PnP, honest covariance.
+
+Query pipeline: RootSIFT at the configured working resolution -> top-k keyframes by VLAD
+similarity (half of them by distance to the prior pose when one is given) -> ratio + mutual
+matching against each keyframe's triangulated keypoints -> poselib LO-RANSAC P3P with Cauchy
+refinement -> covariance from the refinement Jacobian -> confidence from inlier count, inlier
+ratio and image spread. When the retrieved keyframes hold too few 3D points, relative poses to
+several keyframes (essential matrices) are intersected instead (``relative_fallback``).
+"""
+
+from __future__ import annotations
+
+import dataclasses
+import logging
+import math
+import time
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
+
+import cv2
+import numpy as np
+
+from ..errors import ConfigError
+from ..geometry import Intrinsics
+from ..keyframes.retrieval import nearest_by_pose
+from .base import PosePrior, RelocResult, RelocStatus
+from .features import FeatureConfig, extract_features
+from .geometric_map import GeometricMap, index_store
+from .global_descriptor import vlad
+from .matching import match_descriptors
+from .pose_solver import inlier_spread, pose_covariance, solve_pnp
+from .relative_fallback import intersect_rays, relative_observation
+from .triangulation import TriangulationConfig
+
+if TYPE_CHECKING:
+    from ..keyframes import KeyframeStore
+
+__all__ = ["GeometricConfig", "PRESETS", "GeometricLocalizer", "index_store"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class GeometricConfig:
+    """Map-side (``features``, ``triangulation``, ``vocabulary_words``) and query-side settings."""
+
+    features: FeatureConfig = field(default_factory=FeatureConfig)
+    triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
+    vocabulary_words: int = 64
+    top_k: int = 8
+    match_ratio: float = 0.8
+    pnp_max_reproj_px: float = 4.0
+    min_inliers: int = 30
+    min_confidence: float = 0.5
+    inliers_scale: float = 40.0       # confidence term 1 - exp(-inliers / inliers_scale)
+    good_inlier_ratio: float = 0.25   # inlier ratio at which that confidence term saturates
+    good_spread: float = 0.05         # inlier hull / image area at which that term saturates
+    relative_fallback: bool = True
+    fallback_min_inliers: int = 30    # per keyframe, for the essential-matrix fallback
+    num_threads: int = 0              # OpenCV threads; 0 = leave OpenCV's setting alone
+
+    def __post_init__(self) -> None:
+        if self.vocabulary_words < 1:
+            raise ConfigError(f"vocabulary_words must be >= 1, got {self.vocabulary_words}")
+        if self.top_k < 1:
+            raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
+        if not 0.0 < self.match_ratio <= 1.0:
+            raise ConfigError(f"match_ratio must be in (0, 1], got {self.match_ratio}")
+        if self.pnp_max_reproj_px <= 0:
+            raise ConfigError(f"pnp_max_reproj_px must be > 0, got {self.pnp_max_reproj_px}")
+        if self.min_inliers < 6:
+            raise ConfigError(f"min_inliers must be >= 6, got {self.min_inliers}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
+        for name in ("inliers_scale", "good_inlier_ratio", "good_spread"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.fallback_min_inliers < 5:
+            raise ConfigError(f"fallback_min_inliers must be >= 5, got {self.fallback_min_inliers}")
+        if self.num_threads < 0:
+            raise ConfigError(f"num_threads must be >= 0, got {self.num_threads}")
+
+    @classmethod
+    def from_options(cls, preset: str = "default", **options: Any) -> "GeometricConfig":
+        """A preset with overrides; feature/triangulation fields may be given flat by name."""
+        if preset not in PRESETS:
+            raise ConfigError(f"unknown geometric preset {preset!r}; choose from {sorted(PRESETS)}")
+        base = PRESETS[preset]
+        nested: dict[str, dict[str, Any]] = {"features": {}, "triangulation": {}}
+        top: dict[str, Any] = {}
+        own = {f.name for f in dataclasses.fields(cls)}
+        for key, value in options.items():
+            if key in own:
+                top[key] = value
+            elif key in {f.name for f in dataclasses.fields(FeatureConfig)}:
+                nested["features"][key] = value
+            elif key in {f.name for f in dataclasses.fields(TriangulationConfig)}:
+                nested["triangulation"][key] = value
+            else:
+                raise ConfigError(f"unknown option {key!r} for the geometric backend")
+        for name, values in nested.items():
+            if values:
+                top[name] = dataclasses.replace(getattr(base, name), **values)
+        return dataclasses.replace(base, **top)
+
+
+PRESETS: dict[str, GeometricConfig] = {
+    "default": GeometricConfig(),
+    "fast": GeometricConfig(features=FeatureConfig(max_keypoints=2048, max_edge_px=1024), top_k=5),
+    "accurate": GeometricConfig(features=FeatureConfig(max_keypoints=8192, max_edge_px=0)),
+}
+
+
+class GeometricLocalizer:
+    """Localizer protocol over a KeyframeStore; indexes missing blobs on construction/refresh."""
+
+    name = "geometric"
+
+    def __init__(self, store: "KeyframeStore", config: GeometricConfig | None = None) -> None:
+        self.store = store
+        self.config = config or GeometricConfig()
+        if self.config.num_threads:
+            cv2.setNumThreads(self.config.num_threads)
+        logger.info("geometric localizer: %s", self.config)
+        self._map: GeometricMap = index_store(store, self.config)
+        self._refresh_ids()
+
+    def _refresh_ids(self) -> None:
+        m = self._map
+        self._ids = m.ids()
+        self._poses = np.stack([m.entries[i].T_world_cam for i in self._ids]) if len(self._ids) else None
+        self._vlads = np.stack([m.entries[i].vlad for i in self._ids]) if len(self._ids) else None
+
+    def refresh(self) -> None:
+        """Index keyframes added or removed since the last call (cheap when nothing changed)."""
+        if self.store.revision != self._map.revision:
+            self._map = index_store(self.store, self.config)
+            self._refresh_ids()
+
+    # ------------------------------------------------------------------ query side
+    def _retrieve(self, q_vlad: np.ndarray, prior: PosePrior | None) -> list[int]:
+        k = min(self.config.top_k, len(self._ids))
+        order = [int(self._ids[j]) for j in np.argsort(-(self._vlads @ q_vlad), kind="stable")]
+        if prior is None:
+            return order[:k]
+        near, _ = nearest_by_pose(self._ids, self._poses, prior.T_world_cam, max(1, k // 2))
+        chosen = [int(i) for i in near]
+        chosen += [i for i in order if i not in chosen][: k - len(chosen)]
+        return chosen
+
+    def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
+                 prior: PosePrior | None = None) -> RelocResult:
+        t0 = time.perf_counter()
+        bad = _check_input(image_bgr, intrinsics)
+        if bad:
+            return RelocResult(RelocStatus.INVALID_INPUT, reason=bad)
+        if len(self._ids) == 0:
+            return RelocResult(RelocStatus.EMPTY_DATABASE, reason="the keyframe database is empty")
+        cfg = self.config
+        feats = extract_features(image_bgr, cfg.features)
+        t_feat = time.perf_counter()
+        retrieved = self._retrieve(vlad(feats.descriptors, self._map.vocabulary), prior)
+        q_idx, x3d, kf_of = [], [], []
+        for kf_id in retrieved:
+            e = self._map.entries[kf_id]
+            m = match_descriptors(feats.descriptors, e.point_descriptors, cfg.match_ratio)
+            q_idx.append(m[:, 0])
+            x3d.append(e.points_world[e.point_index[m[:, 1]]])
+            kf_of.append(np.full(len(m), kf_id))
+        q_idx_a, x3d_a, kf_a = np.concatenate(q_idx), np.concatenate(x3d), np.concatenate(kf_of)
+        t_match = time.perf_counter()
+        diag: dict[str, Any] = {"stamp_ns": stamp_ns, "num_features": len(feats), "retrieved": retrieved,
+                                "num_matches_2d3d": int(len(q_idx_a)),
+                                "feature_ms": 1e3 * (t_feat - t0), "match_ms": 1e3 * (t_match - t_feat)}
+        if len(np.unique(q_idx_a)) < cfg.min_inliers:
+            if cfg.relative_fallback:
+                return self._fallback(feats, intrinsics, retrieved, diag, t0)
+            return _done(RelocResult(RelocStatus.NO_MATCH, reason=f"only {len(q_idx_a)} 2D-3D matches "
+                                     f"(< min_inliers {cfg.min_inliers})", diagnostics=diag), t0)
+        x2d_a = feats.keypoints_px[q_idx_a]
+        pnp = solve_pnp(x2d_a, x3d_a, intrinsics, cfg.pnp_max_reproj_px)
+        diag["pnp_ms"] = 1e3 * (time.perf_counter() - t_match)
+        if pnp is None:
+            return _done(RelocResult(RelocStatus.NO_MATCH, reason="PnP RANSAC found no pose",
+                                     diagnostics=diag), t0)
+        keep = _one_per_keypoint(q_idx_a, pnp.inliers, pnp.residuals_px)
+        n_inl = int(keep.sum())
+        n_matched = len(np.unique(q_idx_a))
+        cov, sigma = pose_covariance(pnp.T_world_cam, x2d_a[keep], x3d_a[keep], intrinsics)
+        spread = inlier_spread(x2d_a[keep], intrinsics)
+        ratio = n_inl / max(n_matched, 1)
+        confidence = ((1.0 - math.exp(-n_inl / cfg.inliers_scale)) * min(1.0, ratio / cfg.good_inlier_ratio)
+                      * min(1.0, spread / cfg.good_spread))
+        per_kf = {int(k): int(np.sum(keep & (kf_a == k))) for k in retrieved}
+        diag.update({"num_inliers": n_inl, "inlier_ratio": ratio, "inlier_spread": spread,
+                     "reproj_rms_px": sigma, "ransac_iterations": pnp.iterations, "inliers_per_keyframe": per_kf,
+                     "method": "pnp"})
+        reason = _weakness(n_inl, confidence, cov, cfg)
+        status = RelocStatus.LOW_CONFIDENCE if reason else RelocStatus.OK
+        return _done(RelocResult(status, pnp.T_world_cam, cov, float(confidence), n_inl, reason, diag), t0)
+
+    def _fallback(self, feats: Any, intrinsics: Intrinsics, retrieved: list[int], diag: dict[str, Any],
+                  t0: float) -> RelocResult:
+        """Relative poses to the retrieved keyframes, centre from the intersection of their rays."""
+        cfg = self.config
+        obs = []
+        for kf_id in retrieved:
+            e = self._map.entries[kf_id]
+            m = match_descriptors(feats.descriptors, e.features.descriptors, cfg.match_ratio)
+            if len(m) < cfg.fallback_min_inliers:
+                continue
+            o = relative_observation(kf_id, e.features.keypoints_px[m[:, 1]], e.intrinsics, e.T_world_cam,
+                                     feats.keypoints_px[m[:, 0]], intrinsics, cfg.triangulation.max_epipolar_px)
+            if o is not None and o.num_inliers >= cfg.fallback_min_inliers:
+                obs.append(o)
+        diag.update({"method": "relative", "relative_keyframes": [o.kf_id for o in obs],
+                     "relative_inliers": [o.num_inliers for o in obs]})
+        solved = intersect_rays(obs)
+        if solved is None:
+            return _done(RelocResult(RelocStatus.NO_MATCH, reason=f"too few 2D-3D matches and only {len(obs)} "
+                                     "keyframe(s) with a consistent relative pose", diagnostics=diag), t0)
+        T, cov, extra = solved
+        diag.update(extra)
+        n_inl = int(min(o.num_inliers for o in obs))
+        confidence = 0.8 * (1.0 - math.exp(-n_inl / cfg.inliers_scale))
+        reason = _weakness(n_inl, confidence, cov, cfg)
+        status = RelocStatus.LOW_CONFIDENCE if reason else RelocStatus.OK
+        return _done(RelocResult(status, T, cov, float(confidence), n_inl, reason, diag), t0)
+
+
+def _check_input(image: np.ndarray, intr: Intrinsics) -> str:
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3):
+        return "image must be a uint8 [H,W] or [H,W,3] array"
+    h, w = image.shape[:2]
+    if (w, h) != (intr.width, intr.height):
+        return f"image is {w}x{h} but the intrinsics are for {intr.width}x{intr.height}"
+    return ""
+
+
+def _one_per_keypoint(q_idx: np.ndarray, inliers: np.ndarray, residuals: np.ndarray) -> np.ndarray:
+    """Inlier mask keeping one correspondence per query keypoint (smallest residual).
+
+    A keypoint matched to the same physical point through several keyframes must count once,
+    in the confidence and in the covariance.
+    """
+    res = np.full(len(q_idx), np.inf)
+    res[inliers] = residuals
+    order = np.lexsort((res, q_idx))
+    first = np.ones(len(order), bool)
+    first[1:] = q_idx[order][1:] != q_idx[order][:-1]
+    keep = np.zeros(len(q_idx), bool)
+    keep[order[first]] = True
+    return keep & inliers
+
+
+def _weakness(n_inliers: int, confidence: float, cov: np.ndarray, cfg: GeometricConfig) -> str:
+    """Why a pose must not be trusted ('' if it may be)."""
+    if n_inliers < cfg.min_inliers:
+        return f"{n_inliers} inliers < min_inliers {cfg.min_inliers}"
+    if confidence < cfg.min_confidence:
+        return f"confidence {confidence:.2f} < min_confidence {cfg.min_confidence}"
+    if not np.all(np.isfinite(cov)) or np.linalg.eigvalsh(cov).min() <= 0:
+        return "covariance is not positive definite"
+    return ""
+
+
+def _done(result: RelocResult, t0: float) -> RelocResult:
+    result.diagnostics["total_ms"] = 1e3 * (time.perf_counter() - t0)
+    return result

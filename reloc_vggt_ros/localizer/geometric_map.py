@@ -1,0 +1,166 @@
+"""Map side of the geometric backend: per-keyframe features, 3D points and VLAD, stored as blobs.
+
+Blobs (backend ``"geometric"``), each under a fingerprint of the settings that produced it plus
+:data:`CODE_VERSION`, so changing a setting or the algorithm never reuses stale data:
+
+* per keyframe ``features`` (keypoints, RootSIFT, scales), ``points`` (world point per keypoint,
+  NaN where none, plus the neighbour ids they were triangulated from), ``vlad``;
+* map-wide ``vocabulary`` (k-means centroids and the keyframe count it was trained on).
+
+:func:`index_store` is incremental: it computes only what is missing or stale. A keyframe's
+points are recomputed when its neighbour set changed (a keyframe was added nearby), the
+vocabulary is retrained once the database has doubled since it was trained.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import json
+import logging
+import time
+from dataclasses import asdict, dataclass
+from typing import TYPE_CHECKING, Any
+
+import numpy as np
+
+from ..geometry import Intrinsics
+from ..keyframes.blobs import pack_arrays, unpack_arrays
+from .features import Features, extract_features
+from .global_descriptor import train_vocabulary, vlad
+from .triangulation import View, backproject_depth, select_neighbours, triangulate_keyframe
+
+if TYPE_CHECKING:
+    from ..keyframes import KeyframeStore
+    from .geometric import GeometricConfig
+
+__all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_store", "fingerprints"]
+
+logger = logging.getLogger(__name__)
+
+BACKEND = "geometric"
+CODE_VERSION = "geometric-1"
+
+
+def _digest(*parts: Any) -> str:
+    text = json.dumps([CODE_VERSION, *parts], sort_keys=True, default=str)
+    return hashlib.sha1(text.encode()).hexdigest()[:16]
+
+
+def fingerprints(config: "GeometricConfig") -> dict[str, str]:
+    """Fingerprint per blob kind (VLAD's also depends on the vocabulary, see :func:`index_store`)."""
+    feat = asdict(config.features)
+    return {"features": _digest("features", feat),
+            "points": _digest("points", feat, asdict(config.triangulation)),
+            "vocabulary": _digest("vocabulary", feat, config.vocabulary_words)}
+
+
+@dataclass
+class KeyframeEntry:
+    """Everything the query side needs from one keyframe, in memory."""
+
+    kf_id: int
+    T_world_cam: np.ndarray
+    intrinsics: Intrinsics
+    features: Features
+    points_world: np.ndarray        # [N,3], NaN where the keypoint has no 3D point
+    vlad: np.ndarray
+    # the subset with 3D points, precomputed for 2D-3D matching
+    point_index: np.ndarray
+    point_descriptors: np.ndarray
+
+
+@dataclass
+class GeometricMap:
+    entries: dict[int, KeyframeEntry]
+    vocabulary: np.ndarray
+    revision: int
+
+    def ids(self) -> np.ndarray:
+        return np.array(sorted(self.entries), np.int64)
+
+
+def _load_or_extract(store: "KeyframeStore", kf_id: int, config: "GeometricConfig", fp: str,
+                     writable: bool, stats: dict[str, int]) -> Features:
+    blob = store.get_blob(kf_id, BACKEND, "features", fp)
+    if blob is not None:
+        return Features.from_arrays(unpack_arrays(blob))
+    feats = extract_features(store.get_keyframe(kf_id).decode_image(), config.features)
+    if writable:
+        store.put_blob(kf_id, BACKEND, "features", pack_arrays(feats.to_arrays()), fp)
+    stats["features"] += 1
+    return feats
+
+
+def _points(store: "KeyframeStore", kf_id: int, pos: int, ids: np.ndarray, poses: np.ndarray,
+            intr: dict[int, Intrinsics], feats: dict[int, Features], config: "GeometricConfig",
+            fp: str, writable: bool, stats: dict[str, int]) -> np.ndarray:
+    neighbours = [int(ids[j]) for j in select_neighbours(pos, poses, config.triangulation)]
+    blob = store.get_blob(kf_id, BACKEND, "points", fp)
+    if blob is not None:
+        arrays = unpack_arrays(blob)
+        if bool(arrays["from_depth"]) or arrays["neighbour_ids"].tolist() == neighbours:
+            return arrays["points_world"]
+    kf = store.get_keyframe(kf_id)
+    if kf.depth_m is not None:
+        pts = backproject_depth(feats[kf_id], intr[kf_id], poses[pos], kf.depth_m)
+        from_depth = True
+    else:
+        ref = View(feats[kf_id], intr[kf_id], poses[pos])
+        nbs = [View(feats[n], intr[n], poses[int(np.flatnonzero(ids == n)[0])]) for n in neighbours]
+        pts, _ = triangulate_keyframe(ref, nbs, config.triangulation)
+        from_depth = False
+    if writable:
+        store.put_blob(kf_id, BACKEND, "points", pack_arrays(
+            {"points_world": pts, "neighbour_ids": np.array(neighbours, np.int64),
+             "from_depth": np.array(from_depth)}), fp)
+    stats["points"] += 1
+    return pts
+
+
+def _vocabulary(store: "KeyframeStore", feats: dict[int, Features], config: "GeometricConfig", fp: str,
+                writable: bool, stats: dict[str, int]) -> np.ndarray:
+    blob = store.get_map_blob(BACKEND, "vocabulary", fp)
+    if blob is not None:
+        arrays = unpack_arrays(blob)
+        if len(feats) < 2 * int(arrays["n_keyframes"]):
+            return arrays["centroids"]
+    centroids = train_vocabulary([f.descriptors for f in feats.values()], config.vocabulary_words)
+    if writable:
+        store.put_map_blob(BACKEND, "vocabulary", pack_arrays(
+            {"centroids": centroids, "n_keyframes": np.array(len(feats))}), fp)
+    stats["vocabulary"] += 1
+    return centroids
+
+
+def index_store(store: "KeyframeStore", config: "GeometricConfig") -> GeometricMap:
+    """Compute what is missing or stale, store it (unless the store is read-only), load the map."""
+    t0 = time.perf_counter()
+    ids, poses = store.poses()
+    intr = store.intrinsics()
+    fps = fingerprints(config)
+    writable = not getattr(store, "readonly", False)
+    stats = {"features": 0, "points": 0, "vocabulary": 0, "vlad": 0}
+    feats = {int(i): _load_or_extract(store, int(i), config, fps["features"], writable, stats) for i in ids}
+    points = {int(i): _points(store, int(i), pos, ids, poses, intr, feats, config, fps["points"],
+                              writable, stats) for pos, i in enumerate(ids)}
+    if len(ids) == 0:
+        return GeometricMap({}, np.zeros((0, 128), np.float32), store.revision)
+    centroids = _vocabulary(store, feats, config, fps["vocabulary"], writable, stats)
+    fp_vlad = _digest("vlad", fps["vocabulary"], hashlib.sha1(centroids.tobytes()).hexdigest())
+    entries: dict[int, KeyframeEntry] = {}
+    for pos, i in enumerate(int(v) for v in ids):
+        blob = store.get_blob(i, BACKEND, "vlad", fp_vlad)
+        if blob is None:
+            vec = vlad(feats[i].descriptors, centroids)
+            if writable:
+                store.put_blob(i, BACKEND, "vlad", pack_arrays({"vlad": vec}), fp_vlad)
+            stats["vlad"] += 1
+        else:
+            vec = unpack_arrays(blob)["vlad"]
+        has_point = np.flatnonzero(np.isfinite(points[i][:, 0]))
+        entries[i] = KeyframeEntry(i, poses[pos], intr[i], feats[i], points[i], vec, has_point,
+                                   np.ascontiguousarray(feats[i].descriptors[has_point]))
+    n_points = sum(len(e.point_index) for e in entries.values())
+    logger.info("geometric map: %d keyframes, %d keyframe points; computed %s in %.1f s",
+                len(entries), n_points, stats, time.perf_counter() - t0)
+    return GeometricMap(entries, centroids, store.revision)  # after our own writes

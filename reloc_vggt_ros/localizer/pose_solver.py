@@ -1,0 +1,94 @@
+"""Absolute pose from 2D-3D matches (poselib LO-RANSAC P3P + refinement), its covariance and spread.
+
+Covariance: ``sigma^2 (J^T J)^-1`` with ``J`` the Jacobian of the pixel reprojection residuals of
+the inliers with respect to a perturbation of ``T_world_cam`` in the layout of RelocResult:
+``C' = C + rho`` (camera centre, world frame) and ``R_world_cam' = exp(phi) R_world_cam``
+(rotation vector on the left, world axes). ``sigma^2`` is the residual variance of the inliers.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+import poselib
+
+from ..geometry import Intrinsics, invert_T, make_T
+
+__all__ = ["PnPResult", "solve_pnp", "pose_covariance", "inlier_spread", "camera_dict"]
+
+
+@dataclass
+class PnPResult:
+    T_world_cam: np.ndarray
+    inliers: np.ndarray          # bool [M]
+    residuals_px: np.ndarray     # [n_inliers] reprojection error of the inliers
+    iterations: int
+
+
+def camera_dict(intr: Intrinsics) -> dict:
+    """poselib camera for OpenCV-convention pixels (poselib is convention-agnostic)."""
+    return {"model": "PINHOLE", "width": intr.width, "height": intr.height,
+            "params": [intr.fx, intr.fy, intr.cx, intr.cy]}
+
+
+def _reprojection(T_cam_world: np.ndarray, X: np.ndarray, intr: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
+    Xc = X @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
+    return intr.project(Xc), Xc
+
+
+def solve_pnp(x2d: np.ndarray, x3d: np.ndarray, intr: Intrinsics, max_reproj_px: float,
+              loss_scale_px: float = 1.0, seed: int = 0) -> PnPResult | None:
+    """LO-RANSAC P3P with Cauchy-loss refinement on the inliers; None if no pose is found."""
+    if len(x2d) < 4:
+        return None
+    pose, info = poselib.estimate_absolute_pose(
+        np.ascontiguousarray(x2d, np.float64), np.ascontiguousarray(x3d, np.float64), camera_dict(intr),
+        {"max_reproj_error": float(max_reproj_px), "seed": seed, "min_iterations": 100},
+        {"loss_type": "CAUCHY", "loss_scale": float(loss_scale_px)})
+    inliers = np.asarray(info["inliers"], bool)
+    if inliers.sum() < 4:
+        return None
+    T_cam_world = make_T(np.asarray(pose.R), np.asarray(pose.t))
+    uv, Xc = _reprojection(T_cam_world, x3d[inliers], intr)
+    res = np.linalg.norm(uv - x2d[inliers], axis=1)
+    return PnPResult(invert_T(T_cam_world), inliers, res, int(info["iterations"]))
+
+
+def pose_covariance(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, intr: Intrinsics
+                    ) -> tuple[np.ndarray, float]:
+    """6x6 covariance over (x y z rx ry rz) of T_world_cam and the residual sigma (px).
+
+    ``x2d`` [N,2], ``x3d`` [N,3] are the inlier correspondences (N >= 4).
+    """
+    R_cw = T_world_cam[:3, :3].T
+    C = T_world_cam[:3, 3]
+    d = x3d - C
+    Xc = d @ R_cw.T
+    z = Xc[:, 2]
+    n = len(z)
+    Jpi = np.zeros((n, 2, 3))
+    Jpi[:, 0, 0] = intr.fx / z
+    Jpi[:, 0, 2] = -intr.fx * Xc[:, 0] / z**2
+    Jpi[:, 1, 1] = intr.fy / z
+    Jpi[:, 1, 2] = -intr.fy * Xc[:, 1] / z**2
+    hat = np.zeros((n, 3, 3))          # [d]x
+    hat[:, 0, 1], hat[:, 0, 2] = -d[:, 2], d[:, 1]
+    hat[:, 1, 0], hat[:, 1, 2] = d[:, 2], -d[:, 0]
+    hat[:, 2, 0], hat[:, 2, 1] = -d[:, 1], d[:, 0]
+    J = np.concatenate([Jpi @ -R_cw, Jpi @ (R_cw @ hat)], axis=2).reshape(-1, 6)
+    r = (intr.project(Xc) - x2d).reshape(-1)
+    dof = max(r.size - 6, 1)
+    sigma2 = float(r @ r) / dof
+    H = J.T @ J
+    cov = np.linalg.inv(H) * sigma2
+    return 0.5 * (cov + cov.T), float(np.sqrt(sigma2))
+
+
+def inlier_spread(x2d: np.ndarray, intr: Intrinsics) -> float:
+    """Area of the inliers' convex hull as a fraction of the image (0..1)."""
+    if len(x2d) < 3:
+        return 0.0
+    hull = cv2.convexHull(np.asarray(x2d, np.float32))
+    return float(cv2.contourArea(hull)) / float(intr.width * intr.height)
