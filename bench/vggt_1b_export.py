@@ -49,7 +49,9 @@ def main(argv: list[str] | None = None) -> int:
     n_params = sum(p.numel() for p in model.parameters())
     t_build = time.perf_counter() - t0
     t0 = time.perf_counter()
-    (path,) = export_reloc_vggt(model, args.out, ExportConfig(keyframes=KeyframeRange(k, k, k)))
+    # always re-export: the comparison below needs exactly these weights in the graph
+    (path,) = export_reloc_vggt(model, args.out, ExportConfig(keyframes=KeyframeRange(k, k, k)),
+                                overwrite=True)
     t_export = time.perf_counter() - t0
     graph = graphs_for(model)[0]
     inputs = graph.example_inputs(k, seed=args.seed)
@@ -74,6 +76,8 @@ def main(argv: list[str] | None = None) -> int:
         "nodes": sum(report.op_counts.values()), "op_types": sorted(report.op_counts),
         "tensorrt_coverage": report.summary(), "coverage_ok": report.ok,
         "max_abs_diff_ort_vs_torch": float(np.max(np.abs(got - ref))),
+        "max_abs_torch_output": float(np.max(np.abs(ref))),
+        "pose_enc_torch": ref.tolist(), "pose_enc_onnxruntime": got.tolist(),
         "seconds": {"build_model": t_build, "export": t_export, "torch_forward": t_torch,
                     "onnxruntime_forward": t_ort},
         "peak_rss_gb": _peak_rss_gb(),

@@ -25,7 +25,7 @@ import onnx
 import torch
 
 from ..errors import ConfigError
-from .base import TensorSpec, sidecar_path
+from .base import sidecar_path
 from .graphs import ExportableGraph
 
 __all__ = ["KeyframeRange", "ExportConfig", "export_onnx", "check_parity", "EXTERNAL_DATA_THRESHOLD"]
@@ -232,6 +232,3 @@ def check_parity(graph: ExportableGraph, onnx_path: str | Path, num_keyframes: i
     return {n: float(np.max(np.abs(got[n].astype(np.float64) - r.double().numpy())))
             for n, r in zip(graph.output_names, ref)}
 
-
-def input_specs_from_sidecar(sidecar: dict[str, Any]) -> tuple[TensorSpec, ...]:
-    return tuple(TensorSpec.from_json(d) for d in sidecar["inputs"])

@@ -40,6 +40,7 @@ class TorchEngine:
         self._call = torch.compile(self._module) if compile else self._module
         self.name = "torch-compile" if compile else "torch"
         self.inputs: tuple[TensorSpec, ...] = tuple(module.input_specs())
+        # eager modules do not declare output shapes: names only, shape () = unknown until run
         self.outputs: tuple[TensorSpec, ...] = tuple(TensorSpec(n, (), "float32")
                                                      for n in module.output_names)
         log.info("torch engine on %s (compile=%s), inputs %s", device, compile,

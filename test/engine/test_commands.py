@@ -16,6 +16,7 @@ def _cli(*args: str, timeout: float = 240) -> subprocess.CompletedProcess:
                           text=True, timeout=timeout, env=localhost_env())
 
 
+@pytest.mark.slow
 def test_export_check_info_and_build(tmp_path):
     out = tmp_path / "onnx"
     proc = _cli("export", "onnx", "--preset", "tiny", "--mask", "sparse", "--keyframes", "2",
