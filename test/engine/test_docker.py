@@ -124,3 +124,10 @@ def test_entrypoint_is_executable_bash():
     assert entry.stat().st_mode & 0o111
     assert entry.read_text().startswith("#!/bin/bash")
     assert subprocess.run(["bash", "-n", str(entry)]).returncode == 0
+
+
+@pytest.mark.parametrize("dockerfile", DOCKERFILES, ids=lambda p: p.name)
+def test_build_context_excludes_venv_and_weights(dockerfile):
+    ignore = dockerfile.with_name(dockerfile.name + ".dockerignore").read_text().splitlines()
+    for pattern in (".venv", ".git", "**/*.onnx", "**/*.plan", "**/*.safetensors"):
+        assert pattern in ignore
