@@ -88,6 +88,13 @@ class Aggregator(nn.Module):
         slots = torch.tensor([0 if f == 0 else 1 for f in frames], device=param.device)
         return param[0, slots].unsqueeze(0).expand(B, -1, -1, -1)
 
+    @staticmethod
+    def _first_frame_slots(param: torch.Tensor, B: int, S: int) -> torch.Tensor:
+        """Same as ``_slot_tokens`` for the default order 0..S-1, built without a Python list of
+        S entries: S stays a traced size, so ONNX exports keep the frame count dynamic."""
+        rest = param[:, 1:2].expand(1, S - 1, -1, -1)
+        return torch.cat([param[:, :1], rest], dim=1).expand(B, -1, -1, -1)
+
     def embed(self, images: torch.Tensor, camera_tokens: torch.Tensor | None = None,
               frames: Sequence[int] | None = None) -> tuple[torch.Tensor, torch.Tensor]:
         """Initial tokens [B, S, P, C] and per-frame positions [P, 2] (y, x; int64).
@@ -97,6 +104,7 @@ class Aggregator(nn.Module):
         """
         self._check_images(images)
         B, S, _, H, W = images.shape
+        default_order = frames is None
         frames = list(range(S)) if frames is None else [int(f) for f in frames]
         if len(frames) != S:
             raise ValueError(f"frames has {len(frames)} entries for {S} frames")
@@ -104,14 +112,20 @@ class Aggregator(nn.Module):
         patches = self.patch_embed(x.reshape(B * S, 3, H, W))
         C = patches.shape[-1]
         patches = patches.reshape(B, S, -1, C)
+
+        def slot_tokens(param: torch.Tensor) -> torch.Tensor:
+            if default_order:
+                return self._first_frame_slots(param, B, S)
+            return self._slot_tokens(param, B, frames)
+
         if camera_tokens is None:
-            camera = self._slot_tokens(self.camera_token, B, frames)
+            camera = slot_tokens(self.camera_token)
         else:
             if camera_tokens.shape != (B, S, 1, C):
                 raise ValueError(f"camera_tokens must be {(B, S, 1, C)}, got "
                                  f"{tuple(camera_tokens.shape)}")
             camera = camera_tokens
-        registers = self._slot_tokens(self.register_token, B, frames)
+        registers = slot_tokens(self.register_token)
         tokens = torch.cat([camera.to(patches.dtype), registers.to(patches.dtype), patches], dim=2)
         h, w = H // self.patch_size, W // self.patch_size
         pos = grid_positions(h, w, self.patch_start_idx, device=images.device)
