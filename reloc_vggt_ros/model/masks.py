@@ -85,34 +85,34 @@ def _sdpa(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor) -> torch.Tensor:
     return F.scaled_dot_product_attention(q, k, v)
 
 
-def _grouped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, S: int, P: int,
-             lo: int, hi: int, key_frames: Callable[[torch.Tensor], list[torch.Tensor]]) -> torch.Tensor:
-    """Frames ``lo..hi-1`` each attend to their own gathered key frames, as one batched SDPA.
+def _grouped(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, P: int, lo: int, hi: int,
+             key_frames: Callable[[torch.Tensor], list[torch.Tensor]], n_keys: int) -> torch.Tensor:
+    """Frames ``lo..hi-1`` (``hi`` may be negative) each attend to their own ``n_keys`` gathered
+    key frames, as one batched SDPA.
 
-    ``key_frames(x5)`` maps a ``[B, h, S, P, d]`` view to a list of ``[B, h, M, P, d]`` pieces
-    concatenated along the token axis (M = hi − lo).
+    ``key_frames(x5)`` maps a ``[B, h, S, P, d]`` view to ``n_keys`` pieces ``[B, h, M, P, d]``
+    concatenated along the token axis (M = number of grouped frames). The frame count only appears as ``-1`` in
+    reshapes, so an ONNX export stays valid for any S (also M = 0, where ONNX would read an
+    explicit 0 in a Reshape as "copy this dimension").
     """
     B, H, _, d = q.shape
-    M = hi - lo
-    q_g = q[:, :, lo * P:hi * P].reshape(B, H * M, P, d)
-    k_g = torch.cat(key_frames(k.reshape(B, H, S, P, d)), dim=3).reshape(B, H * M, -1, d)
-    v_g = torch.cat(key_frames(v.reshape(B, H, S, P, d)), dim=3).reshape(B, H * M, -1, d)
-    return _sdpa(q_g, k_g, v_g).reshape(B, H, M * P, d)
+    q_g = q[:, :, lo * P:hi * P].reshape(B, -1, P, d)
+    k_g = torch.cat(key_frames(k.reshape(B, H, -1, P, d)), dim=3).reshape(B, -1, n_keys * P, d)
+    v_g = torch.cat(key_frames(v.reshape(B, H, -1, P, d)), dim=3).reshape(B, -1, n_keys * P, d)
+    return _sdpa(q_g, k_g, v_g).reshape(B, H, -1, d)
 
 
 def _sparse(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, S: int, P: int) -> torch.Tensor:
-    if S <= 2:
+    if S == 1:
         return _sdpa(q, k, v)
-    M = S - 2
     hub_q = torch.cat([q[:, :, :P], q[:, :, -P:]], dim=2)
     hub_out = _sdpa(hub_q, k, v)
 
     def keys(x5: torch.Tensor) -> list[torch.Tensor]:
-        anchor = x5[:, :, 0:1].expand(-1, -1, M, -1, -1)
-        query = x5[:, :, S - 1:S].expand(-1, -1, M, -1, -1)
-        return [anchor, x5[:, :, 1:S - 1], query]
+        db = x5[:, :, 1:-1]
+        return [x5[:, :, :1].expand_as(db), db, x5[:, :, -1:].expand_as(db)]
 
-    db_out = _grouped(q, k, v, S, P, 1, S - 1, keys)
+    db_out = _grouped(q, k, v, P, 1, -1, keys, n_keys=3)
     return torch.cat([hub_out[:, :, :P], db_out, hub_out[:, :, P:]], dim=2)
 
 
@@ -120,17 +120,23 @@ def _cached(q: torch.Tensor, k: torch.Tensor, v: torch.Tensor, S: int, P: int,
             has_query: bool) -> torch.Tensor:
     if S == 1:
         return _sdpa(q, k, v)
-    kf_end = S - 1 if has_query else S
-    parts = [_sdpa(q[:, :, :P], k[:, :, :kf_end * P], v[:, :, :kf_end * P])]
-    if kf_end > 1:
-        M = kf_end - 1
+    if has_query:   # keyframes = all frames but the last
+        parts = [_sdpa(q[:, :, :P], k[:, :, :-P], v[:, :, :-P])]
 
         def keys(x5: torch.Tensor) -> list[torch.Tensor]:
-            return [x5[:, :, 0:1].expand(-1, -1, M, -1, -1), x5[:, :, 1:kf_end]]
+            db = x5[:, :, 1:-1]
+            return [x5[:, :, :1].expand_as(db), db]
 
-        parts.append(_grouped(q, k, v, S, P, 1, kf_end, keys))
-    if has_query:
+        parts.append(_grouped(q, k, v, P, 1, -1, keys, n_keys=2))
         parts.append(_sdpa(q[:, :, -P:], k, v))
+    else:
+        parts = [_sdpa(q[:, :, :P], k, v)]
+
+        def keys(x5: torch.Tensor) -> list[torch.Tensor]:
+            db = x5[:, :, 1:]
+            return [x5[:, :, :1].expand_as(db), db]
+
+        parts.append(_grouped(q, k, v, P, 1, S, keys, n_keys=2))
     return torch.cat(parts, dim=2)
 
 

@@ -209,3 +209,62 @@ def test_onnx_export_sparse_forward_and_cached_query(scene: dict, tmp_path: Path
         got = run(QueryStep(cached), (images[:, 4:], keys, values, cam),
                   ["image", "keys", "values", "camera_tokens"])[0]
         np.testing.assert_allclose(got, cached(images, known)["pose_enc"].numpy(), atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning", "ignore::UserWarning")
+def test_onnx_export_keeps_the_frame_count_dynamic(scene: dict, tmp_path: Path) -> None:
+    """One export, run at other keyframe counts: nothing in the sparse path bakes S into the graph."""
+    ort = pytest.importorskip("onnxruntime")
+    model = _randomise(RelocVGGT(RelocVGGTConfig.tiny(mask="sparse")), seed=6)
+
+    class Full(torch.nn.Module):
+        def __init__(self, m: RelocVGGT) -> None:
+            super().__init__()
+            self.m = m
+
+        def forward(self, images, known):  # noqa: ANN001
+            return self.m(images, known)["pose_enc"]
+
+    images, known = scene["images"], torch.from_numpy(scene["enc"][:-1]).float()[None]
+    path = tmp_path / "sparse_dyn.onnx"
+    with torch.no_grad():
+        torch.onnx.export(Full(model), (images, known), str(path), input_names=["images", "known"],
+                          output_names=["pose_enc"], opset_version=17, dynamo=False,
+                          dynamic_axes={"images": {1: "S"}, "known": {1: "K"}, "pose_enc": {1: "S"}})
+    sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
+    for keep in ([0, 4], [0, 1, 4], [0, 1, 2, 3, 4]):            # K = 1, 2, 4 keyframes + query
+        imgs, kn = images[:, keep], known[:, keep[:-1]]
+        with torch.no_grad():
+            ref = model(imgs, kn)["pose_enc"].numpy()
+        got = sess.run(None, {"images": imgs.numpy(), "known": kn.numpy()})[0]
+        assert got.shape == ref.shape
+        np.testing.assert_allclose(got, ref, atol=1e-4)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning", "ignore::UserWarning")
+def test_onnx_cached_pair_keeps_the_keyframe_count_dynamic(scene: dict, tmp_path: Path) -> None:
+    ort = pytest.importorskip("onnxruntime")
+    model = _randomise(RelocVGGT(RelocVGGTConfig.tiny(mask="cached")), seed=7)
+    images, known = scene["images"], torch.from_numpy(scene["enc"][:-1]).float()[None]
+    enc, step = KeyframeEncoder(model), QueryStep(model)
+    with torch.no_grad():
+        keys, values, cam = enc(images[:, :3], known[:, :3])
+        torch.onnx.export(enc, (images[:, :3], known[:, :3]), str(tmp_path / "enc.onnx"), opset_version=17,
+                          dynamo=False, input_names=["kf", "known"], output_names=["keys", "values", "cam"],
+                          dynamic_axes={"kf": {1: "K"}, "known": {1: "K"}, "keys": {3: "KP"},
+                                        "values": {3: "KP"}, "cam": {1: "K"}})
+        torch.onnx.export(step, (images[:, 4:], keys, values, cam), str(tmp_path / "query.onnx"), opset_version=17,
+                          dynamo=False, input_names=["q", "keys", "values", "cam"], output_names=["pose_enc"],
+                          dynamic_axes={"keys": {3: "KP"}, "values": {3: "KP"}, "cam": {1: "K"},
+                                        "pose_enc": {1: "S"}})
+    enc_s = ort.InferenceSession(str(tmp_path / "enc.onnx"), providers=["CPUExecutionProvider"])
+    q_s = ort.InferenceSession(str(tmp_path / "query.onnx"), providers=["CPUExecutionProvider"])
+    for K in (1, 2, 4):
+        kv = enc_s.run(None, {"kf": images[:, :K].numpy(), "known": known[:, :K].numpy()})
+        got = q_s.run(None, {"q": images[:, 4:].numpy(), "keys": kv[0], "values": kv[1], "cam": kv[2]})[0]
+        with torch.no_grad():
+            ref = model(torch.cat([images[:, :K], images[:, 4:]], dim=1), known[:, :K])["pose_enc"].numpy()
+        assert got.shape == (1, K + 1, 9)
+        np.testing.assert_allclose(got, ref, atol=1e-4)
