@@ -55,6 +55,10 @@ class GeometricConfig:
     inliers_scale: float = 40.0       # confidence term 1 - exp(-inliers / inliers_scale)
     good_inlier_ratio: float = 0.25   # inlier ratio at which that confidence term saturates
     good_spread: float = 0.05         # inlier hull / image area at which that term saturates
+    # Map errors (keyframe poses, triangulation) are shared by many correspondences, so the
+    # information stops growing like the inlier count: the PnP covariance is scaled by
+    # max(1, inliers / max_independent_inliers). 0 disables (pure 2D-noise covariance).
+    max_independent_inliers: int = 100
     relative_fallback: bool = True
     fallback_min_inliers: int = 30    # per keyframe, for the essential-matrix fallback
     num_threads: int = 0              # OpenCV threads; 0 = leave OpenCV's setting alone
@@ -75,6 +79,8 @@ class GeometricConfig:
         for name in ("inliers_scale", "good_inlier_ratio", "good_spread"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.max_independent_inliers < 0:
+            raise ConfigError(f"max_independent_inliers must be >= 0, got {self.max_independent_inliers}")
         if self.fallback_min_inliers < 5:
             raise ConfigError(f"fallback_min_inliers must be >= 5, got {self.fallback_min_inliers}")
         if self.num_threads < 0:
@@ -187,13 +193,16 @@ class GeometricLocalizer:
         n_inl = int(keep.sum())
         n_matched = len(np.unique(q_idx_a))
         cov, sigma = pose_covariance(pnp.T_world_cam, x2d_a[keep], x3d_a[keep], intrinsics)
+        inflation = max(1.0, n_inl / cfg.max_independent_inliers) if cfg.max_independent_inliers else 1.0
+        cov = cov * inflation
         spread = inlier_spread(x2d_a[keep], intrinsics)
         ratio = n_inl / max(n_matched, 1)
         confidence = ((1.0 - math.exp(-n_inl / cfg.inliers_scale)) * min(1.0, ratio / cfg.good_inlier_ratio)
                       * min(1.0, spread / cfg.good_spread))
         per_kf = {int(k): int(np.sum(keep & (kf_a == k))) for k in retrieved}
         diag.update({"num_inliers": n_inl, "inlier_ratio": ratio, "inlier_spread": spread,
-                     "reproj_rms_px": sigma, "ransac_iterations": pnp.iterations, "inliers_per_keyframe": per_kf,
+                     "reproj_rms_px": sigma, "covariance_inflation": inflation,
+                     "ransac_iterations": pnp.iterations, "inliers_per_keyframe": per_kf,
                      "method": "pnp"})
         reason = _weakness(n_inl, confidence, cov, cfg)
         status = RelocStatus.LOW_CONFIDENCE if reason else RelocStatus.OK

@@ -18,7 +18,7 @@ import hashlib
 import json
 import logging
 import time
-from dataclasses import asdict, dataclass
+from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
 import numpy as np
@@ -73,7 +73,8 @@ class KeyframeEntry:
 class GeometricMap:
     entries: dict[int, KeyframeEntry]
     vocabulary: np.ndarray
-    revision: int
+    revision: int                               # store revision the map reflects
+    computed: dict[str, int] = field(default_factory=dict)   # what this indexing had to compute
 
     def ids(self) -> np.ndarray:
         return np.array(sorted(self.entries), np.int64)
@@ -144,7 +145,7 @@ def index_store(store: "KeyframeStore", config: "GeometricConfig") -> GeometricM
     points = {int(i): _points(store, int(i), pos, ids, poses, intr, feats, config, fps["points"],
                               writable, stats) for pos, i in enumerate(ids)}
     if len(ids) == 0:
-        return GeometricMap({}, np.zeros((0, 128), np.float32), store.revision)
+        return GeometricMap({}, np.zeros((0, 128), np.float32), store.revision, stats)
     centroids = _vocabulary(store, feats, config, fps["vocabulary"], writable, stats)
     fp_vlad = _digest("vlad", fps["vocabulary"], hashlib.sha1(centroids.tobytes()).hexdigest())
     entries: dict[int, KeyframeEntry] = {}
@@ -163,4 +164,4 @@ def index_store(store: "KeyframeStore", config: "GeometricConfig") -> GeometricM
     n_points = sum(len(e.point_index) for e in entries.values())
     logger.info("geometric map: %d keyframes, %d keyframe points; computed %s in %.1f s",
                 len(entries), n_points, stats, time.perf_counter() - t0)
-    return GeometricMap(entries, centroids, store.revision)  # after our own writes
+    return GeometricMap(entries, centroids, store.revision, stats)  # revision after our own writes

@@ -7,10 +7,15 @@ Descriptors are unit-norm, so one matrix product (BLAS) gives every squared dist
 from __future__ import annotations
 
 import numpy as np
+from threadpoolctl import ThreadpoolController
 
 from ..geometry import Intrinsics, invert_T
 
 __all__ = ["match_descriptors", "fundamental_from_poses", "sampson_error_px"]
+
+# Small per-block products: multi-threaded OpenBLAS only spins (measured 6x more CPU, slower
+# wall time on a busy 2-core machine), so matching runs BLAS on the calling thread.
+_BLAS = ThreadpoolController()
 
 
 def match_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, ratio: float = 0.8,
@@ -29,6 +34,21 @@ def match_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, ratio: float = 0.8
     col_best = np.full(n_b, -np.inf, np.float32)
     col_arg = np.zeros(n_b, np.int64)
     b_t = np.ascontiguousarray(desc_b.T)
+    with _BLAS.limit(limits=1, user_api="blas"):
+        _match_blocks(desc_a, b_t, block_rows, mutual, best, s_best, s_second, col_best, col_arg)
+    d_best = np.sqrt(np.maximum(2.0 - 2.0 * s_best, 0.0))
+    d_second = np.sqrt(np.maximum(2.0 - 2.0 * s_second, 0.0))
+    keep = d_best < ratio * d_second
+    rows = np.arange(n_a)
+    if mutual:
+        keep &= col_arg[best] == rows
+    return np.stack([rows[keep], best[keep]], axis=1)
+
+
+def _match_blocks(desc_a: np.ndarray, b_t: np.ndarray, block_rows: int, mutual: bool, best: np.ndarray,
+                  s_best: np.ndarray, s_second: np.ndarray, col_best: np.ndarray, col_arg: np.ndarray) -> None:
+    """Fill row-best, row-second and column-best similarities block by block (in place)."""
+    n_a, n_b = len(desc_a), b_t.shape[1]
     for start in range(0, n_a, block_rows):
         sim = desc_a[start:start + block_rows] @ b_t
         rows = np.arange(len(sim))
@@ -42,13 +62,6 @@ def match_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, ratio: float = 0.8
             col_best[better], col_arg[better] = c_val[better], c_arg[better] + start
         sim[rows, arg] = -np.inf
         s_second[start:start + len(sim)] = sim.max(axis=1)
-    d_best = np.sqrt(np.maximum(2.0 - 2.0 * s_best, 0.0))
-    d_second = np.sqrt(np.maximum(2.0 - 2.0 * s_second, 0.0))
-    keep = d_best < ratio * d_second
-    rows = np.arange(n_a)
-    if mutual:
-        keep &= col_arg[best] == rows
-    return np.stack([rows[keep], best[keep]], axis=1)
 
 
 def fundamental_from_poses(T_world_a: np.ndarray, intr_a: Intrinsics, T_world_b: np.ndarray,

@@ -16,7 +16,8 @@ import poselib
 
 from ..geometry import Intrinsics, invert_T, make_T
 
-__all__ = ["PnPResult", "solve_pnp", "pose_covariance", "inlier_spread", "camera_dict"]
+__all__ = ["PnPResult", "solve_pnp", "pose_covariance", "reprojection_jacobian", "inlier_spread",
+           "camera_dict"]
 
 
 @dataclass
@@ -56,15 +57,10 @@ def solve_pnp(x2d: np.ndarray, x3d: np.ndarray, intr: Intrinsics, max_reproj_px:
     return PnPResult(invert_T(T_cam_world), inliers, res, int(info["iterations"]))
 
 
-def pose_covariance(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, intr: Intrinsics
-                    ) -> tuple[np.ndarray, float]:
-    """6x6 covariance over (x y z rx ry rz) of T_world_cam and the residual sigma (px).
-
-    ``x2d`` [N,2], ``x3d`` [N,3] are the inlier correspondences (N >= 4).
-    """
+def reprojection_jacobian(T_world_cam: np.ndarray, x3d: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    """d(pixel residuals [2N]) / d(rho, phi) [2N,6] for the perturbation in the module doc."""
     R_cw = T_world_cam[:3, :3].T
-    C = T_world_cam[:3, 3]
-    d = x3d - C
+    d = x3d - T_world_cam[:3, 3]
     Xc = d @ R_cw.T
     z = Xc[:, 2]
     n = len(z)
@@ -77,12 +73,20 @@ def pose_covariance(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, i
     hat[:, 0, 1], hat[:, 0, 2] = -d[:, 2], d[:, 1]
     hat[:, 1, 0], hat[:, 1, 2] = d[:, 2], -d[:, 0]
     hat[:, 2, 0], hat[:, 2, 1] = -d[:, 1], d[:, 0]
-    J = np.concatenate([Jpi @ -R_cw, Jpi @ (R_cw @ hat)], axis=2).reshape(-1, 6)
-    r = (intr.project(Xc) - x2d).reshape(-1)
-    dof = max(r.size - 6, 1)
-    sigma2 = float(r @ r) / dof
-    H = J.T @ J
-    cov = np.linalg.inv(H) * sigma2
+    return np.concatenate([Jpi @ -R_cw, Jpi @ (R_cw @ hat)], axis=2).reshape(-1, 6)
+
+
+def pose_covariance(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, intr: Intrinsics
+                    ) -> tuple[np.ndarray, float]:
+    """6x6 covariance over (x y z rx ry rz) of T_world_cam and the residual sigma (px).
+
+    ``x2d`` [N,2], ``x3d`` [N,3] are the inlier correspondences (N >= 4).
+    """
+    J = reprojection_jacobian(T_world_cam, x3d, intr)
+    uv, _ = _reprojection(invert_T(T_world_cam), x3d, intr)
+    r = (uv - x2d).reshape(-1)
+    sigma2 = float(r @ r) / max(r.size - 6, 1)
+    cov = np.linalg.inv(J.T @ J) * sigma2
     return 0.5 * (cov + cov.T), float(np.sqrt(sigma2))
 
 
