@@ -400,8 +400,8 @@ class RelocNode(LifecycleNode):
             self._reject(frame, str(err), warn=True)
             return
         with self._lock:
-            if self._map_dirty:
-                self._map_dirty = False
+            if self._map_dirty and (self._worker is None or self._worker.pending_keyframes() == 0):
+                self._map_dirty = False  # re-index once a keyframe burst is written, not per keyframe
                 self._refresh_localizer(cfg)
             if self._localizer is None:
                 self._reject(frame, "keyframe database is empty", warn=True)

@@ -48,7 +48,7 @@ class NodeProcess:
     def log(self) -> str:
         return self.log_path.read_text(errors="replace")
 
-    def stop(self, sig: int = signal.SIGTERM, timeout: float = 30.0) -> int:
+    def stop(self, sig: int = signal.SIGTERM, timeout: float = 120.0) -> int:
         if self.proc.poll() is None:
             self.proc.send_signal(sig)
             try:
