@@ -103,11 +103,13 @@ def bench_modes(cfg: VGGTConfig, frames: tuple[int, ...], repeats: int, seed: in
         with torch.inference_mode():
             for mode in ("dense", "sparse"):
                 fn = global_attn_fn(mode)
-                results[mode].append({"n": n, **measure(lambda: last_layer_tokens(agg, images, global_attn_fn=fn), repeats)})
+                timing = measure(lambda: last_layer_tokens(agg, images, global_attn_fn=fn), repeats)
+                results[mode].append({"n": n, **timing})
             t0 = time.process_time()
             cache, _ = build_keyframe_kv(agg, images[:, :-1])
             encode_ms = (time.process_time() - t0) * 1e3
-            results["cached"].append({"n": n, **measure(lambda: query_forward(agg, cache, images[:, -1:]), repeats),
+            timing = measure(lambda: query_forward(agg, cache, images[:, -1:]), repeats)
+            results["cached"].append({"n": n, **timing,
                                       "keyframe_encode_ms": round(encode_ms, 3),
                                       "cache_mb": round(cache.nbytes() / 2**20, 3)})
         logger.info("N=%d: %s", n, {m: results[m][-1]["ms"] for m in MODES})
@@ -173,8 +175,9 @@ def ratios(results: dict[str, list[dict]], lo: int = 8, hi: int = 64) -> dict[st
 
 def print_table(report: dict) -> None:
     modes, flops = report["modes"], report["flops_1b"]
-    print(f"aggregator forward, small config ({report['config']['embed_dim']}-d, depth {report['config']['depth']}, "
-          f"{report['image_hw'][0]}x{report['image_hw'][1]} px), {report['threads']} thread(s), min CPU ms of {report['repeats']}; cached = per query")
+    cfg, (h, w) = report["config"], report["image_hw"]
+    print(f"aggregator forward, small config ({cfg['embed_dim']}-d, depth {cfg['depth']}, {h}x{w} px), "
+          f"{report['threads']} thread(s), min CPU ms of {report['repeats']}; cached = per query")
     print(f"{'N':>4} | " + " | ".join(f"{m + ' ms':>12} {'MB':>7}" for m in MODES)
           + " | " + " | ".join(f"1B {m} GFLOP".rjust(17) for m in MODES))
     for i, n in enumerate(r["n"] for r in modes["dense"]):

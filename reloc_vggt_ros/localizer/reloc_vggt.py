@@ -91,7 +91,8 @@ class EngineNetwork:
         self._key: tuple[int, ...] | None = None
         self._kv: dict[str, np.ndarray] = {}
 
-    def __call__(self, kf_ids: list[int], kf_images: np.ndarray, known: np.ndarray, query: np.ndarray) -> np.ndarray:
+    def __call__(self, kf_ids: list[int], kf_images: np.ndarray, known: np.ndarray,
+                 query: np.ndarray) -> np.ndarray:
         """kf_images [1,K,3,H,W], known [1,K,9], query [1,1,3,H,W] -> pose_enc [K+1, 9]."""
         if self.config.mask != "cached":
             out = self.full.run({"images": np.concatenate([kf_images, query], axis=1), "known_pose_enc": known})
@@ -99,7 +100,8 @@ class EngineNetwork:
         if self._key != tuple(kf_ids):
             self._kv = self.encoder.run({"keyframe_images": kf_images, "known_pose_enc": known})
             self._key = tuple(kf_ids)
-        out = self.query.run({"query_image": query, **{k: self._kv[k] for k in ("keys", "values", "camera_tokens")}})
+        cached = {k: self._kv[k] for k in ("keys", "values", "camera_tokens")}
+        out = self.query.run({"query_image": query, **cached})
         return out["pose_enc"][0]
 
 
@@ -179,12 +181,14 @@ class RelocVGGTLocalizer:
         T_anchor_cam = decode_cameras(pose_enc, self.image_hw)
         T_world_query = T_world_kf[0] @ T_anchor_cam[-1]
         # self-consistency on the keyframes the network was told about
-        errs = [pose_error(T_world_kf[0] @ T_pred, T_known) for T_pred, T_known in zip(T_anchor_cam[:-1], T_world_kf)]
+        errs = [pose_error(T_world_kf[0] @ T_pred, T_known)
+                for T_pred, T_known in zip(T_anchor_cam[:-1], T_world_kf)]
         t_rel = np.array([e[0] for e in errs]) / scale
         rot = np.array([e[1] for e in errs])
         med_t, med_r = float(np.median(t_rel)), float(np.median(rot))
-        confidence = math.exp(-med_t / self.config.consistency_t_rel) * math.exp(-med_r / self.config.consistency_rot_deg)
-        consistent = int(np.sum((t_rel < 3 * self.config.consistency_t_rel) & (rot < 3 * self.config.consistency_rot_deg)))
+        t_lim, r_lim = self.config.consistency_t_rel, self.config.consistency_rot_deg
+        confidence = math.exp(-med_t / t_lim) * math.exp(-med_r / r_lim)
+        consistent = int(np.sum((t_rel < 3 * t_lim) & (rot < 3 * r_lim)))
         var_t = max((med_t * scale) ** 2, (0.01 * scale) ** 2)
         var_r = max(math.radians(med_r) ** 2, math.radians(0.5) ** 2)
         cov = np.diag([var_t] * 3 + [var_r] * 3)

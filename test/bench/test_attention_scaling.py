@@ -17,7 +17,8 @@ def test_flops_differ_exactly_by_the_skipped_attention_blocks() -> None:
     for n in (3, 8, 64):
         dense, sparse = vggt_flops(n, "dense"), vggt_flops(n, "sparse")
         skipped = n * n - (5 * n - 6)
-        assert dense["gflops"] - sparse["gflops"] == pytest.approx(cfg.depth * skipped * 4 * P * P * cfg.embed_dim / 1e9)
+        expected = cfg.depth * skipped * 4 * P * P * cfg.embed_dim / 1e9
+        assert dense["gflops"] - sparse["gflops"] == pytest.approx(expected)
     # one frame of VGGT-1B: ~2 FLOPs per aggregator weight per token, plus attention
     one = vggt_flops(1, "dense")["gflops"]
     assert 2 * 0.9e9 * P / 1e9 < one < 2 * 0.9e9 * P / 1e9 * 1.5
