@@ -175,11 +175,17 @@ def export_onnx(graph: ExportableGraph, path: str | Path, cfg: ExportConfig = Ex
         data_name = None
         if external:
             data_name = path.name + ".data"
+            final = Path(tmp) / "final"
+            final.mkdir()
             model = onnx.load(str(raw))           # gathers whatever files the exporter wrote
-            onnx.save_model(model, str(path), save_as_external_data=True,
+            # onnx appends to an existing data file, so write into an empty folder, then move
+            onnx.save_model(model, str(final / path.name), save_as_external_data=True,
                             all_tensors_to_one_file=True, location=data_name, size_threshold=1024)
             del model
+            os.replace(final / data_name, path.parent / data_name)
+            os.replace(final / path.name, path)
         else:
+            (path.parent / (path.name + ".data")).unlink(missing_ok=True)   # stale from before
             os.replace(raw, path)
     onnx.checker.check_model(str(path))
     sidecar = _build_sidecar(graph, cfg, path, data_name, module, extra_sidecar)

@@ -96,6 +96,11 @@ def test_external_data_file_is_written_and_loadable(toy, tmp_path):
     assert side["external_data"] == "ext.onnx.data"
     assert (tmp_path / "ext.onnx.data").stat().st_size >= side["parameter_bytes"] * 0.9
     assert max(check_parity(toy, path, 2).values()) <= 1e-4
+    size = (tmp_path / "ext.onnx.data").stat().st_size
+    export_onnx(toy, path, ExportConfig(keyframes=KeyframeRange(2, 2, 2), external_data=True),
+                overwrite=True)
+    assert (tmp_path / "ext.onnx.data").stat().st_size == size      # replaced, not appended to
+    assert max(check_parity(toy, path, 2).values()) <= 1e-4
 
 
 def test_export_skips_existing_unless_overwrite(toy, tmp_path):
