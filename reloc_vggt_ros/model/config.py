@@ -6,12 +6,12 @@ Saved as JSON beside the weights so a checkpoint always says which architecture 
 from __future__ import annotations
 
 import dataclasses
-import json
 from dataclasses import dataclass
-from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 from reloc_vggt_ros.errors import ConfigError
+
+from .config_json import JsonConfig
 
 __all__ = ["VGGTConfig", "PRESETS"]
 
@@ -19,8 +19,12 @@ _PATCH_EMBEDS = ("dinov2", "conv")
 
 
 @dataclass(frozen=True)
-class VGGTConfig:
+class VGGTConfig(JsonConfig):
     """Hyper-parameters of VGGT. ``VGGTConfig()`` is VGGT-1B (1,256,537,516 parameters)."""
+
+    ARCHITECTURE: ClassVar[str] = "vggt"
+    LABEL: ClassVar[str] = "VGGT"
+    ARCHITECTURE_REQUIRED: ClassVar[bool] = False   # official configs predate the key
 
     img_size: int = 518                 # DINO positional table covers img_size/patch_size squared
     patch_size: int = 14
@@ -97,34 +101,6 @@ class VGGTConfig:
         d = dataclasses.asdict(self)
         d["dpt_out_channels"], d["dpt_layers"] = list(self.dpt_out_channels), list(self.dpt_layers)
         return {"architecture": "vggt", **d}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "VGGTConfig":
-        d = dict(d)
-        arch = d.pop("architecture", "vggt")
-        if arch != "vggt":
-            raise ConfigError(f"config describes architecture {arch!r}, not 'vggt'")
-        known = {f.name for f in dataclasses.fields(cls)}
-        unknown = sorted(set(d) - known)
-        if unknown:
-            raise ConfigError(f"unknown VGGTConfig fields: {unknown}")
-        return cls(**d)
-
-    def to_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "VGGTConfig":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot read VGGT config {path}: {err}") from err
-        if not isinstance(d, dict):
-            raise ConfigError(f"VGGT config {path} is not a JSON object")
-        return cls.from_dict(d)
 
 
 _TINY = dict(img_size=70, embed_dim=32, num_heads=2, camera_num_heads=4, dpt_features=16,

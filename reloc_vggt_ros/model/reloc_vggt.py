@@ -19,11 +19,10 @@ Weights: ``<name>.safetensors`` with ``<name>.json`` beside it (``RelocVGGTConfi
 from __future__ import annotations
 
 import dataclasses
-import json
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, ClassVar
 
 import torch
 from safetensors.torch import save_file
@@ -32,6 +31,7 @@ from torch import nn
 from ..errors import ConfigError, ModelLoadError
 from .aggregator import Aggregator
 from .config import VGGTConfig
+from .config_json import JsonConfig
 from .heads import CameraHead
 from .kv_cache import KeyframeKV, build_keyframe_kv, last_layer_tokens, query_forward
 from .masks import MaskType, global_attn_fn
@@ -46,8 +46,11 @@ ARCHITECTURE = "reloc_vggt"
 
 
 @dataclass(frozen=True)
-class RelocVGGTConfig:
+class RelocVGGTConfig(JsonConfig):
     """Everything needed to rebuild a Reloc-VGGT checkpoint. Defaults: VGGT-1B, sparse mask, 518×392."""
+
+    ARCHITECTURE: ClassVar[str] = ARCHITECTURE
+    LABEL: ClassVar[str] = "Reloc-VGGT"
 
     vggt: VGGTConfig = field(default_factory=lambda: VGGTConfig(enable_depth=False, enable_point=False,
                                                                  enable_track=False))
@@ -85,33 +88,6 @@ class RelocVGGTConfig:
         return {"architecture": ARCHITECTURE, "vggt": self.vggt.to_dict(), "mask": self.mask,
                 "image_hw": list(self.image_hw), "t_freqs": self.t_freqs, "rot_freqs": self.rot_freqs,
                 "fov_freqs": self.fov_freqs}
-
-    @classmethod
-    def from_dict(cls, d: dict[str, Any]) -> "RelocVGGTConfig":
-        d = dict(d)
-        arch = d.pop("architecture", None)
-        if arch != ARCHITECTURE:
-            raise ConfigError(f"config describes architecture {arch!r}, not {ARCHITECTURE!r}")
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})
-        if unknown:
-            raise ConfigError(f"unknown RelocVGGTConfig fields: {unknown}")
-        return cls(**d)
-
-    def to_json(self, path: str | Path) -> Path:
-        path = Path(path)
-        path.write_text(json.dumps(self.to_dict(), indent=2) + "\n")
-        return path
-
-    @classmethod
-    def from_json(cls, path: str | Path) -> "RelocVGGTConfig":
-        path = Path(path)
-        try:
-            d = json.loads(path.read_text())
-        except (OSError, json.JSONDecodeError) as err:
-            raise ConfigError(f"cannot read Reloc-VGGT config {path}: {err}") from err
-        if not isinstance(d, dict):
-            raise ConfigError(f"Reloc-VGGT config {path} is not a JSON object")
-        return cls.from_dict(d)
 
 
 @dataclass(frozen=True)
