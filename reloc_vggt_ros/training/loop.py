@@ -171,7 +171,8 @@ def _device(cfg: TrainConfig) -> torch.device:
 
 
 def _amp_dtype(cfg: TrainConfig, device: torch.device) -> torch.dtype | None:
-    if device.type != "cuda" or cfg.run.amp == "off":
+    """Autocast dtype: auto = bf16 (else fp16) on CUDA, off on CPU; an explicit bf16 also runs on CPU."""
+    if cfg.run.amp == "off" or (device.type != "cuda" and cfg.run.amp != "bf16"):
         return None
     if cfg.run.amp == "fp16":
         return torch.float16

@@ -71,6 +71,12 @@ def test_other_masks_train(tmp_path: Path, mask: str) -> None:
     assert RelocVGGT.load(out / "tiny.safetensors").config.mask == mask
 
 
+def test_bf16_autocast_step(tmp_path: Path) -> None:
+    """The mixed-precision path (bf16 autocast, as on Ampere GPUs) runs and logs finite losses."""
+    out = train(_cfg(tmp_path / "bf16", stage=2, steps=2, amp="bf16"))
+    assert all(float(v) > 0 for v in _losses(out))
+
+
 def test_stage2_initialises_from_stage1_export(tmp_path: Path) -> None:
     s1 = train(_cfg(tmp_path / "s1", stage=1, steps=1))
     cfg = _cfg(tmp_path / "s2", stage=2, steps=1)
