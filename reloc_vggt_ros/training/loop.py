@@ -293,6 +293,48 @@ def _plot(out_dir: Path) -> Path | None:
     return png
 
 
+def _optimizer(model: nn.Module, cfg: TrainConfig) -> tuple[torch.optim.Optimizer, Any]:
+    """AdamW over the stage's trainables (backbone group at a lower lr) with warmup + cosine."""
+    new, backbone = set_trainable(model, cfg.stage)
+    o = cfg.optim
+    groups = [{"params": new, "lr": o.lr}]
+    if backbone:
+        groups.append({"params": backbone, "lr": o.lr * o.backbone_lr_scale})
+    opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
+    sched = torch.optim.lr_scheduler.LambdaLR(
+        opt, lambda s: warmup_cosine(s, o.max_steps, o.warmup_steps, o.min_lr_ratio))
+    logger.info("trainable: %d new-module tensors (%d values), %d backbone tensors (%d values)",
+                len(new), sum(p.numel() for p in new), len(backbone), sum(p.numel() for p in backbone))
+    return opt, sched
+
+
+def _train_step(model: nn.Module, batch: dict[str, torch.Tensor], opt: torch.optim.Optimizer,
+                params: list[nn.Parameter], scaler: Any, device: torch.device, amp: torch.dtype | None,
+                cfg: TrainConfig) -> tuple[float, dict[str, float]]:
+    """One optimisation step: [anchor, db…] poses in, every frame's pose supervised."""
+    enc = batch["pose_enc"].to(device, non_blocking=True)
+    images = batch["images"].to(device, non_blocking=True)
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        out = model(images, enc[:, :-1])
+    loss, terms = pose_loss(out["pose_enc_list"], enc, cfg.loss)
+    loss_value = loss.item()
+    if not math.isfinite(loss_value):
+        raise FloatingPointError(f"non-finite loss: {terms}")
+    opt.zero_grad(set_to_none=True)
+    if scaler:
+        scaler.scale(loss).backward()
+        scaler.unscale_(opt)
+    else:
+        loss.backward()
+    torch.nn.utils.clip_grad_norm_(params, cfg.optim.grad_clip)
+    if scaler:
+        scaler.step(opt)
+        scaler.update()
+    else:
+        opt.step()
+    return loss_value, terms
+
+
 def train(cfg: TrainConfig, model: nn.Module | None = None, resume: bool = False,
           stop_at_step: int | None = None) -> Path:
     """Run (or resume) training; returns ``run.out_dir``. ``stop_at_step`` simulates an interruption."""
@@ -314,21 +356,14 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, resume: bool = False
     model.to(device)
     if cfg.run.grad_checkpointing == "on" or (cfg.run.grad_checkpointing == "auto" and device.type == "cuda"):
         logger.info("gradient checkpointing on %d blocks", _enable_grad_checkpointing(model))
-    new, backbone = set_trainable(model, cfg.stage)
-    o = cfg.optim
-    groups = [{"params": new, "lr": o.lr}]
-    if backbone:
-        groups.append({"params": backbone, "lr": o.lr * o.backbone_lr_scale})
-    opt = torch.optim.AdamW(groups, lr=o.lr, weight_decay=o.weight_decay)
-    sched = torch.optim.lr_scheduler.LambdaLR(
-        opt, lambda s: warmup_cosine(s, o.max_steps, o.warmup_steps, o.min_lr_ratio))
+    opt, sched = _optimizer(model, cfg)
+    params = [p for g in opt.param_groups for p in g["params"]]
     scaler = torch.amp.GradScaler("cuda") if amp is torch.float16 else None
-    logger.info("trainable: %d new-module tensors (%d values), %d backbone tensors (%d values)",
-                len(new), sum(p.numel() for p in new), len(backbone), sum(p.numel() for p in backbone))
+    o = cfg.optim
 
     start = 0
     if resume and (last := _latest_checkpoint(ckpt_dir)) is not None:
-        ck = torch.load(last, map_location=device, weights_only=False)
+        ck = torch.load(last, map_location=device, weights_only=True)
         model.load_state_dict(ck["model"])
         opt.load_state_dict(ck["optimizer"])
         sched.load_state_dict(ck["scheduler"])
@@ -364,27 +399,8 @@ def train(cfg: TrainConfig, model: nn.Module | None = None, resume: bool = False
     budget_s = cfg.run.max_minutes * 60 if cfg.run.max_minutes else math.inf
     for batch in loader:
         t0 = time.perf_counter()
-        enc = batch["pose_enc"].to(device, non_blocking=True)
-        images = batch["images"].to(device, non_blocking=True)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = model(images, enc[:, :-1])
-        loss, terms = pose_loss(out["pose_enc_list"], enc, cfg.loss)
-        loss_value = loss.item()
-        if not math.isfinite(loss_value):
-            raise FloatingPointError(f"non-finite loss at step {step}: {terms}")
-        opt.zero_grad(set_to_none=True)
-        if scaler:
-            scaler.scale(loss).backward()
-            scaler.unscale_(opt)
-        else:
-            loss.backward()
-        torch.nn.utils.clip_grad_norm_([p for g in groups for p in g["params"]], o.grad_clip)
-        if scaler:
-            scaler.step(opt)
-            scaler.update()
-        else:
-            opt.step()
         lr = opt.param_groups[0]["lr"]
+        loss_value, terms = _train_step(model, batch, opt, params, scaler, device, amp, cfg)
         sched.step()
         step += 1
         row = {"step": step, "lr": f"{lr:.6g}", "loss": f"{loss_value:.6g}", "sec": f"{time.perf_counter() - t0:.4f}",

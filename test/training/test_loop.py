@@ -58,8 +58,8 @@ def test_resume_gives_the_same_next_steps(tmp_path: Path) -> None:
     assert not (tmp_path / "part" / "tiny.safetensors").exists()          # interrupted: no export yet
     train(part, resume=True)                                               # fresh model, state from checkpoint
     assert _losses(tmp_path / "part") == _losses(full)                     # steps 3 and 4 identical
-    a = torch.load(full / "checkpoints" / "step_0000004.pt", weights_only=False)["model"]
-    b = torch.load(tmp_path / "part" / "checkpoints" / "step_0000004.pt", weights_only=False)["model"]
+    a = torch.load(full / "checkpoints" / "step_0000004.pt", weights_only=True)["model"]
+    b = torch.load(tmp_path / "part" / "checkpoints" / "step_0000004.pt", weights_only=True)["model"]
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = list(csv.DictReader((full / "val.csv").open()))
     assert [r["step"] for r in rows] == ["0", "2", "4"]
