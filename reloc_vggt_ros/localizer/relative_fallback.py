@@ -1,9 +1,11 @@
 """Fallback when the map has too few 3D points: relative poses to >= 2 keyframes, scale from their baseline.
 
 Each keyframe j gives, from an essential matrix (poselib 5-point LO-RANSAC + refinement), the
-query rotation and the *direction* from its centre towards the query centre. The known keyframe
-centres fix the scale: the query centre is the least-squares intersection of those rays, and the
-rotation is the chordal mean of the per-keyframe estimates.
+query rotation, the *direction* from its centre towards the query centre, and its inlier
+matches. The rotation is the chordal mean of the per-keyframe estimates. With the rotation
+fixed, every inlier match says the query centre lies on the plane spanned by the keyframe
+centre and the two viewing rays: ``n . C = n . C_kf`` with ``n = ray_kf x ray_query``. Planes
+from >= 2 keyframes fix C, and the known keyframe centres fix the scale (robust least squares).
 """
 
 from __future__ import annotations
@@ -28,6 +30,8 @@ class RelativeObservation:
     centre_kf: np.ndarray
     direction: np.ndarray
     num_inliers: int
+    rays_kf_world: np.ndarray       # [M,3] unit viewing rays of the inliers, world axes
+    rays_query_cam: np.ndarray      # [M,3] unit viewing rays of the inliers, query camera axes
 
 
 def relative_observation(kf_id: int, x_kf: np.ndarray, intr_kf: Intrinsics, T_world_kf: np.ndarray,
@@ -39,49 +43,60 @@ def relative_observation(kf_id: int, x_kf: np.ndarray, intr_kf: Intrinsics, T_wo
     pose, info = poselib.estimate_relative_pose(
         np.ascontiguousarray(x_kf, np.float64), np.ascontiguousarray(x_query, np.float64),
         camera_dict(intr_kf), camera_dict(intr_query), {"max_epipolar_error": float(max_epipolar_px)}, {})
-    n_inl = int(np.sum(info["inliers"]))
+    inl = np.asarray(info["inliers"], bool)
+    n_inl = int(inl.sum())
     if n_inl < 5:
         return None
     R_q_kf, t_q_kf = np.asarray(pose.R), np.asarray(pose.t)      # X_query = R X_kf + t
     R_world_kf = T_world_kf[:3, :3]
     direction = R_world_kf @ (-R_q_kf.T @ t_q_kf)                  # query centre seen from kf
     direction /= max(float(np.linalg.norm(direction)), 1e-12)
-    return RelativeObservation(kf_id, R_world_kf @ R_q_kf.T, T_world_kf[:3, 3].copy(), direction, n_inl)
+    rays_kf = _rays(x_kf[inl], intr_kf) @ R_world_kf.T
+    return RelativeObservation(kf_id, R_world_kf @ R_q_kf.T, T_world_kf[:3, 3].copy(), direction, n_inl,
+                               rays_kf, _rays(x_query[inl], intr_query))
 
 
-def intersect_rays(obs: list[RelativeObservation]) -> tuple[np.ndarray, np.ndarray, dict] | None:
+def _rays(x: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    r = np.column_stack([(x[:, 0] - intr.cx) / intr.fx, (x[:, 1] - intr.cy) / intr.fy, np.ones(len(x))])
+    return r / np.linalg.norm(r, axis=1, keepdims=True)
+
+
+def intersect_rays(obs: list[RelativeObservation], iterations: int = 5
+                   ) -> tuple[np.ndarray, np.ndarray, dict] | None:
     """(T_world_query, 6x6 covariance, diagnostics) from >= 2 observations, or None if degenerate.
 
-    The position covariance is the least-squares ``sigma^2 A^-1`` of the ray intersection with
-    ``sigma`` the RMS point-to-ray distance (floored at 1% of the mean keyframe distance: two rays
-    always "meet" with small residuals); the rotation covariance is the spread of the per-keyframe
-    rotations (floored at 0.5 degrees).
+    Position covariance: ``sigma^2 (A^T A)^-1`` of the plane constraints (sigma = robust RMS
+    distance of C to the planes); rotation covariance: the spread of the per-keyframe rotations,
+    floored at 0.1 degrees.
     """
     if len(obs) < 2:
         return None
-    A = np.zeros((3, 3))
-    b = np.zeros(3)
-    for o in obs:
-        P = np.eye(3) - np.outer(o.direction, o.direction)
-        A += P
-        b += P @ o.centre_kf
-    if np.linalg.cond(A) > 1e6:
-        return None
-    C = np.linalg.solve(A, b)
-    dists, ranges = [], []
-    for o in obs:
-        v = C - o.centre_kf
-        s = float(v @ o.direction)
-        if s <= 0:
-            return None                                  # behind a keyframe: inconsistent
-        ranges.append(s)
-        dists.append(float(np.linalg.norm(v - s * o.direction)))
     R = project_to_SO3(sum(o.R_world_query for o in obs))
+    normals, offsets = [], []
+    for o in obs:
+        n = np.cross(o.rays_kf_world, o.rays_query_cam @ R.T)
+        norm = np.linalg.norm(n, axis=1)
+        ok = norm > 1e-3                      # parallel rays (no parallax) say nothing about C
+        normals.append(n[ok] / norm[ok, None])
+        offsets.append(normals[-1] @ o.centre_kf)
+    A, b = np.concatenate(normals), np.concatenate(offsets)
+    if len(A) < 6 or np.linalg.cond(A.T @ A) > 1e8:
+        return None
+    w = np.ones(len(A))
+    for _ in range(iterations):               # IRLS, Cauchy weights at the median residual
+        C = np.linalg.lstsq(A * w[:, None], b * w, rcond=None)[0]
+        r = A @ C - b
+        scale = max(float(np.median(np.abs(r))) * 1.4826, 1e-12)
+        w = np.sqrt(1.0 / (1.0 + (r / (2.0 * scale)) ** 2))
+    for o in obs:                             # cheirality: the query lies ahead of each ray origin
+        if (C - o.centre_kf) @ o.direction <= 0:
+            return None
+    Aw = A * w[:, None]
+    sigma2 = float(np.sum((w * r) ** 2) / max(len(A) - 3, 1))
     rot_dev = np.array([np.radians(rotation_error_deg(R, o.R_world_query)) for o in obs])
-    sigma_pos = max(float(np.sqrt(np.mean(np.square(dists)))), 0.01 * float(np.mean(ranges)))
-    var_rot = max(float(np.mean(rot_dev**2)), np.radians(0.5) ** 2)
     cov = np.zeros((6, 6))
-    cov[:3, :3] = np.linalg.inv(A) * sigma_pos**2
-    cov[3:, 3:] = np.eye(3) * var_rot
-    diag = {"ray_residual_m": dists, "range_m": ranges, "rotation_spread_deg": np.degrees(rot_dev).tolist()}
+    cov[:3, :3] = np.linalg.inv(Aw.T @ Aw) * sigma2
+    cov[3:, 3:] = np.eye(3) * max(float(np.mean(rot_dev**2)), np.radians(0.1) ** 2)
+    diag = {"plane_rms_m": float(np.sqrt(sigma2)), "num_planes": int(len(A)),
+            "rotation_spread_deg": np.degrees(rot_dev).tolist()}
     return make_T(R, C), 0.5 * (cov + cov.T), diag

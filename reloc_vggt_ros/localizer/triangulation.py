@@ -123,9 +123,11 @@ def _gauss_newton(P: np.ndarray, X: np.ndarray, xy: np.ndarray, mask: np.ndarray
         J = np.stack([Ju, Jv], axis=2) * mask[..., None, None]         # [N,V,2,3]
         J = J.reshape(len(X), -1, 3)
         r = r.reshape(len(X), -1)
-        H = np.einsum("nki,nkj->nij", J, J) + 1e-9 * np.eye(3)
+        H = np.einsum("nki,nkj->nij", J, J)
+        H += (1e-9 * np.trace(H, axis1=1, axis2=2) + 1e-12)[:, None, None] * np.eye(3)   # never singular
         g = np.einsum("nki,nk->ni", J, r)
-        X = X - np.linalg.solve(H, g[..., None])[..., 0]
+        step = np.linalg.solve(H, g[..., None])[..., 0]
+        X = X - np.where(np.isfinite(step), step, 0.0)
     return X
 
 
