@@ -45,6 +45,7 @@ class GeometricConfig:
     """Map-side (``features``, ``triangulation``, ``vocabulary_words``) and query-side settings."""
 
     features: FeatureConfig = field(default_factory=FeatureConfig)
+    query_features: FeatureConfig | None = None      # None = the keyframes' ``features``
     triangulation: TriangulationConfig = field(default_factory=TriangulationConfig)
     vocabulary_words: int = 64
     top_k: int = 8
@@ -88,17 +89,24 @@ class GeometricConfig:
 
     @classmethod
     def from_options(cls, preset: str = "default", **options: Any) -> "GeometricConfig":
-        """A preset with overrides; feature/triangulation fields may be given flat by name."""
+        """A preset with overrides; feature/triangulation fields may be given flat by name.
+
+        ``query_<feature field>`` (e.g. ``query_max_edge_px=768``) sets the query-side features.
+        """
         if preset not in PRESETS:
             raise ConfigError(f"unknown geometric preset {preset!r}; choose from {sorted(PRESETS)}")
         base = PRESETS[preset]
         nested: dict[str, dict[str, Any]] = {"features": {}, "triangulation": {}}
+        query: dict[str, Any] = {}
         top: dict[str, Any] = {}
         own = {f.name for f in dataclasses.fields(cls)}
+        feature_fields = {f.name for f in dataclasses.fields(FeatureConfig)}
         for key, value in options.items():
             if key in own:
                 top[key] = value
-            elif key in {f.name for f in dataclasses.fields(FeatureConfig)}:
+            elif key.startswith("query_") and key[6:] in feature_fields:
+                query[key[6:]] = value
+            elif key in feature_fields:
                 nested["features"][key] = value
             elif key in {f.name for f in dataclasses.fields(TriangulationConfig)}:
                 nested["triangulation"][key] = value
@@ -107,6 +115,9 @@ class GeometricConfig:
         for name, values in nested.items():
             if values:
                 top[name] = dataclasses.replace(getattr(base, name), **values)
+        if query:
+            start = base.query_features or top.get("features", base.features)
+            top["query_features"] = dataclasses.replace(start, **query)
         return dataclasses.replace(base, **top)
 
 
@@ -163,7 +174,7 @@ class GeometricLocalizer:
         if len(self._ids) == 0:
             return RelocResult(RelocStatus.EMPTY_DATABASE, reason="the keyframe database is empty")
         cfg = self.config
-        feats = extract_features(image_bgr, cfg.features)
+        feats = extract_features(image_bgr, cfg.query_features or cfg.features)
         t_feat = time.perf_counter()
         retrieved = self._retrieve(vlad(feats.descriptors, self._map.vocabulary), prior)
         q_idx, x3d, kf_of = [], [], []
