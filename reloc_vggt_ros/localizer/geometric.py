@@ -123,7 +123,8 @@ class GeometricConfig:
 
 PRESETS: dict[str, GeometricConfig] = {
     "default": GeometricConfig(),
-    "fast": GeometricConfig(features=FeatureConfig(max_keypoints=2048, max_edge_px=1024), top_k=5),
+    # map side as default (computed once); queries with 1024 keypoints at <= 640 px: latency first
+    "fast": GeometricConfig(query_features=FeatureConfig(max_keypoints=1024, max_edge_px=640)),
     "accurate": GeometricConfig(features=FeatureConfig(max_keypoints=8192, max_edge_px=0)),
 }
 

@@ -60,6 +60,7 @@ def test_config_validation_and_options() -> None:
     with pytest.raises(ConfigError, match="unknown localizer backend"):
         make_localizer("nope", None)  # type: ignore[arg-type]
     cfg = GeometricConfig.from_options(preset="fast", top_k=3, max_keypoints=999, min_tri_angle_deg=2.0)
+    assert cfg.query_features == PRESETS["fast"].query_features
     assert (cfg.top_k, cfg.features.max_keypoints, cfg.triangulation.min_tri_angle_deg) == (3, 999, 2.0)
     assert cfg.features.max_edge_px == PRESETS["fast"].features.max_edge_px
 

@@ -1,0 +1,40 @@
+"""``reloc-vggt bench localize`` as a real process on a real scene (reduced size for speed)."""
+
+from __future__ import annotations
+
+import json
+import subprocess
+import sys
+from pathlib import Path
+
+import pytest
+
+from reloc_vggt_ros.dds import localhost_env
+
+DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
+
+
+@pytest.mark.slow
+def test_bench_localize_cli_writes_metrics_json(tmp_path: Path) -> None:
+    out = tmp_path / "metrics.json"
+    proc = subprocess.run(
+        [sys.executable, "-m", "reloc_vggt_ros.cli", "bench", "localize", "--scene", str(DATA / "fountain-P11"),
+         "--backend", "geometric", "--size", "480x320", "--top-k", "4", "-o", "max_keypoints=1024",
+         "--json", str(out)],
+        env=localhost_env(), capture_output=True, text=True, timeout=280)
+    assert proc.returncode == 0, proc.stderr[-2000:]
+    assert "localized 4/4" in proc.stdout and "recall" in proc.stdout
+    m = json.loads(out.read_text())
+    for key in ("n_queries", "n_localized", "median_translation_m", "median_rotation_deg", "latency_ms_p50",
+                "latency_ms_p95"):
+        assert key in m, key
+    assert set(m["recall"]) >= {"5cm_1deg", "10cm_1deg", "25cm_2deg", "1pct_1deg", "5pct_1deg"}
+    assert m["n_queries"] == 4 and m["n_localized"] == 4 and m["n_ok_but_wrong"] == 0
+    assert m["median_translation_m"] < 0.05 and m["median_rotation_deg"] < 0.5
+    assert m["options"] == {"top_k": 4, "max_keypoints": 1024} and m["image_size"] == [480, 320]
+
+
+def test_bench_localize_cli_reports_bad_scene(tmp_path: Path) -> None:
+    proc = subprocess.run([sys.executable, "-m", "reloc_vggt_ros.cli", "bench", "localize", "--scene",
+                           str(tmp_path)], env=localhost_env(), capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 1 and "ERROR:" in proc.stderr and "poses.txt" in proc.stderr
