@@ -3,8 +3,12 @@
 Checks every node (also inside If/Loop/Scan bodies) against TensorRT's supported ONNX operator
 table kept in ``data/tensorrt_onnx_ops.json`` (with its TensorRT version and source), the
 opset range, the "must be a build-time constant" input restrictions, operators whose output
-shape depends on tensor values, and that every graph output's shape is known from the input
-shapes alone (symbolic shape inference), which is what TensorRT's optimisation profiles need.
+shape depends on tensor values, and that every shape tensor (Reshape/Expand shapes, Slice
+bounds, ...) follows from input *shapes* and constants only, never from input values: then
+every shape is fixed once TensorRT's optimisation profile fixes the input shapes.
+
+(ONNX's own shape inference is not used for this: it cannot follow the exporter's
+Equal/Where shape arithmetic that TensorRT evaluates without trouble.)
 """
 
 from __future__ import annotations
@@ -17,7 +21,6 @@ from pathlib import Path
 from typing import Any
 
 import onnx
-from onnx import shape_inference
 
 __all__ = ["OP_TABLE_PATH", "CoverageReport", "load_op_table", "check_tensorrt_coverage", "graph_ops"]
 
@@ -80,24 +83,53 @@ def _constant_names(model: onnx.ModelProto) -> set[str]:
     return names
 
 
-def _output_shape_problems(model: onnx.ModelProto) -> list[str]:
-    """Graph outputs whose dims are neither fixed nor named after an input's symbolic dim."""
-    inferred = shape_inference.infer_shapes(model, data_prop=True)
-    input_syms = {d.dim_param for i in inferred.graph.input
-                  for d in i.type.tensor_type.shape.dim if d.dim_param}
+# inputs that TensorRT treats as shape tensors: they must follow from shapes and constants only
+SHAPE_INPUTS: dict[str, tuple[int, ...]] = {
+    "Reshape": (1,), "Expand": (1,), "ConstantOfShape": (0,), "Tile": (1,), "Slice": (1, 2, 3, 4),
+    "Range": (0, 1, 2), "Resize": (2, 3), "Upsample": (1,), "Pad": (1,), "TopK": (1,),
+    "OneHot": (1,), "Squeeze": (1,), "Unsqueeze": (1,), "Split": (1,), "CumSum": (1,),
+}
+
+
+def _data_dependent_shapes(model: onnx.ModelProto) -> list[str]:
+    """Shape-tensor inputs (Reshape shape, Expand shape, Slice bounds, ...) that depend on the
+    *values* of a graph input, not only on input shapes and constants.
+
+    A tensor is shape-only when it is an initializer, a Constant output, the output of
+    Shape/Size, or computed from shape-only tensors. This is a static provenance walk over the
+    main graph (the exported graphs have no control flow)."""
+    graph = model.graph
+    producer = {out: node for node in graph.node for out in node.output}
+    constants = {i.name for i in graph.initializer}
+    inputs = {i.name for i in graph.input} - constants
+    memo: dict[str, str | None] = {}
+
+    def culprit(name: str) -> str | None:
+        """The graph input whose values ``name`` depends on, or None if shape-only."""
+        if name in memo:
+            return memo[name]
+        memo[name] = None                     # cycles cannot occur in a valid graph
+        if name in constants or not name:
+            result = None
+        elif name in inputs:
+            result = name
+        else:
+            node = producer.get(name)
+            if node is None or node.op_type in ("Constant", "Shape", "Size"):
+                result = None
+            else:
+                result = next((c for c in map(culprit, node.input) if c), None)
+        memo[name] = result
+        return result
+
     problems = []
-    for out in inferred.graph.output:
-        tt = out.type.tensor_type
-        if not tt.HasField("shape"):
-            problems.append(f"output {out.name!r} has unknown rank")
-            continue
-        for axis, d in enumerate(tt.shape.dim):
-            if d.HasField("dim_value"):
-                continue
-            if d.dim_param and d.dim_param in input_syms:
-                continue
-            problems.append(f"output {out.name!r} axis {axis} ({d.dim_param or '?'}) is not "
-                            "determined by the input shapes")
+    for node in graph.node:
+        for idx in SHAPE_INPUTS.get(node.op_type, ()):
+            if idx < len(node.input) and node.input[idx]:
+                source = culprit(node.input[idx])
+                if source:
+                    problems.append(f"{node.op_type} node {node.name!r}: shape input {idx} depends on "
+                                    f"the values of graph input {source!r}")
     return problems
 
 
@@ -130,5 +162,5 @@ def check_tensorrt_coverage(model_or_path: onnx.ModelProto | str | Path,
                                        f"({node.input[idx]!r}) must be a build-time constant")
         if node.op_type == "LayerNormalization" and len([o for o in node.output if o]) > 1:
             report.problems.append(f"LayerNormalization node {node.name!r} uses outputs other than Y")
-    report.problems.extend(_output_shape_problems(model))
+    report.problems.extend(_data_dependent_shapes(model))
     return report

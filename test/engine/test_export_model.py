@@ -9,9 +9,11 @@ import pytest
 import torch
 
 from reloc_vggt_ros.engine.base import make_engine, read_sidecar
-from reloc_vggt_ros.engine.export import ExportConfig, KeyframeRange, check_parity
+from reloc_vggt_ros.engine.export import ExportConfig, KeyframeRange, check_parity, export_onnx
+from reloc_vggt_ros.engine.graphs import ExportableGraph
 from reloc_vggt_ros.engine.op_coverage import check_tensorrt_coverage
 from reloc_vggt_ros.engine.reloc_graphs import export_reloc_vggt, graphs_for, preset_config
+from reloc_vggt_ros.engine.trt_build import profile_shapes
 from reloc_vggt_ros.errors import ConfigError
 from reloc_vggt_ros.model.reloc_vggt import RelocVGGT
 
@@ -31,9 +33,11 @@ def _model(preset: str, mask: str) -> RelocVGGT:
 @pytest.mark.parametrize("preset", ["tiny", "small"])
 @pytest.mark.parametrize("mask", ["dense", "sparse", "cached"])
 def test_export_parity_and_tensorrt_coverage(preset, mask, tmp_path):
+    """tiny: dynamic K (2:3:5, checked at 2, 3, 5); small: fixed K = 3."""
     torch.set_num_threads(1)
     model = _model(preset, mask)
-    paths = export_reloc_vggt(model, tmp_path, ExportConfig(opset=17, keyframes=KeyframeRange(K, K, K)))
+    kf = KeyframeRange(2, 3, 5) if preset == "tiny" else KeyframeRange(K, K, K)
+    paths = export_reloc_vggt(model, tmp_path, ExportConfig(opset=17, keyframes=kf))
     graphs = graphs_for(model)
     names = [p.name for p in paths]
     if mask == "cached":
@@ -42,14 +46,19 @@ def test_export_parity_and_tensorrt_coverage(preset, mask, tmp_path):
         assert names == [f"reloc_vggt_{mask}.onnx"]
     for graph, path in zip(graphs, paths):
         onnx.checker.check_model(str(path))
-        err = check_parity(graph, path, K, seed=1)
-        assert max(err.values()) <= 1e-4, (graph.graph_name, err)
+        for k in sorted({kf.min, kf.opt, kf.max}):
+            err = check_parity(graph, path, k, seed=k)
+            assert max(err.values()) <= 1e-4, (graph.graph_name, k, err)
         report = check_tensorrt_coverage(path)
         assert report.ok, report.summary()
         side = read_sidecar(path)
         assert side["mask"] == mask and side["model"]["mask"] == mask
         assert side["model"]["image_hw"] == list(model.config.image_hw)
-        assert side["opset"] == 17 and side["keyframes"]["dynamic"] is False
+        assert side["opset"] == 17 and side["keyframes"]["dynamic"] is kf.dynamic
+        if graph.graph_name == "query" and kf.dynamic:   # K/V inputs grow by P per keyframe
+            P = graph.kv_shape[3]
+            lo, opt, hi = profile_shapes(side)["keys"]
+            assert (lo[3], opt[3], hi[3]) == (kf.min * P, kf.opt * P, kf.max * P)
 
 
 def test_cached_graphs_chain_to_the_full_forward(tmp_path):
@@ -80,16 +89,30 @@ def test_fp16_export_runs_close_to_fp32(tmp_path):
     assert max(err.values()) < 5e-2, err
 
 
-def test_dynamic_keyframes_work_or_are_refused_clearly(tmp_path):
-    """A dynamic export is checked at min and max K: it either matches torch there or is refused
-    (the model's Python code currently bakes the frame count into the trace)."""
-    model = _model("tiny", "sparse")
-    cfg = ExportConfig(keyframes=KeyframeRange(2, 3, 5))
-    try:
-        (path,) = export_reloc_vggt(model, tmp_path, cfg)
-    except ConfigError as err:
-        assert "trace-time constant" in str(err) and "--keyframes K" in str(err)
-        assert list(tmp_path.glob("*.onnx*")) == []          # nothing half-valid left behind
-        return
-    for k in (2, 3, 5):
-        assert max(check_parity(graphs_for(model)[0], path, k).values()) <= 1e-4
+class _BakesFrameCount(ExportableGraph):
+    """Uses the frame count as a Python int: the trace bakes it in."""
+
+    graph_name = "baked"
+    input_names = ("images",)
+    output_names = ("out",)
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.w = torch.nn.Parameter(torch.ones(1))
+
+    def input_shapes(self, num_keyframes):
+        return {"images": (1, num_keyframes + 1, 4)}
+
+    def dynamic_axes(self):
+        return {"images": {1: "num_frames"}, "out": {1: "num_frames"}}
+
+    def forward(self, images):
+        s = int(images.shape[1])
+        return images * self.w + torch.arange(s, dtype=images.dtype).view(1, s, 1)
+
+
+def test_dynamic_export_that_bakes_k_is_refused(tmp_path):
+    with pytest.raises(ConfigError, match="does not work at 2 keyframes.*trace-time constant"):
+        export_onnx(_BakesFrameCount(), tmp_path / "baked.onnx",
+                    ExportConfig(keyframes=KeyframeRange(2, 3, 5)))
+    assert list(tmp_path.glob("baked.onnx*")) == []          # nothing half-valid left behind

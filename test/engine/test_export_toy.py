@@ -139,7 +139,24 @@ def test_coverage_flags_unsupported_and_data_dependent_ops(tmp_path):
     assert report.unsupported == ["Det"]
     text = report.summary()
     assert "NonZero" in text and "data-dependent" in text
-    assert "output 'nz' axis 0" in text                 # its row count depends on values
+
+
+def test_coverage_flags_shapes_computed_from_input_values():
+    x = onnx.helper.make_tensor_value_info("x", onnx.TensorProto.FLOAT, [2, 6])
+    n = onnx.helper.make_tensor_value_info("n", onnx.TensorProto.INT64, [2])
+    y = onnx.helper.make_tensor_value_info("y", onnx.TensorProto.FLOAT, None)
+    nodes = [onnx.helper.make_node("Abs", ["n"], ["n_abs"], name="abs"),
+             onnx.helper.make_node("Reshape", ["x", "n_abs"], ["y"], name="reshape")]
+    model = onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x, n], [y]),
+                                   opset_imports=[onnx.helper.make_opsetid("", 17)])
+    text = check_tensorrt_coverage(model).summary()
+    assert "Reshape node 'reshape': shape input 1 depends on the values of graph input 'n'" in text
+    # the same Reshape with its shape taken from x's *shape* is fine
+    nodes = [onnx.helper.make_node("Shape", ["x"], ["s"], name="shape"),
+             onnx.helper.make_node("Reshape", ["x", "s"], ["y"], name="reshape")]
+    model = onnx.helper.make_model(onnx.helper.make_graph(nodes, "g", [x], [y]),
+                                   opset_imports=[onnx.helper.make_opsetid("", 17)])
+    assert check_tensorrt_coverage(model).ok
 
 
 def test_coverage_flags_opset_and_non_constant_axes():
