@@ -28,6 +28,7 @@ DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
 TEMPLE = DATA / "middlebury-temple-ring"
 T0 = 1_700_000_000 * 10**9
 MS = 1_000_000
+S = 1_000_000_000
 
 
 @pytest.fixture(scope="module")
@@ -134,34 +135,76 @@ def temple_db(tmp_path_factory, temple) -> Path:
 
 @pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
 def test_shutdown_under_load_loses_no_keyframe(tmp_path, temple_db, probe, temple, sig):
-    """Keyframes queue up behind real localizations; a signal must still write every one."""
+    """Keyframes queue up behind a map re-index + localization; a signal must still write them all.
+
+    Phase 1 adds keyframes until written; one query then makes the worker re-index them (seconds
+    of real feature extraction) and localize; phase 2 keyframes arrive meanwhile and are queued
+    when the signal comes.
+    """
     import shutil
 
     db = tmp_path / "map.db"
     shutil.copy(temple_db, db)
-    n = 24
-    node = NodeProcess(tmp_path, probe.domain, _params(db, **{"mapping.enabled": True, "qos_depth": 50}))
+    n1, n2 = 8, 8
+    node = NodeProcess(tmp_path, probe.domain, _params(db, **{"mapping.enabled": True, "qos_depth": 20}))
+
+    def send_keyframes(ks: range) -> None:
+        for k in ks:
+            img, intr, _ = temple[k % len(temple)]
+            probe.send_keyframe_pose(_orbit_pose(k), T0 + k * 50 * MS)
+            probe.send_frame(img, intr, T0 + k * 50 * MS)
+            probe.spin(0.03)                             # best-effort images: do not overrun the reader
+
     try:
         probe.wait_for_node(node)
         probe.spin_until(lambda: probe.kf_pub.get_subscription_count() > 0, 10, "keyframe_pose subscription", node)
-        for k in range(n):
-            img, intr, _ = temple[k % len(temple)]
-            stamp = T0 + k * 50 * MS
-            probe.send_frame(img, intr, stamp + 10 * MS)    # a query the worker localizes meanwhile
-            probe.send_keyframe_pose(_orbit_pose(k), stamp)
-            probe.send_frame(img, intr, stamp)
-            probe.spin(0.03)                             # best-effort images: do not overrun the reader
-        d = probe.wait_diag(f"^{n}$", key="keyframes_received", node=node, timeout=30)
+        send_keyframes(range(n1))
+        def all_written() -> bool:
+            d = probe.diags[-1] if probe.diags else {}
+            return bool(d) and int(d["keyframes_added"]) == int(d["keyframes_received"]) >= n1 - 1
+
+        probe.spin_until(all_written, 60, "phase-1 keyframes written", node)
+        d1 = probe.diags[-1]
+        img, intr, _ = temple[0]
+        probe.send_frame(img, intr, T0 + 10 * S)         # query: re-index n1 keyframes, then localize
+        probe.spin(0.3)
+        send_keyframes(range(n1, n1 + n2))
+        d = _settled_diag(probe, node, "keyframes_received", n1 + n2)
     finally:
         code = node.stop(sig)
+    received = int(d["keyframes_received"])
     assert code == 0, node.log()
-    assert int(d["keyframes_added"]) < n, "no keyframe was queued at the signal: the test did not load the node"
+    # sensor-QoS images may be dropped by DDS on a loaded machine: what counts is that every
+    # keyframe the node accepted is written, and that some were still queued at the signal
+    assert int(d1["keyframes_added"]) == int(d1["keyframes_received"]) >= n1 - 1, d1
+    assert received >= n1 + n2 - 2, d
+    assert int(d["keyframes_added"]) < received, "no keyframe was queued at the signal: the node was not loaded"
     assert "queued keyframes before stopping" in node.log()
     with KeyframeStore.open(db, readonly=True) as store:
-        assert len(store) == 3 + n, node.log()
-        ids, poses = store.poses()
-        got = sorted(poses[3:, 0, 3].round(6).tolist())
-    assert got == [0.5 * k for k in range(n)]
+        assert len(store) == 3 + received, node.log()
+        got = set(store.poses()[1][3:, 0, 3].round(6).tolist())
+    assert got <= {0.5 * k for k in range(n1 + n2)} and len(got) == received
+
+
+def _settled_diag(probe: Probe, node: NodeProcess, key: str, target: int, timeout: float = 30.0) -> dict:
+    """The diagnostics once ``key`` reached ``target`` or stopped changing for a second."""
+    import time
+
+    end = time.monotonic() + timeout
+    last, since = None, time.monotonic()
+    while time.monotonic() < end:
+        probe.spin(0.05)
+        assert node.alive(), node.log()
+        if not probe.diags:
+            continue
+        d = probe.diags[-1]
+        if int(d[key]) == target:
+            return d
+        if d[key] != last:
+            last, since = d[key], time.monotonic()
+        elif time.monotonic() - since > 1.0:
+            return d
+    raise AssertionError(f"{key} never settled: {probe.diags[-1] if probe.diags else None}")
 
 
 def _change_state(probe: Probe, transition_id: int, node: NodeProcess) -> bool:
