@@ -110,6 +110,13 @@ def scene_scale(db: Path) -> float:
     return float(np.max(np.linalg.norm(C[:, None] - C[None], axis=-1)))
 
 
+def _bag_is_compressed(bag: Path) -> bool:
+    """True if the bag's images are CompressedImage (the node must subscribe to image/compressed)."""
+    from ..data.bag import read_bag
+
+    return next(iter(read_bag(bag, {COMPRESSED_TOPIC})), None) is not None
+
+
 def _tail(path: Path, n: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -127,7 +134,7 @@ def evaluate(db: Path | str, bag: Path | str, out_dir: Path | str, params_file: 
     out_dir.mkdir(parents=True, exist_ok=True)
     gt = ground_truth_from_bag(bag)
     domain = domain_id if domain_id is not None else int(os.environ.get("RELOC_EVAL_DOMAIN_ID", 90 + os.getpid() % 10))
-    overrides = {"diagnostics_rate_hz": 20.0, **(overrides or {})}
+    overrides = {"diagnostics_rate_hz": 20.0, "use_compressed": _bag_is_compressed(bag), **(overrides or {})}
     remap = {"image": IMAGE_TOPIC, "image/compressed": COMPRESSED_TOPIC, "camera_info": INFO_TOPIC}
     log_path = out_dir / "node.log"
     proc = start_node(db, Path(params_file) if params_file else None, domain, log_path, overrides, remap)

@@ -81,7 +81,10 @@ class Probe:
         self.executor = SingleThreadedExecutor(context=self.context)
         self.executor.add_node(self.node)
         reliable = QoSProfile(depth=50, reliability=ReliabilityPolicy.RELIABLE)
+        from sensor_msgs.msg import CompressedImage
+
         self.image_pub = self.node.create_publisher(Image, "image", reliable)
+        self.compressed_pub = self.node.create_publisher(CompressedImage, "image/compressed", reliable)
         self.info_pub = self.node.create_publisher(CameraInfo, "camera_info", reliable)
         self.kf_pub = self.node.create_publisher(PoseStamped, "keyframe_pose", KEYFRAME_POSE_QOS)
         self.prior_pub = self.node.create_publisher(PoseWithCovarianceStamped, "initialpose", POSE_QOS)
@@ -117,9 +120,10 @@ class Probe:
         log = node.log()[-3000:] if node is not None else ""
         raise AssertionError(f"timeout after {timeout} s waiting for {what}; last diagnostics: {last}\n{log}")
 
-    def wait_for_node(self, node: NodeProcess, timeout: float = 60.0) -> None:
+    def wait_for_node(self, node: NodeProcess, timeout: float = 60.0, compressed: bool = False) -> None:
         """Until the node's image subscription is matched (i.e. it is active)."""
-        self.spin_until(lambda: self.image_pub.get_subscription_count() > 0
+        pub = self.compressed_pub if compressed else self.image_pub
+        self.spin_until(lambda: pub.get_subscription_count() > 0
                         and self.info_pub.get_subscription_count() > 0, timeout, "the node to activate", node)
         self.spin(1.0)  # the node's best-effort readers must match our writers too, or data is dropped
 
@@ -132,7 +136,7 @@ class Probe:
         return next(d for d in self.diags[start:] if rx.search(d.get(key, "")))
 
     def send_frame(self, image_bgr: np.ndarray, intrinsics: Any, stamp_ns: int, frame_id: str = "camera",
-                   encoding: str = "bgr8", info: bool = True) -> None:
+                   encoding: str = "bgr8", info: bool = True, compressed: bool = False) -> None:
         from sensor_msgs.msg import CameraInfo, Image
 
         from reloc_vggt_ros.ros.convert import bgr_to_image, intrinsics_to_camera_info, ns_to_stamp
@@ -142,6 +146,15 @@ class Probe:
             cam.header.frame_id = frame_id
             ns_to_stamp(stamp_ns, cam.header.stamp)
             self.info_pub.publish(cam)
+        if compressed:
+            import cv2
+            from sensor_msgs.msg import CompressedImage
+
+            msg = CompressedImage(format="jpeg", data=cv2.imencode(".jpg", image_bgr)[1].tobytes())
+            msg.header.frame_id = frame_id
+            ns_to_stamp(stamp_ns, msg.header.stamp)
+            self.compressed_pub.publish(msg)
+            return
         img = bgr_to_image(image_bgr, Image())
         if encoding != "bgr8":
             img.encoding = encoding

@@ -103,7 +103,7 @@ def test_pose_accuracy_and_map_odom_tf(tmp_path, scene):
 
 
 def test_map_to_camera_tf_without_odom_and_prior(tmp_path, scene):
-    """No odom frame: TF map->camera equals the pose; an /initialpose prior is accepted and used."""
+    """Compressed images, no odom frame: TF map->camera equals the pose; a prior is accepted."""
     from geometry_msgs.msg import PoseWithCovarianceStamped
 
     from reloc_vggt_ros.ros.convert import T_to_pose
@@ -111,16 +111,17 @@ def test_map_to_camera_tf_without_odom_and_prior(tmp_path, scene):
     db, img, intr, T_map_cam_gt = scene
     domain = next_domain_id()
     probe = Probe(domain)
-    node = NodeProcess(tmp_path, domain, {"database_path": str(db), "camera_frame": "cam_optical"})
+    node = NodeProcess(tmp_path, domain, {"database_path": str(db), "camera_frame": "cam_optical",
+                                          "use_compressed": True})
     try:
-        probe.wait_for_node(node)
+        probe.wait_for_node(node, compressed=True)
         prior = PoseWithCovarianceStamped()
         prior.header.frame_id = "map"
         T_to_pose(T_map_cam_gt @ make_T(np.eye(3), np.array([0.3, 0.0, 0.2])), prior.pose.pose)
         prior.pose.covariance = (np.eye(6) * 0.25).ravel()
         probe.prior_pub.publish(prior)
         probe.spin(0.3)
-        probe.send_frame(img, intr, T0, frame_id="ignored_because_camera_frame_is_set")
+        probe.send_frame(img, intr, T0, frame_id="ignored_because_camera_frame_is_set", compressed=True)
         probe.spin_until(lambda: probe.poses and [t for t in probe.tf if t.child_frame_id == "cam_optical"],
                          90, "pose and map->cam_optical", node)
         T_map_cam = pose_to_T(probe.poses[0].pose.pose)
