@@ -164,7 +164,8 @@ class RelocNode(LifecycleNode):
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         cfg = self._require_cfg()
-        self._worker = Worker(self._handle_frame, self._handle_keyframe, max_keyframes=cfg.mapping_max_queue)
+        self._worker = Worker(self._handle_frame, self._handle_keyframe, max_keyframes=cfg.mapping_max_queue,
+                              min_query_interval_s=1.0 / cfg.max_rate_hz if cfg.max_rate_hz > 0 else 0.0)
         self._worker.start()
         self._image_sync: StampMatcher = StampMatcher(int(cfg.sync_slop_s * 1e9), depth=cfg.qos_depth)
         self._kf_sync: StampMatcher = StampMatcher(int(cfg.sync_slop_s * 1e9), depth=max(cfg.qos_depth, 10))
@@ -393,7 +394,6 @@ class RelocNode(LifecycleNode):
 
     def _handle_frame(self, frame: _Frame) -> None:
         cfg = self._require_cfg()
-        started = time.monotonic()
         try:
             image, intr = self._decode(frame)
         except DataError as err:
@@ -408,8 +408,6 @@ class RelocNode(LifecycleNode):
                 return
             result = self._localizer.localize(image, intr, stamp_ns=frame.stamp_ns, prior=self._current_prior())
         self._publish_result(cfg, frame, result)
-        if cfg.max_rate_hz > 0:  # throttle: newest-wins keeps only the latest frame meanwhile
-            time.sleep(max(0.0, 1.0 / cfg.max_rate_hz - (time.monotonic() - started)))
 
     def _publish_result(self, cfg: NodeConfig, frame: _Frame, result: RelocResult) -> None:
         if not result.ok:

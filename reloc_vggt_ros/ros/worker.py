@@ -9,6 +9,7 @@ from __future__ import annotations
 
 import logging
 import threading
+import time
 from collections import deque
 from typing import Callable, Generic, TypeVar
 
@@ -50,7 +51,7 @@ class Worker(Generic[T, K]):
     """
 
     def __init__(self, handle_query: Callable[[T], None], handle_keyframe: Callable[[K], None],
-                 max_keyframes: int = 1000, name: str = "reloc-worker") -> None:
+                 max_keyframes: int = 1000, min_query_interval_s: float = 0.0, name: str = "reloc-worker") -> None:
         self._handle_query = handle_query
         self._handle_keyframe = handle_keyframe
         self._cv = threading.Condition()
@@ -58,6 +59,8 @@ class Worker(Generic[T, K]):
         self._keyframes: deque[K] = deque()
         self._max_keyframes = max_keyframes
         self.keyframes_dropped = 0
+        self._min_interval = float(min_query_interval_s)
+        self._next_query_at = 0.0
         self._stopping = False
         self._busy = False
         self._thread = threading.Thread(target=self._run, name=name, daemon=True)
@@ -111,14 +114,17 @@ class Worker(Generic[T, K]):
                 if self._keyframes:
                     self._busy = True
                     return "keyframe", self._keyframes.popleft()
-                query = self._queries.take()
-                if query is not None and not self._stopping:  # a stale query is not worth the wait
-                    self._busy = True
-                    return "query", query
+                wait_s = self._next_query_at - time.monotonic()
+                if wait_s <= 0 or self._stopping:  # throttled queries wait; keyframes never do
+                    query = self._queries.take()
+                    if query is not None and not self._stopping:  # a stale query is not worth the wait
+                        self._busy = True
+                        self._next_query_at = time.monotonic() + self._min_interval
+                        return "query", query
                 self._busy = False
                 if self._stopping:
                     return None
-                self._cv.wait()
+                self._cv.wait(wait_s if wait_s > 0 and self._queries._item is not None else None)
 
     def _run(self) -> None:
         while (job := self._next()) is not None:

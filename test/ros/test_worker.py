@@ -81,3 +81,21 @@ def test_handler_exception_does_not_kill_worker():
     time.sleep(0.05)
     w.stop()
     assert seen == ["good"]
+
+
+def test_query_throttle_keeps_newest_and_never_delays_keyframes():
+    seen, kfs = [], []
+    w = Worker(lambda q: seen.append((q, time.monotonic())), lambda k: kfs.append((k, time.monotonic())),
+               min_query_interval_s=0.3)
+    w.start()
+    t0 = time.monotonic()
+    w.offer_query(0)
+    time.sleep(0.05)
+    for i in range(1, 6):                  # all inside the 0.3 s interval: only the newest survives
+        w.offer_query(i)
+    w.offer_keyframe("kf")
+    time.sleep(0.5)
+    w.stop()
+    assert [q for q, _ in seen] == [0, 5]
+    assert seen[1][1] - seen[0][1] >= 0.29
+    assert kfs[0][0] == "kf" and kfs[0][1] - t0 < 0.2      # handled at once, not after the throttle
