@@ -32,12 +32,13 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..dds import ensure_localhost_dds
 from ..errors import ConfigError, DataError, RelocError
-from ..geometry import Intrinsics, invert_T, rotation_error_deg
+from ..geometry import Intrinsics, invert_T
 from ..keyframes import Keyframe, KeyframeStore
 from ..localizer.base import Localizer, PosePrior, RelocResult
 from .convert import (camera_info_to_intrinsics, compressed_to_bgr, covariance_problems, image_to_bgr,
                       pose_to_T, pose_with_covariance, stamp_to_ns)
 from .diagnostics import NodeStats, to_diagnostic_array
+from .mapping import is_new_keyframe
 from .params import NodeConfig, declare_params, read_params
 from .qos import DIAGNOSTICS_QOS, INITIALPOSE_QOS, KEYFRAME_POSE_QOS, POSE_QOS, sensor_qos
 from .sync import StampMatcher
@@ -482,7 +483,7 @@ class RelocNode(LifecycleNode):
                 raise DataError("keyframe image does not encode as JPEG")
         except DataError as err:
             return self._keyframe_outcome(stamp_ns, f"keyframe rejected: {err}", warn=True)
-        if not self._is_new_keyframe(cfg, T_map_cam):
+        if not is_new_keyframe(T_map_cam, self._kf_poses, cfg.mapping_min_distance_m, cfg.mapping_min_angle_rad):
             return self._keyframe_outcome(stamp_ns, "keyframe skipped: too close to an existing one")
         kf = Keyframe(name=f"live_{stamp_ns}", image_jpeg=jpeg.tobytes(), intrinsics=intr,
                       T_world_cam=T_map_cam, stamp_ns=stamp_ns)
@@ -519,14 +520,6 @@ class RelocNode(LifecycleNode):
             return
         self.get_logger().info(f"map refreshed: {len(self._store or [])} keyframes in "
                                f"{time.monotonic() - t0:.2f} s")
-
-    def _is_new_keyframe(self, cfg: NodeConfig, T: np.ndarray) -> bool:
-        for K in self._kf_poses:
-            near = np.linalg.norm(K[:3, 3] - T[:3, 3]) < cfg.mapping_min_distance_m
-            same_view = np.radians(rotation_error_deg(K[:3, :3], T[:3, :3])) < cfg.mapping_min_angle_rad
-            if near and same_view:
-                return False
-        return True
 
     # ----------------------------------------------------------------- diagnostics
     def publish_diagnostics(self) -> None:
