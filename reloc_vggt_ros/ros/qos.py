@@ -1,8 +1,10 @@
 """Named QoS profiles, one per kind of stream (nav2 conventions).
 
 Images and camera_info use sensor-data QoS (best effort, shallow): a late frame is worthless.
-``/relocalized_pose`` is latched like ``amcl_pose`` so a late subscriber gets the last fix, and
-``/initialpose`` matches what RViz and nav2 publish. TF uses the tf2_ros broadcaster profiles.
+``/relocalized_pose`` is latched like ``amcl_pose`` so a late subscriber gets the last fix.
+``/initialpose`` is subscribed reliable + volatile exactly as nav2 AMCL does (SystemDefaultsQoS):
+a transient-local *reader* would not match the volatile publishers of RViz and nav2, while a
+volatile reader matches both. TF uses the tf2_ros broadcaster profiles.
 """
 
 from __future__ import annotations
@@ -19,7 +21,9 @@ POSE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
                       reliability=ReliabilityPolicy.RELIABLE,
                       durability=DurabilityPolicy.TRANSIENT_LOCAL)
 
-INITIALPOSE_QOS = POSE_QOS
+INITIALPOSE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=1,
+                             reliability=ReliabilityPolicy.RELIABLE,
+                             durability=DurabilityPolicy.VOLATILE)
 
 KEYFRAME_POSE_QOS = QoSProfile(history=HistoryPolicy.KEEP_LAST, depth=100,
                                reliability=ReliabilityPolicy.RELIABLE,
