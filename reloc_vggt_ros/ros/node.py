@@ -346,8 +346,12 @@ class RelocNode(LifecycleNode):
         if lost > 0:
             self.stats.unmatched_images += lost
             cfg = self._require_cfg()
-            self.stats.on_reject_input(None, f"no camera_info within {cfg.sync_slop_s:.3f} s of the image stamp "
-                                          "(is camera_info published with the image's stamp?)")
+            reason = (f"no camera_info within {cfg.sync_slop_s:.3f} s of the image stamp "
+                      "(is camera_info published with the image's stamp?)")
+            if reason != self._last_warned:
+                self.get_logger().warning(f"{lost} image(s) dropped: {reason}")
+                self._last_warned = reason
+            self.stats.on_reject_input(None, reason)
 
     def _offer(self, stamp_ns: int, image: Any, info: Any) -> None:
         frame = _Frame(stamp_ns, image, info, time.monotonic())

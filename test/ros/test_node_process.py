@@ -110,6 +110,7 @@ def test_bad_inputs_are_reported_and_the_node_keeps_running(tmp_path, empty_db, 
     assert "unsupported image encoding '16UC1'" in log
     assert "camera_info is for 320x240 but the image is 640x480" in log
     assert "image size changed from 640x480 to 320x240" in log
+    assert "no camera_info within 0.010 s of the image stamp" in log
     with KeyframeStore.open(empty_db, readonly=True) as store:
         assert len(store) == 1
         np.testing.assert_allclose(store.poses()[1][0], T, atol=1e-6)
