@@ -9,7 +9,7 @@ HERE=$(cd "$(dirname "$0")/.." && pwd)
 # The wheels' exported CMake targets hard-code the build machine's python/numpy include dirs.
 PY_INC=$("$VENV/bin/python" -c 'import sysconfig; print(sysconfig.get_paths()["include"])')
 NP_INC=$("$VENV/bin/python" -c 'import numpy; print(numpy.get_include())')
-grep -rl '/opt/python/cp311-cp311' "$VENV/share" --include='*.cmake' | xargs -r sed -i \
+{ grep -rl '/opt/python/cp311-cp311' "$VENV/share" --include='*.cmake' || true; } | xargs -r sed -i \
   -e "s#/opt/python/cp311-cp311/lib/python3.11/site-packages/numpy/_core/include#$NP_INC#g" \
   -e "s#/opt/python/cp311-cp311/include/python3.11#$PY_INC#g"
 BUILD=$(mktemp -d)
