@@ -29,7 +29,7 @@ from .geometric_map import GeometricMap, index_store
 from .global_descriptor import vlad
 from .matching import match_descriptors
 from .pose_solver import inlier_spread, pose_covariance, solve_pnp
-from .relative_fallback import intersect_rays, relative_observation
+from .relative_fallback import intersect_rays, position_covariance, refine_jointly, relative_observation
 from .triangulation import TriangulationConfig
 
 if TYPE_CHECKING:
@@ -241,8 +241,16 @@ class GeometricLocalizer:
             return _done(RelocResult(RelocStatus.NO_MATCH, reason=f"too few 2D-3D matches and only {len(obs)} "
                                      "keyframe(s) with a consistent relative pose", diagnostics=diag), t0)
         T, cov, extra = solved
+        T_refined = refine_jointly(obs, T, intrinsics)
+        extra["joint_refinement_shift_m"] = float(np.linalg.norm(T_refined[:3, 3] - T[:3, 3]))
+        T = T_refined
+        cov = cov.copy()
+        n_planes = sum(o.num_inliers for o in obs)
+        inflation = max(1.0, n_planes / cfg.max_independent_inliers) if cfg.max_independent_inliers else 1.0
+        cov[:3, :3] = position_covariance(obs, T) * inflation   # rotation block: the (wider) spread
+        extra["covariance_inflation"] = inflation
         diag.update(extra)
-        n_inl = int(min(o.num_inliers for o in obs))
+        n_inl = int(np.median([o.num_inliers for o in obs]))
         confidence = 0.8 * (1.0 - math.exp(-n_inl / cfg.inliers_scale))
         reason = _weakness(n_inl, confidence, cov, cfg)
         status = RelocStatus.LOW_CONFIDENCE if reason else RelocStatus.OK

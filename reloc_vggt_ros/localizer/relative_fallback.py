@@ -15,10 +15,11 @@ from dataclasses import dataclass
 import numpy as np
 import poselib
 
-from ..geometry import Intrinsics, make_T, project_to_SO3, rotation_error_deg
+from ..geometry import Intrinsics, invert_T, make_T, project_to_SO3, rotation_error_deg
 from .pose_solver import camera_dict
 
-__all__ = ["RelativeObservation", "relative_observation", "intersect_rays"]
+__all__ = ["RelativeObservation", "relative_observation", "intersect_rays", "refine_jointly",
+           "position_covariance"]
 
 
 @dataclass
@@ -32,6 +33,10 @@ class RelativeObservation:
     num_inliers: int
     rays_kf_world: np.ndarray       # [M,3] unit viewing rays of the inliers, world axes
     rays_query_cam: np.ndarray      # [M,3] unit viewing rays of the inliers, query camera axes
+    pixels_kf: np.ndarray           # [M,2] the inliers' pixels, for the joint refinement
+    pixels_query: np.ndarray
+    intrinsics_kf: Intrinsics
+    T_world_kf: np.ndarray
 
 
 def relative_observation(kf_id: int, x_kf: np.ndarray, intr_kf: Intrinsics, T_world_kf: np.ndarray,
@@ -53,12 +58,34 @@ def relative_observation(kf_id: int, x_kf: np.ndarray, intr_kf: Intrinsics, T_wo
     direction /= max(float(np.linalg.norm(direction)), 1e-12)
     rays_kf = _rays(x_kf[inl], intr_kf) @ R_world_kf.T
     return RelativeObservation(kf_id, R_world_kf @ R_q_kf.T, T_world_kf[:3, 3].copy(), direction, n_inl,
-                               rays_kf, _rays(x_query[inl], intr_query))
+                               rays_kf, _rays(x_query[inl], intr_query), x_kf[inl], x_query[inl], intr_kf,
+                               T_world_kf)
 
 
 def _rays(x: np.ndarray, intr: Intrinsics) -> np.ndarray:
     r = np.column_stack([(x[:, 0] - intr.cx) / intr.fx, (x[:, 1] - intr.cy) / intr.fy, np.ones(len(x))])
     return r / np.linalg.norm(r, axis=1, keepdims=True)
+
+
+def _planes(obs: list[RelativeObservation], R_world_query: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """Unit plane normals [P,3] and offsets [P] with ``n . C = offset`` for the query centre C."""
+    normals, offsets = [], []
+    for o in obs:
+        n = np.cross(o.rays_kf_world, o.rays_query_cam @ R_world_query.T)
+        norm = np.linalg.norm(n, axis=1)
+        ok = norm > 1e-3                      # parallel rays (no parallax) say nothing about C
+        normals.append(n[ok] / norm[ok, None])
+        offsets.append(normals[-1] @ o.centre_kf)
+    return np.concatenate(normals), np.concatenate(offsets)
+
+
+def position_covariance(obs: list[RelativeObservation], T_world_query: np.ndarray) -> np.ndarray:
+    """3x3 ``sigma^2 (A^T A)^-1`` of the plane constraints at a pose, sigma robust (1.4826 MAD)."""
+    A, b = _planes(obs, T_world_query[:3, :3])
+    r = A @ T_world_query[:3, 3] - b
+    sigma = max(1.4826 * float(np.median(np.abs(r))), 1e-12)
+    keep = np.abs(r) < 3.0 * sigma
+    return np.linalg.inv(A[keep].T @ A[keep]) * sigma**2
 
 
 def intersect_rays(obs: list[RelativeObservation], iterations: int = 5
@@ -72,14 +99,7 @@ def intersect_rays(obs: list[RelativeObservation], iterations: int = 5
     if len(obs) < 2:
         return None
     R = project_to_SO3(sum(o.R_world_query for o in obs))
-    normals, offsets = [], []
-    for o in obs:
-        n = np.cross(o.rays_kf_world, o.rays_query_cam @ R.T)
-        norm = np.linalg.norm(n, axis=1)
-        ok = norm > 1e-3                      # parallel rays (no parallax) say nothing about C
-        normals.append(n[ok] / norm[ok, None])
-        offsets.append(normals[-1] @ o.centre_kf)
-    A, b = np.concatenate(normals), np.concatenate(offsets)
+    A, b = _planes(obs, R)
     if len(A) < 6 or np.linalg.cond(A.T @ A) > 1e8:
         return None
     w = np.ones(len(A))
@@ -100,3 +120,29 @@ def intersect_rays(obs: list[RelativeObservation], iterations: int = 5
     diag = {"plane_rms_m": float(np.sqrt(sigma2)), "num_planes": int(len(A)),
             "rotation_spread_deg": np.degrees(rot_dev).tolist()}
     return make_T(R, C), 0.5 * (cov + cov.T), diag
+
+
+def _pose(T: np.ndarray) -> "poselib.CameraPose":
+    p = poselib.CameraPose()
+    p.R, p.t = T[:3, :3], T[:3, 3]
+    return p
+
+
+def refine_jointly(obs: list[RelativeObservation], T_world_query: np.ndarray, intr_query: Intrinsics
+                   ) -> np.ndarray:
+    """Rotation and centre refined together on all keyframes' inlier matches (Sampson error).
+
+    The keyframes form one generalized camera with known extrinsics (poselib's generalized
+    relative pose refinement), so the metric scale comes from the keyframe centres as well.
+    """
+    matches = []
+    for j, o in enumerate(obs):
+        m = poselib.PairwiseMatches()
+        m.cam_id1, m.cam_id2 = j, 0
+        m.x1, m.x2 = np.ascontiguousarray(o.pixels_kf, np.float64), np.ascontiguousarray(o.pixels_query, np.float64)
+        matches.append(m)
+    pose, _ = poselib.refine_generalized_relative_pose(
+        matches, _pose(invert_T(T_world_query)), [_pose(invert_T(o.T_world_kf)) for o in obs],
+        [camera_dict(o.intrinsics_kf) for o in obs], [_pose(np.eye(4))], [camera_dict(intr_query)],
+        {"loss_type": "CAUCHY", "loss_scale": 1.0})
+    return invert_T(make_T(np.asarray(pose.R), np.asarray(pose.t)))

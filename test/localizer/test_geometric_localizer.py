@@ -151,14 +151,16 @@ def test_relative_pose_fallback_without_map_points(fountain_db: Path) -> None:
     with KeyframeStore.open(fountain_db, readonly=True) as store:
         loc = GeometricLocalizer(store, GeometricConfig.from_options(max_view_angle_deg=1e-3, **OPTIONS))
         assert sum(len(e.point_index) for e in loc._map.entries.values()) == 0
-        errors = []
+        errors, n_ok = [], 0
         for rec in read_posed_folder(DATA / "fountain-P11", "query"):
             res = loc.localize(*_query(rec))
             assert res.diagnostics["method"] == "relative"
+            n_ok += res.ok
             if res.T_world_cam is not None:
                 errors.append(pose_error(res.T_world_cam, rec.T_world_cam))
                 assert np.linalg.eigvalsh(res.covariance).min() > 0
-        assert len(errors) >= 3
+        assert len(errors) >= 3 and n_ok >= 3
         t_err = np.array([e[0] for e in errors])
         r_err = np.array([e[1] for e in errors])
-        assert np.median(t_err) < 0.10 and np.median(r_err) < 1.0, errors
+        # measured (768 px): 0.13-0.6 cm, 0.01-0.05 deg after the joint generalized refinement
+        assert np.median(t_err) < 0.02 and np.median(r_err) < 0.2, errors
