@@ -411,7 +411,13 @@ class RelocNode(LifecycleNode):
             if self._localizer is None:
                 self._reject(frame, "keyframe database is empty", warn=True)
                 return
-            result = self._localizer.localize(image, intr, stamp_ns=frame.stamp_ns, prior=self._current_prior())
+            try:
+                result = self._localizer.localize(image, intr, stamp_ns=frame.stamp_ns, prior=self._current_prior())
+            except Exception as err:  # noqa: BLE001 - one failing frame must not go silent or stop the node
+                if f"localizer failed: {err}" != self._last_warned:
+                    self.get_logger().error(f"localizer failed on frame {frame.stamp_ns}: {err!r}")
+                self._reject(frame, f"localizer failed: {err}", warn=True)
+                return
         self._publish_result(cfg, frame, result)
 
     def _publish_result(self, cfg: NodeConfig, frame: _Frame, result: RelocResult) -> None:
