@@ -13,6 +13,7 @@ from __future__ import annotations
 import dataclasses
 import logging
 import math
+import threading
 import time
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any
@@ -140,28 +141,30 @@ class GeometricLocalizer:
         if self.config.num_threads:
             cv2.setNumThreads(self.config.num_threads)
         logger.info("geometric localizer: %s", self.config)
-        self._map: GeometricMap = index_store(store, self.config)
-        self._refresh_ids()
+        self._lock = threading.Lock()
+        self._state = _Snapshot.of(index_store(store, self.config))
 
-    def _refresh_ids(self) -> None:
-        m = self._map
-        self._ids = m.ids()
-        self._poses = np.stack([m.entries[i].T_world_cam for i in self._ids]) if len(self._ids) else None
-        self._vlads = np.stack([m.entries[i].vlad for i in self._ids]) if len(self._ids) else None
+    @property
+    def _map(self) -> GeometricMap:
+        return self._state.map
 
     def refresh(self) -> None:
-        """Index keyframes added or removed since the last call (cheap when nothing changed)."""
-        if self.store.revision != self._map.revision:
-            self._map = index_store(self.store, self.config)
-            self._refresh_ids()
+        """Index keyframes added or removed since the last call (cheap when nothing changed).
+
+        Safe to call from another thread than :meth:`localize`: the new map is swapped in as one
+        snapshot, a running query finishes on the old one.
+        """
+        with self._lock:
+            if self.store.revision != self._state.map.revision:
+                self._state = _Snapshot.of(index_store(self.store, self.config))
 
     # ------------------------------------------------------------------ query side
-    def _retrieve(self, q_vlad: np.ndarray, prior: PosePrior | None) -> list[int]:
-        k = min(self.config.top_k, len(self._ids))
-        order = [int(self._ids[j]) for j in np.argsort(-(self._vlads @ q_vlad), kind="stable")]
+    def _retrieve(self, state: "_Snapshot", q_vlad: np.ndarray, prior: PosePrior | None) -> list[int]:
+        k = min(self.config.top_k, len(state.ids))
+        order = [int(state.ids[j]) for j in np.argsort(-(state.vlads @ q_vlad), kind="stable")]
         if prior is None:
             return order[:k]
-        near, _ = nearest_by_pose(self._ids, self._poses, prior.T_world_cam, max(1, k // 2))
+        near, _ = nearest_by_pose(state.ids, state.poses, prior.T_world_cam, max(1, k // 2))
         chosen = [int(i) for i in near]
         chosen += [i for i in order if i not in chosen][: k - len(chosen)]
         return chosen
@@ -172,15 +175,16 @@ class GeometricLocalizer:
         bad = _check_input(image_bgr, intrinsics)
         if bad:
             return RelocResult(RelocStatus.INVALID_INPUT, reason=bad)
-        if len(self._ids) == 0:
+        state = self._state
+        if len(state.ids) == 0:
             return RelocResult(RelocStatus.EMPTY_DATABASE, reason="the keyframe database is empty")
         cfg = self.config
         feats = extract_features(image_bgr, cfg.query_features or cfg.features)
         t_feat = time.perf_counter()
-        retrieved = self._retrieve(vlad(feats.descriptors, self._map.vocabulary), prior)
+        retrieved = self._retrieve(state, vlad(feats.descriptors, state.map.vocabulary), prior)
         q_idx, x3d, kf_of = [], [], []
         for kf_id in retrieved:
-            e = self._map.entries[kf_id]
+            e = state.map.entries[kf_id]
             m = match_descriptors(feats.descriptors, e.point_descriptors, cfg.match_ratio)
             q_idx.append(m[:, 0])
             x3d.append(e.points_world[e.point_index[m[:, 1]]])
@@ -192,7 +196,7 @@ class GeometricLocalizer:
                                 "feature_ms": 1e3 * (t_feat - t0), "match_ms": 1e3 * (t_match - t_feat)}
         if len(np.unique(q_idx_a)) < cfg.min_inliers:
             if cfg.relative_fallback:
-                return self._fallback(feats, intrinsics, retrieved, diag, t0)
+                return self._fallback(state.map, feats, intrinsics, retrieved, diag, t0)
             return _done(RelocResult(RelocStatus.NO_MATCH, reason=f"only {len(q_idx_a)} 2D-3D matches "
                                      f"(< min_inliers {cfg.min_inliers})", diagnostics=diag), t0)
         x2d_a = feats.keypoints_px[q_idx_a]
@@ -220,13 +224,13 @@ class GeometricLocalizer:
         status = RelocStatus.LOW_CONFIDENCE if reason else RelocStatus.OK
         return _done(RelocResult(status, pnp.T_world_cam, cov, float(confidence), n_inl, reason, diag), t0)
 
-    def _fallback(self, feats: Any, intrinsics: Intrinsics, retrieved: list[int], diag: dict[str, Any],
-                  t0: float) -> RelocResult:
+    def _fallback(self, gmap: GeometricMap, feats: Any, intrinsics: Intrinsics, retrieved: list[int],
+                  diag: dict[str, Any], t0: float) -> RelocResult:
         """Relative poses to the retrieved keyframes, centre from the intersection of their rays."""
         cfg = self.config
         obs = []
         for kf_id in retrieved:
-            e = self._map.entries[kf_id]
+            e = gmap.entries[kf_id]
             m = match_descriptors(feats.descriptors, e.features.descriptors, cfg.match_ratio)
             if len(m) < cfg.fallback_min_inliers:
                 continue
@@ -255,6 +259,24 @@ class GeometricLocalizer:
         reason = _weakness(n_inl, confidence, cov, cfg)
         status = RelocStatus.LOW_CONFIDENCE if reason else RelocStatus.OK
         return _done(RelocResult(status, T, cov, float(confidence), n_inl, reason, diag), t0)
+
+
+@dataclass(frozen=True)
+class _Snapshot:
+    """The map plus the stacked arrays retrieval needs, replaced as a whole on refresh."""
+
+    map: GeometricMap
+    ids: np.ndarray
+    poses: np.ndarray
+    vlads: np.ndarray
+
+    @classmethod
+    def of(cls, gmap: GeometricMap) -> "_Snapshot":
+        ids = gmap.ids()
+        if len(ids) == 0:
+            return cls(gmap, ids, np.zeros((0, 4, 4)), np.zeros((0, 0), np.float32))
+        return cls(gmap, ids, np.stack([gmap.entries[i].T_world_cam for i in ids]),
+                   np.stack([gmap.entries[i].vlad for i in ids]))
 
 
 def _check_input(image: np.ndarray, intr: Intrinsics) -> str:
