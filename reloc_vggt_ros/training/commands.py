@@ -19,6 +19,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     tr.add_argument("--mask", default=None, choices=("dense", "sparse", "cached"), help="override model.mask")
     tr.add_argument("--stop-at", type=int, default=None,
                     help="stop (with a checkpoint) after this step, as if interrupted; resume later")
+    tr.add_argument("--set", action="append", default=[], metavar="KEY=VALUE",
+                    help="override any config value, e.g. --set data.num_frames=2 (repeatable)")
     tr.add_argument("--estimate", action="store_true",
                     help="print the analytic memory/time per step for this config and exit (no training)")
     tr.set_defaults(func=_train)
@@ -47,7 +49,7 @@ def _train(args: argparse.Namespace) -> int:
     from .config import load_train_config
     from .loop import train
 
-    cfg = load_train_config(args.config)
+    cfg = load_train_config(args.config, args.set)
     if args.out_dir:
         cfg = cfg.replace(run=dataclasses.replace(cfg.run, out_dir=args.out_dir))
     if args.max_steps:

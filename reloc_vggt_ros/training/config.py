@@ -189,11 +189,26 @@ def _build(cls: type, d: Any, where: str) -> Any:
         raise ConfigError(f"{where}: {err}") from err
 
 
-def load_train_config(path: Path | str) -> TrainConfig:
-    """Read a training YAML (paths inside are relative to the working directory)."""
+def load_train_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
+    """Read a training YAML (paths inside are relative to the working directory).
+
+    ``overrides`` are ``dotted.key=value`` strings (value parsed as YAML), applied before checking,
+    e.g. ``data.num_frames=2`` or ``model.overrides.vggt.depth=4``.
+    """
     path = Path(path)
     try:
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read training config {path}: {err}") from err
+    for item in overrides:
+        key, sep, value = item.partition("=")
+        if not sep or not key:
+            raise ConfigError(f"override must be dotted.key=value, got {item!r}")
+        node = raw
+        *parents, leaf = key.split(".")
+        for part in parents:
+            node = node.setdefault(part, {})
+            if not isinstance(node, dict):
+                raise ConfigError(f"override {item!r}: {part!r} is not a section")
+        node[leaf] = yaml.safe_load(value)
     return _build(TrainConfig, raw, str(path))

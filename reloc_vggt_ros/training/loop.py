@@ -45,7 +45,7 @@ logger = logging.getLogger(__name__)
 
 METRIC_FIELDS = ["step", "lr", "loss", "t", "q", "fov", "rot", "sec"]
 VAL_FIELDS = ["step", "median_rot_deg", "median_t", "median_t_norm", "mean_rot_deg", "baseline_rot_deg",
-              "baseline_t", "baseline_t_norm"]
+              "baseline_t", "baseline_t_norm", "shuffled_rot_deg", "shuffled_t_norm"]
 
 
 def seed_everything(seed: int) -> None:
@@ -189,31 +189,50 @@ def _T_anchor_cam(enc: np.ndarray) -> np.ndarray | None:
     return invert_T(T_from_quat_t(quat_xyzw_to_wxyz(q_xyzw), enc[:3]))
 
 
+def _query_errors(model: nn.Module, images: torch.Tensor, enc: torch.Tensor, scale: torch.Tensor,
+                  device: torch.device, amp: torch.dtype | None) -> np.ndarray:
+    """[B, 3] (rotation deg, translation normalised, translation in scene units) of the query."""
+    with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
+        out = model(images.to(device), enc[:, :-1].to(device))
+    pred = out["pose_enc"][:, -1].float().cpu().numpy()
+    gt = enc[:, -1].numpy()
+    rows = []
+    for b in range(len(pred)):
+        T_est, T_gt = _T_anchor_cam(pred[b]), _T_anchor_cam(gt[b])
+        dt, dr = pose_error(T_est, T_gt) if T_est is not None else (float(np.linalg.norm(gt[b, :3])), 180.0)
+        rows.append((dr, dt, dt * float(scale[b])))
+    return np.asarray(rows)
+
+
 @torch.no_grad()
 def evaluate(model: nn.Module, batches: list[dict[str, torch.Tensor]], device: torch.device,
              amp: torch.dtype | None = None) -> dict[str, float]:
-    """Median query errors (rotation in degrees, translation in scene units and normalised)."""
+    """Median query errors (rotation in degrees, translation in scene units and normalised).
+
+    Two references keep the numbers honest: ``baseline_*`` is "query = anchor" (no network), and
+    ``shuffled_rot_deg`` re-runs the model with each query image swapped for another tuple's: if
+    it is no worse than ``median_rot_deg``, the model predicts from the database poses alone and
+    has not learned to look at the query image.
+    """
     was_training = model.training
     model.eval()
-    rot, t, t_norm, base_rot, base_t, base_t_norm = [], [], [], [], [], []
+    errs, shuffled, base = [], [], []
     for batch in batches:
-        enc = batch["pose_enc"].to(device)
-        with torch.autocast(device.type, dtype=amp or torch.float32, enabled=amp is not None):
-            out = model(batch["images"].to(device), enc[:, :-1])
-        pred = out["pose_enc"][:, -1].float().cpu().numpy()
-        gt = batch["pose_enc"][:, -1].numpy()
-        for b in range(len(pred)):
-            T_est, T_gt = _T_anchor_cam(pred[b]), _T_anchor_cam(gt[b])
-            dt, dr = pose_error(T_est, T_gt) if T_est is not None else (float(np.linalg.norm(gt[b, :3])), 180.0)
-            bt, br = pose_error(np.eye(4), T_gt)
-            s = float(batch["scale"][b])
-            rot.append(dr), t_norm.append(dt), t.append(dt * s)
-            base_rot.append(br), base_t.append(bt * s), base_t_norm.append(bt)
+        enc, images = batch["pose_enc"], batch["images"]
+        errs.append(_query_errors(model, images, enc, batch["scale"], device, amp))
+        swapped = images.clone()
+        swapped[:, -1] = images[:, -1].roll(1, dims=0)
+        shuffled.append(_query_errors(model, swapped, enc, batch["scale"], device, amp))
+        for b in range(len(enc)):
+            bt, br = pose_error(np.eye(4), _T_anchor_cam(enc[b, -1].numpy()))
+            base.append((br, bt, bt * float(batch["scale"][b])))
     model.train(was_training)
-    return {"median_rot_deg": float(np.median(rot)), "median_t": float(np.median(t)),
-            "median_t_norm": float(np.median(t_norm)), "mean_rot_deg": float(np.mean(rot)),
-            "baseline_rot_deg": float(np.median(base_rot)), "baseline_t": float(np.median(base_t)),
-            "baseline_t_norm": float(np.median(base_t_norm))}
+    e, sh, bl = np.concatenate(errs), np.concatenate(shuffled), np.asarray(base)
+    return {"median_rot_deg": float(np.median(e[:, 0])), "median_t": float(np.median(e[:, 2])),
+            "median_t_norm": float(np.median(e[:, 1])), "mean_rot_deg": float(np.mean(e[:, 0])),
+            "baseline_rot_deg": float(np.median(bl[:, 0])), "baseline_t": float(np.median(bl[:, 2])),
+            "baseline_t_norm": float(np.median(bl[:, 1])), "shuffled_rot_deg": float(np.median(sh[:, 0])),
+            "shuffled_t_norm": float(np.median(sh[:, 1]))}
 
 
 class _CsvLog:
@@ -285,6 +304,8 @@ def _plot(out_dir: Path) -> Path | None:
         axes[1].plot(v["step"], v["median_t_norm"] * 100, "s-", label="median translation error [% of scale]")
         axes[1].axhline(v["baseline_rot_deg"][0], ls="--", c="C0", lw=0.8, label="query = anchor (rot)")
         axes[1].axhline(v["baseline_t_norm"][0] * 100, ls="--", c="C1", lw=0.8, label="query = anchor (t)")
+        if "shuffled_rot_deg" in v.dtype.names:
+            axes[1].plot(v["step"], v["shuffled_rot_deg"], ":", c="C0", label="rotation, query image swapped")
         axes[1].set_xlabel("step"), axes[1].set_title("validation, unseen scenes"), axes[1].legend(fontsize=7)
     fig.tight_layout()
     png = out_dir / "loss_curve.png"

@@ -63,6 +63,7 @@ def test_resume_gives_the_same_next_steps(tmp_path: Path) -> None:
     assert all(torch.equal(a[k], b[k]) for k in a)
     rows = list(csv.DictReader((full / "val.csv").open()))
     assert [r["step"] for r in rows] == ["0", "2", "4"]
+    assert all(float(r["shuffled_rot_deg"]) >= 0 and float(r["baseline_rot_deg"]) > 0 for r in rows)
 
 
 @pytest.mark.parametrize("mask", ["dense", "cached"])
@@ -87,6 +88,19 @@ def test_stage2_initialises_from_stage1_export(tmp_path: Path) -> None:
     missing = cfg.replace(model=dataclasses.replace(cfg.model, init_weights=str(tmp_path / "nope.safetensors")))
     with pytest.raises(Exception, match="not found"):
         build_model(missing)
+
+
+def test_config_overrides_from_the_command_line() -> None:
+    from reloc_vggt_ros.training.config import load_train_config
+
+    repo = Path(__file__).parents[2]
+    cfg = load_train_config(repo / "config" / "train_synthetic_cpu.yaml",
+                            ["data.num_frames=2", "model.overrides.vggt.depth=1", "run.max_minutes=null"])
+    assert cfg.data.num_frames == 2 and cfg.model.overrides["vggt"]["depth"] == 1 and cfg.run.max_minutes is None
+    with pytest.raises(ConfigError, match="unknown key"):
+        load_train_config(repo / "config" / "train_synthetic_cpu.yaml", ["optim.momentum=0.9"])
+    with pytest.raises(ConfigError, match="dotted.key=value"):
+        load_train_config(repo / "config" / "train_synthetic_cpu.yaml", ["optim.lr"])
 
 
 def test_config_errors() -> None:
