@@ -51,6 +51,7 @@ class GeometricConfig:
     vocabulary_words: int = 64
     top_k: int = 8
     match_ratio: float = 0.8
+    max_points_per_keyframe: int = 0  # match only the N points seen in most views (0 = all)
     pnp_max_reproj_px: float = 4.0
     min_inliers: int = 30
     min_confidence: float = 0.5
@@ -72,6 +73,8 @@ class GeometricConfig:
             raise ConfigError(f"top_k must be >= 1, got {self.top_k}")
         if not 0.0 < self.match_ratio <= 1.0:
             raise ConfigError(f"match_ratio must be in (0, 1], got {self.match_ratio}")
+        if self.max_points_per_keyframe < 0:
+            raise ConfigError(f"max_points_per_keyframe must be >= 0, got {self.max_points_per_keyframe}")
         if self.pnp_max_reproj_px <= 0:
             raise ConfigError(f"pnp_max_reproj_px must be > 0, got {self.pnp_max_reproj_px}")
         if self.min_inliers < 6:

@@ -38,7 +38,7 @@ __all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_st
 logger = logging.getLogger(__name__)
 
 BACKEND = "geometric"
-CODE_VERSION = "geometric-1"
+CODE_VERSION = "geometric-2"
 
 
 def _digest(*parts: Any) -> str:
@@ -94,28 +94,39 @@ def _load_or_extract(store: "KeyframeStore", kf_id: int, config: "GeometricConfi
 
 def _points(store: "KeyframeStore", kf_id: int, pos: int, ids: np.ndarray, poses: np.ndarray,
             intr: dict[int, Intrinsics], feats: dict[int, Features], config: "GeometricConfig",
-            fp: str, writable: bool, stats: dict[str, int]) -> np.ndarray:
+            fp: str, writable: bool, stats: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
+    """(world point per keypoint [N,3] NaN where none, views per point [N]; depth points count 1)."""
     neighbours = [int(ids[j]) for j in select_neighbours(pos, poses, config.triangulation)]
     blob = store.get_blob(kf_id, BACKEND, "points", fp)
     if blob is not None:
         arrays = unpack_arrays(blob)
         if bool(arrays["from_depth"]) or arrays["neighbour_ids"].tolist() == neighbours:
-            return arrays["points_world"]
+            return arrays["points_world"], arrays["track_len"]
     kf = store.get_keyframe(kf_id)
     if kf.depth_m is not None:
         pts = backproject_depth(feats[kf_id], intr[kf_id], poses[pos], kf.depth_m)
+        track = np.isfinite(pts[:, 0]).astype(np.int32)
         from_depth = True
     else:
         ref = View(feats[kf_id], intr[kf_id], poses[pos])
         nbs = [View(feats[n], intr[n], poses[int(np.flatnonzero(ids == n)[0])]) for n in neighbours]
-        pts, _ = triangulate_keyframe(ref, nbs, config.triangulation)
+        pts, track = triangulate_keyframe(ref, nbs, config.triangulation)
         from_depth = False
     if writable:
         store.put_blob(kf_id, BACKEND, "points", pack_arrays(
-            {"points_world": pts, "neighbour_ids": np.array(neighbours, np.int64),
+            {"points_world": pts, "track_len": track, "neighbour_ids": np.array(neighbours, np.int64),
              "from_depth": np.array(from_depth)}), fp)
     stats["points"] += 1
-    return pts
+    return pts, track
+
+
+def _matchable(points: np.ndarray, track_len: np.ndarray, cap: int) -> np.ndarray:
+    """Indices of keypoints with a 3D point; with ``cap`` > 0 only the ``cap`` seen in most views."""
+    has_point = np.flatnonzero(np.isfinite(points[:, 0]))
+    if 0 < cap < len(has_point):
+        order = np.argsort(-track_len[has_point], kind="stable")[:cap]
+        has_point = np.sort(has_point[order])
+    return has_point
 
 
 def _vocabulary(store: "KeyframeStore", feats: dict[int, Features], config: "GeometricConfig", fp: str,
@@ -142,8 +153,10 @@ def index_store(store: "KeyframeStore", config: "GeometricConfig") -> GeometricM
     writable = not getattr(store, "readonly", False)
     stats = {"features": 0, "points": 0, "vocabulary": 0, "vlad": 0}
     feats = {int(i): _load_or_extract(store, int(i), config, fps["features"], writable, stats) for i in ids}
-    points = {int(i): _points(store, int(i), pos, ids, poses, intr, feats, config, fps["points"],
-                              writable, stats) for pos, i in enumerate(ids)}
+    points, tracks = {}, {}
+    for pos, i in enumerate(int(v) for v in ids):
+        points[i], tracks[i] = _points(store, i, pos, ids, poses, intr, feats, config, fps["points"],
+                                       writable, stats)
     if len(ids) == 0:
         return GeometricMap({}, np.zeros((0, 128), np.float32), store.revision, stats)
     centroids = _vocabulary(store, feats, config, fps["vocabulary"], writable, stats)
@@ -158,7 +171,7 @@ def index_store(store: "KeyframeStore", config: "GeometricConfig") -> GeometricM
             stats["vlad"] += 1
         else:
             vec = unpack_arrays(blob)["vlad"]
-        has_point = np.flatnonzero(np.isfinite(points[i][:, 0]))
+        has_point = _matchable(points[i], tracks[i], config.max_points_per_keyframe)
         entries[i] = KeyframeEntry(i, poses[pos], intr[i], feats[i], points[i], vec, has_point,
                                    np.ascontiguousarray(feats[i].descriptors[has_point]))
     n_points = sum(len(e.point_index) for e in entries.values())
