@@ -9,10 +9,14 @@ to metres and compose ``T_world_query = T_world_anchor · T_anchor_query``.
 With a ``cached``-mask checkpoint the keyframe keys/values are kept for the last keyframe set,
 so consecutive queries that retrieve the same keyframes only pay for the query frame.
 
-``weights`` may also be an exported graph (``.onnx``, or a TensorRT ``.plan``/``.engine`` with
-onnxruntime as fallback; see ``engine/reloc_graphs.py``): the model config is read from the
-export sidecar, and for a ``cached`` export either of the two graphs may be named — the other
-is found beside it.
+``weights`` may also be an exported graph (``.onnx``, or a TensorRT ``.plan``/``.engine``; see
+``engine/reloc_graphs.py``): the model config is read from the export sidecar, and for a
+``cached`` export either of the two graphs may be named — the other is found beside it.
+``engine_kind`` picks the backend (``auto``: by suffix; ``tensorrt`` on an ``.onnx`` runs the
+plan built beside it, ``<stem>.plan``); an unavailable kind is an EngineUnavailableError naming
+what is missing unless ``engine_fallback`` lists kinds to try instead (see ``engine/base.py``).
+A checkpoint runs the eager torch model directly rather than through the numpy engine
+interface, so the ``cached`` K/V stays on the device between queries.
 
 Confidence is *self-consistency*: the network also predicts the cameras of the keyframes whose
 poses it was given; how far those predictions land from the known poses (relative translation
@@ -30,15 +34,17 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError
+from ..engine.base import ENGINE_KINDS
+from ..errors import ConfigError, EngineUnavailableError
 from ..geometry import Intrinsics, pose_error
 from ..keyframes import KeyframeStore
 from .base import PosePrior, RelocResult, RelocStatus
 from .vggt_common import KeyframeSet, decode_cameras, require_weights, to_model_image
 
-__all__ = ["RelocVGGTLocalizerConfig", "RelocVGGTLocalizer", "EngineNetwork"]
+__all__ = ["RelocVGGTLocalizerConfig", "RelocVGGTLocalizer", "EngineNetwork", "resolve_engine_kind"]
 
 ENGINE_SUFFIXES = (".onnx", ".plan", ".engine")
+PLAN_SUFFIXES = (".plan", ".engine")
 
 logger = logging.getLogger(__name__)
 
@@ -54,8 +60,19 @@ class RelocVGGTLocalizerConfig:
     consistency_t_rel: float = 0.1
     consistency_rot_deg: float = 5.0
     min_confidence: float = 0.3
+    engine_kind: str = "auto"
+    engine_fallback: tuple[str, ...] = ()
 
     def __post_init__(self) -> None:
+        if self.engine_kind not in ("auto", *ENGINE_KINDS):
+            raise ConfigError(f"engine_kind must be one of {('auto', *ENGINE_KINDS)}, got {self.engine_kind!r}")
+        if isinstance(self.engine_fallback, str):
+            raise ConfigError(f"engine_fallback must be a list of engine kinds, got the string "
+                              f"{self.engine_fallback!r}")
+        object.__setattr__(self, "engine_fallback", tuple(self.engine_fallback))
+        for kind in self.engine_fallback:
+            if kind not in ENGINE_KINDS:
+                raise ConfigError(f"engine_fallback entries must be in {ENGINE_KINDS}, got {kind!r}")
         if self.num_keyframes < 1:
             raise ConfigError(f"num_keyframes must be >= 1, got {self.num_keyframes}")
         if not (self.consistency_t_rel > 0 and self.consistency_rot_deg > 0):
@@ -64,19 +81,48 @@ class RelocVGGTLocalizerConfig:
             raise ConfigError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
 
 
+def resolve_engine_kind(engine_kind: str, path: Path) -> str:
+    """``auto`` -> by suffix (``.onnx`` onnxruntime, ``.plan``/``.engine`` tensorrt, else torch);
+    an explicit kind must fit the file: torch runs checkpoints, the others exported graphs."""
+    exported = path.suffix in ENGINE_SUFFIXES
+    if engine_kind == "auto":
+        if not exported:
+            return "torch"
+        return "tensorrt" if path.suffix in PLAN_SUFFIXES else "onnxruntime"
+    if engine_kind == "torch" and exported:
+        raise ConfigError(f"engine_kind 'torch' runs a .safetensors/.pt checkpoint, but weights {path.name} "
+                          "is an exported graph: use engine_kind auto, onnxruntime or tensorrt")
+    if engine_kind != "torch" and not exported:
+        raise ConfigError(f"engine_kind {engine_kind!r} needs an exported graph (.onnx, or a TensorRT .plan), "
+                          f"but weights {path.name} is a checkpoint: export it with `reloc-vggt export onnx`")
+    return engine_kind
+
+
+def _engine_sources(path: Path) -> dict[str, Path]:
+    """Which file each engine kind runs for the exported graph ``path`` (no torch: no checkpoint).
+
+    onnxruntime takes a plan too (its sidecar names the ONNX it was built from); tensorrt on an
+    ``.onnx`` takes the plan ``engine build`` writes beside it by default.
+    """
+    plan = path if path.suffix in PLAN_SUFFIXES else path.with_suffix(".plan")
+    return {"onnxruntime": path, "tensorrt": plan}
+
+
 class EngineNetwork:
     """Exported Reloc-VGGT graph(s) behind an inference engine, called like the torch model path."""
 
-    def __init__(self, path: Path) -> None:
+    def __init__(self, path: Path, kind: str | None = None, fallback: tuple[str, ...] = ()) -> None:
         from ..engine.base import make_engine, read_sidecar
         from ..model.reloc_vggt import RelocVGGTConfig
 
+        kind = kind or resolve_engine_kind("auto", path)
+        if "torch" in (kind, *fallback):
+            raise ConfigError(f"the torch engine runs a .safetensors/.pt checkpoint, not the exported graph "
+                              f"{path.name}: drop 'torch' from engine_kind/engine_fallback")
         side = read_sidecar(path)
         self.config = RelocVGGTConfig.from_dict(side["model"])
         kf = side.get("keyframes", {})
         self.keyframe_range = (int(kf.get("min", 1)), int(kf.get("max", 10**6)))
-        kind = "tensorrt" if path.suffix in (".plan", ".engine") else "onnxruntime"
-        fallback = ("onnxruntime",) if kind == "tensorrt" else ()
         if self.config.mask == "cached":
             graph, name = side["graph"], path.name
             i = name.index(graph)
@@ -84,10 +130,13 @@ class EngineNetwork:
             def sibling(g: str) -> Path:
                 return path.with_name(name[:i] + g + name[i + len(graph):])
 
-            self.encoder = make_engine(kind, sibling("keyframe_encoder"), fallback=fallback)
-            self.query = make_engine(kind, sibling("query"), fallback=fallback)
+            self.encoder = make_engine(kind, _engine_sources(sibling("keyframe_encoder")), fallback=fallback)
+            self.query = make_engine(kind, _engine_sources(sibling("query")), fallback=fallback)
+            names = dict.fromkeys((self.encoder.name, self.query.name))
         else:
-            self.full = make_engine(kind, path, fallback=fallback)
+            self.full = make_engine(kind, _engine_sources(path), fallback=fallback)
+            names = {self.full.name: None}
+        self.name = "+".join(names)          # e.g. "onnxruntime-cpu"; two only if one graph fell back
         self._key: tuple[int, ...] | None = None
         self._kv: dict[str, np.ndarray] = {}
 
@@ -118,11 +167,19 @@ class RelocVGGTLocalizer:
         self.engine: EngineNetwork | None = None
         if model is None:
             path = require_weights(config.weights, "reloc_vggt")
-            if path.suffix in ENGINE_SUFFIXES:
-                self.engine = EngineNetwork(path)
-            else:
+            kind = resolve_engine_kind(config.engine_kind, path)
+            if kind == "torch":
+                if config.engine_fallback:
+                    logger.info("reloc_vggt: engine_fallback %s unused: the torch checkpoint has no "
+                                "exported graph to fall back to", list(config.engine_fallback))
+                if config.device.startswith("cuda") and not torch.cuda.is_available():
+                    raise EngineUnavailableError(f"torch device {config.device!r} requested but "
+                                                 "torch.cuda.is_available() is False")
                 model = RelocVGGT.load(path, config.device)
+            else:
+                self.engine = EngineNetwork(path, kind, config.engine_fallback)
         self.model = model.eval() if model is not None else None
+        self.engine_name = self.engine.name if self.engine is not None else "torch"
         model_config = self.engine.config if self.engine is not None else self.model.config
         self.mask = model_config.mask
         self.image_hw: tuple[int, int] = tuple(model_config.image_hw)  # type: ignore[assignment]
@@ -130,7 +187,7 @@ class RelocVGGTLocalizer:
         self._cache_key: tuple[int, ...] | None = None
         self._cache = None
         logger.info("reloc_vggt: mask=%s image_hw=%s engine=%s %s", self.mask, self.image_hw,
-                    self.engine is not None, config)
+                    self.engine_name, config)
 
     def refresh(self) -> None:
         self.keyframes.refresh()

@@ -12,6 +12,7 @@ import math
 from dataclasses import dataclass, fields
 from typing import Any
 
+from ..engine.base import ENGINE_KINDS
 from ..errors import ConfigError
 
 __all__ = ["PARAMETERS", "NodeConfig", "declare_params", "read_params", "config_from_dict"]
@@ -21,6 +22,9 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "database_path": ("", "keyframe database (.db) to localize against; required"),
     "backend": ("geometric", "localizer backend name (see localizer.registry)"),
     "engine": ("", "weights / ONNX / TensorRT engine file for learned backends; '' for geometric"),
+    "engine_kind": ("auto", "inference backend for engine: auto (by file suffix), torch, onnxruntime, tensorrt"),
+    "engine_fallback": ((), "engine kinds to try in order when engine_kind cannot run here; [] = fail "
+                            "with an error naming what is missing"),
     "top_k": (5, "keyframes retrieved per query"),
     "backend_options": ("", "extra backend options as a YAML mapping, e.g. '{preset: fast, num_threads: 1}'"),
     "autostart": (True, "configure and activate at start (else wait for lifecycle transitions)"),
@@ -56,6 +60,8 @@ class NodeConfig:
     database_path: str
     backend: str = "geometric"
     engine: str = ""
+    engine_kind: str = "auto"
+    engine_fallback: tuple[str, ...] = ()
     top_k: int = 5
     backend_options: str = ""
     autostart: bool = True
@@ -89,6 +95,13 @@ class NodeConfig:
             raise ConfigError("database_path is required (a keyframe .db file, see `reloc-vggt db build`)")
         if not self.backend.strip():
             raise ConfigError("backend must name a localizer backend, got ''")
+        if self.engine_kind not in ("auto", *ENGINE_KINDS):
+            raise ConfigError(f"engine_kind must be one of {('auto', *ENGINE_KINDS)}, got {self.engine_kind!r}")
+        for kind in self.engine_fallback:
+            if kind not in ENGINE_KINDS:
+                raise ConfigError(f"engine_fallback entries must be in {ENGINE_KINDS}, got {kind!r}")
+        if not self.engine and (self.engine_kind != "auto" or self.engine_fallback):
+            raise ConfigError("engine_kind / engine_fallback choose how the engine file runs, but engine is ''")
         self.options()  # raises ConfigError if backend_options is not a mapping
         if not 1 <= self.top_k <= 100:
             raise ConfigError(f"top_k must be in 1..100, got {self.top_k}")
@@ -119,7 +132,8 @@ class NodeConfig:
 
 
     def options(self) -> dict[str, Any]:
-        """Keyword options for the localizer registry: top_k, engine and backend_options."""
+        """Keyword options for the localizer registry: top_k, engine (+ engine_kind/engine_fallback
+        when not the defaults, so backends without engines never see them) and backend_options."""
         import yaml
 
         try:
@@ -128,13 +142,22 @@ class NodeConfig:
             raise ConfigError(f"backend_options is not valid YAML: {err}") from err
         if not isinstance(extra, dict):
             raise ConfigError(f"backend_options must be a YAML mapping like '{{preset: fast}}', got {extra!r}")
-        return {"top_k": self.top_k, **({"engine": self.engine} if self.engine else {}), **extra}
+        engine: dict[str, Any] = {"engine": self.engine} if self.engine else {}
+        if self.engine_kind != "auto":
+            engine["engine_kind"] = self.engine_kind
+        if self.engine_fallback:
+            engine["engine_fallback"] = list(self.engine_fallback)
+        return {"top_k": self.top_k, **engine, **extra}
 
 
 def _check_type(name: str, value: Any, type_name: Any) -> None:
     """Strict types with one leniency: an integer where a float is expected (YAML '2' for 2.0)."""
-    kind = {"str": str, "int": int, "float": float, "bool": bool}[str(type_name)]
     pname = name.replace("mapping_", "mapping.", 1)
+    if str(type_name) == "tuple[str, ...]":
+        if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
+            raise ConfigError(f"parameter {pname} must be a string array, got {value!r}")
+        return
+    kind = {"str": str, "int": int, "float": float, "bool": bool}[str(type_name)]
     if kind is float and isinstance(value, int) and not isinstance(value, bool):
         value = float(value)
     if kind is int and isinstance(value, bool) or not isinstance(value, kind):
@@ -154,6 +177,9 @@ def config_from_dict(values: dict[str, Any]) -> NodeConfig:
     for name, v in kwargs.items():  # float fields accept ints
         if NodeConfig.__dataclass_fields__[name].type == "float" and isinstance(v, int) and not isinstance(v, bool):
             kwargs[name] = float(v)
+    fallback = kwargs["engine_fallback"]   # ROS gives a list, or None for '[]' in a params file
+    kwargs["engine_fallback"] = () if fallback is None else (
+        tuple(fallback) if isinstance(fallback, (list, tuple)) else fallback)
     return NodeConfig(**kwargs)
 
 
@@ -164,8 +190,9 @@ def declare_params(node: Any) -> NodeConfig:
     for name, (default, description) in PARAMETERS.items():
         if not node.has_parameter(name):
             # dynamic typing so that '2' for a float is a clear ConfigError path, not a crash
-            node.declare_parameter(name, default, ParameterDescriptor(description=description,
-                                                                      dynamic_typing=True))
+            value = list(default) if isinstance(default, tuple) else default
+            node.declare_parameter(name, value, ParameterDescriptor(description=description,
+                                                                    dynamic_typing=True))
     return read_params(node)
 
 

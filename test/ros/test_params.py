@@ -50,6 +50,10 @@ def test_defaults_table_matches_dataclass():
     ({"top_kk": 3}, "unknown parameters: top_kk"),
     ({"backend_options": "[1, 2]"}, "backend_options must be a YAML mapping"),
     ({"backend_options": "{a: [1"}, "backend_options is not valid YAML"),
+    ({"engine": "m.onnx", "engine_kind": "trt"}, r"engine_kind must be one of \('auto', 'torch', 'onnxruntime', 'tensorrt'\), got 'trt'"),
+    ({"engine": "m.onnx", "engine_fallback": ["onnxruntime", "cuda"]}, "engine_fallback entries must be in .*got 'cuda'"),
+    ({"engine": "m.onnx", "engine_fallback": "onnxruntime"}, "parameter engine_fallback must be a string array"),
+    ({"engine_kind": "tensorrt"}, "engine_kind / engine_fallback choose how the engine file runs, but engine is ''"),
 ])
 def test_invalid_values_name_the_parameter(values, message):
     values = {"database_path": "x.db", **values} if "database_path" not in values and values else values
@@ -61,6 +65,12 @@ def test_backend_options_reach_the_registry():
     cfg = config_from_dict({"database_path": "x.db", "top_k": 3, "backend_options": "{preset: fast, num_threads: 1}"})
     assert cfg.options() == {"top_k": 3, "preset": "fast", "num_threads": 1}
     assert config_from_dict({"database_path": "x.db", "engine": "m.onnx"}).options() == {"top_k": 5, "engine": "m.onnx"}
+    # engine_kind / engine_fallback only when not the defaults (backends without engines never see them)
+    cfg = config_from_dict({"database_path": "x.db", "engine": "m.plan", "engine_kind": "tensorrt",
+                            "engine_fallback": ("onnxruntime",)})
+    assert cfg.options() == {"top_k": 5, "engine": "m.plan", "engine_kind": "tensorrt",
+                             "engine_fallback": ["onnxruntime"]}
+    assert config_from_dict({"database_path": "x.db", "engine_fallback": None}).engine_fallback == ()  # ROS '[]'
 
 
 def test_int_for_float_is_accepted():
@@ -97,15 +107,32 @@ def test_declare_params_on_a_real_node():
 
     context = rclpy.Context()
     rclpy.init(context=context, args=["--ros-args", "-p", "database_path:=/tmp/x.db", "-p", "top_k:=7",
-                                      "-p", "transform_tolerance_s:=1"])
+                                      "-p", "transform_tolerance_s:=1", "-p", "engine:=m.plan",
+                                      "-p", "engine_fallback:=[onnxruntime]"])
     try:
         node = rclpy.create_node("params_probe", context=context)
         cfg = declare_params(node)
         assert (cfg.database_path, cfg.top_k, cfg.transform_tolerance_s) == ("/tmp/x.db", 7, 1.0)
+        assert (cfg.engine_kind, cfg.engine_fallback) == ("auto", ("onnxruntime",))
         assert node.describe_parameter("top_k").description == PARAMETERS["top_k"][1]
         node.set_parameters([Parameter("top_k", value=0)])
         with pytest.raises(ConfigError, match="top_k must be in 1..100"):
             declare_params(node)
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
+
+
+def test_shipped_yaml_loads_through_the_ros_parser():
+    """rcl's YAML parser turns ``engine_fallback: []`` into an unset value; that still means ()."""
+    import rclpy
+
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["--ros-args", "--params-file", str(YAML)])
+    try:
+        node = rclpy.create_node("reloc_vggt_node", context=context)
+        cfg = declare_params(node)
+        assert (cfg.engine_kind, cfg.engine_fallback, cfg.backend) == ("auto", (), "geometric")
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
