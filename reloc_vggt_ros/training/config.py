@@ -182,6 +182,11 @@ def _build(cls: type, d: Any, where: str) -> Any:
             v = _build(sub_cls, v, f"{where}.{k}")
         elif isinstance(v, list):
             v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
+        elif isinstance(v, str) and "float" in str(fields[k].type):
+            try:                       # YAML reads 1e-3 (no dot) as a string
+                v = float(v)
+            except ValueError as err:
+                raise ConfigError(f"{where}.{k} must be a number, got {v!r}") from err
         kwargs[k] = v
     try:
         return cls(**kwargs)

@@ -99,6 +99,9 @@ def test_config_overrides_from_the_command_line() -> None:
     assert cfg.data.num_frames == 2 and cfg.model.overrides["vggt"]["depth"] == 1 and cfg.run.max_minutes is None
     with pytest.raises(ConfigError, match="unknown key"):
         load_train_config(repo / "config" / "train_synthetic_cpu.yaml", ["optim.momentum=0.9"])
+    assert load_train_config(repo / "config" / "train_synthetic_cpu.yaml", ["optim.lr=1e-3"]).optim.lr == 1e-3
+    with pytest.raises(ConfigError, match="optim.lr must be a number"):
+        load_train_config(repo / "config" / "train_synthetic_cpu.yaml", ["optim.lr=fast"])
     with pytest.raises(ConfigError, match="dotted.key=value"):
         load_train_config(repo / "config" / "train_synthetic_cpu.yaml", ["optim.lr"])
 
