@@ -159,7 +159,7 @@ class GeometricLocalizer:
         """
         with self._lock:
             if self.store.revision != self._state.map.revision:
-                self._state = _Snapshot.of(index_store(self.store, self.config))
+                self._state = _Snapshot.of(index_store(self.store, self.config, previous=self._state.map))
 
     # ------------------------------------------------------------------ query side
     def _retrieve(self, state: "_Snapshot", q_vlad: np.ndarray, prior: PosePrior | None) -> list[int]:

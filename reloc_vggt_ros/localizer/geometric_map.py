@@ -75,6 +75,7 @@ class GeometricMap:
     vocabulary: np.ndarray
     revision: int                               # store revision the map reflects
     computed: dict[str, int] = field(default_factory=dict)   # what this indexing had to compute
+    features_fingerprint: str = ""
 
     def ids(self) -> np.ndarray:
         return np.array(sorted(self.entries), np.int64)
@@ -144,21 +145,40 @@ def _vocabulary(store: "KeyframeStore", feats: dict[int, Features], config: "Geo
     return centroids
 
 
-def index_store(store: "KeyframeStore", config: "GeometricConfig") -> GeometricMap:
-    """Compute what is missing or stale, store it (unless the store is read-only), load the map."""
+def _reusable(previous: GeometricMap | None, fp: str, kf_id: int, T: np.ndarray, intr: Intrinsics
+              ) -> Features | None:
+    """Features of an unchanged keyframe from the previous map (saves reading and unpacking blobs)."""
+    if previous is None or previous.features_fingerprint != fp or kf_id not in previous.entries:
+        return None
+    e = previous.entries[kf_id]
+    same = np.array_equal(e.T_world_cam, T) and e.intrinsics == intr   # ids can be reused after removal
+    return e.features if same else None
+
+
+def index_store(store: "KeyframeStore", config: "GeometricConfig", previous: GeometricMap | None = None
+                ) -> GeometricMap:
+    """Compute what is missing or stale, store it (unless the store is read-only), load the map.
+
+    ``previous``: the map of an earlier call with the same config, whose unchanged keyframes'
+    features are reused instead of re-read (live mapping refreshes after every new keyframe).
+    """
     t0 = time.perf_counter()
     ids, poses = store.poses()
     intr = store.intrinsics()
     fps = fingerprints(config)
     writable = not getattr(store, "readonly", False)
     stats = {"features": 0, "points": 0, "vocabulary": 0, "vlad": 0}
-    feats = {int(i): _load_or_extract(store, int(i), config, fps["features"], writable, stats) for i in ids}
+    feats: dict[int, Features] = {}
+    for pos, i in enumerate(int(v) for v in ids):
+        reused = _reusable(previous, fps["features"], i, poses[pos], intr[i])
+        feats[i] = reused if reused is not None else _load_or_extract(store, i, config, fps["features"],
+                                                                      writable, stats)
     points, tracks = {}, {}
     for pos, i in enumerate(int(v) for v in ids):
         points[i], tracks[i] = _points(store, i, pos, ids, poses, intr, feats, config, fps["points"],
                                        writable, stats)
     if len(ids) == 0:
-        return GeometricMap({}, np.zeros((0, 128), np.float32), store.revision, stats)
+        return GeometricMap({}, np.zeros((0, 128), np.float32), store.revision, stats, fps["features"])
     centroids = _vocabulary(store, feats, config, fps["vocabulary"], writable, stats)
     fp_vlad = _digest("vlad", fps["vocabulary"], hashlib.sha1(centroids.tobytes()).hexdigest())
     entries: dict[int, KeyframeEntry] = {}
@@ -177,4 +197,4 @@ def index_store(store: "KeyframeStore", config: "GeometricConfig") -> GeometricM
     n_points = sum(len(e.point_index) for e in entries.values())
     logger.info("geometric map: %d keyframes, %d keyframe points; computed %s in %.1f s",
                 len(entries), n_points, stats, time.perf_counter() - t0)
-    return GeometricMap(entries, centroids, store.revision, stats)  # revision after our own writes
+    return GeometricMap(entries, centroids, store.revision, stats, fps["features"])  # revision after our writes

@@ -119,9 +119,12 @@ def test_refresh_indexes_only_the_new_keyframe(fountain_db: Path, tmp_path: Path
     with KeyframeStore.open(path) as store:
         loc = GeometricLocalizer(store, GeometricConfig.from_options(**OPTIONS))
         n = len(store)
+        first_id = store.keyframe_ids()[0]
+        first_features = loc._map.entries[first_id].features
         rec = read_posed_folder(DATA / "fountain-P11", "query")[1]
         store.add_keyframe(keyframe_from_posed(rec, SIDE))
         loc.refresh()
+        assert loc._map.entries[first_id].features is first_features     # reused, not re-read
         computed = loc._map.computed
         assert computed["features"] == 1 and computed["vlad"] == 1 and computed["vocabulary"] == 0
         assert 1 <= computed["points"] <= n + 1          # the new one + those it became a neighbour of
