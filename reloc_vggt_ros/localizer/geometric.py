@@ -30,7 +30,7 @@ from .geometric_map import GeometricMap, index_store
 from .global_descriptor import vlad
 from .matching import match_descriptors
 from .pose_solver import inlier_spread, pose_covariance, solve_pnp
-from .relative_fallback import intersect_rays, position_covariance, refine_jointly, relative_observation
+from .relative_fallback import intersect_rays, joint_covariance, refine_jointly, relative_observation
 from .triangulation import TriangulationConfig
 
 if TYPE_CHECKING:
@@ -251,10 +251,9 @@ class GeometricLocalizer:
         T_refined = refine_jointly(obs, T, intrinsics)
         extra["joint_refinement_shift_m"] = float(np.linalg.norm(T_refined[:3, 3] - T[:3, 3]))
         T = T_refined
-        cov = cov.copy()
-        n_planes = sum(o.num_inliers for o in obs)
-        inflation = max(1.0, n_planes / cfg.max_independent_inliers) if cfg.max_independent_inliers else 1.0
-        cov[:3, :3] = position_covariance(obs, T) * inflation   # rotation block: the (wider) spread
+        n_matches = sum(o.num_inliers for o in obs)
+        inflation = max(1.0, n_matches / cfg.max_independent_inliers) if cfg.max_independent_inliers else 1.0
+        cov = joint_covariance(obs, T, intrinsics) * inflation
         extra["covariance_inflation"] = inflation
         diag.update(extra)
         n_inl = int(np.median([o.num_inliers for o in obs]))

@@ -154,7 +154,7 @@ def test_relative_pose_fallback_without_map_points(fountain_db: Path) -> None:
     with KeyframeStore.open(fountain_db, readonly=True) as store:
         loc = GeometricLocalizer(store, GeometricConfig.from_options(max_view_angle_deg=1e-3, **OPTIONS))
         assert sum(len(e.point_index) for e in loc._map.entries.values()) == 0
-        errors, n_ok = [], 0
+        errors, n_ok, z = [], 0, []
         for rec in read_posed_folder(DATA / "fountain-P11", "query"):
             res = loc.localize(*_query(rec))
             assert res.diagnostics["method"] == "relative"
@@ -162,6 +162,10 @@ def test_relative_pose_fallback_without_map_points(fountain_db: Path) -> None:
             if res.T_world_cam is not None:
                 errors.append(pose_error(res.T_world_cam, rec.T_world_cam))
                 assert np.linalg.eigvalsh(res.covariance).min() > 0
+                e = np.concatenate([res.T_world_cam[:3, 3] - rec.T_world_cam[:3, 3],
+                                    so3_log(res.T_world_cam[:3, :3] @ rec.T_world_cam[:3, :3].T)])
+                z.extend(e / np.sqrt(np.diag(res.covariance)))
+        assert 0.1 < float(np.sqrt(np.mean(np.square(z)))) < 10.0, z
         assert len(errors) >= 3 and n_ok >= 3
         t_err = np.array([e[0] for e in errors])
         r_err = np.array([e[1] for e in errors])
