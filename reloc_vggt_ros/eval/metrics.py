@@ -7,7 +7,9 @@ so that both write the same JSON keys. Unlocalized queries carry ``inf`` errors:
 
 from __future__ import annotations
 
+import json
 import math
+from pathlib import Path
 from typing import Any, Sequence, Union
 
 import numpy as np
@@ -15,7 +17,7 @@ import numpy as np
 from ..errors import ConfigError
 from ..geometry import recall_at
 
-__all__ = ["Threshold", "DEFAULT_THRESHOLDS", "summarize", "median_baseline"]
+__all__ = ["Threshold", "DEFAULT_THRESHOLDS", "summarize", "median_baseline", "write_metrics_json"]
 
 # (name, max translation: metres or "<p>pct" of scene_scale, max rotation in degrees)
 Threshold = tuple[str, Union[float, str], float]
@@ -100,3 +102,19 @@ def median_baseline(T_world_cams: np.ndarray) -> float:
     if nearest.size == 0:
         raise ConfigError("all cameras coincide; no baseline")
     return float(np.median(nearest))
+
+
+def write_metrics_json(metrics: dict[str, Any], path: Path | str) -> Path:
+    """Write a metrics dict (numpy scalars and arrays allowed) as indented JSON; makes the folder."""
+    path = Path(path)
+    path.parent.mkdir(parents=True, exist_ok=True)
+    path.write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    return path
+
+
+def _json_default(v: Any) -> Any:
+    if isinstance(v, (np.floating, np.integer)):
+        return v.item()
+    if isinstance(v, np.ndarray):
+        return v.tolist()
+    raise TypeError(f"not JSON serializable: {type(v).__name__}")

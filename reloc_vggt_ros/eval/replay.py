@@ -13,7 +13,6 @@ frames the node cannot keep up with count as not localized.
 
 from __future__ import annotations
 
-import json
 import logging
 import os
 import signal
@@ -26,10 +25,11 @@ from typing import Any
 
 import numpy as np
 
-from ..data.bag import GT_TOPIC, IMAGE_TOPIC, COMPRESSED_TOPIC, INFO_TOPIC, ground_truth_from_bag
+from ..data.bag import IMAGE_TOPIC, COMPRESSED_TOPIC, INFO_TOPIC, ground_truth_from_bag
 from ..dds import localhost_env
 from ..errors import DataError, RelocError
 from ..geometry import pose_error
+from .metrics import write_metrics_json
 
 __all__ = ["EvalRun", "evaluate", "start_node", "stop_node", "scene_scale", "format_table", "NODE_MODULE"]
 
@@ -249,7 +249,7 @@ def score(run: EvalRun, scale_m: float) -> dict[str, Any]:
 
 def write_outputs(run: EvalRun, metrics: dict[str, Any], out_dir: Path) -> None:
     """metrics.json, poses.csv (stamp, est and GT camera centres) and evaluation.png."""
-    (out_dir / "metrics.json").write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
+    write_metrics_json(metrics, out_dir / "metrics.json")
     with open(out_dir / "poses.csv", "w") as f:
         f.write("stamp_ns,gt_x,gt_y,gt_z,est_x,est_y,est_z\n")
         for s in sorted(run.gt):
@@ -259,14 +259,6 @@ def write_outputs(run: EvalRun, metrics: dict[str, Any], out_dir: Path) -> None:
     from .plots import plot_evaluation
 
     plot_evaluation(run.gt, run.estimates, metrics, out_dir / "evaluation.png")
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    raise TypeError(f"not JSON serializable: {type(v).__name__}")
 
 
 def format_table(metrics: dict[str, Any]) -> str:

@@ -8,7 +8,6 @@ distance from a db camera to its nearest other db camera).
 
 from __future__ import annotations
 
-import json
 import logging
 import tempfile
 import time
@@ -20,7 +19,7 @@ import numpy as np
 
 from ..data import PosedImage, load_image, read_posed_folder
 from ..errors import DataError
-from ..eval.metrics import median_baseline, summarize
+from ..eval.metrics import median_baseline, summarize, write_metrics_json as write_json
 from ..geometry import pose_error, so3_log
 from ..keyframes import Keyframe, KeyframeStore
 from ..keyframes.build import keyframe_from_posed
@@ -146,17 +145,3 @@ def format_report(m: dict[str, Any]) -> str:
         f"  NEES/6 median {f(m['nees_over_6_median'], '.2f')} (1 = covariance matches the errors)",
     ]
     return "\n".join(lines)
-
-
-def write_json(metrics: dict[str, Any], path: Path | str) -> None:
-    Path(path).parent.mkdir(parents=True, exist_ok=True)
-    Path(path).write_text(json.dumps(metrics, indent=2, default=_json_default) + "\n")
-
-
-def _json_default(v: Any) -> Any:
-    if isinstance(v, (np.floating, np.integer)):
-        return v.item()
-    if isinstance(v, np.ndarray):
-        return v.tolist()
-    raise TypeError(f"not JSON serializable: {type(v).__name__}")
-

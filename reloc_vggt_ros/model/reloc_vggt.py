@@ -18,7 +18,6 @@ Weights: ``<name>.safetensors`` with ``<name>.json`` beside it (``RelocVGGTConfi
 
 from __future__ import annotations
 
-import dataclasses
 import logging
 from dataclasses import dataclass, field
 from pathlib import Path
