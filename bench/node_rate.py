@@ -35,7 +35,8 @@ def build_db(path: Path) -> Path:
     return path
 
 
-def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Path) -> dict:
+def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Path,
+        backend_options: str = "") -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -52,7 +53,9 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
     db = build_db(out_dir / "temple-db.db")
     queries = read_posed_folder(SCENE, "query")
     images = [(cv2.imread(str(q.path)), q.intrinsics, q.T_world_cam) for q in queries]
-    proc = start_node(db, None, domain, out_dir / "node_rate.log", {"diagnostics_rate_hz": 5.0})
+    proc = start_node(db, None, domain, out_dir / "node_rate.log",
+                      {"diagnostics_rate_hz": 5.0,
+                       "backend_options": f"'{backend_options}'"})  # YAML string
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node("node_rate_bench", context=context)
@@ -147,13 +150,16 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=12, help="frames per rate")
     ap.add_argument("--domain-id", type=int, default=97)
     ap.add_argument("--growth", type=float, default=1.5, help="allowed p95 growth vs the lowest rate")
+    ap.add_argument("--backend-options", default="{preset: fast}",
+                    help="node backend_options (default: what config/reloc_vggt.yaml ships)")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "node_rate.json")
     args = ap.parse_args()
     ensure_localhost_dds()
     out_dir = ROOT / "out" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"{'input':>11}  answered   dropped  latency (publish -> pose)           throughput")
-    result = run(sorted(args.rates), args.frames, args.domain_id, args.growth, out_dir)
+    result = run(sorted(args.rates), args.frames, args.domain_id, args.growth, out_dir,
+                 args.backend_options)
     print(f"highest input rate sustained without drops or growing latency: {result['max_sustained_hz']} Hz "
           f"(load average {result['load_average_1min']:.1f} on {result['cpu_count']} cores)")
     args.json.parent.mkdir(parents=True, exist_ok=True)

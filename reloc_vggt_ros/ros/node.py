@@ -144,7 +144,8 @@ class RelocNode(LifecycleNode):
         try:
             self.cfg = cfg = read_params(self)
             self.get_logger().info(f"configuring: database={cfg.database_path} backend={cfg.backend} "
-                                   f"top_k={cfg.top_k} odom_frame={cfg.odom_frame or '-'}")
+                                   f"top_k={cfg.top_k} odom_frame={cfg.odom_frame or '-'} "
+                                   f"backend_options={cfg.backend_options or '-'}")
             self._open_database(cfg)
         except (RelocError, ImportError) as err:
             self.get_logger().error(f"configure failed: {err}")
