@@ -42,6 +42,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loc.add_argument("--size", type=_size, help="resize every image to WIDTHxHEIGHT (default: native)")
     loc.add_argument("--top-k", type=int, help="keyframes retrieved per query")
     loc.add_argument("--preset", help="backend preset (geometric: default, fast, accurate)")
+    loc.add_argument("--weights", type=Path,
+                     help="weights / exported engine for learned backends (same as -o weights=PATH)")
     loc.add_argument("--db", type=Path, help="keep the database at this path (replaced if it exists)")
     loc.add_argument("-o", "--option", type=_option, action="append", default=[],
                      help="backend option KEY=VALUE (repeatable), e.g. -o max_keypoints=2048")
@@ -58,6 +60,8 @@ def _run_localize(args: argparse.Namespace) -> int:
         options["top_k"] = args.top_k
     if args.preset:
         options["preset"] = args.preset
+    if args.weights is not None:
+        options["weights"] = str(args.weights)
     metrics = bench_localize(args.scene, args.backend, args.size, args.db, options)
     print(format_report(metrics))
     if args.json:

@@ -58,7 +58,7 @@ def test_train_then_bench_localize_with_the_export(tmp_path: Path) -> None:
     assert len((out / "metrics.csv").read_text().splitlines()) == 3
     # The evaluation hook: the export plugs straight into the localization benchmark.
     scene = out / "synthetic" / "val" / "scene_0000"
-    res = _cli("bench", "localize", "--scene", str(scene), "--backend", "reloc_vggt", "-o", f"weights={weights}",
+    res = _cli("bench", "localize", "--scene", str(scene), "--backend", "reloc_vggt", "--weights", str(weights),
                "-o", "device=cpu", "-o", "num_keyframes=2", "--json", str(tmp_path / "bench.json"))
     assert res.returncode == 0, res.stderr[-2000:]
     report = json.loads((tmp_path / "bench.json").read_text())
