@@ -18,7 +18,7 @@ import torch
 
 from reloc_vggt_ros.data import load_image, read_posed_folder
 from reloc_vggt_ros.errors import ConfigError, EngineUnavailableError
-from reloc_vggt_ros.keyframes import KeyframeStore, build_keyframe_db
+from reloc_vggt_ros.keyframes import KeyframeStore
 from reloc_vggt_ros.localizer.registry import make_localizer
 from reloc_vggt_ros.localizer.reloc_vggt import RelocVGGTLocalizer, RelocVGGTLocalizerConfig
 from reloc_vggt_ros.model.reloc_vggt import RelocVGGT, RelocVGGTConfig
@@ -32,11 +32,8 @@ NO_TENSORRT = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not Non
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> KeyframeStore:
-    db = build_keyframe_db(SCENE, tmp_path_factory.mktemp("db") / "fountain.db", split="db", max_side=320)
-    s = KeyframeStore.open(db, readonly=True)
-    yield s
-    s.close()
+def store(fountain_store_320: KeyframeStore) -> KeyframeStore:
+    return fountain_store_320
 
 
 @pytest.fixture(scope="module")

@@ -30,11 +30,8 @@ SCENE = DATA / "fountain-P11"
 
 
 @pytest.fixture(scope="module")
-def store(tmp_path_factory: pytest.TempPathFactory) -> KeyframeStore:
-    db = build_keyframe_db(SCENE, tmp_path_factory.mktemp("db") / "fountain.db", split="db", max_side=320)
-    s = KeyframeStore.open(db, readonly=True)
-    yield s
-    s.close()
+def store(fountain_store_320: KeyframeStore) -> KeyframeStore:
+    return fountain_store_320
 
 
 @pytest.fixture(scope="module")
