@@ -3,9 +3,10 @@
 import os
 import warnings
 
-from reloc_vggt_ros.dds import ensure_localhost_dds
+from reloc_vggt_ros.dds import localhost_env
 
-ensure_localhost_dds()
+os.environ.update(localhost_env())  # always loopback in tests, whatever the shell says
+os.environ.pop("RELOC_VGGT_NETWORK_DDS", None)
 _worker = os.environ.get("PYTEST_XDIST_WORKER", "gw0")
 os.environ["ROS_DOMAIN_ID"] = str(40 + int(_worker[2:] or 0))
 

@@ -3,6 +3,10 @@
 Every entry point that may create a ROS node (CLI, node ``main``, tests) calls
 :func:`ensure_localhost_dds` before ``rclpy`` creates its first node. Values already set by the
 user are kept, except that a missing profile file is replaced by the shipped one.
+
+On a robot whose node must be reachable from other machines, set ``RELOC_VGGT_NETWORK_DDS=1``:
+:func:`ensure_localhost_dds` then leaves the DDS environment as the user configured it. The
+test harness ignores that switch (:func:`localhost_env` always applies the loopback settings).
 """
 
 from __future__ import annotations
@@ -10,8 +14,9 @@ from __future__ import annotations
 import os
 from pathlib import Path
 
-__all__ = ["PROFILE_PATH", "ensure_localhost_dds", "localhost_env"]
+__all__ = ["PROFILE_PATH", "NETWORK_OPT_OUT", "ensure_localhost_dds", "localhost_env"]
 
+NETWORK_OPT_OUT = "RELOC_VGGT_NETWORK_DDS"
 PROFILE_PATH = Path(__file__).resolve().parent.parent / "config" / "fastdds_localhost.xml"
 
 
@@ -34,9 +39,16 @@ def localhost_env(env: dict[str, str] | None = None) -> dict[str, str]:
     if not current or not Path(current).is_file():
         out["FASTDDS_DEFAULT_PROFILES_FILE"] = str(_shipped_profile())
     out["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
+    out.pop(NETWORK_OPT_OUT, None)  # children of a loopback process stay on loopback
     return out
 
 
-def ensure_localhost_dds() -> None:
-    """Apply :func:`localhost_env` to this process (call before the first rclpy node)."""
+def ensure_localhost_dds() -> bool:
+    """Apply :func:`localhost_env` to this process (call before the first rclpy node).
+
+    Returns False (and changes nothing) when the user opted into network DDS.
+    """
+    if os.environ.get(NETWORK_OPT_OUT, "") not in ("", "0"):
+        return False
     os.environ.update(localhost_env())
+    return True
