@@ -15,7 +15,8 @@ __all__ = ["match_descriptors", "fundamental_from_poses", "sampson_error_px"]
 
 # Small per-block products: multi-threaded OpenBLAS only spins (measured 6x more CPU, slower
 # wall time on a busy 2-core machine), so matching runs BLAS on the calling thread (two BLAS
-# threads also measured slower per query end to end: SIFT already keeps both cores busy).
+# threads cut the query's match time ~20% but their workers keep spinning afterwards and the
+# next query's SIFT got ~25% slower: no net gain per query, more CPU).
 _BLAS = ThreadpoolController()
 
 
