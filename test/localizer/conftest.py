@@ -10,7 +10,7 @@ FOUNTAIN = Path(__file__).parents[2] / ".." / "shared" / "data" / "fountain-P11"
 
 
 @pytest.fixture(scope="module")
-def fountain_store_320(tmp_path_factory: pytest.TempPathFactory) -> KeyframeStore:
+def store(tmp_path_factory: pytest.TempPathFactory) -> KeyframeStore:
     """fountain-P11 db split at 320 px (no backend indexing), opened read-only."""
     db = build_keyframe_db(FOUNTAIN, tmp_path_factory.mktemp("db") / "fountain.db", split="db", max_side=320)
     s = KeyframeStore.open(db, readonly=True)

@@ -32,11 +32,6 @@ NO_TENSORRT = pytest.mark.skipif(importlib.util.find_spec("tensorrt") is not Non
 
 
 @pytest.fixture(scope="module")
-def store(fountain_store_320: KeyframeStore) -> KeyframeStore:
-    return fountain_store_320
-
-
-@pytest.fixture(scope="module")
 def query() -> tuple[np.ndarray, object]:
     rec = read_posed_folder(SCENE, "query")[1]
     return load_image(rec.path), rec.intrinsics

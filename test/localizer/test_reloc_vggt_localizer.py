@@ -30,11 +30,6 @@ SCENE = DATA / "fountain-P11"
 
 
 @pytest.fixture(scope="module")
-def store(fountain_store_320: KeyframeStore) -> KeyframeStore:
-    return fountain_store_320
-
-
-@pytest.fixture(scope="module")
 def query() -> tuple[np.ndarray, object]:
     rec = read_posed_folder(SCENE, "query")[1]
     return load_image(rec.path), rec

@@ -178,6 +178,17 @@ def test_save_load_round_trip_and_config_json(scene: dict, tmp_path: Path) -> No
         RelocVGGTConfig.tiny(mask="band")
 
 
+class _PoseEncOnly(torch.nn.Module):
+    """RelocVGGT with only the final pose encoding as output (what the ONNX tests export)."""
+
+    def __init__(self, m: RelocVGGT) -> None:
+        super().__init__()
+        self.m = m
+
+    def forward(self, images, known):  # noqa: ANN001
+        return self.m(images, known)["pose_enc"]
+
+
 @pytest.mark.slow
 @pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning", "ignore::UserWarning")
 def test_onnx_export_sparse_forward_and_cached_query(scene: dict, tmp_path: Path) -> None:
@@ -190,17 +201,9 @@ def test_onnx_export_sparse_forward_and_cached_query(scene: dict, tmp_path: Path
         sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
         return sess.run(None, {n: a.numpy() for n, a in zip(names, args)})
 
-    class Full(torch.nn.Module):
-        def __init__(self, m: RelocVGGT) -> None:
-            super().__init__()
-            self.m = m
-
-        def forward(self, images, known):  # noqa: ANN001
-            return self.m(images, known)["pose_enc"]
-
     sparse = _randomise(RelocVGGT(RelocVGGTConfig.tiny(mask="sparse")), seed=4)
     with torch.no_grad():
-        got = run(Full(sparse), (images, known), ["images", "known_pose_enc"])[0]
+        got = run(_PoseEncOnly(sparse), (images, known), ["images", "known_pose_enc"])[0]
         np.testing.assert_allclose(got, sparse(images, known)["pose_enc"].numpy(), atol=1e-4)
 
     cached = _randomise(RelocVGGT(RelocVGGTConfig.tiny(mask="cached")), seed=5)
@@ -218,18 +221,10 @@ def test_onnx_export_keeps_the_frame_count_dynamic(scene: dict, tmp_path: Path) 
     ort = pytest.importorskip("onnxruntime")
     model = _randomise(RelocVGGT(RelocVGGTConfig.tiny(mask="sparse")), seed=6)
 
-    class Full(torch.nn.Module):
-        def __init__(self, m: RelocVGGT) -> None:
-            super().__init__()
-            self.m = m
-
-        def forward(self, images, known):  # noqa: ANN001
-            return self.m(images, known)["pose_enc"]
-
     images, known = scene["images"], torch.from_numpy(scene["enc"][:-1]).float()[None]
     path = tmp_path / "sparse_dyn.onnx"
     with torch.no_grad():
-        torch.onnx.export(Full(model), (images, known), str(path), input_names=["images", "known"],
+        torch.onnx.export(_PoseEncOnly(model), (images, known), str(path), input_names=["images", "known"],
                           output_names=["pose_enc"], opset_version=17, dynamo=False,
                           dynamic_axes={"images": {1: "S"}, "known": {1: "K"}, "pose_enc": {1: "S"}})
     sess = ort.InferenceSession(str(path), providers=["CPUExecutionProvider"])
