@@ -8,14 +8,14 @@ directly with the image's :class:`~reloc_vggt_ros.geometry.Intrinsics`.
 from __future__ import annotations
 
 import logging
-from dataclasses import dataclass
+from dataclasses import asdict, dataclass
 
 import cv2
 import numpy as np
 
 from ..errors import ConfigError
 
-__all__ = ["FeatureConfig", "Features", "extract_features"]
+__all__ = ["FeatureConfig", "Features", "extract_features", "fingerprint_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -30,6 +30,11 @@ class FeatureConfig:
     contrast_threshold: float = 0.02
     edge_threshold: float = 10.0
     precise_upscale: bool = True      # OpenCV's default 2x upscale shifts keypoints by ~0.25 px
+    # -1: OpenCV's pyramid, whose first octave is the 2x-upsampled image (finest keypoints, ~3/4
+    # of the detector's work); 0: start at the working resolution (the image is halved, and
+    # OpenCV's upsampling restores it), ~3-4x cheaper, no keypoints finer than that
+    first_octave: int = -1
+    octave_layers: int = 3            # DoG layers per octave (OpenCV nOctaveLayers)
 
     def __post_init__(self) -> None:
         if self.max_keypoints < 16:
@@ -38,6 +43,10 @@ class FeatureConfig:
             raise ConfigError(f"max_edge_px must be 0 (native) or >= 64, got {self.max_edge_px}")
         if not 0.0 < self.contrast_threshold < 1.0:
             raise ConfigError(f"contrast_threshold must be in (0, 1), got {self.contrast_threshold}")
+        if self.first_octave not in (-1, 0):
+            raise ConfigError(f"first_octave must be -1 or 0, got {self.first_octave}")
+        if not 1 <= self.octave_layers <= 8:
+            raise ConfigError(f"octave_layers must be in [1, 8], got {self.octave_layers}")
         if self.edge_threshold <= 1.0:
             raise ConfigError(f"edge_threshold must be > 1, got {self.edge_threshold}")
 
@@ -71,6 +80,16 @@ class Features:
                    arrays["scales_px"].astype(np.float32), w, h)
 
 
+# Fields added after maps were stored, with the value that reproduces the old features: left out
+# of the fingerprint at that value, so existing databases are not re-indexed.
+_ADDED_FIELDS = {"first_octave": -1, "octave_layers": 3}
+
+
+def fingerprint_fields(config: FeatureConfig) -> dict[str, object]:
+    """The settings that determine the features (for blob fingerprints)."""
+    return {k: v for k, v in asdict(config).items() if _ADDED_FIELDS.get(k, object()) != v}
+
+
 def _working_scale(width: int, height: int, max_edge_px: int) -> float:
     if max_edge_px == 0 or max(width, height) <= max_edge_px:
         return 1.0
@@ -85,13 +104,15 @@ def extract_features(image_bgr: np.ndarray, config: FeatureConfig) -> Features:
         gray = image_bgr
     height, width = gray.shape[:2]
     scale = _working_scale(width, height, config.max_edge_px)
+    if config.first_octave == 0:
+        scale *= 0.5           # OpenCV upsamples 2x: its first octave is then the working resolution
     work_w, work_h = round(width * scale), round(height * scale)
-    if scale != 1.0:
+    if (work_w, work_h) != (width, height):
         gray = cv2.resize(gray, (work_w, work_h), interpolation=cv2.INTER_AREA)
     # per-axis factors of the rounded size: one shared factor would shift keypoints ~0.2 px
     sxy = np.array([work_w / width, work_h / height])
-    sift = cv2.SIFT_create(config.max_keypoints, 3, config.contrast_threshold, config.edge_threshold,
-                           1.6, config.precise_upscale)
+    sift = cv2.SIFT_create(config.max_keypoints, config.octave_layers, config.contrast_threshold,
+                           config.edge_threshold, 1.6, config.precise_upscale)
     kps, desc = sift.detectAndCompute(gray, None)
     if desc is None or len(kps) == 0:
         return Features(np.zeros((0, 2)), np.zeros((0, 128), np.float32), np.zeros(0, np.float32),
