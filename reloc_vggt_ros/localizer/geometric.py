@@ -26,7 +26,7 @@ from ..geometry import Intrinsics
 from ..keyframes.retrieval import nearest_by_pose
 from .base import PosePrior, RelocResult, RelocStatus
 from .features import FeatureConfig, extract_features
-from .geometric_map import GeometricMap, index_store
+from .geometric_map import GeometricMap, consistent_keyframes, index_store
 from .global_descriptor import vlad
 from .matching import match_descriptors
 from .pose_solver import inlier_spread, pose_covariance, solve_pnp
@@ -203,6 +203,7 @@ class GeometricLocalizer:
                 return self._fallback(state.map, feats, intrinsics, retrieved, diag, t0)
             return _done(RelocResult(RelocStatus.NO_MATCH, reason=f"only {len(q_idx_a)} 2D-3D matches "
                                      f"(< min_inliers {cfg.min_inliers})", diagnostics=diag), t0)
+        q_idx_a, x3d_a, kf_a = _one_local_map(state.map, q_idx_a, x3d_a, kf_a, cfg.min_inliers, diag)
         x2d_a = feats.keypoints_px[q_idx_a]
         pnp = solve_pnp(x2d_a, x3d_a, intrinsics, cfg.pnp_max_reproj_px)
         diag["pnp_ms"] = 1e3 * (time.perf_counter() - t_match)
@@ -262,6 +263,18 @@ class GeometricLocalizer:
         reason = _weakness(n_inl, confidence, cov, cfg)
         status = RelocStatus.LOW_CONFIDENCE if reason else RelocStatus.OK
         return _done(RelocResult(status, T, cov, float(confidence), n_inl, reason, diag), t0)
+
+
+def _one_local_map(gmap: GeometricMap, q_idx: np.ndarray, x3d: np.ndarray, kf_of: np.ndarray,
+                   min_inliers: int, diag: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+    """The matches of the keyframes consistent with the best-matched one (``consistent_keyframes``),
+    unless that leaves fewer than ``min_inliers`` query keypoints; the rest go to diagnostics."""
+    group = consistent_keyframes(gmap, kf_of)
+    sel = np.isin(kf_of, group)
+    if sel.all() or len(np.unique(q_idx[sel])) < min_inliers:
+        return q_idx, x3d, kf_of
+    diag["inconsistent_keyframes"] = sorted(int(k) for k in np.unique(kf_of[~sel]))
+    return q_idx[sel], x3d[sel], kf_of[sel]
 
 
 # A query has ~1k descriptors: one product per keyframe measured faster than cache-sized row

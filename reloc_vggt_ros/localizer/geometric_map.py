@@ -4,12 +4,16 @@ Blobs (backend ``"geometric"``), each under a fingerprint of the settings that p
 :data:`CODE_VERSION`, so changing a setting or the algorithm never reuses stale data:
 
 * per keyframe ``features`` (keypoints, RootSIFT, scales), ``points`` (world point per keypoint,
-  NaN where none, plus the neighbour ids they were triangulated from), ``vlad``;
+  NaN where none, plus the neighbour ids, each pair's consistency statistics and which
+  neighbours were used, re-anchored or dropped), ``vlad``;
 * map-wide ``vocabulary`` (k-means centroids and the keyframe count it was trained on).
 
 :func:`index_store` is incremental: it computes only what is missing or stale. A keyframe's
 points are recomputed when its neighbour set changed (a keyframe was added nearby), the
-vocabulary is retrained once the database has doubled since it was trained.
+vocabulary is retrained once the database has doubled since it was trained. Points are built in
+two passes: every keyframe's pair statistics first (stored ones reused), then the map-wide
+pair level decides which neighbour pairs are consistent (see ``triangulation``), and a keyframe
+is re-triangulated only if its neighbours or that decision changed.
 """
 
 from __future__ import annotations
@@ -27,18 +31,20 @@ from ..geometry import Intrinsics
 from ..keyframes.blobs import pack_arrays, unpack_arrays
 from .features import Features, extract_features
 from .global_descriptor import train_vocabulary, vlad
-from .triangulation import View, backproject_depth, select_neighbours, triangulate_keyframe
+from .triangulation import (Observations, View, backproject_depth, consistent_neighbours, observe, pair_level,
+                            select_neighbours, triangulate_consistent)
 
 if TYPE_CHECKING:
     from ..keyframes import KeyframeStore
     from .geometric import GeometricConfig
 
-__all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_store", "fingerprints"]
+__all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_store", "fingerprints",
+           "consistent_keyframes"]
 
 logger = logging.getLogger(__name__)
 
 BACKEND = "geometric"
-CODE_VERSION = "geometric-2"
+CODE_VERSION = "geometric-3"   # 3: pair-consistency check + re-anchoring
 
 
 def _digest(*parts: Any) -> str:
@@ -67,6 +73,8 @@ class KeyframeEntry:
     # the subset with 3D points, precomputed for 2D-3D matching
     point_index: np.ndarray
     point_descriptors: np.ndarray
+    # neighbours whose poses disagree with this keyframe's (pair check): not one consistent map
+    inconsistent_ids: frozenset[int] = frozenset()
 
 
 @dataclass
@@ -93,32 +101,72 @@ def _load_or_extract(store: "KeyframeStore", kf_id: int, config: "GeometricConfi
     return feats
 
 
-def _points(store: "KeyframeStore", kf_id: int, pos: int, ids: np.ndarray, poses: np.ndarray,
-            intr: dict[int, Intrinsics], feats: dict[int, Features], config: "GeometricConfig",
-            fp: str, writable: bool, stats: dict[str, int]) -> tuple[np.ndarray, np.ndarray]:
-    """(world point per keypoint [N,3] NaN where none, views per point [N]; depth points count 1)."""
-    neighbours = [int(ids[j]) for j in select_neighbours(pos, poses, config.triangulation)]
-    blob = store.get_blob(kf_id, BACKEND, "points", fp)
-    if blob is not None:
-        arrays = unpack_arrays(blob)
-        if bool(arrays["from_depth"]) or arrays["neighbour_ids"].tolist() == neighbours:
-            return arrays["points_world"], arrays["track_len"]
-    kf = store.get_keyframe(kf_id)
-    if kf.depth_m is not None:
-        pts = backproject_depth(feats[kf_id], intr[kf_id], poses[pos], kf.depth_m)
-        track = np.isfinite(pts[:, 0]).astype(np.int32)
-        from_depth = True
-    else:
-        ref = View(feats[kf_id], intr[kf_id], poses[pos])
-        nbs = [View(feats[n], intr[n], poses[int(np.flatnonzero(ids == n)[0])]) for n in neighbours]
-        pts, track = triangulate_keyframe(ref, nbs, config.triangulation)
-        from_depth = False
-    if writable:
-        store.put_blob(kf_id, BACKEND, "points", pack_arrays(
-            {"points_world": pts, "track_len": track, "neighbour_ids": np.array(neighbours, np.int64),
-             "from_depth": np.array(from_depth)}), fp)
-    stats["points"] += 1
-    return pts, track
+@dataclass
+class _PointSet:
+    points: np.ndarray              # [N,3] world point per keypoint, NaN where none
+    track_len: np.ndarray           # [N] views per point (depth points count 1)
+    inconsistent_ids: frozenset[int]
+
+
+def _point_sets(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr: dict[int, Intrinsics],
+                feats: dict[int, Features], config: "GeometricConfig", fp: str, writable: bool,
+                stats: dict[str, int]) -> dict[int, _PointSet]:
+    """Every keyframe's points: pair statistics of all keyframes first, then triangulation of those
+    whose neighbour set or consistency decision changed (the decision needs the map-wide level)."""
+    tc = config.triangulation
+    pos_of = {int(i): p for p, i in enumerate(ids)}
+
+    def view(i: int) -> View:
+        return View(feats[i], intr[i], poses[pos_of[i]])
+
+    neighbours = {int(i): [int(ids[j]) for j in select_neighbours(p, poses, tc)] for p, i in enumerate(ids)}
+    stored: dict[int, dict[str, np.ndarray]] = {}
+    fresh: dict[int, Observations] = {}
+    out: dict[int, _PointSet] = {}
+    for i in neighbours:
+        blob = store.get_blob(i, BACKEND, "points", fp)
+        arrays = unpack_arrays(blob) if blob is not None else None
+        if arrays is not None and bool(arrays["from_depth"]):
+            out[i] = _PointSet(arrays["points_world"], arrays["track_len"], frozenset())
+        elif arrays is not None and arrays["neighbour_ids"].tolist() == neighbours[i]:
+            stored[i] = arrays
+        elif (depth := store.get_keyframe(i).depth_m) is not None:
+            pts = backproject_depth(feats[i], intr[i], poses[pos_of[i]], depth)
+            track = np.isfinite(pts[:, 0]).astype(np.int32)
+            if writable:
+                store.put_blob(i, BACKEND, "points", pack_arrays(
+                    {"points_world": pts, "track_len": track, "neighbour_ids": np.zeros(0, np.int64),
+                     "from_depth": np.array(True)}), fp)
+            stats["points"] += 1
+            out[i] = _PointSet(pts, track, frozenset())
+        else:
+            fresh[i] = observe(view(i), [view(n) for n in neighbours[i]], tc)
+    level = pair_level([a["pair_median_px"] for a in stored.values()] + [o.pair_median_px for o in fresh.values()],
+                       [a["pair_matches"] for a in stored.values()] + [o.pair_matches for o in fresh.values()], tc)
+    for i, nbs in neighbours.items():
+        if i in out:
+            continue
+        a = stored.get(i)
+        if a is not None and np.array_equal(
+                consistent_neighbours(a["pair_median_px"], a["pair_matches"], level, tc), a["state"] == 1):
+            state = a["state"]
+            out[i] = _PointSet(a["points_world"], a["track_len"], frozenset(np.array(nbs)[state != 1].tolist()))
+            continue
+        obs = fresh.get(i) or observe(view(i), [view(n) for n in nbs], tc)
+        pts, track, state, D = triangulate_consistent(view(i), [view(n) for n in nbs], obs, level, tc)
+        if writable:
+            store.put_blob(i, BACKEND, "points", pack_arrays(
+                {"points_world": pts, "track_len": track, "neighbour_ids": np.array(nbs, np.int64),
+                 "from_depth": np.array(False), "pair_median_px": obs.pair_median_px,
+                 "pair_matches": obs.pair_matches, "state": state, "reanchor_T": D}), fp)
+        stats["points"] += 1
+        if (state != 1).any():
+            logger.info("keyframe %d: neighbours %s inconsistent (pair median %s px, map level %.3f px); "
+                        "re-anchored %s, dropped %s", i, np.array(nbs)[state != 1].tolist(),
+                        np.round(obs.pair_median_px[state != 1], 3).tolist(), level,
+                        np.array(nbs)[state == 2].tolist(), np.array(nbs)[state == 0].tolist())
+        out[i] = _PointSet(pts, track, frozenset(np.array(nbs, np.int64)[state != 1].tolist()))
+    return out
 
 
 def _matchable(points: np.ndarray, track_len: np.ndarray, cap: int) -> np.ndarray:
@@ -173,10 +221,7 @@ def index_store(store: "KeyframeStore", config: "GeometricConfig", previous: Geo
         reused = _reusable(previous, fps["features"], i, poses[pos], intr[i])
         feats[i] = reused if reused is not None else _load_or_extract(store, i, config, fps["features"],
                                                                       writable, stats)
-    points, tracks = {}, {}
-    for pos, i in enumerate(int(v) for v in ids):
-        points[i], tracks[i] = _points(store, i, pos, ids, poses, intr, feats, config, fps["points"],
-                                       writable, stats)
+    sets = _point_sets(store, ids, poses, intr, feats, config, fps["points"], writable, stats)
     if len(ids) == 0:
         return GeometricMap({}, np.zeros((0, 128), np.float32), store.revision, stats, fps["features"])
     centroids = _vocabulary(store, feats, config, fps["vocabulary"], writable, stats)
@@ -191,10 +236,27 @@ def index_store(store: "KeyframeStore", config: "GeometricConfig", previous: Geo
             stats["vlad"] += 1
         else:
             vec = unpack_arrays(blob)["vlad"]
-        has_point = _matchable(points[i], tracks[i], config.max_points_per_keyframe)
-        entries[i] = KeyframeEntry(i, poses[pos], intr[i], feats[i], points[i], vec, has_point,
-                                   np.ascontiguousarray(feats[i].descriptors[has_point]))
+        ps = sets[i]
+        has_point = _matchable(ps.points, ps.track_len, config.max_points_per_keyframe)
+        entries[i] = KeyframeEntry(i, poses[pos], intr[i], feats[i], ps.points, vec, has_point,
+                                   np.ascontiguousarray(feats[i].descriptors[has_point]), ps.inconsistent_ids)
     n_points = sum(len(e.point_index) for e in entries.values())
     logger.info("geometric map: %d keyframes, %d keyframe points; computed %s in %.1f s",
                 len(entries), n_points, stats, time.perf_counter() - t0)
     return GeometricMap(entries, centroids, store.revision, stats, fps["features"])  # revision after our writes
+
+
+def consistent_keyframes(gmap: GeometricMap, kf_of_match: np.ndarray) -> list[int]:
+    """The matched keyframes that form one consistent local map with the best-matched one.
+
+    ``kf_of_match`` [M]: keyframe id of each 2D-3D match. The keyframe with the most matches
+    anchors the local map; a keyframe whose pair check with it failed (either way round) holds
+    points in another session's frame, and mixing both frames in one PnP biases the pose along
+    its weakest direction. Keyframes never compared with it (not neighbours) are kept.
+    """
+    ids, counts = np.unique(kf_of_match, return_counts=True)
+    if len(ids) == 0:
+        return []
+    best = int(ids[np.argmax(counts)])
+    bad = gmap.entries[best].inconsistent_ids
+    return [int(k) for k in ids if int(k) not in bad and best not in gmap.entries[int(k)].inconsistent_ids]

@@ -6,6 +6,15 @@ once (linear DLT, then Gauss-Newton on the pixel reprojection error). Views whos
 error is too large are dropped and the point is solved again; a point survives only if it keeps
 >= 2 views, lies in front of all of them and is seen under a large enough triangulation angle.
 Keeping the points per keyframe lets a new keyframe be indexed without touching the others.
+
+Pair consistency (maps stitched from several sessions): the median Sampson distance of a
+keyframe pair's matches under the known poses measures how well the two poses agree. A pair far
+above the map's typical value (``pair_consistency_factor`` x the median over all pairs) has poses
+registered less precisely to each other than the features are; triangulating across it gives
+points with systematic depth errors (small-baseline pairs amplify a 0.4 px disagreement into
+millimetres of depth, which PnP turns into tenths of a degree). Such neighbours are either
+*re-anchored* (their poses moved, as one rigid group, into the frame consistent with the
+reference keyframe: the reference is localized against the group's own points) or dropped.
 """
 
 from __future__ import annotations
@@ -18,9 +27,11 @@ from ..errors import ConfigError
 from ..geometry import Intrinsics, invert_T
 from .features import Features
 from .matching import fundamental_from_poses, match_descriptors, sampson_error_px
+from .pose_solver import solve_pnp
 
-__all__ = ["TriangulationConfig", "View", "select_neighbours", "triangulate_keyframe",
-           "backproject_depth"]
+__all__ = ["TriangulationConfig", "View", "Observations", "select_neighbours", "observe",
+           "pair_level", "consistent_neighbours", "reanchor", "triangulate_observations",
+           "triangulate_keyframe", "triangulate_consistent", "backproject_depth"]
 
 
 @dataclass(frozen=True)
@@ -31,6 +42,11 @@ class TriangulationConfig:
     max_epipolar_px: float = 2.0
     max_reproj_px: float = 2.0
     min_tri_angle_deg: float = 1.5
+    # A neighbour pair whose median Sampson distance exceeds this factor times the map's median
+    # pair value is inconsistent (0 = no check); judged only with >= min_pair_matches matches.
+    pair_consistency_factor: float = 2.5
+    min_pair_matches: int = 30
+    reanchor: bool = True             # re-anchor inconsistent neighbours instead of dropping them
 
     def __post_init__(self) -> None:
         if self.max_neighbours < 1:
@@ -44,6 +60,11 @@ class TriangulationConfig:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if not 0.0 <= self.min_tri_angle_deg < 90.0:
             raise ConfigError(f"min_tri_angle_deg must be in [0, 90), got {self.min_tri_angle_deg}")
+        if self.pair_consistency_factor != 0.0 and self.pair_consistency_factor <= 1.0:
+            raise ConfigError("pair_consistency_factor must be 0 (off) or > 1, got "
+                              f"{self.pair_consistency_factor}")
+        if self.min_pair_matches < 8:
+            raise ConfigError(f"min_pair_matches must be >= 8, got {self.min_pair_matches}")
 
 
 @dataclass
@@ -70,23 +91,87 @@ def select_neighbours(index: int, T_world_cams: np.ndarray, config: Triangulatio
     return [int(c) for c in cand[np.argsort(dist[cand], kind="stable")][: config.max_neighbours]]
 
 
-def _observations(ref: View, neighbours: list[View], config: TriangulationConfig
-                  ) -> tuple[np.ndarray, np.ndarray]:
-    """Pixels [N,V,2] and mask [N,V] of each reference keypoint in every view (view 0 = ref)."""
+@dataclass
+class Observations:
+    """Each reference keypoint's pixels in every view (view 0 = the reference) and pair statistics.
+
+    ``xy`` [N,V,2], ``mask`` [N,V]; ``pair_median_px`` [V-1] median Sampson distance of the
+    epipolar-gated matches with each neighbour (NaN if none), ``pair_matches`` [V-1] their count.
+    """
+
+    xy: np.ndarray
+    mask: np.ndarray
+    pair_median_px: np.ndarray
+    pair_matches: np.ndarray
+
+
+def observe(ref: View, neighbours: list[View], config: TriangulationConfig) -> Observations:
+    """Ratio + mutual matches of ``ref`` to each neighbour, kept within ``max_epipolar_px``."""
     n = len(ref.features)
     xy = np.zeros((n, len(neighbours) + 1, 2))
     mask = np.zeros((n, len(neighbours) + 1), bool)
     xy[:, 0], mask[:, 0] = ref.features.keypoints_px, True
+    medians = np.full(len(neighbours), np.nan)
+    counts = np.zeros(len(neighbours), np.int64)
     for v, nb in enumerate(neighbours, start=1):
         pairs = match_descriptors(ref.features.descriptors, nb.features.descriptors, config.match_ratio)
         if len(pairs) == 0:
             continue
         F = fundamental_from_poses(ref.T_world_cam, ref.intrinsics, nb.T_world_cam, nb.intrinsics)
         x_ref, x_nb = ref.features.keypoints_px[pairs[:, 0]], nb.features.keypoints_px[pairs[:, 1]]
-        good = sampson_error_px(F, x_ref, x_nb) < config.max_epipolar_px
+        err = sampson_error_px(F, x_ref, x_nb)
+        good = err < config.max_epipolar_px
         xy[pairs[good, 0], v] = x_nb[good]
         mask[pairs[good, 0], v] = True
-    return xy, mask
+        counts[v - 1] = int(good.sum())
+        if good.any():
+            medians[v - 1] = float(np.median(err[good]))
+    return Observations(xy, mask, medians, counts)
+
+
+def pair_level(medians: list[np.ndarray], counts: list[np.ndarray], config: TriangulationConfig) -> float:
+    """The map's typical pair value: median over all judged pairs (NaN if there are none)."""
+    values = [m[c >= config.min_pair_matches] for m, c in zip(medians, counts)]
+    flat = np.concatenate(values) if values else np.zeros(0)
+    flat = flat[np.isfinite(flat)]
+    return float(np.median(flat)) if len(flat) else float("nan")
+
+
+def consistent_neighbours(medians: np.ndarray, counts: np.ndarray, level: float,
+                          config: TriangulationConfig) -> np.ndarray:
+    """bool [V-1]: False for neighbours whose pair is judged inconsistent with the reference."""
+    if config.pair_consistency_factor == 0.0 or not np.isfinite(level):
+        return np.ones(len(medians), bool)
+    judged = (counts >= config.min_pair_matches) & np.isfinite(medians)
+    return ~(judged & (medians > config.pair_consistency_factor * level))
+
+
+def reanchor(ref: View, neighbours: list[View], obs: Observations, which: np.ndarray,
+             config: TriangulationConfig) -> np.ndarray | None:
+    """Rigid 4x4 ``D`` moving the poses of the neighbours ``which`` (bool [V-1]) into ref's frame.
+
+    Those neighbours are taken as one consistent group (another session): the one with most
+    matches is triangulated from the others, ref is localized against its points (PnP, LO-RANSAC
+    + refinement), giving ``T_world_ref`` in the group's frame; ``D = T_given @ inv(T_group)``, so
+    ``D @ T_world_nb`` agrees with ref. Measured far more accurate than a generalized relative
+    pose on the 2D-2D matches, whose error small-baseline pairs then turn into depth errors.
+    None if the group has < 2 judged members or the PnP fails.
+    """
+    idx = [int(v) for v in np.flatnonzero(which) if obs.pair_matches[v] >= config.min_pair_matches]
+    if len(idx) < 2:
+        return None
+    idx.sort(key=lambda v: -obs.pair_matches[v])
+    anchor, others = neighbours[idx[0]], [neighbours[v] for v in idx[1:]]
+    pts, _ = triangulate_keyframe(anchor, others, config)
+    has = np.flatnonzero(np.isfinite(pts[:, 0]))
+    m = match_descriptors(ref.features.descriptors, anchor.features.descriptors[has], config.match_ratio)
+    if len(m) < config.min_pair_matches:
+        return None
+    pnp = solve_pnp(ref.features.keypoints_px[m[:, 0]], pts[has[m[:, 1]]], ref.intrinsics,
+                    2.0 * config.max_reproj_px)
+    if pnp is None or pnp.inliers.sum() < config.min_pair_matches:
+        return None
+    return ref.T_world_cam @ invert_T(pnp.T_world_cam)
 
 
 def _project(P: np.ndarray, X: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -131,9 +216,10 @@ def _gauss_newton(P: np.ndarray, X: np.ndarray, xy: np.ndarray, mask: np.ndarray
     return X
 
 
-def triangulate_keyframe(ref: View, neighbours: list[View], config: TriangulationConfig
-                         ) -> tuple[np.ndarray, np.ndarray]:
-    """World points [N,3] (NaN where none) and track lengths [N] for the keypoints of ``ref``."""
+def triangulate_observations(ref: View, neighbours: list[View], obs: Observations,
+                             config: TriangulationConfig) -> tuple[np.ndarray, np.ndarray]:
+    """World points [N,3] (NaN where none) and track lengths [N] from ``obs`` (its mask decides
+    which views count; the neighbours' poses may differ from those ``obs`` was gated with)."""
     n = len(ref.features)
     points = np.full((n, 3), np.nan)
     track_len = np.zeros(n, np.int32)
@@ -141,9 +227,8 @@ def triangulate_keyframe(ref: View, neighbours: list[View], config: Triangulatio
         return points, track_len
     views = [ref, *neighbours]
     P = np.stack([v.intrinsics.K @ invert_T(v.T_world_cam)[:3] for v in views])
-    xy, mask = _observations(ref, neighbours, config)
-    idx = np.flatnonzero(mask.sum(axis=1) >= 2)
-    xy, mask = xy[idx], mask[idx]
+    idx = np.flatnonzero(obs.mask.sum(axis=1) >= 2)
+    xy, mask = obs.xy[idx], obs.mask[idx]
     for _ in range(2):      # solve, drop bad views, solve again
         X = _gauss_newton(P, _dlt(P, xy, mask), xy, mask)
         uv, depth = _project(P, X)
@@ -160,6 +245,47 @@ def triangulate_keyframe(ref: View, neighbours: list[View], config: Triangulatio
     points[idx[keep]] = X[keep]
     track_len[idx[keep]] = mask[keep].sum(axis=1)
     return points, track_len
+
+
+def triangulate_keyframe(ref: View, neighbours: list[View], config: TriangulationConfig
+                         ) -> tuple[np.ndarray, np.ndarray]:
+    """World points [N,3] (NaN where none) and track lengths [N] for the keypoints of ``ref``,
+    from all given neighbours (no pair-consistency check: that needs the whole map's level)."""
+    return triangulate_observations(ref, neighbours, observe(ref, neighbours, config), config)
+
+
+def triangulate_consistent(ref: View, neighbours: list[View], obs: Observations, level: float,
+                           config: TriangulationConfig
+                           ) -> tuple[np.ndarray, np.ndarray, np.ndarray, np.ndarray]:
+    """Points and track lengths from consistent views only, plus the neighbours' state [V-1]
+    (1 consistent, 2 re-anchored, 0 dropped) and the re-anchoring transform (identity if none).
+
+    Re-anchored neighbours must pass the same pair check under their moved poses.
+    """
+    ok = consistent_neighbours(obs.pair_median_px, obs.pair_matches, level, config)
+    use, views, D = ok.copy(), list(neighbours), np.eye(4)
+    if config.reanchor and not ok.all():
+        D_est = reanchor(ref, neighbours, obs, ~ok, config)
+        if D_est is not None:
+            moved = [View(nb.features, nb.intrinsics, D_est @ nb.T_world_cam) for nb in neighbours]
+            medians = np.full(len(neighbours), np.nan)
+            for v in np.flatnonzero(~ok):
+                rows = np.flatnonzero(obs.mask[:, v + 1])
+                if len(rows):
+                    F = fundamental_from_poses(ref.T_world_cam, ref.intrinsics, moved[v].T_world_cam,
+                                               moved[v].intrinsics)
+                    medians[v] = float(np.median(sampson_error_px(F, obs.xy[rows, 0], obs.xy[rows, v + 1])))
+            now_ok = ~ok & np.isfinite(medians) & (medians <= config.pair_consistency_factor * level)
+            if now_ok.any():
+                views = [moved[v] if now_ok[v] else nb for v, nb in enumerate(neighbours)]
+                use |= now_ok
+                D = D_est
+    mask = obs.mask.copy()
+    mask[:, 1:] &= use[None]
+    points, track = triangulate_observations(ref, views, Observations(obs.xy, mask, obs.pair_median_px,
+                                                                      obs.pair_matches), config)
+    state = np.where(ok, 1, np.where(use, 2, 0)).astype(np.int8)
+    return points, track, state, D
 
 
 def backproject_depth(features: Features, intrinsics: Intrinsics, T_world_cam: np.ndarray,
