@@ -150,7 +150,7 @@ def main() -> int:
     ap.add_argument("--frames", type=int, default=12, help="frames per rate")
     ap.add_argument("--domain-id", type=int, default=97)
     ap.add_argument("--growth", type=float, default=1.5, help="allowed p95 growth vs the lowest rate")
-    ap.add_argument("--backend-options", default="{preset: fast}",
+    ap.add_argument("--backend-options", default="{preset: realtime}",
                     help="node backend_options (default: what config/reloc_vggt.yaml ships)")
     ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "node_rate.json")
     args = ap.parse_args()

@@ -30,10 +30,12 @@ class FeatureConfig:
     contrast_threshold: float = 0.02
     edge_threshold: float = 10.0
     precise_upscale: bool = True      # OpenCV's default 2x upscale shifts keypoints by ~0.25 px
-    # -1: OpenCV's pyramid, whose first octave is the 2x-upsampled image (finest keypoints, ~3/4
-    # of the detector's work); 0: start at the working resolution (the image is halved, and
-    # OpenCV's upsampling restores it), ~3-4x cheaper, no keypoints finer than that
-    first_octave: int = -1
+    # Finest pyramid level relative to the input image. OpenCV always doubles the image it is
+    # given (2.0, ~3/4 of the detector's work is that first octave); below 2 the working image
+    # is shrunk further so that the doubled one is at most this factor of the input, e.g. 1.25
+    # for a 640x480 input = SIFT on 400x300 -> first octave 800x600. An input already reduced by
+    # max_edge_px to <= max_upsample/2 of its size is unaffected.
+    max_upsample: float = 2.0
     octave_layers: int = 3            # DoG layers per octave (OpenCV nOctaveLayers)
 
     def __post_init__(self) -> None:
@@ -43,8 +45,8 @@ class FeatureConfig:
             raise ConfigError(f"max_edge_px must be 0 (native) or >= 64, got {self.max_edge_px}")
         if not 0.0 < self.contrast_threshold < 1.0:
             raise ConfigError(f"contrast_threshold must be in (0, 1), got {self.contrast_threshold}")
-        if self.first_octave not in (-1, 0):
-            raise ConfigError(f"first_octave must be -1 or 0, got {self.first_octave}")
+        if not 1.0 <= self.max_upsample <= 2.0:
+            raise ConfigError(f"max_upsample must be in [1, 2], got {self.max_upsample}")
         if not 1 <= self.octave_layers <= 8:
             raise ConfigError(f"octave_layers must be in [1, 8], got {self.octave_layers}")
         if self.edge_threshold <= 1.0:
@@ -82,7 +84,7 @@ class Features:
 
 # Fields added after maps were stored, with the value that reproduces the old features: left out
 # of the fingerprint at that value, so existing databases are not re-indexed.
-_ADDED_FIELDS = {"first_octave": -1, "octave_layers": 3}
+_ADDED_FIELDS = {"max_upsample": 2.0, "octave_layers": 3}
 
 
 def fingerprint_fields(config: FeatureConfig) -> dict[str, object]:
@@ -103,9 +105,7 @@ def extract_features(image_bgr: np.ndarray, config: FeatureConfig) -> Features:
     else:
         gray = image_bgr
     height, width = gray.shape[:2]
-    scale = _working_scale(width, height, config.max_edge_px)
-    if config.first_octave == 0:
-        scale *= 0.5           # OpenCV upsamples 2x: its first octave is then the working resolution
+    scale = min(_working_scale(width, height, config.max_edge_px), config.max_upsample / 2.0)
     work_w, work_h = round(width * scale), round(height * scale)
     if (work_w, work_h) != (width, height):
         gray = cv2.resize(gray, (work_w, work_h), interpolation=cv2.INTER_AREA)

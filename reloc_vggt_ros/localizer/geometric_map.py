@@ -29,7 +29,7 @@ import numpy as np
 
 from ..geometry import Intrinsics
 from ..keyframes.blobs import pack_arrays, unpack_arrays
-from .features import Features, extract_features
+from .features import Features, extract_features, fingerprint_fields
 from .global_descriptor import train_vocabulary, vlad
 from .triangulation import (Observations, View, backproject_depth, consistent_neighbours, observe, pair_level,
                             select_neighbours, triangulate_consistent)
@@ -54,7 +54,7 @@ def _digest(*parts: Any) -> str:
 
 def fingerprints(config: "GeometricConfig") -> dict[str, str]:
     """Fingerprint per blob kind (VLAD's also depends on the vocabulary, see :func:`index_store`)."""
-    feat = asdict(config.features)
+    feat = fingerprint_fields(config.features)
     return {"features": _digest("features", feat),
             "points": _digest("points", feat, asdict(config.triangulation)),
             "vocabulary": _digest("vocabulary", feat, config.vocabulary_words)}

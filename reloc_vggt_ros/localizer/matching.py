@@ -6,18 +6,25 @@ Descriptors are unit-norm, so one matrix product (BLAS) gives every squared dist
 
 from __future__ import annotations
 
+from typing import Any
+
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ..geometry import Intrinsics, invert_T
 
-__all__ = ["match_descriptors", "pairs_within", "match_guided", "fundamental_from_poses", "sampson_error_px"]
+__all__ = ["match_descriptors", "single_thread_blas", "fundamental_from_poses", "sampson_error_px"]
 
 # Small per-block products: multi-threaded OpenBLAS only spins (measured 6x more CPU, slower
 # wall time on a busy 2-core machine), so matching runs BLAS on the calling thread (two BLAS
 # threads cut the query's match time ~20% but their workers keep spinning afterwards and the
 # next query's SIFT got ~25% slower: no net gain per query, more CPU).
 _BLAS = ThreadpoolController()
+
+
+def single_thread_blas() -> Any:
+    """Context manager: BLAS on the calling thread only (restores the previous setting on exit)."""
+    return _BLAS.limit(limits=1, user_api="blas")
 
 
 def match_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, ratio: float = 0.8,
@@ -38,7 +45,7 @@ def match_descriptors(desc_a: np.ndarray, desc_b: np.ndarray, ratio: float = 0.8
     s_best = np.empty(n_a, np.float32)
     s_second = np.empty(n_a, np.float32)
     b_t = desc_b.T
-    with _BLAS.limit(limits=1, user_api="blas"):
+    with single_thread_blas():
         _match_blocks(desc_a, b_t, block_rows, best, s_best, s_second)
         d_best = np.sqrt(np.maximum(2.0 - 2.0 * s_best, 0.0))
         d_second = np.sqrt(np.maximum(2.0 - 2.0 * s_second, 0.0))
@@ -61,65 +68,6 @@ def _match_blocks(desc_a: np.ndarray, b_t: np.ndarray, block_rows: int, best: np
         s_best[start:start + len(sim)] = sim[rows, arg]
         sim[rows, arg] = -np.inf
         s_second[start:start + len(sim)] = sim.max(axis=1)
-
-
-def pairs_within(xy_a: np.ndarray, xy_b: np.ndarray, radius_px: float) -> tuple[np.ndarray, np.ndarray]:
-    """Index pairs ``(i_a, i_b)`` of points [Na,2], [Nb,2] closer than ``radius_px`` (grid buckets).
-
-    Cells of ``radius_px``: every pair closer than that lies in a 3x3 block of cells, so each
-    point of ``a`` looks up 9 contiguous runs of the cell-sorted ``b``.
-    """
-    if len(xy_a) == 0 or len(xy_b) == 0:
-        return np.zeros(0, np.int64), np.zeros(0, np.int64)
-    origin = np.minimum(xy_a.min(axis=0), xy_b.min(axis=0)) - radius_px
-    cell_a = np.floor((xy_a - origin) / radius_px).astype(np.int64)
-    cell_b = np.floor((xy_b - origin) / radius_px).astype(np.int64)
-    rows = int(max(cell_a[:, 1].max(), cell_b[:, 1].max())) + 2
-    key_b = cell_b[:, 0] * rows + cell_b[:, 1]
-    order = np.argsort(key_b, kind="stable")
-    sorted_keys = key_b[order]
-    offsets = np.array([dx * rows + dy for dx in (-1, 0, 1) for dy in (-1, 0, 1)], np.int64)
-    keys = (cell_a[:, 0] * rows + cell_a[:, 1])[:, None] + offsets[None, :]        # [Na,9]
-    lo = np.searchsorted(sorted_keys, keys, "left").ravel()
-    counts = np.searchsorted(sorted_keys, keys, "right").ravel() - lo
-    total = int(counts.sum())
-    ia = np.repeat(np.repeat(np.arange(len(xy_a)), 9), counts)
-    starts = np.repeat(lo - (np.cumsum(counts) - counts), counts)
-    ib = order[starts + np.arange(total)]
-    near = np.sum((xy_a[ia] - xy_b[ib]) ** 2, axis=1) < radius_px**2
-    return ia[near], ib[near]
-
-
-def match_guided(ia: np.ndarray, ib: np.ndarray, sim: np.ndarray, xy_b: np.ndarray, ratio: float,
-                 distinct_px: float = 1.5) -> np.ndarray:
-    """One match per ``a`` among its candidate pairs (e.g. map points projected near a keypoint).
-
-    ``ia``, ``ib``: candidate pairs, ``sim``: their descriptor similarity (cosine), ``xy_b``: the
-    positions of the ``b`` points. Each ``a`` takes its most similar candidate if that passes the
-    ratio test against the best candidate projecting more than ``distinct_px`` away (the same
-    physical point seen from several keyframes is not a rival), and each ``b`` keeps only its
-    most similar ``a`` (mutual). Returns index pairs [M,2].
-    """
-    if len(ia) == 0:
-        return np.zeros((0, 2), np.int64)
-    order = np.lexsort((-sim, ia))                       # by a, most similar first
-    ia, ib, sim = ia[order], ib[order], sim[order]
-    first = np.ones(len(ia), bool)
-    first[1:] = ia[1:] != ia[:-1]
-    group = np.cumsum(first) - 1
-    best_pos = np.flatnonzero(first)
-    far = np.linalg.norm(xy_b[ib] - xy_b[ib[best_pos[group]]], axis=1) > distinct_px
-    rival = np.full(len(best_pos), -1.0)
-    np.maximum.at(rival, group[far], sim[far])
-    d_best = np.sqrt(np.maximum(2.0 - 2.0 * sim[best_pos], 0.0))
-    d_rival = np.sqrt(np.maximum(2.0 - 2.0 * rival, 0.0))     # rival -1 (none): distance 2
-    keep = best_pos[d_best < ratio * d_rival]
-    a, b, s = ia[keep], ib[keep], sim[keep]
-    order = np.lexsort((-s, b))                          # mutual: each b to its most similar a
-    first_b = np.ones(len(order), bool)
-    first_b[1:] = b[order][1:] != b[order][:-1]
-    sel = np.sort(order[first_b])
-    return np.stack([a[sel], b[sel]], axis=1)
 
 
 def fundamental_from_poses(T_world_a: np.ndarray, intr_a: Intrinsics, T_world_b: np.ndarray,

@@ -172,3 +172,22 @@ def test_relative_pose_fallback_without_map_points(fountain_db: Path) -> None:
         r_err = np.array([e[1] for e in errors])
         # measured (768 px): 0.13-0.6 cm, 0.01-0.05 deg after the joint generalized refinement
         assert np.median(t_err) < 0.02 and np.median(r_err) < 0.2, errors
+
+
+def test_realtime_preset_localizes_every_fountain_query(fountain_db: Path) -> None:
+    """The shipped query settings (on this fixture's smaller map): every query OK within 2 cm /
+    0.2 deg, and matching on 2 threads finds exactly the matches of 1 thread."""
+    with KeyframeStore.open(fountain_db, readonly=True) as store:
+        loc = make_localizer("geometric", store, preset="realtime", **OPTIONS)
+        one = make_localizer("geometric", store, preset="realtime", match_threads=1, **OPTIONS)
+        assert isinstance(loc, GeometricLocalizer) and loc.config.query_features == PRESETS["realtime"].query_features
+        for rec in read_posed_folder(DATA / "fountain-P11", "query"):
+            img, intr = _query(rec)
+            res = loc.localize(img, intr)
+            assert res.status is RelocStatus.OK, (rec.name, res.reason)
+            t_err, r_err = pose_error(res.T_world_cam, rec.T_world_cam)
+            assert t_err < 0.02 and r_err < 0.2, (rec.name, t_err, r_err)
+            assert np.linalg.eigvalsh(res.covariance).min() > 0
+            ref = one.localize(img, intr)
+            assert ref.diagnostics["num_matches_2d3d"] == res.diagnostics["num_matches_2d3d"]
+            np.testing.assert_allclose(ref.T_world_cam, res.T_world_cam, atol=1e-9)
