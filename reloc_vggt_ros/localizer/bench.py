@@ -8,6 +8,7 @@ distance from a db camera to its nearest other db camera).
 
 from __future__ import annotations
 
+import json
 import logging
 import tempfile
 import time
@@ -61,19 +62,20 @@ def bench_localize(scene: Path | str, backend: str = "geometric", size: tuple[in
     """Build a database from ``scene``'s db split, localize each query, return the metrics.
 
     ``size`` = (width, height) to resize every image to (intrinsics scaled), None = native.
-    ``db_path``: where to write the database (a temporary file if None; replaced if it exists).
+    ``db_path``: where to keep the database (a temporary file if None). A database an earlier run
+    wrote there for the same scene, split and size is reused (only missing blobs are indexed,
+    e.g. when another preset's map settings differ); anything else there is replaced.
     ``options`` go to :func:`make_localizer` / :func:`index_database` (e.g. ``{"top_k": 8}``).
     """
     scene, options = Path(scene), dict(options or {})
     db_recs, queries = read_posed_folder(scene, "db"), read_posed_folder(scene, "query")
     if not db_recs or not queries:
         raise DataError(f"{scene}: need both db and query images in split.txt")
+    source = json.dumps({"scene": str(scene.resolve()), "size": list(size) if size else "native",
+                         "db": [r.name for r in db_recs]})
     with tempfile.TemporaryDirectory(prefix="reloc-bench-") as tmp:
         path = Path(db_path) if db_path else Path(tmp) / "bench.db"
-        for suffix in ("", "-wal", "-shm", "-journal"):
-            Path(f"{path}{suffix}").unlink(missing_ok=True)
-        with KeyframeStore.create(path, units="m", creator="reloc-vggt bench localize") as store:
-            store.add_keyframes([_keyframe(r, size) for r in db_recs])
+        with _bench_store(path, source, db_recs, size) as store:
             t0 = time.perf_counter()
             index_database(store, backend, **options)
             index_s = time.perf_counter() - t0
@@ -98,6 +100,24 @@ def bench_localize(scene: Path | str, backend: str = "geometric", size: tuple[in
         "per_query": per_query,
     })
     return metrics
+
+
+def _bench_store(path: Path, source: str, db_recs: list[PosedImage], size: tuple[int, int] | None
+                 ) -> KeyframeStore:
+    """The database of an earlier run on the same scene, split and size (its backend blobs are
+    reused, only what is missing gets indexed), else a new one replacing whatever is at ``path``."""
+    if path.exists():
+        store = KeyframeStore.open(path)
+        if store.metadata.get("bench_source") == source and len(store) == len(db_recs):
+            logger.info("reusing %s (same scene, split and size)", path)
+            return store
+        store.close()
+    for suffix in ("", "-wal", "-shm", "-journal"):
+        Path(f"{path}{suffix}").unlink(missing_ok=True)
+    store = KeyframeStore.create(path, units="m", creator="reloc-vggt bench localize")
+    store.add_keyframes([_keyframe(r, size) for r in db_recs])
+    store.set_metadata("bench_source", source)
+    return store
 
 
 def _run_query(localizer: Any, rec: PosedImage, size: tuple[int, int] | None) -> dict[str, Any]:

@@ -41,10 +41,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loc.add_argument("--json", type=Path, help="write the metrics JSON here")
     loc.add_argument("--size", type=_size, help="resize every image to WIDTHxHEIGHT (default: native)")
     loc.add_argument("--top-k", type=int, help="keyframes retrieved per query")
-    loc.add_argument("--preset", help="backend preset (geometric: default, fast, accurate)")
+    loc.add_argument("--preset", help="backend preset (geometric: default, fast, accurate, realtime)")
     loc.add_argument("--weights", type=Path,
                      help="weights / exported engine for learned backends (same as -o weights=PATH)")
-    loc.add_argument("--db", type=Path, help="keep the database at this path (replaced if it exists)")
+    loc.add_argument("--db", type=Path, help="keep the database at this path; reused by later runs on the "
+                     "same scene and size (else replaced)")
     loc.add_argument("-o", "--option", type=_option, action="append", default=[],
                      help="backend option KEY=VALUE (repeatable), e.g. -o max_keypoints=2048")
     loc.set_defaults(func=_run_localize)

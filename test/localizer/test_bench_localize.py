@@ -38,3 +38,18 @@ def test_bench_localize_cli_reports_bad_scene(tmp_path: Path) -> None:
     proc = subprocess.run([sys.executable, "-m", "reloc_vggt_ros.cli", "bench", "localize", "--scene",
                            str(tmp_path)], env=localhost_env(), capture_output=True, text=True, timeout=120)
     assert proc.returncode == 1 and "ERROR:" in proc.stderr and "poses.txt" in proc.stderr
+
+
+def test_bench_localize_reuses_its_database_for_the_same_scene_and_size(tmp_path: Path) -> None:
+    from reloc_vggt_ros.keyframes import KeyframeStore
+    from reloc_vggt_ros.localizer.bench import bench_localize
+
+    db, scene = tmp_path / "bench.db", DATA / "fountain-P11"
+    first = bench_localize(scene, "geometric", (480, 320), db, {"top_k": 4, "max_keypoints": 1024})
+    again = bench_localize(scene, "geometric", (480, 320), db, {"top_k": 4, "max_keypoints": 1024,
+                                                                "preset": "realtime"})
+    assert again["index_s"] < 0.2 * first["index_s"], (first["index_s"], again["index_s"])  # blobs reused
+    assert again["n_localized"] == 4 and again["n_ok_but_wrong"] == 0
+    bench_localize(scene, "geometric", (400, 300), db, {"top_k": 4, "max_keypoints": 512})   # other size
+    with KeyframeStore.open(db, readonly=True) as store:
+        assert '"size": [400, 300]' in store.metadata["bench_source"]
