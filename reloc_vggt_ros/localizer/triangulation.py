@@ -130,11 +130,25 @@ def observe(ref: View, neighbours: list[View], config: TriangulationConfig) -> O
 
 
 def pair_level(medians: list[np.ndarray], counts: list[np.ndarray], config: TriangulationConfig) -> float:
-    """The map's typical pair value: median over all judged pairs (NaN if there are none)."""
+    """The map's typical pair value (NaN if no pair has enough matches to be judged).
+
+    The median over all judged pairs, then again over the pairs it does not flag, until stable:
+    inconsistent pairs pull a plain median up when they are many (40% of the pairs of a map cut
+    around a session boundary: 0.165 px instead of 0.132), while in a map whose pairs are all
+    alike the few values beyond ``pair_consistency_factor`` x median barely move it.
+    """
     values = [m[c >= config.min_pair_matches] for m, c in zip(medians, counts)]
     flat = np.concatenate(values) if values else np.zeros(0)
     flat = flat[np.isfinite(flat)]
-    return float(np.median(flat)) if len(flat) else float("nan")
+    if len(flat) == 0:
+        return float("nan")
+    level = float(np.median(flat))
+    for _ in range(10 if config.pair_consistency_factor else 0):
+        new = float(np.median(flat[flat <= config.pair_consistency_factor * level]))
+        if new == level:
+            break
+        level = new
+    return level
 
 
 def consistent_neighbours(medians: np.ndarray, counts: np.ndarray, level: float,

@@ -27,12 +27,15 @@ DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
 TEMPLE = DATA / "middlebury-temple-ring"
 
 
+# first configuration around the query, second configuration on both sides of it: ~40% of the
+# neighbour pairs cross configurations (the map-wide level must not be pulled up by them)
+NEAR_0041 = ["0003", "0004", "0006", "0007", "0009", "0010", "0012", "0036", "0037", "0039", "0040"]
+
+
 @pytest.fixture(scope="module")
 def temple_store(tmp_path_factory: pytest.TempPathFactory) -> KeyframeStore:
-    """The whole db split: the map-wide pair level needs the consistent pairs to be the majority
-    (a map cut down to the keyframes around the query has ~40% cross pairs and misses 0040's)."""
-    recs = read_posed_folder(TEMPLE, "db")
-    store = KeyframeStore.create(tmp_path_factory.mktemp("temple") / "temple.db", units="m", creator="test")
+    recs = [r for r in read_posed_folder(TEMPLE, "db") if r.name[7:11] in NEAR_0041]
+    store = KeyframeStore.create(tmp_path_factory.mktemp("temple") / "near0041.db", units="m", creator="test")
     store.add_keyframes([keyframe_from_posed(r) for r in recs])
     return store
 
@@ -80,6 +83,16 @@ def test_pair_check_flags_cross_session_pairs_only() -> None:
     few = obs.pair_matches.copy()
     few[2] = cfg.min_pair_matches - 1                      # too few matches to judge: kept
     assert consistent_neighbours(obs.pair_median_px, few, level, cfg).all()
+
+
+def test_pair_level_is_not_pulled_up_by_many_inconsistent_pairs() -> None:
+    cfg = TriangulationConfig()
+    good, bad = np.linspace(0.08, 0.16, 12), np.linspace(0.35, 0.6, 8)
+    level = pair_level([good[:5], np.concatenate([good[5:], bad])], [np.full(5, 100), np.full(15, 100)], cfg)
+    assert level == pytest.approx(np.median(good))     # a plain median (0.149) would pass 0.35-0.37
+    uniform = np.linspace(0.1, 0.3, 21)                 # all alike: nothing to exclude
+    assert pair_level([uniform], [np.full(21, 100)], cfg) == pytest.approx(np.median(uniform))
+    assert np.isnan(pair_level([bad], [np.full(8, cfg.min_pair_matches - 1)], cfg))   # none judged
 
 
 def test_reanchor_makes_the_other_session_consistent() -> None:
