@@ -23,12 +23,33 @@ from reloc_vggt_ros.model.config import VGGTConfig
 from reloc_vggt_ros.model.layers import (AttnFn, Block, DinoVisionTransformer, PatchEmbed,
                                          RotaryPositionEmbedding2D, grid_positions)
 
-__all__ = ["Aggregator", "GlobalAttnFn"]
+__all__ = ["Aggregator", "GlobalAttnFn", "sincos_positions"]
 
 GlobalAttnFn = Callable[[int, torch.Tensor, torch.Tensor, torch.Tensor, int, int], torch.Tensor]
 
 _MEAN = (0.485, 0.456, 0.406)
 _STD = (0.229, 0.224, 0.225)
+
+
+def sincos_positions(h: int, w: int, dim: int, device: torch.device | None = None) -> torch.Tensor:
+    """Fixed absolute 2D position embedding ``[h*w, dim]`` (row-major patches), no parameters.
+
+    The DINOv2 patch embedding adds a learned absolute position table; a bare conv patch
+    embedding has none, and RoPE alone only enters attention *scores*, so a token's value cannot
+    say where in the image its content is (which relative pose from image shifts needs). First
+    half of the channels encode the row, second half the column: sin/cos at ``100^(-i/(dim/4))``.
+    """
+    if dim % 4:
+        raise ValueError(f"sincos positions need dim divisible by 4, got {dim}")
+    n = dim // 4
+    omega = 100.0 ** (-torch.arange(n, dtype=torch.float32, device=device) / n)
+    rows = torch.arange(h, dtype=torch.float32, device=device).repeat_interleave(w)
+    cols = torch.arange(w, dtype=torch.float32, device=device).repeat(h)
+    parts = []
+    for coord in (rows, cols):
+        angle = coord[:, None] * omega[None]
+        parts += [torch.sin(angle), torch.cos(angle)]
+    return torch.cat(parts, dim=-1)
 
 
 class Aggregator(nn.Module):
@@ -111,6 +132,9 @@ class Aggregator(nn.Module):
         x = (images - self._resnet_mean) / self._resnet_std
         patches = self.patch_embed(x.reshape(B * S, 3, H, W))
         C = patches.shape[-1]
+        if self.config.patch_embed == "conv" and self.config.conv_pos_embed == "sincos":
+            patches = patches + sincos_positions(H // self.patch_size, W // self.patch_size, C,
+                                                 images.device).to(patches.dtype)
         patches = patches.reshape(B, S, -1, C)
 
         def slot_tokens(param: torch.Tensor) -> torch.Tensor:

@@ -16,6 +16,7 @@ from .config_json import JsonConfig
 __all__ = ["VGGTConfig", "PRESETS"]
 
 _PATCH_EMBEDS = ("dinov2", "conv")
+_CONV_POS_EMBEDS = ("none", "sincos")
 
 
 @dataclass(frozen=True)
@@ -37,6 +38,7 @@ class VGGTConfig(JsonConfig):
     rope_freq: float = 100.0
     init_values: float = 0.01           # LayerScale init (aggregator and camera trunk)
     patch_embed: str = "dinov2"         # "dinov2" (ViT with registers) or "conv"
+    conv_pos_embed: str = "none"        # conv only: "sincos" adds fixed absolute 2D positions
     dino_depth: int = 24
     dino_num_heads: int = 16
     camera_num_heads: int = 16
@@ -59,6 +61,9 @@ class VGGTConfig(JsonConfig):
         # JSON gives lists; keep the dataclass hashable and comparable.
         object.__setattr__(self, "dpt_out_channels", tuple(int(c) for c in self.dpt_out_channels))
         object.__setattr__(self, "dpt_layers", tuple(int(i) for i in self.dpt_layers))
+        if self.conv_pos_embed not in _CONV_POS_EMBEDS:
+            raise ConfigError(f"conv_pos_embed must be one of {_CONV_POS_EMBEDS}, got "
+                              f"{self.conv_pos_embed!r}")
         if self.patch_embed not in _PATCH_EMBEDS:
             raise ConfigError(f"patch_embed must be one of {_PATCH_EMBEDS}, got "
                               f"{self.patch_embed!r}")
@@ -100,6 +105,8 @@ class VGGTConfig(JsonConfig):
     def to_dict(self) -> dict[str, Any]:
         d = dataclasses.asdict(self)
         d["dpt_out_channels"], d["dpt_layers"] = list(self.dpt_out_channels), list(self.dpt_layers)
+        if self.conv_pos_embed == "none":   # keep configs of models without it unchanged
+            del d["conv_pos_embed"]
         return {"architecture": "vggt", **d}
 
 

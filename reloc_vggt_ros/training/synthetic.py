@@ -39,6 +39,8 @@ class SyntheticConfig:
     fov_deg: tuple[float, float] = (50.0, 75.0)               # horizontal fov range
     camera_region: float = 0.35                               # fraction of the room cameras roam
     yaw_spread_deg: float = 70.0                              # viewing directions: +- around a scene heading
+    pitch_deg: tuple[float, float] = (math.degrees(-0.35), math.degrees(0.25))   # up is positive
+    roll_deg: float = math.degrees(0.15)                      # +- around the optical axis
     texture_px: int = 256
     supersample: int = 2
     query_every: int = 3                                       # split.txt: every 3rd view is a query
@@ -55,6 +57,9 @@ class SyntheticConfig:
             raise ConfigError(f"synthetic fov_deg must be 0 < lo <= hi < 170, got {self.fov_deg}")
         if not 0 < self.yaw_spread_deg <= 180:
             raise ConfigError(f"synthetic yaw_spread_deg must be in (0, 180], got {self.yaw_spread_deg}")
+        if not -80 < self.pitch_deg[0] <= self.pitch_deg[1] < 80 or not 0 <= self.roll_deg < 90:
+            raise ConfigError(f"synthetic pitch_deg must be -80 < lo <= hi < 80 and roll_deg in [0, 90), "
+                              f"got {self.pitch_deg}, {self.roll_deg}")
         if not 0 < self.camera_region < 1:
             raise ConfigError(f"synthetic camera_region must be in (0, 1), got {self.camera_region}")
         if self.supersample < 1 or self.texture_px < 16 or self.num_boxes < 0 or self.query_every < 2:
@@ -148,9 +153,11 @@ def generate_scene(seed: int, cfg: SyntheticConfig = SyntheticConfig()) -> Synth
     heading, spread = rng.uniform(-math.pi, math.pi), math.radians(cfg.yaw_spread_deg)
     for _ in range(cfg.num_views):
         centre = rng.uniform(-region, region)
-        yaw, pitch = heading + rng.uniform(-spread, spread), rng.uniform(-0.35, 0.25)
+        yaw = heading + rng.uniform(-spread, spread)
+        pitch = rng.uniform(math.radians(cfg.pitch_deg[0]), math.radians(cfg.pitch_deg[1]))
         fwd = np.array([math.cos(yaw) * math.cos(pitch), math.sin(yaw) * math.cos(pitch), math.sin(pitch)])
-        T_world_cam = look_at(centre, centre + fwd, roll_rad=rng.uniform(-0.15, 0.15))
+        roll = math.radians(cfg.roll_deg)
+        T_world_cam = look_at(centre, centre + fwd, roll_rad=rng.uniform(-roll, roll))
         fov_w = math.radians(rng.uniform(*cfg.fov_deg))
         fx = (w / 2) / math.tan(fov_w / 2)
         fy = fx * rng.uniform(0.97, 1.03)
