@@ -66,6 +66,32 @@ def test_without_the_pair_check_the_same_query_is_off(temple_store: KeyframeStor
     assert t_err > 0.0015, (t_err, r_err)
 
 
+def test_a_keyframe_from_another_session_added_live(tmp_path: Path) -> None:
+    """Live mapping: the first-configuration map around 0041, then 0040 (second configuration)
+    arrives. refresh() flags 0040's pairs on both sides and re-triangulates only the keyframes
+    whose neighbours changed; a second refresh recomputes nothing."""
+    recs = {r.name[7:11]: r for r in read_posed_folder(TEMPLE, "db")}
+    first = ["0003", "0004", "0006", "0007", "0009", "0010", "0012", "0036", "0037", "0039"]
+    with KeyframeStore.create(tmp_path / "live.db", units="m", creator="test") as store:
+        store.add_keyframes([keyframe_from_posed(recs[n]) for n in first])
+        loc = GeometricLocalizer(store, GeometricConfig())
+        names = {int(i): store.get_keyframe(int(i)).name[7:11] for i in store.poses()[0]}
+        before = {names[k]: e.inconsistent_ids for k, e in loc._map.entries.items()}
+        new_id = store.add_keyframe(keyframe_from_posed(recs["0040"]))
+        loc.refresh()
+        computed = loc._map.computed
+        assert computed["features"] == 1 and 1 <= computed["points"] < len(first) + 1, computed
+        entries = loc._map.entries
+        assert {"0006", "0007"} <= {names[k] for k in entries[new_id].inconsistent_ids}
+        assert new_id in entries[next(k for k in entries if names.get(k) == "0006")].inconsistent_ids
+        unchanged = [n for n in first if n not in ("0006", "0007", "0009", "0010", "0012", "0039")]
+        for n in unchanged:                                 # no pair with 0040 judged: decisions kept
+            k = next(k for k in entries if names.get(k) == n)
+            assert entries[k].inconsistent_ids == before[n]
+        loc.refresh()
+        assert loc._map.computed == computed                # nothing new: the same snapshot
+
+
 def test_pair_check_flags_cross_session_pairs_only() -> None:
     recs = {r.name[7:11]: r for r in read_posed_folder(TEMPLE)}
     cfg = TriangulationConfig()
