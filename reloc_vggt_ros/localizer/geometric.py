@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
-from ..geometry import Intrinsics
+from ..geometry import Intrinsics, so3_log
 from ..keyframes.retrieval import nearest_by_pose
 from .base import PosePrior, RelocResult, RelocStatus
 from .features import FeatureConfig, extract_features
@@ -221,7 +221,7 @@ class GeometricLocalizer:
                 return self._fallback(state.map, feats, intrinsics, retrieved, diag, t0)
             return _done(RelocResult(RelocStatus.NO_MATCH, reason=f"only {len(q_idx_a)} 2D-3D matches "
                                      f"(< min_inliers {cfg.min_inliers})", diagnostics=diag), t0)
-        q_idx_a, x3d_a, kf_a = _one_local_map(state.map, q_idx_a, x3d_a, kf_a, cfg.min_inliers, diag)
+        q_idx_a, x3d_a, kf_a, other = _one_local_map(state.map, q_idx_a, x3d_a, kf_a, cfg.min_inliers, diag)
         x2d_a = feats.keypoints_px[q_idx_a]
         pnp = solve_pnp(x2d_a, x3d_a, intrinsics, cfg.pnp_max_reproj_px)
         diag["pnp_ms"] = 1e3 * (time.perf_counter() - t_match)
@@ -241,6 +241,7 @@ class GeometricLocalizer:
             cov, sigma = pose_covariance(pnp.T_world_cam, x2d_a[keep], x3d_a[keep], intrinsics)
         inflation = max(1.0, n_inl / cfg.max_independent_inliers) if cfg.max_independent_inliers else 1.0
         cov = cov * inflation
+        cov = cov + _other_session_offset(other, feats.keypoints_px, intrinsics, pnp.T_world_cam, cfg, diag)
         spread = inlier_spread(x2d_a[keep], intrinsics)
         ratio = n_inl / max(n_matched, 1)
         confidence = ((1.0 - math.exp(-n_inl / cfg.inliers_scale)) * min(1.0, ratio / cfg.good_inlier_ratio)
@@ -302,15 +303,36 @@ class GeometricLocalizer:
 
 
 def _one_local_map(gmap: GeometricMap, q_idx: np.ndarray, x3d: np.ndarray, kf_of: np.ndarray,
-                   min_inliers: int, diag: dict[str, Any]) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+                   min_inliers: int, diag: dict[str, Any]
+                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
     """The matches of the keyframes consistent with the best-matched one (``consistent_keyframes``),
-    unless that leaves fewer than ``min_inliers`` query keypoints; the rest go to diagnostics."""
+    unless that leaves fewer than ``min_inliers`` query keypoints; the rest go to diagnostics and
+    are returned as ``(query keypoint index, world point)`` for :func:`_other_session_offset`."""
     group = consistent_keyframes(gmap, kf_of)
     sel = np.isin(kf_of, group)
     if sel.all() or len(np.unique(q_idx[sel])) < min_inliers:
-        return q_idx, x3d, kf_of
+        return q_idx, x3d, kf_of, None
     diag["inconsistent_keyframes"] = sorted(int(k) for k in np.unique(kf_of[~sel]))
-    return q_idx[sel], x3d[sel], kf_of[sel]
+    return q_idx[sel], x3d[sel], kf_of[sel], (q_idx[~sel], x3d[~sel])
+
+
+def _other_session_offset(other: tuple[np.ndarray, np.ndarray] | None, keypoints_px: np.ndarray,
+                          intr: Intrinsics, T_world_cam: np.ndarray, cfg: GeometricConfig,
+                          diag: dict[str, Any]) -> np.ndarray:
+    """Covariance term ``d d^T`` for the disagreement ``d`` (centre, rotation vector) between the
+    pose and the pose the excluded keyframes give on their own: where sessions of the map
+    disagree, which one the answer follows is a choice, and the covariance says so. Zero if the
+    excluded keyframes hold fewer than ``min_inliers`` inliers."""
+    if other is None or len(np.unique(other[0])) < cfg.min_inliers:
+        return np.zeros((6, 6))
+    pnp = solve_pnp(keypoints_px[other[0]], other[1], intr, cfg.pnp_max_reproj_px)
+    if pnp is None or len(np.unique(other[0][pnp.inliers])) < cfg.min_inliers:
+        return np.zeros((6, 6))
+    d = np.concatenate([pnp.T_world_cam[:3, 3] - T_world_cam[:3, 3],
+                        so3_log(pnp.T_world_cam[:3, :3] @ T_world_cam[:3, :3].T)])
+    diag["other_session_offset_m"] = float(np.linalg.norm(d[:3]))
+    diag["other_session_offset_deg"] = float(np.degrees(np.linalg.norm(d[3:])))
+    return np.outer(d, d)
 
 
 # A query has ~1k descriptors: one product per keyframe measured faster than cache-sized row

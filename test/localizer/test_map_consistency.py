@@ -58,6 +58,11 @@ def test_query_next_to_the_other_session_is_localized_within_1pct(temple_store: 
     assert {"0006", "0007", "0009", "0010"} <= {names[k] for k in entry_0040.inconsistent_ids}
     excluded = {names[k] for k in out["res"].diagnostics.get("inconsistent_keyframes", [])}
     assert {"0006", "0007"} <= excluded, out["res"].diagnostics
+    # the excluded (first-configuration) keyframes alone put 0041 ~0.001 units away: the
+    # covariance carries that disagreement, so the answer's std covers the session offset
+    diag, cov = out["res"].diagnostics, out["res"].covariance
+    assert 0.0003 < diag["other_session_offset_m"] < 0.003, diag
+    assert np.sqrt(np.trace(cov[:3, :3])) >= 0.9 * diag["other_session_offset_m"]
 
 
 def test_without_the_pair_check_the_same_query_is_off(temple_store: KeyframeStore) -> None:
