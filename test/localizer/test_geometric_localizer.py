@@ -176,7 +176,9 @@ def test_relative_pose_fallback_without_map_points(fountain_db: Path) -> None:
 
 def test_realtime_preset_localizes_every_fountain_query(fountain_db: Path) -> None:
     """The shipped query settings (on this fixture's smaller map): every query OK within 2 cm /
-    0.2 deg, and matching on 2 threads finds exactly the matches of 1 thread."""
+    0.2 deg with a covariance of plausible size (the size-weighted one), and matching on 2
+    threads finds exactly the matches of 1 thread."""
+    z = []
     with KeyframeStore.open(fountain_db, readonly=True) as store:
         loc = make_localizer("geometric", store, preset="realtime", **OPTIONS)
         one = make_localizer("geometric", store, preset="realtime", match_threads=1, **OPTIONS)
@@ -188,6 +190,10 @@ def test_realtime_preset_localizes_every_fountain_query(fountain_db: Path) -> No
             t_err, r_err = pose_error(res.T_world_cam, rec.T_world_cam)
             assert t_err < 0.02 and r_err < 0.2, (rec.name, t_err, r_err)
             assert np.linalg.eigvalsh(res.covariance).min() > 0
+            e = np.concatenate([res.T_world_cam[:3, 3] - rec.T_world_cam[:3, 3],
+                                so3_log(res.T_world_cam[:3, :3] @ rec.T_world_cam[:3, :3].T)])
+            z.extend(e / np.sqrt(np.diag(res.covariance)))
             ref = one.localize(img, intr)
             assert ref.diagnostics["num_matches_2d3d"] == res.diagnostics["num_matches_2d3d"]
             np.testing.assert_allclose(ref.T_world_cam, res.T_world_cam, atol=1e-9)
+    assert 0.1 < float(np.sqrt(np.mean(np.square(z)))) < 10.0, z
