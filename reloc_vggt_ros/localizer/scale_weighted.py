@@ -8,7 +8,8 @@ residual is divided by ``sigma_i = 0.07 * size_i`` and the pose is refined by it
 reweighted Gauss-Newton with a Cauchy loss on the normalised residuals, from the RANSAC pose,
 on its inliers.
 
-Perturbation as in :mod:`.pose_solver`: ``C' = C + rho``, ``R_world_cam' = exp(phi) R_world_cam``.
+The refinement steps in the camera frame (closed-form Jacobian); the covariance uses the
+perturbation of :mod:`.pose_solver`: ``C' = C + rho``, ``R_world_cam' = exp(phi) R_world_cam``.
 """
 
 from __future__ import annotations
@@ -47,7 +48,10 @@ def _camera_jacobian(Xc: np.ndarray, intr: Intrinsics) -> np.ndarray:
 
 def refine_scale_weighted(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, sigma: np.ndarray,
                           intr: Intrinsics, loss_scale: float = 2.0, iterations: int = 10) -> np.ndarray:
-    """T_world_cam minimising the Cauchy loss of the sigma-normalised reprojection residuals."""
+    """T_world_cam minimising the Cauchy loss of the sigma-normalised reprojection residuals.
+
+    Returns the input pose unchanged if a step is singular or not finite (degenerate inliers).
+    """
     T_cw = invert_T(T_world_cam)
     for _ in range(iterations):
         Xc = x3d @ T_cw[:3, :3].T + T_cw[:3, 3]
@@ -55,7 +59,12 @@ def refine_scale_weighted(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndar
         w = 1.0 / (1.0 + np.sum(r**2, axis=1) / loss_scale**2)             # Cauchy IRLS weight
         J = (_camera_jacobian(Xc, intr) / sigma[:, None, None]).reshape(-1, 6)
         Jw = J * np.repeat(w, 2)[:, None]
-        delta = -np.linalg.solve(Jw.T @ J, Jw.T @ r.reshape(-1))
+        try:
+            delta = -np.linalg.solve(Jw.T @ J, Jw.T @ r.reshape(-1))
+        except np.linalg.LinAlgError:
+            return T_world_cam.copy()
+        if not np.all(np.isfinite(delta)):
+            return T_world_cam.copy()
         dR = so3_exp(delta[3:])
         T_cw[:3, :3] = dR @ T_cw[:3, :3]
         T_cw[:3, 3] = dR @ T_cw[:3, 3] + delta[:3]

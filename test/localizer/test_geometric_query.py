@@ -110,3 +110,15 @@ def test_camera_jacobian_matches_finite_differences() -> None:
         d[k] = eps
         Xp = X @ so3_exp(d[3:]).T + d[:3]
         np.testing.assert_allclose(J[:, :, k], (intr.project(Xp) - intr.project(X)) / eps, rtol=1e-4, atol=1e-2)
+
+
+def test_weighted_refinement_keeps_the_pose_on_degenerate_input() -> None:
+    """Four coincident points leave the pose unobservable: the RANSAC pose comes back unchanged."""
+    from reloc_vggt_ros.geometry import make_T
+    from reloc_vggt_ros.localizer.scale_weighted import refine_scale_weighted
+
+    intr = Intrinsics(1520.0, 1525.0, 302.3, 246.9, 640, 480)
+    T = make_T(so3_exp(np.array([0.01, 0.02, 0.03])), np.array([0.1, 0.0, -0.6]))
+    x3d = np.zeros((4, 3))
+    out = refine_scale_weighted(T, np.full((4, 2), 300.0), x3d, np.ones(4), intr)
+    np.testing.assert_array_equal(out, T)
