@@ -167,8 +167,9 @@ def reanchor(ref: View, neighbours: list[View], obs: Observations, which: np.nda
     Those neighbours are taken as one consistent group (another session): the one with most
     matches is triangulated from the others, ref is localized against its points (PnP, LO-RANSAC
     + refinement), giving ``T_world_ref`` in the group's frame; ``D = T_given @ inv(T_group)``, so
-    ``D @ T_world_nb`` agrees with ref. Measured far more accurate than a generalized relative
-    pose on the 2D-2D matches, whose error small-baseline pairs then turn into depth errors.
+    ``D @ T_world_nb`` agrees with ref. A generalized relative pose on the 2D-2D matches instead
+    gave a 0.03 deg worse ``D`` for temple 0040, which its 4 deg baseline to 0006 turned into
+    0.0045 units of error for the next query (0.0004 with PnP).
     None if the group has < 2 judged members or the PnP fails.
     """
     idx = [int(v) for v in np.flatnonzero(which) if obs.pair_matches[v] >= config.min_pair_matches]
