@@ -194,6 +194,15 @@ class GeometricLocalizer:
 
     def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
                  prior: PosePrior | None = None) -> RelocResult:
+        # Every product of a query is small; OpenBLAS's own workers, once woken, spin on the
+        # other core after it (measured on temple with the rest of the machine stopped: p50 75-84
+        # -> 60-63 ms, CPU 146-166 -> 88-91 ms per query), so the whole query runs BLAS on the
+        # calling thread; the match pool parallelises instead.
+        with single_thread_blas():
+            return self._localize(image_bgr, intrinsics, stamp_ns, prior)
+
+    def _localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int,
+                  prior: PosePrior | None) -> RelocResult:
         t0 = time.perf_counter()
         bad = _check_input(image_bgr, intrinsics)
         if bad:
@@ -263,8 +272,7 @@ class GeometricLocalizer:
 
         if self._pool is None:
             return [one(k) for k in kf_ids]
-        with single_thread_blas():       # once for all threads: their own limits then nest safely
-            return list(self._pool.map(one, kf_ids))
+        return list(self._pool.map(one, kf_ids))     # under localize's BLAS limit: nested ones are no-ops
 
     def _fallback(self, gmap: GeometricMap, feats: Any, intrinsics: Intrinsics, retrieved: list[int],
                   diag: dict[str, Any], t0: float) -> RelocResult:
