@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
-from ..geometry import Intrinsics, so3_log
+from ..geometry import Intrinsics, invert_T, so3_log
 from ..keyframes.retrieval import nearest_by_pose
 from .base import PosePrior, RelocResult, RelocStatus
 from .features import FeatureConfig, extract_features
@@ -33,6 +33,7 @@ from .matching import match_descriptors, single_thread_blas
 from .pose_solver import inlier_spread, pose_covariance, solve_pnp
 from .scale_weighted import keypoint_sigma_px, refine_scale_weighted, weighted_covariance
 from .relative_fallback import intersect_rays, joint_covariance, refine_jointly, relative_observation
+from .track_refine import KeyframeImages, TrackSettings, track_into_query
 from .triangulation import TriangulationConfig
 
 if TYPE_CHECKING:
@@ -58,6 +59,16 @@ class GeometricConfig:
     # refine the RANSAC pose with each match weighted by its query keypoint's size (finer SIFT
     # keypoints are localised better; see scale_weighted.py); the covariance is weighted alike
     scale_weighted: bool = False
+    # after the first PnP, track each inlier's keyframe keypoint into the query (Lucas-Kanade,
+    # track_refine.py) and refine on the tracked points (sigma lk_sigma_px, the rest keep their
+    # size sigma); needs scale_weighted. Keyframe images decoded on first use, the most recently
+    # used kept up to lk_cache_mb (grayscale, 0.3 MB per 640x480 keyframe).
+    refine_lk: bool = False
+    lk_window_px: int = 7
+    lk_max_shift_px: float = 1.0      # a track farther than this from its keypoint is dropped
+    lk_max_fb_px: float = 0.25        # forward-backward disagreement allowed (keyframe pixels)
+    lk_sigma_px: float = 0.15
+    lk_cache_mb: float = 256.0
     min_inliers: int = 30
     min_confidence: float = 0.5
     inliers_scale: float = 40.0       # confidence term 1 - exp(-inliers / inliers_scale)
@@ -100,6 +111,16 @@ class GeometricConfig:
             raise ConfigError(f"match_threads must be in [1, 16], got {self.match_threads}")
         if self.num_threads < 0:
             raise ConfigError(f"num_threads must be >= 0, got {self.num_threads}")
+        if self.refine_lk and not self.scale_weighted:
+            raise ConfigError("refine_lk needs scale_weighted=True (the tracked points enter the weighted "
+                              "refinement)")
+        if self.lk_window_px < 5 or self.lk_window_px % 2 == 0:
+            raise ConfigError(f"lk_window_px must be odd and >= 5, got {self.lk_window_px}")
+        for name in ("lk_max_shift_px", "lk_max_fb_px", "lk_sigma_px"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.lk_cache_mb > 0:
+            raise ConfigError(f"lk_cache_mb must be > 0, got {self.lk_cache_mb}")
 
     @classmethod
     def from_options(cls, preset: str = "default", **options: Any) -> "GeometricConfig":
@@ -168,6 +189,7 @@ class GeometricLocalizer:
         self._pool = (ThreadPoolExecutor(self.config.match_threads, thread_name_prefix="geometric-match")
                       if self.config.match_threads > 1 else None)
         self._state = _Snapshot.of(index_store(store, self.config))
+        self._kf_images = KeyframeImages(store, int(self.config.lk_cache_mb * 2**20))
 
     @property
     def _map(self) -> GeometricMap:
@@ -181,7 +203,11 @@ class GeometricLocalizer:
         """
         with self._lock:
             if self.store.revision != self._state.map.revision:
-                self._state = _Snapshot.of(index_store(self.store, self.config, previous=self._state.map))
+                old = self._state.map
+                self._state = _Snapshot.of(index_store(self.store, self.config, previous=old))
+                # unchanged keyframes keep their Features object (index_store reuses it)
+                self._kf_images.forget({i for i, e in self._state.map.entries.items()
+                                        if i in old.entries and old.entries[i].features is e.features})
 
     # ------------------------------------------------------------------ query side
     def _retrieve(self, state: "_Snapshot", q_vlad: np.ndarray, prior: PosePrior | None) -> list[int]:
@@ -216,13 +242,15 @@ class GeometricLocalizer:
         feats = extract_features(image_bgr, cfg.query_features or cfg.features)
         t_feat = time.perf_counter()
         retrieved = self._retrieve(state, vlad(feats.descriptors, state.map.vocabulary), prior)
-        q_idx, x3d, kf_of = [], [], []
+        q_idx, x3d, kf_of, kf_kp = [], [], [], []
         for kf_id, m in zip(retrieved, self._match_keyframes(state.map, feats.descriptors, retrieved)):
             e = state.map.entries[kf_id]
             q_idx.append(m[:, 0])
-            x3d.append(e.points_world[e.point_index[m[:, 1]]])
+            kf_kp.append(e.point_index[m[:, 1]])
+            x3d.append(e.points_world[kf_kp[-1]])
             kf_of.append(np.full(len(m), kf_id))
         q_idx_a, x3d_a, kf_a = np.concatenate(q_idx), np.concatenate(x3d), np.concatenate(kf_of)
+        kf_kp_a = np.concatenate(kf_kp)
         t_match = time.perf_counter()
         diag: dict[str, Any] = {"stamp_ns": stamp_ns, "num_features": len(feats), "retrieved": retrieved,
                                 "num_matches_2d3d": int(len(q_idx_a)),
@@ -232,7 +260,8 @@ class GeometricLocalizer:
                 return self._fallback(state.map, feats, intrinsics, retrieved, diag, t0)
             return _done(RelocResult(RelocStatus.NO_MATCH, reason=f"only {len(q_idx_a)} 2D-3D matches "
                                      f"(< min_inliers {cfg.min_inliers})", diagnostics=diag), t0)
-        q_idx_a, x3d_a, kf_a, other = _one_local_map(state.map, q_idx_a, x3d_a, kf_a, cfg.min_inliers, diag)
+        sel, other = _one_local_map(state.map, q_idx_a, x3d_a, kf_a, cfg.min_inliers, diag)
+        q_idx_a, x3d_a, kf_a, kf_kp_a = q_idx_a[sel], x3d_a[sel], kf_a[sel], kf_kp_a[sel]
         x2d_a = feats.keypoints_px[q_idx_a]
         pnp = solve_pnp(x2d_a, x3d_a, intrinsics, cfg.pnp_max_reproj_px)
         diag["pnp_ms"] = 1e3 * (time.perf_counter() - t_match)
@@ -245,6 +274,8 @@ class GeometricLocalizer:
         if cfg.scale_weighted:
             sig = keypoint_sigma_px(feats.scales_px[q_idx_a])
             inl = pnp.inliers
+            if cfg.refine_lk:
+                x2d_a, sig = self._track(state.map, image_bgr, x2d_a, sig, kf_a, kf_kp_a, inl, diag)
             T = refine_scale_weighted(pnp.T_world_cam, x2d_a[inl], x3d_a[inl], sig[inl], intrinsics)
             pnp = dataclasses.replace(pnp, T_world_cam=T)
             cov, sigma = weighted_covariance(T, x2d_a[keep], x3d_a[keep], sig[keep], intrinsics)
@@ -265,6 +296,43 @@ class GeometricLocalizer:
         reason = _weakness(n_inl, confidence, cov, cfg)
         status = RelocStatus.LOW_CONFIDENCE if reason else RelocStatus.OK
         return _done(RelocResult(status, pnp.T_world_cam, cov, float(confidence), n_inl, reason, diag), t0)
+
+    def _track(self, gmap: GeometricMap, image_bgr: np.ndarray, x2d: np.ndarray, sig: np.ndarray,
+               kf_of: np.ndarray, kf_kp: np.ndarray, inliers: np.ndarray, diag: dict[str, Any]
+               ) -> tuple[np.ndarray, np.ndarray]:
+        """Inliers' 2D points tracked from their keyframe keypoints (``track_refine``), with
+        ``lk_sigma_px``; untracked ones (no image, LK failed or disagreed) keep point and sigma."""
+        t0 = time.perf_counter()
+        cfg = self.config
+        settings = TrackSettings(cfg.lk_window_px, cfg.lk_max_shift_px, cfg.lk_max_fb_px)
+        x2d, sig = x2d.copy(), sig.copy()
+        inl_idx = np.flatnonzero(inliers)
+        grays: list[np.ndarray] = []
+        rows_l, which_l, pts_l = [], [], []
+        for kf_id in np.unique(kf_of[inl_idx]):
+            kf_gray = self._kf_images.get(int(kf_id))
+            if kf_gray is None:
+                continue
+            rows = inl_idx[kf_of[inl_idx] == kf_id]
+            e = gmap.entries[int(kf_id)]
+            # the keyframe pixel of the 3D point (not its keypoint: the point is the map's estimate
+            # from all its observations, the keypoint one noisy observation of it)
+            T_cw = invert_T(e.T_world_cam)
+            pts_l.append(e.intrinsics.project(e.points_world[kf_kp[rows]] @ T_cw[:3, :3].T + T_cw[:3, 3]))
+            rows_l.append(rows)
+            which_l.append(np.full(len(rows), len(grays)))
+            grays.append(kf_gray)
+        n_ok = 0
+        if grays:
+            rows = np.concatenate(rows_l)
+            tracked, ok = track_into_query(image_bgr, grays, np.concatenate(which_l), np.concatenate(pts_l),
+                                           x2d[rows], settings)
+            x2d[rows[ok]] = tracked[ok]
+            sig[rows[ok]] = cfg.lk_sigma_px
+            n_ok = int(ok.sum())
+        diag.update({"lk_tracked": n_ok, "lk_attempted": int(len(inl_idx)),
+                     "lk_ms": 1e3 * (time.perf_counter() - t0)})
+        return x2d, sig
 
     def _match_keyframes(self, gmap: GeometricMap, desc: np.ndarray, kf_ids: list[int]) -> list[np.ndarray]:
         """2D-3D index pairs per keyframe (ratio + mutual), on ``match_threads`` threads."""
@@ -314,16 +382,17 @@ class GeometricLocalizer:
 
 def _one_local_map(gmap: GeometricMap, q_idx: np.ndarray, x3d: np.ndarray, kf_of: np.ndarray,
                    min_inliers: int, diag: dict[str, Any]
-                   ) -> tuple[np.ndarray, np.ndarray, np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
-    """The matches of the keyframes consistent with the best-matched one (``consistent_keyframes``),
-    unless that leaves fewer than ``min_inliers`` query keypoints; the rest go to diagnostics and
-    are returned as ``(query keypoint index, world point)`` for :func:`_other_session_offset`."""
+                   ) -> tuple[np.ndarray, tuple[np.ndarray, np.ndarray] | None]:
+    """Mask of the matches of the keyframes consistent with the best-matched one
+    (``consistent_keyframes``), all of them if that leaves fewer than ``min_inliers`` query
+    keypoints; the rest go to diagnostics and are returned as ``(query keypoint index, world
+    point)`` for :func:`_other_session_offset`."""
     group = consistent_keyframes(gmap, kf_of)
     sel = np.isin(kf_of, group)
     if sel.all() or len(np.unique(q_idx[sel])) < min_inliers:
-        return q_idx, x3d, kf_of, None
+        return np.ones(len(q_idx), bool), None
     diag["inconsistent_keyframes"] = sorted(int(k) for k in np.unique(kf_of[~sel]))
-    return q_idx[sel], x3d[sel], kf_of[sel], (q_idx[~sel], x3d[~sel])
+    return sel, (q_idx[~sel], x3d[~sel])
 
 
 def _other_session_offset(other: tuple[np.ndarray, np.ndarray] | None, keypoints_px: np.ndarray,

@@ -1,0 +1,169 @@
+"""Sub-pixel 2D-3D correspondences: keyframe observations tracked into the query by Lucas-Kanade.
+
+A coarse query keypoint (octave 0 of a 1.25x pyramid) is localised to ~0.07 x its size, worse
+than the keyframe keypoint its 3D point was triangulated from (2x pyramid). After the first PnP,
+each inlier's 3D point, at its pixel in the keyframe it was matched through, is tracked into
+the query image with LK (keyframe -> query, one level: it starts at the matched query keypoint,
+within ~1 px); a track is kept when LK converged,
+it lands within ``max_shift_px`` of the keypoint and tracking it back lands within ``max_fb_px``
+of where it started. The kept tracks replace the keypoints' positions (with their own sigma) in
+the weighted refinement.
+
+LK runs on mosaics of small tiles, one per track (cost ~3 ms for ~1000 tracks, whatever the
+image size). Keyframe grayscale images are decoded from the store on first use and kept in a bounded
+LRU (:class:`KeyframeImages`).
+"""
+
+from __future__ import annotations
+
+import logging
+import threading
+from collections import OrderedDict
+from dataclasses import dataclass
+from typing import TYPE_CHECKING
+
+import cv2
+import numpy as np
+
+from ..errors import KeyframeDBError
+
+if TYPE_CHECKING:
+    from ..keyframes import KeyframeStore
+
+__all__ = ["TrackSettings", "KeyframeImages", "track_into_query"]
+
+logger = logging.getLogger(__name__)
+
+
+@dataclass(frozen=True)
+class TrackSettings:
+    """LK window and acceptance tests (validated by ``GeometricConfig``)."""
+
+    window_px: int = 7
+    max_shift_px: float = 1.0
+    max_fb_px: float = 0.25
+
+
+class KeyframeImages:
+    """Grayscale keyframe images by id, decoded on first use; the most recently used are kept
+    while they fit in ``capacity_bytes`` (uint8, one byte per pixel: 0.3 MB for 640x480, 6.3 MB
+    for 3072x2048).
+
+    ``get`` returns None (and logs once) for a keyframe whose image does not decode or that
+    is gone from the store: its correspondences keep their keypoints.
+    """
+
+    def __init__(self, store: "KeyframeStore", capacity_bytes: int) -> None:
+        self.store = store
+        self.capacity_bytes = capacity_bytes
+        self._images: OrderedDict[int, np.ndarray] = OrderedDict()
+        self._nbytes = 0
+        self._failed: set[int] = set()
+        self._lock = threading.Lock()
+
+    def __len__(self) -> int:
+        return len(self._images)
+
+    @property
+    def nbytes(self) -> int:
+        return self._nbytes
+
+    def get(self, kf_id: int) -> np.ndarray | None:
+        with self._lock:
+            img = self._images.get(kf_id)
+            if img is not None:
+                self._images.move_to_end(kf_id)
+                return img
+            if kf_id in self._failed:
+                return None
+        try:
+            img = cv2.cvtColor(self.store.get_keyframe(kf_id).decode_image(), cv2.COLOR_BGR2GRAY)
+        except KeyframeDBError as err:
+            logger.warning("keyframe %d: no image for sub-pixel tracking (%s); its matches keep their "
+                           "keypoints", kf_id, err)
+            with self._lock:
+                self._failed.add(kf_id)
+            return None
+        with self._lock:
+            if kf_id not in self._images:
+                self._images[kf_id] = img
+                self._nbytes += img.nbytes
+            while self._nbytes > self.capacity_bytes and len(self._images) > 1:
+                self._nbytes -= self._images.popitem(last=False)[1].nbytes
+        return img
+
+    def forget(self, keep: set[int]) -> None:
+        """Drop every image (and failure) not of a keyframe in ``keep`` (changed or removed ones)."""
+        with self._lock:
+            for kf_id in [k for k in self._images if k not in keep]:
+                self._nbytes -= self._images.pop(kf_id).nbytes
+            self._failed &= keep
+
+
+def _gather(img: np.ndarray, centres: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
+    """[N,T,T] grayscale patches (T = 2 half + 1) of a gray or BGR ``img`` around integer
+    ``centres`` [N,2] (x, y), moved inside the image where they would cross its border; returns
+    the patches and the centres used. Only the patches are converted to gray."""
+    h, w = img.shape[:2]
+    used = np.stack([np.clip(centres[:, 0], half, w - 1 - half), np.clip(centres[:, 1], half, h - 1 - half)], 1)
+    windows = np.lib.stride_tricks.sliding_window_view(img, (2 * half + 1, 2 * half + 1), axis=(0, 1))
+    tiles = windows[used[:, 1] - half, used[:, 0] - half]          # [N,(3,)T,T]
+    if img.ndim == 3:
+        n, c, t = tiles.shape[:3]
+        bgr = np.ascontiguousarray(tiles.transpose(0, 2, 3, 1)).reshape(n * t, t, c)
+        tiles = cv2.cvtColor(bgr, cv2.COLOR_BGR2GRAY).reshape(n, t, t)
+    return tiles, used
+
+
+def _mosaic(tiles: np.ndarray, cols: int) -> np.ndarray:
+    """[N,T,T] tiles laid out row-major, ``cols`` per row, as one image."""
+    n, t = tiles.shape[0], tiles.shape[1]
+    rows = -(-n // cols)
+    full = np.zeros((rows * cols, t, t), tiles.dtype)
+    full[:n] = tiles
+    return np.ascontiguousarray(full.reshape(rows, cols, t, t).transpose(0, 2, 1, 3).reshape(rows * t, cols * t))
+
+
+def track_into_query(query_image: np.ndarray, kf_grays: list[np.ndarray], kf_index: np.ndarray,
+                     kf_pts: np.ndarray, q_pts: np.ndarray, settings: TrackSettings
+                     ) -> tuple[np.ndarray, np.ndarray]:
+    """Keyframe pixels ``kf_pts`` [N,2] (of image ``kf_grays[kf_index[i]]``) tracked into the
+    query image (gray or BGR uint8), starting at ``q_pts`` [N,2].
+
+    Returns ``(tracked [N,2], ok [N])``; rows not ok hold ``q_pts``. Pixels in the OpenCV
+    convention of each image. LK runs once forward and once backward on two mosaics of small
+    tiles, one per point (keyframe tile around the keyframe pixel, query tile around the start),
+    so its cost is that of ~N small patches whatever the images' size; a tile holds the window
+    plus the allowed shift, so a track that stays inside ``max_shift_px`` never reads a
+    neighbouring tile.
+    """
+    tracked = q_pts.astype(np.float64).copy()
+    n = len(kf_pts)
+    if n == 0:
+        return tracked, np.zeros(0, bool)
+    half = settings.window_px // 2 + int(np.ceil(settings.max_shift_px)) + 2
+    t = 2 * half + 1
+    if min(query_image.shape[:2] + tuple(s for g in kf_grays for s in g.shape[:2])) < t:
+        return tracked, np.zeros(n, bool)
+    ck = np.empty((n, 2), np.int64)
+    kf_tiles = np.empty((n, t, t), np.uint8)
+    for j, img in enumerate(kf_grays):
+        rows = np.flatnonzero(kf_index == j)
+        if len(rows):
+            kf_tiles[rows], ck[rows] = _gather(img, np.rint(kf_pts[rows]).astype(np.int64), half)
+    q_tiles, cq = _gather(query_image, np.rint(q_pts).astype(np.int64), half)
+    cols = int(np.ceil(np.sqrt(n)))
+    a, b = _mosaic(kf_tiles, cols), _mosaic(q_tiles, cols)
+    origin = np.stack([np.arange(n) % cols, np.arange(n) // cols], axis=1) * t + half   # tile centres
+    pa = (kf_pts - ck + origin).astype(np.float32)
+    pb = (q_pts - cq + origin).astype(np.float32)
+    lk = dict(winSize=(settings.window_px, settings.window_px), maxLevel=0,
+              criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.01),
+              flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+    fwd, ok, _ = cv2.calcOpticalFlowPyrLK(a, b, pa, pb.copy(), **lk)
+    ok = ok.ravel().astype(bool) & np.all(np.isfinite(fwd), axis=1)
+    ok &= np.linalg.norm(fwd - pb, axis=1) <= settings.max_shift_px
+    back, ok_b, _ = cv2.calcOpticalFlowPyrLK(b, a, fwd, pa.copy(), **lk)
+    ok &= ok_b.ravel().astype(bool) & (np.linalg.norm(back - pa, axis=1) <= settings.max_fb_px)
+    tracked[ok] = fwd[ok].astype(np.float64) - origin[ok] + cq[ok]
+    return tracked, ok
