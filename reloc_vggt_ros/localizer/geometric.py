@@ -67,6 +67,9 @@ class GeometricConfig:
     lk_window_px: int = 7
     lk_max_shift_px: float = 1.0      # a track farther than this from its keypoint is dropped
     lk_max_fb_px: float = 0.25        # forward-backward disagreement allowed (keyframe pixels)
+    # only points seen from the keyframe and the (PnP) query centre within this angle: LK moves a
+    # window without warping it, which biases the track where the views differ much
+    lk_max_angle_deg: float = 15.0
     lk_sigma_px: float = 0.15
     lk_cache_mb: float = 256.0
     min_inliers: int = 30
@@ -116,6 +119,8 @@ class GeometricConfig:
                               "refinement)")
         if self.lk_window_px < 5 or self.lk_window_px % 2 == 0:
             raise ConfigError(f"lk_window_px must be odd and >= 5, got {self.lk_window_px}")
+        if not 0.0 < self.lk_max_angle_deg <= 90.0:
+            raise ConfigError(f"lk_max_angle_deg must be in (0, 90], got {self.lk_max_angle_deg}")
         for name in ("lk_max_shift_px", "lk_max_fb_px", "lk_sigma_px"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
@@ -165,12 +170,13 @@ PRESETS: dict[str, GeometricConfig] = {
     # query: SIFT on 400x300, about 2.5x cheaper than fast's 1280x960 first octave; a 1536x1024
     # one is unaffected) and only keypoints of contrast >= 0.04 (the 1024 strongest of a large
     # image are above it anyway), the pose refined with each match weighted by its keypoint's
-    # size, the keyframes matched on 2 threads. Meets the accuracy bar at native size at a
-    # fraction of fast's cost (docs/geometric.md); what the node ships.
+    # size, the inliers' keyframe observations tracked into the query (LK) and refined on, the
+    # keyframes matched on 2 threads. Meets the accuracy bar at native size at a fraction of
+    # fast's cost (docs/geometric.md); what the node ships.
     "realtime": GeometricConfig(
         query_features=FeatureConfig(max_keypoints=1024, max_edge_px=640, max_upsample=1.25,
                                      contrast_threshold=0.04),
-        scale_weighted=True, match_threads=2),
+        scale_weighted=True, refine_lk=True, match_threads=2),
 }
 
 
@@ -275,7 +281,8 @@ class GeometricLocalizer:
             sig = keypoint_sigma_px(feats.scales_px[q_idx_a])
             inl = pnp.inliers
             if cfg.refine_lk:
-                x2d_a, sig = self._track(state.map, image_bgr, x2d_a, sig, kf_a, kf_kp_a, inl, diag)
+                x2d_a, sig = self._track(state.map, image_bgr, pnp.T_world_cam, x2d_a, sig, kf_a, kf_kp_a, inl,
+                                         diag)
             T = refine_scale_weighted(pnp.T_world_cam, x2d_a[inl], x3d_a[inl], sig[inl], intrinsics)
             pnp = dataclasses.replace(pnp, T_world_cam=T)
             cov, sigma = weighted_covariance(T, x2d_a[keep], x3d_a[keep], sig[keep], intrinsics)
@@ -297,24 +304,30 @@ class GeometricLocalizer:
         status = RelocStatus.LOW_CONFIDENCE if reason else RelocStatus.OK
         return _done(RelocResult(status, pnp.T_world_cam, cov, float(confidence), n_inl, reason, diag), t0)
 
-    def _track(self, gmap: GeometricMap, image_bgr: np.ndarray, x2d: np.ndarray, sig: np.ndarray,
-               kf_of: np.ndarray, kf_kp: np.ndarray, inliers: np.ndarray, diag: dict[str, Any]
-               ) -> tuple[np.ndarray, np.ndarray]:
-        """Inliers' 2D points tracked from their keyframe keypoints (``track_refine``), with
-        ``lk_sigma_px``; untracked ones (no image, LK failed or disagreed) keep point and sigma."""
+    def _track(self, gmap: GeometricMap, image_bgr: np.ndarray, T_world_cam: np.ndarray, x2d: np.ndarray,
+               sig: np.ndarray, kf_of: np.ndarray, kf_kp: np.ndarray, inliers: np.ndarray,
+               diag: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
+        """Inliers' 2D points tracked from their 3D points' keyframe pixels (``track_refine``),
+        with ``lk_sigma_px``; the others (views more than ``lk_max_angle_deg`` apart, keyframe
+        image missing, LK failed or disagreed) keep point and sigma."""
         t0 = time.perf_counter()
         cfg = self.config
         settings = TrackSettings(cfg.lk_window_px, cfg.lk_max_shift_px, cfg.lk_max_fb_px)
         x2d, sig = x2d.copy(), sig.copy()
         inl_idx = np.flatnonzero(inliers)
+        cos_max = math.cos(math.radians(cfg.lk_max_angle_deg))
         grays: list[np.ndarray] = []
         rows_l, which_l, pts_l = [], [], []
         for kf_id in np.unique(kf_of[inl_idx]):
-            kf_gray = self._kf_images.get(int(kf_id))
-            if kf_gray is None:
-                continue
             rows = inl_idx[kf_of[inl_idx] == kf_id]
             e = gmap.entries[int(kf_id)]
+            rays_kf = e.points_world[kf_kp[rows]] - e.T_world_cam[:3, 3]
+            rays_q = e.points_world[kf_kp[rows]] - T_world_cam[:3, 3]
+            cos = np.sum(rays_kf * rays_q, axis=1) / (np.linalg.norm(rays_kf, axis=1) * np.linalg.norm(rays_q, axis=1))
+            rows = rows[cos >= cos_max]
+            kf_gray = self._kf_images.get(int(kf_id)) if len(rows) else None
+            if kf_gray is None:
+                continue
             # the keyframe pixel of the 3D point (not its keypoint: the point is the map's estimate
             # from all its observations, the keypoint one noisy observation of it)
             T_cw = invert_T(e.T_world_cam)
