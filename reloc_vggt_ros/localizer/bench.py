@@ -134,8 +134,8 @@ def _run_query(localizer: Any, rec: PosedImage, size: tuple[int, int] | None) ->
         row["t_err_m"], row["r_err_deg"] = pose_error(res.T_world_cam, rec.T_world_cam)
         if res.covariance is not None and np.all(np.isfinite(res.covariance)):
             row["nees"] = _nees(res.T_world_cam, rec.T_world_cam, res.covariance)
-    for key in ("feature_ms", "match_ms", "pnp_ms", "method", "num_matches_2d3d", "inlier_ratio",
-                "inlier_spread", "reproj_rms_px"):
+    for key in ("feature_ms", "match_ms", "pnp_ms", "lk_ms", "lk_tracked", "lk_attempted", "method",
+                "num_matches_2d3d", "inlier_ratio", "inlier_spread", "reproj_rms_px"):
         if key in res.diagnostics:
             row[key] = res.diagnostics[key]
     logger.info("%s: %s t=%.4f m r=%.3f deg conf=%.2f %.0f ms %s", rec.name, row["status"],

@@ -28,7 +28,7 @@ import numpy as np
 from ..errors import KeyframeDBError
 
 if TYPE_CHECKING:
-    from ..keyframes import KeyframeStore
+    from ..keyframes import Keyframe, KeyframeStore
 
 __all__ = ["TrackSettings", "KeyframeImages", "track_into_query"]
 
@@ -77,7 +77,7 @@ class KeyframeImages:
             if kf_id in self._failed:
                 return None
         try:
-            img = cv2.cvtColor(self.store.get_keyframe(kf_id).decode_image(), cv2.COLOR_BGR2GRAY)
+            img = _decode_gray(self.store.get_keyframe(kf_id))
         except KeyframeDBError as err:
             logger.warning("keyframe %d: no image for sub-pixel tracking (%s); its matches keep their "
                            "keypoints", kf_id, err)
@@ -98,6 +98,15 @@ class KeyframeImages:
             for kf_id in [k for k in self._images if k not in keep]:
                 self._nbytes -= self._images.pop(kf_id).nbytes
             self._failed &= keep
+
+
+def _decode_gray(kf: "Keyframe") -> np.ndarray:
+    """The keyframe's image as uint8 gray [H,W] (a JPEG decodes only its luma: ~2x faster than
+    colour then conversion)."""
+    img = cv2.imdecode(np.frombuffer(kf.image_jpeg, np.uint8), cv2.IMREAD_GRAYSCALE)
+    if img is None:
+        raise KeyframeDBError(f"keyframe {kf.kf_id} ({kf.name}): image bytes do not decode")
+    return img
 
 
 def _gather(img: np.ndarray, centres: np.ndarray, half: int) -> tuple[np.ndarray, np.ndarray]:
