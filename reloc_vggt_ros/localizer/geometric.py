@@ -23,7 +23,7 @@ import cv2
 import numpy as np
 
 from ..errors import ConfigError
-from ..geometry import Intrinsics, invert_T, so3_log
+from ..geometry import Intrinsics, so3_log
 from ..keyframes.retrieval import nearest_by_pose
 from .base import PosePrior, RelocResult, RelocStatus
 from .features import FeatureConfig, extract_features
@@ -33,7 +33,7 @@ from .matching import match_descriptors, single_thread_blas
 from .pose_solver import inlier_spread, pose_covariance, solve_pnp
 from .scale_weighted import keypoint_sigma_px, refine_scale_weighted, weighted_covariance
 from .relative_fallback import intersect_rays, joint_covariance, refine_jointly, relative_observation
-from .track_refine import KeyframeImages, TrackSettings, track_into_query
+from .track_refine import KeyframeImages, TrackSettings, track_inliers
 from .triangulation import TriangulationConfig
 
 if TYPE_CHECKING:
@@ -59,10 +59,10 @@ class GeometricConfig:
     # refine the RANSAC pose with each match weighted by its query keypoint's size (finer SIFT
     # keypoints are localised better; see scale_weighted.py); the covariance is weighted alike
     scale_weighted: bool = False
-    # after the first PnP, track each inlier's keyframe keypoint into the query (Lucas-Kanade,
-    # track_refine.py) and refine on the tracked points (sigma lk_sigma_px, the rest keep their
-    # size sigma); needs scale_weighted. Keyframe images decoded on first use, the most recently
-    # used kept up to lk_cache_mb (grayscale, 0.3 MB per 640x480 keyframe).
+    # after the first PnP, track each inlier's 3D point from its keyframe pixel into the query
+    # (Lucas-Kanade, track_refine.py) and refine on the tracked points (sigma lk_sigma_px, the
+    # rest keep their size sigma); needs scale_weighted. Keyframe images decoded on first use,
+    # the most recently used kept up to lk_cache_mb (grayscale, 0.3 MB per 640x480 keyframe).
     refine_lk: bool = False
     lk_window_px: int = 7
     lk_max_shift_px: float = 1.0      # a track farther than this from its keypoint is dropped
@@ -196,6 +196,9 @@ class GeometricLocalizer:
                       if self.config.match_threads > 1 else None)
         self._state = _Snapshot.of(index_store(store, self.config))
         self._kf_images = KeyframeImages(store, int(self.config.lk_cache_mb * 2**20))
+        c = self.config
+        self._track_settings = TrackSettings(c.lk_window_px, c.lk_max_shift_px, c.lk_max_fb_px, c.lk_max_angle_deg,
+                                             c.lk_sigma_px)
 
     @property
     def _map(self) -> GeometricMap:
@@ -281,8 +284,12 @@ class GeometricLocalizer:
             sig = keypoint_sigma_px(feats.scales_px[q_idx_a])
             inl = pnp.inliers
             if cfg.refine_lk:
-                x2d_a, sig = self._track(state.map, image_bgr, pnp.T_world_cam, x2d_a, sig, kf_a, kf_kp_a, inl,
-                                         diag)
+                t_lk = time.perf_counter()
+                x2d_a, sig, n_tracked = track_inliers(
+                    state.map.entries, self._kf_images, image_bgr, pnp.T_world_cam, x2d_a, sig, kf_a, kf_kp_a,
+                    inl, self._track_settings)
+                diag.update({"lk_tracked": n_tracked, "lk_attempted": int(inl.sum()),
+                             "lk_ms": 1e3 * (time.perf_counter() - t_lk)})
             T = refine_scale_weighted(pnp.T_world_cam, x2d_a[inl], x3d_a[inl], sig[inl], intrinsics)
             pnp = dataclasses.replace(pnp, T_world_cam=T)
             cov, sigma = weighted_covariance(T, x2d_a[keep], x3d_a[keep], sig[keep], intrinsics)
@@ -303,49 +310,6 @@ class GeometricLocalizer:
         reason = _weakness(n_inl, confidence, cov, cfg)
         status = RelocStatus.LOW_CONFIDENCE if reason else RelocStatus.OK
         return _done(RelocResult(status, pnp.T_world_cam, cov, float(confidence), n_inl, reason, diag), t0)
-
-    def _track(self, gmap: GeometricMap, image_bgr: np.ndarray, T_world_cam: np.ndarray, x2d: np.ndarray,
-               sig: np.ndarray, kf_of: np.ndarray, kf_kp: np.ndarray, inliers: np.ndarray,
-               diag: dict[str, Any]) -> tuple[np.ndarray, np.ndarray]:
-        """Inliers' 2D points tracked from their 3D points' keyframe pixels (``track_refine``),
-        with ``lk_sigma_px``; the others (views more than ``lk_max_angle_deg`` apart, keyframe
-        image missing, LK failed or disagreed) keep point and sigma."""
-        t0 = time.perf_counter()
-        cfg = self.config
-        settings = TrackSettings(cfg.lk_window_px, cfg.lk_max_shift_px, cfg.lk_max_fb_px)
-        x2d, sig = x2d.copy(), sig.copy()
-        inl_idx = np.flatnonzero(inliers)
-        cos_max = math.cos(math.radians(cfg.lk_max_angle_deg))
-        grays: list[np.ndarray] = []
-        rows_l, which_l, pts_l = [], [], []
-        for kf_id in np.unique(kf_of[inl_idx]):
-            rows = inl_idx[kf_of[inl_idx] == kf_id]
-            e = gmap.entries[int(kf_id)]
-            rays_kf = e.points_world[kf_kp[rows]] - e.T_world_cam[:3, 3]
-            rays_q = e.points_world[kf_kp[rows]] - T_world_cam[:3, 3]
-            cos = np.sum(rays_kf * rays_q, axis=1) / (np.linalg.norm(rays_kf, axis=1) * np.linalg.norm(rays_q, axis=1))
-            rows = rows[cos >= cos_max]
-            kf_gray = self._kf_images.get(int(kf_id)) if len(rows) else None
-            if kf_gray is None:
-                continue
-            # the keyframe pixel of the 3D point (not its keypoint: the point is the map's estimate
-            # from all its observations, the keypoint one noisy observation of it)
-            T_cw = invert_T(e.T_world_cam)
-            pts_l.append(e.intrinsics.project(e.points_world[kf_kp[rows]] @ T_cw[:3, :3].T + T_cw[:3, 3]))
-            rows_l.append(rows)
-            which_l.append(np.full(len(rows), len(grays)))
-            grays.append(kf_gray)
-        n_ok = 0
-        if grays:
-            rows = np.concatenate(rows_l)
-            tracked, ok = track_into_query(image_bgr, grays, np.concatenate(which_l), np.concatenate(pts_l),
-                                           x2d[rows], settings)
-            x2d[rows[ok]] = tracked[ok]
-            sig[rows[ok]] = cfg.lk_sigma_px
-            n_ok = int(ok.sum())
-        diag.update({"lk_tracked": n_ok, "lk_attempted": int(len(inl_idx)),
-                     "lk_ms": 1e3 * (time.perf_counter() - t0)})
-        return x2d, sig
 
     def _match_keyframes(self, gmap: GeometricMap, desc: np.ndarray, kf_ids: list[int]) -> list[np.ndarray]:
         """2D-3D index pairs per keyframe (ratio + mutual), on ``match_threads`` threads."""

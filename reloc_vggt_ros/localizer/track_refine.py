@@ -17,6 +17,7 @@ LRU (:class:`KeyframeImages`).
 from __future__ import annotations
 
 import logging
+import math
 import threading
 from collections import OrderedDict
 from dataclasses import dataclass
@@ -26,22 +27,26 @@ import cv2
 import numpy as np
 
 from ..errors import KeyframeDBError
+from ..geometry import invert_T
 
 if TYPE_CHECKING:
     from ..keyframes import Keyframe, KeyframeStore
+    from .geometric_map import KeyframeEntry
 
-__all__ = ["TrackSettings", "KeyframeImages", "track_into_query"]
+__all__ = ["TrackSettings", "KeyframeImages", "track_inliers", "track_into_query"]
 
 logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
 class TrackSettings:
-    """LK window and acceptance tests (validated by ``GeometricConfig``)."""
+    """LK window, acceptance tests and the tracks' sigma (validated by ``GeometricConfig``)."""
 
     window_px: int = 7
     max_shift_px: float = 1.0
     max_fb_px: float = 0.25
+    max_angle_deg: float = 15.0
+    sigma_px: float = 0.15
 
 
 class KeyframeImages:
@@ -176,3 +181,48 @@ def track_into_query(query_image: np.ndarray, kf_grays: list[np.ndarray], kf_ind
     ok &= ok_b.ravel().astype(bool) & (np.linalg.norm(back - pa, axis=1) <= settings.max_fb_px)
     tracked[ok] = fwd[ok].astype(np.float64) - origin[ok] + cq[ok]
     return tracked, ok
+
+
+def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, image_bgr: np.ndarray,
+                  T_world_cam: np.ndarray, x2d: np.ndarray, sigma: np.ndarray, kf_of: np.ndarray,
+                  kf_kp: np.ndarray, inliers: np.ndarray, settings: TrackSettings
+                  ) -> tuple[np.ndarray, np.ndarray, int]:
+    """2D points [M,2] and sigmas [M] of the matches with the PnP inliers' tracks put in.
+
+    Match ``i`` is keypoint ``kf_kp[i]`` of keyframe ``kf_of[i]`` (whose 3D point it carries),
+    ``x2d[i]`` its query keypoint, ``inliers`` [M] bool. Tracked: the inliers whose 3D point is
+    seen from the keyframe and from the query centre (``T_world_cam``) within
+    ``max_angle_deg``; a kept track replaces ``x2d[i]`` with ``sigma_px``. The rest (views
+    farther apart, keyframe image missing, LK failed or disagreed) keep point and sigma.
+    Returns ``(x2d, sigma, number of tracks kept)``; the inputs are not modified.
+    """
+    x2d, sigma = x2d.copy(), sigma.copy()
+    inl_idx = np.flatnonzero(inliers)
+    cos_max = math.cos(math.radians(settings.max_angle_deg))
+    grays: list[np.ndarray] = []
+    rows_l, which_l, pts_l = [], [], []
+    for kf_id in np.unique(kf_of[inl_idx]):
+        rows = inl_idx[kf_of[inl_idx] == kf_id]
+        e = entries[int(kf_id)]
+        X = e.points_world[kf_kp[rows]]
+        rays_kf, rays_q = X - e.T_world_cam[:3, 3], X - T_world_cam[:3, 3]
+        cos = np.sum(rays_kf * rays_q, axis=1) / (np.linalg.norm(rays_kf, axis=1) * np.linalg.norm(rays_q, axis=1))
+        rows, X = rows[cos >= cos_max], X[cos >= cos_max]
+        gray = images.get(int(kf_id)) if len(rows) else None     # never decoded if nothing to track
+        if gray is None:
+            continue
+        # the keyframe pixel of the 3D point, not its keypoint: the point is the map's estimate
+        # from all its observations, the keypoint one noisy observation of it
+        T_cw = invert_T(e.T_world_cam)
+        pts_l.append(e.intrinsics.project(X @ T_cw[:3, :3].T + T_cw[:3, 3]))
+        rows_l.append(rows)
+        which_l.append(np.full(len(rows), len(grays)))
+        grays.append(gray)
+    if not grays:
+        return x2d, sigma, 0
+    rows = np.concatenate(rows_l)
+    tracked, ok = track_into_query(image_bgr, grays, np.concatenate(which_l), np.concatenate(pts_l), x2d[rows],
+                                   settings)
+    x2d[rows[ok]] = tracked[ok]
+    sigma[rows[ok]] = settings.sigma_px
+    return x2d, sigma, int(ok.sum())
