@@ -70,3 +70,19 @@ def test_fixed_known_poses_eight_queries_are_fitted_from_the_image(tmp_path: Pat
     # Same known poses, another query's image: the fitted answer is now wrong by about the spread.
     assert after["shuffled_rot_deg"] > 3 * after["median_rot_deg"]
     assert after["shuffled_t_norm"] > 3 * after["median_t_norm"]
+
+
+@pytest.mark.parametrize("mask", ["dense", "sparse", "cached"])
+def test_query_pose_is_a_function_of_the_query_and_anchor_pixels(mask: str, tmp_path: Path) -> None:
+    """Wiring: under every mask, in train and eval mode, the query's output has a gradient with
+    respect to the query's pixels and (through global attention) the anchor's."""
+    torch.manual_seed(0)
+    scene_cfg = SyntheticConfig(image_hw=HW, num_views=6, camera_region=0.2, fov_deg=(60, 60))
+    batch = _fixed_known_tuples(write_scene_folder(generate_scene(5, scene_cfg), tmp_path / "room"), 2)
+    model = RelocVGGT(RelocVGGTConfig.tiny(mask=mask, depth=2))
+    for train in (True, False):
+        model.train(train)
+        images = batch["images"].clone().requires_grad_(True)
+        out = model(images, batch["pose_enc"][:, :-1])["pose_enc"]
+        grad = torch.autograd.grad(out[:, -1, :7].sum(), images)[0].abs().mean(dim=(0, 2, 3, 4))
+        assert grad[-1] > 1e-3 and grad[0] > 1e-4, (mask, train, grad)
