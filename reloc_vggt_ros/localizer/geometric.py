@@ -199,6 +199,12 @@ class GeometricLocalizer:
         c = self.config
         self._track_settings = TrackSettings(c.lk_window_px, c.lk_max_shift_px, c.lk_max_fb_px, c.lk_max_angle_deg,
                                              c.lk_sigma_px)
+        self._warm_images()
+
+    def _warm_images(self) -> None:
+        """Keyframe images for LK decoded at start-up / refresh, not inside the first queries."""
+        if self.config.refine_lk:
+            self._kf_images.warm([int(i) for i in self._state.ids])
 
     @property
     def _map(self) -> GeometricMap:
@@ -217,6 +223,7 @@ class GeometricLocalizer:
                 # unchanged keyframes keep their Features object (index_store reuses it)
                 self._kf_images.forget({i for i, e in self._state.map.entries.items()
                                         if i in old.entries and old.entries[i].features is e.features})
+                self._warm_images()
 
     # ------------------------------------------------------------------ query side
     def _retrieve(self, state: "_Snapshot", q_vlad: np.ndarray, prior: PosePrior | None) -> list[int]:

@@ -125,6 +125,16 @@ def test_keyframe_image_cache_is_bounded_and_forgets_changed_keyframes(first_ses
         assert list(cache._images) == [ids[2]] and cache.nbytes == 640 * 480
 
 
+def test_keyframe_images_are_decoded_at_start_up_not_in_the_first_query(first_session_db: Path) -> None:
+    with KeyframeStore.open(first_session_db, readonly=True) as store:
+        n = len(store)
+        loc = GeometricLocalizer(store, GeometricConfig.from_options("realtime"))
+        assert len(loc._kf_images) == n and loc._kf_images.nbytes == n * 640 * 480
+        assert len(GeometricLocalizer(store, GeometricConfig.from_options("fast"))._kf_images) == 0
+        small = KeyframeImages(store, capacity_bytes=3 * 640 * 480)
+        assert small.warm(store.keyframe_ids()) == 3                 # stops when the cache is full
+
+
 def test_refine_lk_options_are_validated() -> None:
     with pytest.raises(ConfigError, match="scale_weighted"):
         GeometricConfig(refine_lk=True)
