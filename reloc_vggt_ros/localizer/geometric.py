@@ -166,15 +166,15 @@ PRESETS: dict[str, GeometricConfig] = {
     # map side as default (computed once); queries with 1024 keypoints at <= 640 px: latency first
     "fast": GeometricConfig(query_features=FeatureConfig(max_keypoints=1024, max_edge_px=640)),
     "accurate": GeometricConfig(features=FeatureConfig(max_keypoints=8192, max_edge_px=0)),
-    # map as default; queries as fast but the pyramid never finer than 1.25x the input (a 640x480
-    # query: SIFT on 400x300, about 2.5x cheaper than fast's 1280x960 first octave; a 1536x1024
+    # map as default; queries as fast but the pyramid never finer than 1.1x the input (a 640x480
+    # query: SIFT on 352x264, about 4x cheaper than fast's 1280x960 first octave; a 1536x1024
     # one is unaffected) and only keypoints of contrast >= 0.04 (the 1024 strongest of a large
     # image are above it anyway), the pose refined with each match weighted by its keypoint's
     # size, the inliers' keyframe observations tracked into the query (LK) and refined on, the
     # keyframes matched on 2 threads. Meets the accuracy bar at native size at a fraction of
     # fast's cost (docs/geometric.md); what the node ships.
     "realtime": GeometricConfig(
-        query_features=FeatureConfig(max_keypoints=1024, max_edge_px=640, max_upsample=1.25,
+        query_features=FeatureConfig(max_keypoints=1024, max_edge_px=640, max_upsample=1.1,
                                      contrast_threshold=0.04),
         scale_weighted=True, refine_lk=True, match_threads=2),
 }

@@ -1,6 +1,6 @@
 """Sub-pixel 2D-3D correspondences: keyframe observations tracked into the query by Lucas-Kanade.
 
-A coarse query keypoint (octave 0 of a 1.25x pyramid) is localised to ~0.07 x its size, worse
+A coarse query keypoint (octave 0 of a pyramid at most 1.1-1.25x the input) is localised to ~0.07 x its size, worse
 than the keyframe keypoint its 3D point was triangulated from (2x pyramid). After the first PnP,
 each inlier's 3D point, at its pixel in the keyframe it was matched through, is tracked into
 the query image with LK (keyframe -> query, one level: it starts at the matched query keypoint,

@@ -27,7 +27,7 @@ TEMPLE = DATA / "middlebury-temple-ring"
 
 def test_realtime_preset_is_what_the_node_and_node_rate_ship() -> None:
     cfg = PRESETS["realtime"]
-    assert cfg.query_features == FeatureConfig(max_keypoints=1024, max_edge_px=640, max_upsample=1.25,
+    assert cfg.query_features == FeatureConfig(max_keypoints=1024, max_edge_px=640, max_upsample=1.1,
                                                contrast_threshold=0.04)
     assert cfg.scale_weighted and cfg.refine_lk and cfg.match_threads == 2
     assert cfg.features == PRESETS["default"].features          # same map as every other preset
