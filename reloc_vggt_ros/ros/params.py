@@ -26,7 +26,7 @@ PARAMETERS: dict[str, tuple[Any, str]] = {
     "engine_fallback": ((), "engine kinds to try in order when engine_kind cannot run here; [] = fail "
                             "with an error naming what is missing"),
     "top_k": (5, "keyframes retrieved per query"),
-    "backend_options": ("", "extra backend options as a YAML mapping, e.g. '{preset: fast, num_threads: 1}'"),
+    "backend_options": ("", "extra backend options as a YAML mapping, e.g. '{preset: realtime, num_threads: 1}'"),
     "autostart": (True, "configure and activate at start (else wait for lifecycle transitions)"),
     "map_frame": ("map", "fixed frame of the keyframe database and of /relocalized_pose"),
     "odom_frame": ("", "if set, publish map->odom using odom->camera at the image stamp; else map->camera"),
@@ -141,7 +141,7 @@ class NodeConfig:
         except yaml.YAMLError as err:
             raise ConfigError(f"backend_options is not valid YAML: {err}") from err
         if not isinstance(extra, dict):
-            raise ConfigError(f"backend_options must be a YAML mapping like '{{preset: fast}}', got {extra!r}")
+            raise ConfigError(f"backend_options must be a YAML mapping like '{{preset: realtime}}', got {extra!r}")
         engine: dict[str, Any] = {"engine": self.engine} if self.engine else {}
         if self.engine_kind != "auto":
             engine["engine_kind"] = self.engine_kind
