@@ -31,7 +31,7 @@ from .geometric_map import GeometricMap, consistent_keyframes, index_store
 from .global_descriptor import vlad
 from .matching import match_descriptors, single_thread_blas
 from .pose_solver import inlier_spread, pose_covariance, solve_pnp
-from .scale_weighted import keypoint_sigma_px, refine_scale_weighted, weighted_covariance
+from .scale_weighted import keypoint_sigma_px, refine_scale_weighted
 from .relative_fallback import intersect_rays, joint_covariance, refine_jointly, relative_observation
 from .track_refine import KeyframeImages, TrackSettings, track_inliers
 from .triangulation import TriangulationConfig
@@ -299,7 +299,7 @@ class GeometricLocalizer:
                              "lk_ms": 1e3 * (time.perf_counter() - t_lk)})
             T = refine_scale_weighted(pnp.T_world_cam, x2d_a[inl], x3d_a[inl], sig[inl], intrinsics)
             pnp = dataclasses.replace(pnp, T_world_cam=T)
-            cov, sigma = weighted_covariance(T, x2d_a[keep], x3d_a[keep], sig[keep], intrinsics)
+            cov, sigma = pose_covariance(T, x2d_a[keep], x3d_a[keep], intrinsics, sigma_px=sig[keep])
         else:
             cov, sigma = pose_covariance(pnp.T_world_cam, x2d_a[keep], x3d_a[keep], intrinsics)
         inflation = max(1.0, n_inl / cfg.max_independent_inliers) if cfg.max_independent_inliers else 1.0

@@ -76,18 +76,25 @@ def reprojection_jacobian(T_world_cam: np.ndarray, x3d: np.ndarray, intr: Intrin
     return np.concatenate([Jpi @ -R_cw, Jpi @ (R_cw @ hat)], axis=2).reshape(-1, 6)
 
 
-def pose_covariance(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, intr: Intrinsics
-                    ) -> tuple[np.ndarray, float]:
-    """6x6 covariance over (x y z rx ry rz) of T_world_cam and the residual sigma (px).
+def pose_covariance(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, intr: Intrinsics,
+                    sigma_px: np.ndarray | None = None) -> tuple[np.ndarray, float]:
+    """6x6 covariance over (x y z rx ry rz) of T_world_cam and the residual scale (px).
 
-    ``x2d`` [N,2], ``x3d`` [N,3] are the inlier correspondences (N >= 4).
+    ``x2d`` [N,2], ``x3d`` [N,3] are the inlier correspondences (N >= 4). With ``sigma_px`` [N]
+    (each match's expected localisation error) residuals and Jacobian rows are divided by it and
+    ``sigma^2`` is the variance of those normalised residuals, so only the relative sigmas are
+    assumed; the scale returned is then the RMS pixel residual instead of ``sigma``.
     """
     J = reprojection_jacobian(T_world_cam, x3d, intr)
     uv, _ = _reprojection(invert_T(T_world_cam), x3d, intr)
-    r = (uv - x2d).reshape(-1)
+    r_px = uv - x2d
+    w = np.ones(len(x2d)) if sigma_px is None else 1.0 / np.asarray(sigma_px, np.float64)
+    r = (r_px * w[:, None]).reshape(-1)
+    J = (J.reshape(-1, 2, 6) * w[:, None, None]).reshape(-1, 6)
     sigma2 = float(r @ r) / max(r.size - 6, 1)
     cov = np.linalg.inv(J.T @ J) * sigma2
-    return 0.5 * (cov + cov.T), float(np.sqrt(sigma2))
+    scale = np.sqrt(sigma2) if sigma_px is None else np.sqrt(np.mean(np.sum(r_px**2, axis=1) / 2))
+    return 0.5 * (cov + cov.T), float(scale)
 
 
 def inlier_spread(x2d: np.ndarray, intr: Intrinsics) -> float:

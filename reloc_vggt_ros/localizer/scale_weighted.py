@@ -8,8 +8,8 @@ residual is divided by ``sigma_i = 0.07 * size_i`` and the pose is refined by it
 reweighted Gauss-Newton with a Cauchy loss on the normalised residuals, from the RANSAC pose,
 on its inliers.
 
-The refinement steps in the camera frame (closed-form Jacobian); the covariance uses the
-perturbation of :mod:`.pose_solver`: ``C' = C + rho``, ``R_world_cam' = exp(phi) R_world_cam``.
+The refinement steps in the camera frame (closed-form Jacobian); the covariance of the same
+weighted problem is :func:`.pose_solver.pose_covariance` with ``sigma_px``.
 """
 
 from __future__ import annotations
@@ -17,22 +17,14 @@ from __future__ import annotations
 import numpy as np
 
 from ..geometry import Intrinsics, invert_T, so3_exp
-from .pose_solver import reprojection_jacobian
 
-__all__ = ["keypoint_sigma_px", "refine_scale_weighted", "weighted_covariance"]
+__all__ = ["keypoint_sigma_px", "refine_scale_weighted"]
 
 
 def keypoint_sigma_px(sizes_px: np.ndarray, sigma_per_size: float = 0.07, min_sigma_px: float = 0.05
                       ) -> np.ndarray:
     """Expected localisation error (px) of keypoints of the given SIFT sizes (px)."""
     return np.maximum(sigma_per_size * np.asarray(sizes_px, np.float64), min_sigma_px)
-
-
-def _normalised_residuals(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, sigma: np.ndarray,
-                          intr: Intrinsics) -> np.ndarray:
-    T_cw = invert_T(T_world_cam)
-    uv = intr.project(x3d @ T_cw[:3, :3].T + T_cw[:3, 3])
-    return (uv - x2d) / sigma[:, None]
 
 
 def _camera_jacobian(Xc: np.ndarray, intr: Intrinsics) -> np.ndarray:
@@ -72,17 +64,3 @@ def refine_scale_weighted(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndar
         if np.abs(J @ delta).max() < 1e-4:
             break
     return invert_T(T_cw)
-
-
-def weighted_covariance(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, sigma: np.ndarray,
-                        intr: Intrinsics) -> tuple[np.ndarray, float]:
-    """6x6 covariance ``s^2 (J_n^T J_n)^-1`` of the normalised problem and the RMS pixel residual.
-
-    ``s^2`` = variance of the normalised residuals, so only the relative sigmas are assumed.
-    """
-    r = _normalised_residuals(T_world_cam, x2d, x3d, sigma, intr).reshape(-1)
-    J = (reprojection_jacobian(T_world_cam, x3d, intr).reshape(-1, 2, 6) / sigma[:, None, None]).reshape(-1, 6)
-    s2 = float(r @ r) / max(r.size - 6, 1)
-    cov = np.linalg.inv(J.T @ J) * s2
-    rms_px = float(np.sqrt(np.mean(np.sum((r.reshape(-1, 2) * sigma[:, None]) ** 2, axis=1) / 2)))
-    return 0.5 * (cov + cov.T), rms_px
