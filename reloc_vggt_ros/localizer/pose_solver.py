@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import poselib
 
-from ..geometry import Intrinsics, invert_T, make_T
+from ..geometry import Intrinsics, apply_T, invert_T, make_T
 
 __all__ = ["PnPResult", "solve_pnp", "pose_covariance", "reprojection_jacobian", "inlier_spread",
            "camera_dict"]
@@ -35,7 +35,7 @@ def camera_dict(intr: Intrinsics) -> dict:
 
 
 def _reprojection(T_cam_world: np.ndarray, X: np.ndarray, intr: Intrinsics) -> tuple[np.ndarray, np.ndarray]:
-    Xc = X @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
+    Xc = apply_T(T_cam_world, X)
     return intr.project(Xc), Xc
 
 

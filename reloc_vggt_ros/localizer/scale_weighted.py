@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import Intrinsics, invert_T, so3_exp
+from ..geometry import Intrinsics, apply_T, invert_T, so3_exp
 
 __all__ = ["keypoint_sigma_px", "refine_scale_weighted"]
 
@@ -46,7 +46,7 @@ def refine_scale_weighted(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndar
     """
     T_cw = invert_T(T_world_cam)
     for _ in range(iterations):
-        Xc = x3d @ T_cw[:3, :3].T + T_cw[:3, 3]
+        Xc = apply_T(T_cw, x3d)
         r = (intr.project(Xc) - x2d) / sigma[:, None]                       # [N,2]
         w = 1.0 / (1.0 + np.sum(r**2, axis=1) / loss_scale**2)             # Cauchy IRLS weight
         J = (_camera_jacobian(Xc, intr) / sigma[:, None, None]).reshape(-1, 6)

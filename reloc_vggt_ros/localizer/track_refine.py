@@ -27,7 +27,7 @@ import cv2
 import numpy as np
 
 from ..errors import KeyframeDBError
-from ..geometry import invert_T
+from ..geometry import apply_T, invert_T
 
 if TYPE_CHECKING:
     from ..keyframes import Keyframe, KeyframeStore
@@ -222,8 +222,7 @@ def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, i
             continue
         # the keyframe pixel of the 3D point, not its keypoint: the point is the map's estimate
         # from all its observations, the keypoint one noisy observation of it
-        T_cw = invert_T(e.T_world_cam)
-        pts_l.append(e.intrinsics.project(X @ T_cw[:3, :3].T + T_cw[:3, 3]))
+        pts_l.append(e.intrinsics.project(apply_T(invert_T(e.T_world_cam), X)))
         rows_l.append(rows)
         which_l.append(np.full(len(rows), len(grays)))
         grays.append(gray)

@@ -24,7 +24,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError
-from ..geometry import Intrinsics, invert_T
+from ..geometry import Intrinsics, apply_T, invert_T
 from .features import Features
 from .matching import fundamental_from_poses, match_descriptors, sampson_error_px
 from .pose_solver import solve_pnp
@@ -319,6 +319,6 @@ def backproject_depth(features: Features, intrinsics: Intrinsics, T_world_cam: n
     rays = np.stack([(xy[:, 0] - intrinsics.cx) / intrinsics.fx,
                      (xy[:, 1] - intrinsics.cy) / intrinsics.fy, np.ones(len(xy))], axis=1)
     X_cam = rays * z[:, None]
-    X_world = X_cam @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
+    X_world = apply_T(T_world_cam, X_cam)
     X_world[~valid] = np.nan
     return X_world

@@ -15,7 +15,7 @@ from dataclasses import dataclass
 import numpy as np
 
 from ..errors import ConfigError, DataError
-from ..geometry import Intrinsics, invert_T
+from ..geometry import Intrinsics, apply_T, invert_T
 
 __all__ = ["SamplerConfig", "CovisibilityIndex"]
 
@@ -52,12 +52,11 @@ def _frustum_points(T_world_cam: np.ndarray, K: Intrinsics, depth: float, grid: 
     v = np.linspace(0, K.height - 1, grid)
     uu, vv = np.meshgrid(u, v)
     X_cam = np.stack([(uu - K.cx) / K.fx, (vv - K.cy) / K.fy, np.ones_like(uu)], -1).reshape(-1, 3) * depth
-    return X_cam @ T_world_cam[:3, :3].T + T_world_cam[:3, 3]
+    return apply_T(T_world_cam, X_cam)
 
 
 def _visible_fraction(X_world: np.ndarray, T_world_cam: np.ndarray, K: Intrinsics) -> float:
-    T_cam_world = invert_T(T_world_cam)
-    X = X_world @ T_cam_world[:3, :3].T + T_cam_world[:3, 3]
+    X = apply_T(invert_T(T_world_cam), X_world)
     front = X[:, 2] > 1e-6
     if not front.any():
         return 0.0
