@@ -8,7 +8,7 @@ PACKAGE = "reloc_vggt_ros"
 setup(
     name=PACKAGE,
     version="0.1.0",
-    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*"]),
+    packages=find_packages(include=[PACKAGE, f"{PACKAGE}.*", "bench"]),  # bench: `reloc-vggt bench`
     package_data={PACKAGE: ["py.typed", "engine/data/*.json"]},
     data_files=[
         ("share/ament_index/resource_index/packages", [f"resource/{PACKAGE}"]),

@@ -17,7 +17,7 @@ from .errors import RelocError
 
 COMMAND_MODULES = (
     "reloc_vggt_ros.keyframes.commands",    # db build / db info
-    "reloc_vggt_ros.localizer.commands",    # bench localize
+    "bench.commands",    # bench localize
     "reloc_vggt_ros.ros.commands",          # run, bag, evaluate, demo
     "reloc_vggt_ros.engine.commands",       # export onnx, engine build
     "reloc_vggt_ros.training.commands",     # train

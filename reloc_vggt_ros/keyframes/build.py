@@ -18,7 +18,6 @@ import numpy as np
 
 from ..data import PosedImage, read_posed_folder
 from ..errors import DataError, KeyframeDBError
-from .retrieval import THUMBNAIL_BACKEND, THUMBNAIL_FINGERPRINT, store_global_descriptors, thumbnail_descriptor
 from .store import KeyframeStore
 from .types import Keyframe
 
@@ -126,6 +125,9 @@ def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None
             for i in range(0, len(records), _BATCH):  # bounded memory: a batch of images at a time
                 store.add_keyframes([keyframe_from_posed(r, max_side) for r in records[i:i + _BATCH]])
             if thumbnails:
+                from ..localizer.retrieval import (THUMBNAIL_BACKEND, THUMBNAIL_FINGERPRINT,
+                                                   store_global_descriptors, thumbnail_descriptor)
+
                 store_global_descriptors(store, THUMBNAIL_BACKEND, THUMBNAIL_FINGERPRINT, thumbnail_descriptor)
             if backend and backend != "none":
                 index_with_backend(store, backend)

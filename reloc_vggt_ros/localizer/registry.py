@@ -19,27 +19,27 @@ __all__ = ["FACTORIES", "INDEXERS", "make_localizer", "index_database", "backend
 
 
 def _geometric(store: "KeyframeStore", **options: Any) -> "Localizer":
-    from .geometric import GeometricConfig, GeometricLocalizer
+    from .geometric.localizer import GeometricConfig, GeometricLocalizer
 
     return GeometricLocalizer(store, GeometricConfig.from_options(**options))
 
 
 def _index_geometric(store: "KeyframeStore", **options: Any) -> None:
-    from .geometric import GeometricConfig, index_store
+    from .geometric.localizer import GeometricConfig, index_store
 
     index_store(store, GeometricConfig.from_options(**options))
 
 
 def _reloc_vggt(store: "KeyframeStore", **options: Any) -> "Localizer":
-    from .reloc_vggt import RelocVGGTLocalizer, RelocVGGTLocalizerConfig
-    from .vggt_common import config_from_options
+    from .vggt.reloc_vggt import RelocVGGTLocalizer, RelocVGGTLocalizerConfig
+    from .vggt.common import config_from_options
 
     return RelocVGGTLocalizer(store, config_from_options(RelocVGGTLocalizerConfig, "reloc_vggt", options))
 
 
 def _vggt_align(store: "KeyframeStore", **options: Any) -> "Localizer":
-    from .vggt_align import VGGTAlignConfig, VGGTAlignLocalizer
-    from .vggt_common import config_from_options
+    from .vggt.vggt_align import VGGTAlignConfig, VGGTAlignLocalizer
+    from .vggt.common import config_from_options
 
     return VGGTAlignLocalizer(store, config_from_options(VGGTAlignConfig, "vggt_align", options))
 

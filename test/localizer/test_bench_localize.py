@@ -42,7 +42,7 @@ def test_bench_localize_cli_reports_bad_scene(tmp_path: Path) -> None:
 
 def test_bench_localize_reuses_its_database_for_the_same_scene_and_size(tmp_path: Path) -> None:
     from reloc_vggt_ros.keyframes import KeyframeStore
-    from reloc_vggt_ros.localizer.bench import bench_localize
+    from bench.localize import bench_localize
 
     db, scene = tmp_path / "bench.db", DATA / "fountain-P11"
     first = bench_localize(scene, "geometric", (480, 320), db, {"top_k": 4, "max_keypoints": 1024})

@@ -20,7 +20,7 @@ from reloc_vggt_ros.data import load_image, read_posed_folder
 from reloc_vggt_ros.errors import ConfigError, EngineUnavailableError
 from reloc_vggt_ros.keyframes import KeyframeStore
 from reloc_vggt_ros.localizer.registry import make_localizer
-from reloc_vggt_ros.localizer.reloc_vggt import RelocVGGTLocalizer, RelocVGGTLocalizerConfig
+from reloc_vggt_ros.localizer.vggt.reloc_vggt import RelocVGGTLocalizer, RelocVGGTLocalizerConfig
 from reloc_vggt_ros.model.reloc_vggt import RelocVGGT, RelocVGGTConfig
 
 pytest.importorskip("onnxruntime")

@@ -15,8 +15,8 @@ from reloc_vggt_ros.geometry import Intrinsics, make_T, pose_error, so3_log
 from reloc_vggt_ros.keyframes import KeyframeStore
 from reloc_vggt_ros.keyframes.build import keyframe_from_posed
 from reloc_vggt_ros.localizer import Localizer, PosePrior, RelocStatus
-from reloc_vggt_ros.localizer.geometric import PRESETS, GeometricConfig, GeometricLocalizer
-from reloc_vggt_ros.localizer.geometric_map import BACKEND, fingerprints
+from reloc_vggt_ros.localizer.geometric.localizer import PRESETS, GeometricConfig, GeometricLocalizer
+from reloc_vggt_ros.localizer.geometric.indexing import BACKEND, fingerprints
 from reloc_vggt_ros.localizer.registry import index_database, make_localizer
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"

@@ -10,11 +10,11 @@ import pytest
 from reloc_vggt_ros.data import load_image, read_posed_folder
 from reloc_vggt_ros.errors import ConfigError
 from reloc_vggt_ros.geometry import invert_T, make_T, se3_exp
-from reloc_vggt_ros.localizer.features import FeatureConfig, extract_features
-from reloc_vggt_ros.localizer.global_descriptor import train_vocabulary, vlad
-from reloc_vggt_ros.localizer.matching import fundamental_from_poses, match_descriptors, sampson_error_px
-from reloc_vggt_ros.localizer.pose_solver import pose_covariance, reprojection_jacobian, solve_pnp
-from reloc_vggt_ros.localizer.triangulation import (TriangulationConfig, View, backproject_depth,
+from reloc_vggt_ros.localizer.geometric.features import FeatureConfig, extract_features
+from reloc_vggt_ros.localizer.geometric.vocabulary import train_vocabulary, vlad
+from reloc_vggt_ros.localizer.geometric.matching import fundamental_from_poses, match_descriptors, sampson_error_px
+from reloc_vggt_ros.localizer.geometric.pnp import pose_covariance, reprojection_jacobian, solve_pnp
+from reloc_vggt_ros.localizer.geometric.triangulation import (TriangulationConfig, View, backproject_depth,
                                                     select_neighbours, triangulate_keyframe)
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"

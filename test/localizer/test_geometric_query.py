@@ -15,10 +15,10 @@ import yaml
 from reloc_vggt_ros.data import load_image, read_posed_folder
 from reloc_vggt_ros.errors import ConfigError
 from reloc_vggt_ros.geometry import Intrinsics, so3_exp
-from reloc_vggt_ros.localizer.features import FeatureConfig, extract_features, fingerprint_fields
-from reloc_vggt_ros.localizer.geometric import PRESETS, GeometricConfig
-from reloc_vggt_ros.localizer.matching import fundamental_from_poses, match_descriptors, sampson_error_px
-from reloc_vggt_ros.localizer.scale_weighted import _camera_jacobian, keypoint_sigma_px
+from reloc_vggt_ros.localizer.geometric.features import FeatureConfig, extract_features, fingerprint_fields
+from reloc_vggt_ros.localizer.geometric.localizer import PRESETS, GeometricConfig
+from reloc_vggt_ros.localizer.geometric.matching import fundamental_from_poses, match_descriptors, sampson_error_px
+from reloc_vggt_ros.localizer.geometric.scale_weighted import _camera_jacobian, keypoint_sigma_px
 
 ROOT = Path(__file__).parents[2]
 DATA = ROOT / ".." / "shared" / "data"
@@ -116,7 +116,7 @@ def test_camera_jacobian_matches_finite_differences() -> None:
 def test_weighted_refinement_keeps_the_pose_on_degenerate_input() -> None:
     """Four coincident points leave the pose unobservable: the RANSAC pose comes back unchanged."""
     from reloc_vggt_ros.geometry import make_T
-    from reloc_vggt_ros.localizer.scale_weighted import refine_scale_weighted
+    from reloc_vggt_ros.localizer.geometric.scale_weighted import refine_scale_weighted
 
     intr = Intrinsics(1520.0, 1525.0, 302.3, 246.9, 640, 480)
     T = make_T(so3_exp(np.array([0.01, 0.02, 0.03])), np.array([0.1, 0.0, -0.6]))

@@ -18,9 +18,9 @@ from reloc_vggt_ros.errors import ConfigError
 from reloc_vggt_ros.geometry import pose_error
 from reloc_vggt_ros.keyframes import KeyframeStore
 from reloc_vggt_ros.keyframes.build import keyframe_from_posed
-from reloc_vggt_ros.localizer.features import FeatureConfig, extract_features
-from reloc_vggt_ros.localizer.geometric import GeometricConfig, GeometricLocalizer
-from reloc_vggt_ros.localizer.triangulation import (TriangulationConfig, View, consistent_neighbours, observe,
+from reloc_vggt_ros.localizer.geometric.features import FeatureConfig, extract_features
+from reloc_vggt_ros.localizer.geometric.localizer import GeometricConfig, GeometricLocalizer
+from reloc_vggt_ros.localizer.geometric.triangulation import (TriangulationConfig, View, consistent_neighbours, observe,
                                                     pair_level, reanchor)
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"

@@ -18,8 +18,8 @@ from reloc_vggt_ros.errors import ModelLoadError
 from reloc_vggt_ros.geometry import invert_T, pose_error
 from reloc_vggt_ros.keyframes import KeyframeStore, build_keyframe_db
 from reloc_vggt_ros.localizer import Localizer, RelocStatus
-from reloc_vggt_ros.localizer.reloc_vggt import RelocVGGTLocalizer, RelocVGGTLocalizerConfig
-from reloc_vggt_ros.localizer.vggt_align import VGGTAlignConfig, VGGTAlignLocalizer
+from reloc_vggt_ros.localizer.vggt.reloc_vggt import RelocVGGTLocalizer, RelocVGGTLocalizerConfig
+from reloc_vggt_ros.localizer.vggt.vggt_align import VGGTAlignConfig, VGGTAlignLocalizer
 from reloc_vggt_ros.model.config import VGGTConfig
 from reloc_vggt_ros.model.pose_encoding import T_world_cam_to_pose_encoding
 from reloc_vggt_ros.model.reloc_vggt import RelocVGGT, RelocVGGTConfig
@@ -188,7 +188,7 @@ def test_exported_onnx_graphs_localize_like_torch(mask: str, store, query, tmp_p
 
 def test_keyframe_set_refresh_sees_added_and_removed_keyframes(tmp_path: Path) -> None:
     from reloc_vggt_ros.keyframes.build import keyframe_from_posed
-    from reloc_vggt_ros.localizer.vggt_common import KeyframeSet
+    from reloc_vggt_ros.localizer.vggt.common import KeyframeSet
 
     recs = read_posed_folder(DATA / "Herz-Jesus-P8")
     db = build_keyframe_db(DATA / "Herz-Jesus-P8", tmp_path / "hj.db", split="db", max_side=200)

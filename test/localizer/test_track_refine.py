@@ -15,9 +15,9 @@ from reloc_vggt_ros.errors import ConfigError
 from reloc_vggt_ros.geometry import pose_error
 from reloc_vggt_ros.keyframes import KeyframeStore
 from reloc_vggt_ros.keyframes.build import keyframe_from_posed
-from reloc_vggt_ros.localizer.features import FeatureConfig, extract_features
-from reloc_vggt_ros.localizer.geometric import GeometricConfig, GeometricLocalizer
-from reloc_vggt_ros.localizer.track_refine import KeyframeImages, TrackSettings, track_into_query
+from reloc_vggt_ros.localizer.geometric.features import FeatureConfig, extract_features
+from reloc_vggt_ros.localizer.geometric.localizer import GeometricConfig, GeometricLocalizer
+from reloc_vggt_ros.localizer.geometric.lk_refine import KeyframeImages, TrackSettings, track_into_query
 
 TEMPLE = Path(__file__).parents[2] / ".." / "shared" / "data" / "middlebury-temple-ring"
 ONE_PCT = 0.01 * 0.07517          # 1% of the temple's median db baseline

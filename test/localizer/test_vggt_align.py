@@ -10,9 +10,9 @@ import pytest
 from reloc_vggt_ros.data import read_posed_folder
 from reloc_vggt_ros.errors import ConfigError, ModelLoadError
 from reloc_vggt_ros.geometry import invert_sim3, make_sim3, make_T, pose_error, so3_exp
-from reloc_vggt_ros.localizer.vggt_align import (VGGTAlignConfig, align_cameras, apply_alignment,
+from reloc_vggt_ros.localizer.vggt.vggt_align import (VGGTAlignConfig, align_cameras, apply_alignment,
                                                  scene_extent)
-from reloc_vggt_ros.localizer.vggt_common import require_weights
+from reloc_vggt_ros.localizer.vggt.common import require_weights
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
 

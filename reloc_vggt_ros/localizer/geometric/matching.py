@@ -11,7 +11,7 @@ from typing import Any
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
-from ..geometry import Intrinsics, invert_T
+from ...geometry import Intrinsics, invert_T
 
 __all__ = ["match_descriptors", "single_thread_blas", "fundamental_from_poses", "sampson_error_px"]
 

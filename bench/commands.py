@@ -7,7 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
-from ..errors import ConfigError
+from reloc_vggt_ros.errors import ConfigError
 
 __all__ = ["register"]
 
@@ -52,7 +52,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 
 def _run_localize(args: argparse.Namespace) -> int:
-    from .bench import bench_localize, format_report, write_json
+    from .localize import bench_localize, format_report, write_json
 
     options = dict(args.option)
     if args.top_k is not None:

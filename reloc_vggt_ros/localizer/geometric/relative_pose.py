@@ -15,9 +15,9 @@ from dataclasses import dataclass
 import numpy as np
 import poselib
 
-from ..geometry import Intrinsics, invert_T, make_T, project_to_SO3, rotation_error_deg, so3_exp
+from ...geometry import Intrinsics, invert_T, make_T, project_to_SO3, rotation_error_deg, so3_exp
 from .matching import fundamental_from_poses
-from .pose_solver import camera_dict
+from .pnp import camera_dict
 
 __all__ = ["RelativeObservation", "relative_observation", "intersect_rays", "refine_jointly",
            "joint_covariance"]

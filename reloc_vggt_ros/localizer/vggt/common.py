@@ -16,10 +16,11 @@ import cv2
 import numpy as np
 import torch
 
-from ..errors import ConfigError, ModelLoadError
-from ..geometry import Intrinsics
-from ..keyframes import GlobalIndex, KeyframeStore, nearest_by_pose, thumbnail_descriptor
-from .base import PosePrior
+from ...errors import ConfigError, ModelLoadError
+from ...geometry import Intrinsics
+from ...keyframes import KeyframeStore
+from ..retrieval import GlobalIndex, nearest_by_pose, thumbnail_descriptor
+from ..base import PosePrior
 
 __all__ = ["require_weights", "to_model_image", "KeyframeSet", "decode_cameras", "config_from_options"]
 
@@ -105,7 +106,7 @@ def decode_cameras(pose_enc: np.ndarray, image_hw: tuple[int, int]) -> np.ndarra
     Only the extrinsics are used; FoVs are clipped into (0, π) first so a degenerate predicted
     FoV (0 after VGGT's ReLU, e.g. from untrained weights) cannot make the conversion fail.
     """
-    from ..model.pose_encoding import pose_encoding_to_T_world_cam
+    from ...model.pose_encoding import pose_encoding_to_T_world_cam
 
     enc = np.array(pose_enc, dtype=np.float64).reshape(-1, 9)
     enc[:, 7:] = np.clip(enc[:, 7:], 1e-3, np.pi - 1e-3)

@@ -26,12 +26,12 @@ from typing import TYPE_CHECKING
 import cv2
 import numpy as np
 
-from ..errors import KeyframeDBError
-from ..geometry import apply_T, invert_T
+from ...errors import KeyframeDBError
+from ...geometry import apply_T, invert_T
 
 if TYPE_CHECKING:
-    from ..keyframes import Keyframe, KeyframeStore
-    from .geometric_map import KeyframeEntry
+    from ...keyframes import Keyframe, KeyframeStore
+    from .indexing import KeyframeEntry
 
 __all__ = ["TrackSettings", "KeyframeImages", "track_inliers", "track_into_query"]
 

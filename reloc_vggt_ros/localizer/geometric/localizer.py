@@ -22,22 +22,22 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from ..errors import ConfigError
-from ..geometry import Intrinsics, so3_log
-from ..keyframes.retrieval import nearest_by_pose
-from .base import PosePrior, RelocResult, RelocStatus
+from ...errors import ConfigError
+from ...geometry import Intrinsics, so3_log
+from ..retrieval import nearest_by_pose
+from ..base import PosePrior, RelocResult, RelocStatus
 from .features import FeatureConfig, extract_features
-from .geometric_map import GeometricMap, consistent_keyframes, index_store
-from .global_descriptor import vlad
+from .indexing import GeometricMap, consistent_keyframes, index_store
+from .vocabulary import vlad
 from .matching import match_descriptors, single_thread_blas
-from .pose_solver import inlier_spread, pose_covariance, solve_pnp
+from .pnp import inlier_spread, pose_covariance, solve_pnp
 from .scale_weighted import keypoint_sigma_px, refine_scale_weighted
-from .relative_fallback import intersect_rays, joint_covariance, refine_jointly, relative_observation
-from .track_refine import KeyframeImages, TrackSettings, track_inliers
+from .relative_pose import intersect_rays, joint_covariance, refine_jointly, relative_observation
+from .lk_refine import KeyframeImages, TrackSettings, track_inliers
 from .triangulation import TriangulationConfig
 
 if TYPE_CHECKING:
-    from ..keyframes import KeyframeStore
+    from ...keyframes import KeyframeStore
 
 __all__ = ["GeometricConfig", "PRESETS", "GeometricLocalizer", "index_store"]
 

@@ -3,7 +3,7 @@
 query images, variants alternated per query (order flipped every other query), so load changes
 hit every variant alike.
 
-Usage: tools/geometric_ab.py SCENE_DIR DB native|WxH ROUNDS NAME='{json options}' [NAME=...]
+Usage: python -m bench.geometric_ab SCENE_DIR DB native|WxH ROUNDS NAME='{json options}' [NAME=...]
 Options go on top of the ``realtime`` preset (``"preset": "fast"`` to change it; ``"top_k"``
 defaults to 8). DB is a database ``reloc-vggt bench localize --db`` wrote for that scene and
 size. With ROUNDS > 1 the first round is not timed (cold caches). Prints per variant: median
@@ -24,8 +24,8 @@ from reloc_vggt_ros.data import read_posed_folder
 from reloc_vggt_ros.eval.metrics import median_baseline
 from reloc_vggt_ros.geometry import pose_error
 from reloc_vggt_ros.keyframes import KeyframeStore
-from reloc_vggt_ros.localizer.bench import _resized
-from reloc_vggt_ros.localizer.geometric import GeometricConfig, GeometricLocalizer
+from bench.localize import _resized
+from reloc_vggt_ros.localizer.geometric.localizer import GeometricConfig, GeometricLocalizer
 
 
 def main(argv: list[str]) -> int:

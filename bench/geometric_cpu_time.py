@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Single-thread CPU time per query of the geometric backend: what one idle core would need.
 
-Usage: tools/geometric_cpu_time.py SCENE_DIR PRESET [WIDTHxHEIGHT]
+Usage: python -m bench.geometric_cpu_time SCENE_DIR PRESET [WIDTHxHEIGHT]
 OpenCV and BLAS run on one thread, so process CPU time is not inflated by waiting on a busy
 machine; each query is localized twice and the second run is timed (warm caches).
 """
@@ -20,7 +20,7 @@ import numpy as np  # noqa: E402
 
 from reloc_vggt_ros.data import read_posed_folder  # noqa: E402
 from reloc_vggt_ros.keyframes import KeyframeStore  # noqa: E402
-from reloc_vggt_ros.localizer.bench import _keyframe, _resized  # noqa: E402
+from bench.localize import _keyframe, _resized  # noqa: E402
 from reloc_vggt_ros.localizer.registry import make_localizer  # noqa: E402
 
 

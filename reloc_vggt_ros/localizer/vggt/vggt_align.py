@@ -29,12 +29,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..errors import ConfigError
-from ..geometry import Intrinsics, apply_T, make_sim3, make_T, project_to_SO3, umeyama_ransac
-from ..geometry.metrics import rotation_error_deg
-from ..keyframes import KeyframeStore
-from .base import PosePrior, RelocResult, RelocStatus
-from .vggt_common import KeyframeSet, decode_cameras, require_weights, to_model_image
+from ...errors import ConfigError
+from ...geometry import Intrinsics, apply_T, make_sim3, make_T, project_to_SO3, umeyama_ransac
+from ...geometry.metrics import rotation_error_deg
+from ...keyframes import KeyframeStore
+from ..base import PosePrior, RelocResult, RelocStatus
+from .common import KeyframeSet, decode_cameras, require_weights, to_model_image
 
 __all__ = ["CameraAlignment", "align_cameras", "apply_alignment", "VGGTAlignConfig",
            "VGGTAlignLocalizer"]
@@ -174,8 +174,8 @@ class VGGTAlignConfig:
 def load_vggt(weights: str | Path, device: str = "cpu") -> torch.nn.Module:
     """VGGT aggregator + camera head from a weights file (architecture from ``<stem>.json``
     beside it, else VGGT-1B); the dense heads are not built, their keys reported as ignored."""
-    from ..model.config import VGGTConfig
-    from ..model.weights import config_path_for, load_vggt as load_vggt_file
+    from ...model.config import VGGTConfig
+    from ...model.weights import config_path_for, load_vggt as load_vggt_file
 
     path = require_weights(weights, "vggt_align")
     cfg_path = config_path_for(path)

@@ -16,7 +16,7 @@ from __future__ import annotations
 
 import numpy as np
 
-from ..geometry import Intrinsics, apply_T, invert_T, so3_exp
+from ...geometry import Intrinsics, apply_T, invert_T, so3_exp
 
 __all__ = ["keypoint_sigma_px", "refine_scale_weighted"]
 

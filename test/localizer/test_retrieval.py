@@ -10,9 +10,10 @@ import pytest
 from reloc_vggt_ros.data import load_image, read_posed_folder
 from reloc_vggt_ros.geometry import make_T, rotation_error_deg, so3_exp
 from reloc_vggt_ros.errors import KeyframeDBError
-from reloc_vggt_ros.keyframes import (GlobalIndex, KeyframeStore, build_keyframe_db, load_global_index,
-                                      nearest_by_pose, store_global_descriptors, thumbnail_descriptor)
-from reloc_vggt_ros.keyframes import retrieval
+from reloc_vggt_ros.keyframes import KeyframeStore, build_keyframe_db
+from reloc_vggt_ros.localizer import retrieval
+from reloc_vggt_ros.localizer.retrieval import (GlobalIndex, load_global_index, nearest_by_pose,
+                                                store_global_descriptors, thumbnail_descriptor)
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 BACKENDS = ["numpy", pytest.param("faiss", marks=pytest.mark.skipif(retrieval.faiss is None,

@@ -27,16 +27,16 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ..geometry import Intrinsics
-from ..keyframes.blobs import pack_arrays, unpack_arrays
+from ...geometry import Intrinsics
+from ...keyframes.blobs import pack_arrays, unpack_arrays
 from .features import Features, extract_features, fingerprint_fields
-from .global_descriptor import train_vocabulary, vlad
+from .vocabulary import train_vocabulary, vlad
 from .triangulation import (Observations, View, backproject_depth, consistent_neighbours, observe, pair_level,
                             select_neighbours, triangulate_consistent)
 
 if TYPE_CHECKING:
-    from ..keyframes import KeyframeStore
-    from .geometric import GeometricConfig
+    from ...keyframes import KeyframeStore
+    from .localizer import GeometricConfig
 
 __all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_store", "fingerprints",
            "consistent_keyframes"]

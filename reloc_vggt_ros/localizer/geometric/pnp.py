@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 import poselib
 
-from ..geometry import Intrinsics, apply_T, invert_T, make_T
+from ...geometry import Intrinsics, apply_T, invert_T, make_T
 
 __all__ = ["PnPResult", "solve_pnp", "pose_covariance", "reprojection_jacobian", "inlier_spread",
            "camera_dict"]

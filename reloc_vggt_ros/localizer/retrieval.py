@@ -16,8 +16,8 @@ import numpy as np
 
 from ..errors import KeyframeDBError
 from ..geometry import rotation_error_deg
-from .blobs import pack_arrays, unpack_arrays
-from .store import KeyframeStore
+from ..keyframes.blobs import pack_arrays, unpack_arrays
+from ..keyframes.store import KeyframeStore
 
 __all__ = ["GlobalIndex", "nearest_by_pose", "thumbnail_descriptor", "store_global_descriptors",
            "load_global_index", "GLOBAL_KEY", "THUMBNAIL_BACKEND", "THUMBNAIL_FINGERPRINT"]

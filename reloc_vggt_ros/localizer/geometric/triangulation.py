@@ -23,11 +23,11 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ..errors import ConfigError
-from ..geometry import Intrinsics, apply_T, invert_T
+from ...errors import ConfigError
+from ...geometry import Intrinsics, apply_T, invert_T
 from .features import Features
 from .matching import fundamental_from_poses, match_descriptors, sampson_error_px
-from .pose_solver import solve_pnp
+from .pnp import solve_pnp
 
 __all__ = ["TriangulationConfig", "View", "Observations", "select_neighbours", "observe",
            "pair_level", "consistent_neighbours", "reanchor", "triangulate_observations",

@@ -34,12 +34,12 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from ..engine.base import ENGINE_KINDS
-from ..errors import ConfigError, EngineUnavailableError
-from ..geometry import Intrinsics, pose_error
-from ..keyframes import KeyframeStore
-from .base import PosePrior, RelocResult, RelocStatus
-from .vggt_common import KeyframeSet, decode_cameras, require_weights, to_model_image
+from ...engine.base import ENGINE_KINDS
+from ...errors import ConfigError, EngineUnavailableError
+from ...geometry import Intrinsics, pose_error
+from ...keyframes import KeyframeStore
+from ..base import PosePrior, RelocResult, RelocStatus
+from .common import KeyframeSet, decode_cameras, require_weights, to_model_image
 
 __all__ = ["RelocVGGTLocalizerConfig", "RelocVGGTLocalizer", "EngineNetwork", "resolve_engine_kind"]
 
@@ -112,8 +112,8 @@ class EngineNetwork:
     """Exported Reloc-VGGT graph(s) behind an inference engine, called like the torch model path."""
 
     def __init__(self, path: Path, kind: str | None = None, fallback: tuple[str, ...] = ()) -> None:
-        from ..engine.base import make_engine, read_sidecar
-        from ..model.reloc_vggt import RelocVGGTConfig
+        from ...engine.base import make_engine, read_sidecar
+        from ...model.reloc_vggt import RelocVGGTConfig
 
         kind = kind or resolve_engine_kind("auto", path)
         if "torch" in (kind, *fallback):
@@ -161,7 +161,7 @@ class RelocVGGTLocalizer:
 
     def __init__(self, store: KeyframeStore, config: RelocVGGTLocalizerConfig,
                  model: torch.nn.Module | None = None) -> None:
-        from ..model.reloc_vggt import RelocVGGT
+        from ...model.reloc_vggt import RelocVGGT
 
         self.config = config
         self.engine: EngineNetwork | None = None
@@ -215,7 +215,7 @@ class RelocVGGTLocalizer:
 
     def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
                  prior: PosePrior | None = None) -> RelocResult:
-        from ..model.pose_tokenizer import relative_pose_encoding
+        from ...model.pose_tokenizer import relative_pose_encoding
 
         if len(self.keyframes) == 0:
             return RelocResult(RelocStatus.EMPTY_DATABASE, reason="keyframe database is empty")

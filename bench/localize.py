@@ -18,13 +18,13 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..data import PosedImage, load_image, read_posed_folder
-from ..errors import DataError
-from ..eval.metrics import median_baseline, summarize, write_metrics_json as write_json
-from ..geometry import pose_error, so3_log
-from ..keyframes import Keyframe, KeyframeStore
-from ..keyframes.build import keyframe_from_posed
-from .registry import index_database, make_localizer
+from reloc_vggt_ros.data import PosedImage, load_image, read_posed_folder
+from reloc_vggt_ros.errors import DataError
+from reloc_vggt_ros.eval.metrics import median_baseline, summarize, write_metrics_json as write_json
+from reloc_vggt_ros.geometry import pose_error, so3_log
+from reloc_vggt_ros.keyframes import Keyframe, KeyframeStore
+from reloc_vggt_ros.keyframes.build import keyframe_from_posed
+from reloc_vggt_ros.localizer.registry import index_database, make_localizer
 
 __all__ = ["bench_localize", "format_report", "write_json"]
 

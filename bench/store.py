@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Time KeyframeStore operations on the shipped sample (for docs/database.md).
 
-    .venv/bin/python tools/bench_store.py [--n 100]
+    .venv/bin/python -m bench.store [--n 100]
 
 Inserts ``n`` copies of a 640x427 sample keyframe (~64 kB JPEG), each in its own transaction,
 under ``synchronous=FULL`` (the store's setting) and ``NORMAL`` (for comparison), then times
