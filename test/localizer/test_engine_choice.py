@@ -122,5 +122,5 @@ def test_node_parameters_reach_the_localizer_through_the_registry(store, artifac
     assert loc.config.engine_kind == "onnxruntime" and loc.config.engine_fallback == ("tensorrt",)
     assert loc.engine_name == "onnxruntime-cpu"
     # a backend without engines rejects the options like any unknown one
-    with pytest.raises(ConfigError, match="unknown option 'engine_kind' for the vggt_align backend"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['engine_kind'\] in vggt_align"):
         make_localizer("vggt_align", store, engine=str(artifacts["ckpt"]), engine_kind="torch")

@@ -22,7 +22,7 @@ from ...keyframes import KeyframeStore
 from ..retrieval import GlobalIndex, nearest_by_pose, thumbnail_descriptor
 from ..base import PosePrior
 
-__all__ = ["require_weights", "to_model_image", "KeyframeSet", "decode_cameras", "config_from_options"]
+__all__ = ["require_weights", "to_model_image", "KeyframeSet", "decode_cameras"]
 
 logger = logging.getLogger(__name__)
 
@@ -112,23 +112,3 @@ def decode_cameras(pose_enc: np.ndarray, image_hw: tuple[int, int]) -> np.ndarra
     enc[:, 7:] = np.clip(enc[:, 7:], 1e-3, np.pi - 1e-3)
     T, _ = pose_encoding_to_T_world_cam(enc, image_hw)
     return T
-
-
-_ALIASES = {"top_k": "num_keyframes", "engine": "weights"}
-
-
-def config_from_options(cls: type, backend: str, options: dict) -> object:
-    """A backend config dataclass from registry options (node: ``top_k``, ``engine``; CLI: ``-o``).
-
-    ``top_k`` means ``num_keyframes`` and ``engine`` means ``weights``; anything else must be a
-    field of ``cls`` or it is a ConfigError naming the backend and the valid keys.
-    """
-    fields = {f.name for f in dataclasses.fields(cls)}
-    kwargs = {}
-    for key, value in options.items():
-        name = _ALIASES.get(key, key)
-        if name not in fields:
-            raise ConfigError(f"unknown option {key!r} for the {backend} backend; valid: "
-                              f"{sorted(fields | set(_ALIASES))}")
-        kwargs[name] = str(value) if name == "weights" else value
-    return cls(**kwargs)
