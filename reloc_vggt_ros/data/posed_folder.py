@@ -1,7 +1,7 @@
-"""Reader for posed-image folders (``images/``, ``poses.txt``, ``split.txt``; see data README).
+"""Reader for posed-image folders (``images/``, ``poses.txt``, ``split.txt``; format in docs/database.md).
 
 ``poses.txt`` stores world-to-camera ``T_cam_world``; records carry camera-to-world
-``T_world_cam`` (DESIGN.md §5), converted here once.
+``T_world_cam`` (the package convention, README "Conventions"), converted here once.
 """
 
 from __future__ import annotations
