@@ -45,7 +45,7 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
     from sensor_msgs.msg import CameraInfo, Image
 
     from reloc_vggt_ros.data.posed_folder import read_posed_folder
-    from reloc_vggt_ros.eval.replay import start_node, stop_node
+    from reloc_vggt_ros.ros.evaluate import start_node, stop_node
     from reloc_vggt_ros.geometry import pose_error
     from reloc_vggt_ros.ros.convert import bgr_to_image, intrinsics_to_camera_info, ns_to_stamp, pose_to_T, stamp_to_ns
     from reloc_vggt_ros.ros.qos import DIAGNOSTICS_QOS, POSE_QOS
