@@ -70,8 +70,10 @@ def bench_localize(scene: Path | str, backend: str = "geometric", size: tuple[in
     ``db_path``: where to keep the database (a temporary file if None). A database there that
     holds exactly this scene's db split at this size (same keyframe names, poses, intrinsics and
     image sizes), e.g. from ``reloc-vggt db build`` or an earlier run, is reused: only missing
-    backend blobs are indexed. One an earlier bench run created for other settings is replaced;
-    any other file is never touched (DataError saying what differs).
+    backend blobs are indexed (``db build --max-side`` stores resized keyframes as JPEG where bench
+    stores lossless PNG, so resized runs on such a database may differ slightly; ``db_creator`` in
+    the metrics says which was used). One an earlier bench run created for other settings is
+    replaced; any other file is never touched (DataError saying what differs).
     ``options`` go to :func:`make_localizer` / :func:`index_database` (e.g. ``{"top_k": 8}``).
     """
     scene, options = Path(scene), dict(options or {})
@@ -83,6 +85,7 @@ def bench_localize(scene: Path | str, backend: str = "geometric", size: tuple[in
     with tempfile.TemporaryDirectory(prefix="reloc-bench-") as tmp:
         path = Path(db_path) if db_path else Path(tmp) / "bench.db"
         with _bench_store(path, scene, source, db_recs, size) as store:
+            db_creator = store.metadata.get("creator", "")
             t0 = time.perf_counter()
             index_database(store, backend, **options)
             index_s = time.perf_counter() - t0
@@ -95,7 +98,8 @@ def bench_localize(scene: Path | str, backend: str = "geometric", size: tuple[in
     cpu = [q["cpu_ms"] for q in per_query]
     metrics.update({
         "scene": scene.name, "backend": backend, "options": options,
-        "image_size": list(size) if size else "native", "n_db": len(db_recs), "index_s": index_s,
+        "image_size": list(size) if size else "native", "n_db": len(db_recs), "db_creator": db_creator,
+        "index_s": index_s,
         "n_ok_but_wrong": len(wrong), "ok_but_wrong": wrong,
         "nees_over_6_median": float(np.median(nees) / 6.0) if nees else None,
         "cpu_ms_p50": float(np.percentile(cpu, 50)), "cpu_ms_p95": float(np.percentile(cpu, 95)),

@@ -67,7 +67,7 @@ def test_bench_localize_reuses_a_db_build_database_of_the_db_split(tmp_path: Pat
         ids_before = store.keyframe_ids()
         assert "bench_source" not in store.metadata
     m = bench_localize(scene, "geometric", (480, 320), db, dict(OPTIONS))
-    assert m["n_localized"] == 4 and m["n_ok_but_wrong"] == 0
+    assert m["n_localized"] == 4 and m["n_ok_but_wrong"] == 0 and m["db_creator"] == "reloc-vggt db build"
     with KeyframeStore.open(db, readonly=True) as store:        # the same keyframes, now with blobs
         assert store.keyframe_ids() == ids_before
         assert "bench_source" not in store.metadata and store.metadata["creator"] == "reloc-vggt db build"
