@@ -42,6 +42,7 @@ demo: setup
 test: setup
 	$(PY) -m pytest -n 2 $(PYTEST_ARGS)
 
+# headline: the 224 px config where attention matters, then the toy config (several minutes on CPU)
 bench: setup
 	$(PY) -m bench.attention_scaling --json bench/results/attention_scaling.json
 

@@ -44,8 +44,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loc.add_argument("--preset", help="backend preset (geometric: default, fast, accurate, realtime)")
     loc.add_argument("--weights", type=Path,
                      help="weights / exported engine for learned backends (same as -o weights=PATH)")
-    loc.add_argument("--db", type=Path, help="keep the database at this path; reused by later runs on the "
-                     "same scene and size (else replaced)")
+    loc.add_argument("--db", type=Path, help="keep the database at this path; one holding exactly the scene's "
+                     "db split at this size (e.g. from `db build`) is reused, any other is refused")
     loc.add_argument("-o", "--option", type=_option, action="append", default=[],
                      help="backend option KEY=VALUE (repeatable), e.g. -o max_keypoints=2048")
     loc.set_defaults(func=_run_localize)

@@ -45,7 +45,7 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
     from sensor_msgs.msg import CameraInfo, Image
 
     from reloc_vggt_ros.data.posed_folder import read_posed_folder
-    from reloc_vggt_ros.eval.replay import start_node, stop_node
+    from reloc_vggt_ros.ros.evaluate import start_node, stop_node
     from reloc_vggt_ros.geometry import pose_error
     from reloc_vggt_ros.ros.convert import bgr_to_image, intrinsics_to_camera_info, ns_to_stamp, pose_to_T, stamp_to_ns
     from reloc_vggt_ros.ros.qos import DIAGNOSTICS_QOS, POSE_QOS
@@ -144,7 +144,7 @@ def _fmt_row(r: dict) -> str:
                f"  median error {r['median_translation_m'] * 1000:.1f} mm / {r['median_rotation_deg']:.2f} deg"))
 
 
-def main() -> int:
+def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rates", type=float, nargs="+", default=[0.25, 0.5, 1.0, 2.0, 4.0])
     ap.add_argument("--frames", type=int, default=12, help="frames per rate")
@@ -152,8 +152,8 @@ def main() -> int:
     ap.add_argument("--growth", type=float, default=1.5, help="allowed p95 growth vs the lowest rate")
     ap.add_argument("--backend-options", default="{preset: realtime}",
                     help="node backend_options (default: what config/reloc_vggt.yaml ships)")
-    ap.add_argument("--json", type=Path, default=ROOT / "bench" / "results" / "node_rate.json")
-    args = ap.parse_args()
+    ap.add_argument("--json", type=Path, help="write the results here")
+    args = ap.parse_args(argv)
     ensure_localhost_dds()
     out_dir = ROOT / "out" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
@@ -162,9 +162,10 @@ def main() -> int:
                  args.backend_options)
     print(f"highest input rate sustained without drops or growing latency: {result['max_sustained_hz']} Hz "
           f"(load average {result['load_average_1min']:.1f} on {result['cpu_count']} cores)")
-    args.json.parent.mkdir(parents=True, exist_ok=True)
-    args.json.write_text(json.dumps(result, indent=2) + "\n")
-    print(f"wrote {args.json}")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps(result, indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 

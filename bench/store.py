@@ -1,7 +1,6 @@
-#!/usr/bin/env python3
 """Time KeyframeStore operations on the shipped sample (for docs/database.md).
 
-    .venv/bin/python -m bench.store [--n 100]
+    .venv/bin/python -m bench.store [--n 100] [--json bench/results/store.json]
 
 Inserts ``n`` copies of a 640x427 sample keyframe (~64 kB JPEG), each in its own transaction,
 under ``synchronous=FULL`` (the store's setting) and ``NORMAL`` (for comparison), then times
@@ -11,24 +10,24 @@ under ``synchronous=FULL`` (the store's setting) and ``NORMAL`` (for comparison)
 from __future__ import annotations
 
 import argparse
+import json
 import sys
 import tempfile
 import time
 from pathlib import Path
 
+from reloc_vggt_ros.data import read_posed_folder
+from reloc_vggt_ros.keyframes import Keyframe, KeyframeStore
+
 ROOT = Path(__file__).resolve().parents[1]
-sys.path.insert(0, str(ROOT))
-
-from reloc_vggt_ros.data import read_posed_folder  # noqa: E402
-from reloc_vggt_ros.keyframes import Keyframe, KeyframeStore  # noqa: E402
+SAMPLE = ROOT / "sample" / "fountain-P11-small"
 
 
-def main() -> int:
-    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    parser.add_argument("--n", type=int, default=100)
-    n = parser.parse_args().n
-    rec = read_posed_folder(ROOT / "sample" / "fountain-P11-small")[0]
+def run(n: int) -> list[dict]:
+    """One row per ``synchronous`` setting: ms per add_keyframe, per poses() of n, per get_keyframe."""
+    rec = read_posed_folder(SAMPLE)[0]
     image = rec.path.read_bytes()
+    rows = []
     for sync in ("FULL", "NORMAL"):
         with tempfile.TemporaryDirectory() as tmp, KeyframeStore.create(Path(tmp) / "bench.db") as store:
             store._conn.execute(f"PRAGMA synchronous = {sync}")  # noqa: SLF001 - comparison only
@@ -44,8 +43,24 @@ def main() -> int:
             for kf_id in store.keyframe_ids():
                 store.get_keyframe(kf_id)
             t_get = (time.perf_counter() - t0) / n
-            print(f"synchronous={sync:6s} add_keyframe {1e3 * t_add:6.2f} ms   poses() of {n} "
-                  f"{1e3 * t_poses:5.2f} ms   get_keyframe {1e3 * t_get:5.2f} ms  ({len(image) // 1024} kB JPEG)")
+        rows.append({"synchronous": sync, "n": n, "image_kb": len(image) // 1024, "add_keyframe_ms": 1e3 * t_add,
+                     "poses_ms": 1e3 * t_poses, "get_keyframe_ms": 1e3 * t_get})
+    return rows
+
+
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    parser.add_argument("--n", type=int, default=100, help="keyframes inserted")
+    parser.add_argument("--json", type=Path, help="write the results here")
+    args = parser.parse_args(argv)
+    rows = run(args.n)
+    for r in rows:
+        print(f"synchronous={r['synchronous']:6s} add_keyframe {r['add_keyframe_ms']:6.2f} ms   poses() of {r['n']} "
+              f"{r['poses_ms']:5.2f} ms   get_keyframe {r['get_keyframe_ms']:5.2f} ms  ({r['image_kb']} kB JPEG)")
+    if args.json:
+        args.json.parent.mkdir(parents=True, exist_ok=True)
+        args.json.write_text(json.dumps({"rows": rows}, indent=2) + "\n")
+        print(f"wrote {args.json}")
     return 0
 
 

@@ -1,7 +1,7 @@
 """CLI: ``run``, ``bag from-images``, ``bag play``, ``evaluate`` and ``demo``.
 
-Handlers only parse arguments and call library functions (data.bag, eval.replay, ros.node);
-they return exit codes.
+Handlers only parse arguments and call library functions (data.bag, ros.evaluate, eval.report,
+ros.node); they return exit codes.
 """
 
 from __future__ import annotations
@@ -139,7 +139,8 @@ def cmd_bag_play(args: argparse.Namespace) -> int:
 
 
 def cmd_evaluate(args: argparse.Namespace) -> int:
-    from ..eval.replay import evaluate, format_table
+    from ..eval.report import format_table
+    from .evaluate import evaluate
 
     metrics = evaluate(args.db, args.bag, args.out, args.params, rate=args.rate, domain_id=args.domain_id,
                        overrides=_parse_overrides(args.param))
@@ -158,7 +159,8 @@ def find_sample_scene() -> Path:
 
 def cmd_demo(args: argparse.Namespace) -> int:
     from ..data.bag import write_bag_from_folder
-    from ..eval.replay import evaluate, format_table
+    from ..eval.report import format_table
+    from .evaluate import evaluate
     from ..keyframes import build_keyframe_db
 
     t_start = time.monotonic()

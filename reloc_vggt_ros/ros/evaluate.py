@@ -9,6 +9,9 @@ publishing the image to receiving its pose, both on this host's monotonic clock.
 By default (``rate=0``) the player waits for the node's answer to each image (lockstep), so the
 score measures accuracy, not throughput; ``rate > 0`` replays at bag speed times ``rate`` and
 frames the node cannot keep up with count as not localized.
+
+This module drives ROS (a node process and a bag player); the scoring and reporting it ends
+with are ROS-free and live in ``eval/`` (``eval.report``, ``eval.metrics``).
 """
 
 from __future__ import annotations
@@ -19,7 +22,6 @@ import signal
 import subprocess
 import sys
 import time
-from dataclasses import dataclass, field
 from pathlib import Path
 from typing import Any
 
@@ -28,27 +30,14 @@ import numpy as np
 from ..data.bag import IMAGE_TOPIC, COMPRESSED_TOPIC, INFO_TOPIC, ground_truth_from_bag
 from ..dds import localhost_env
 from ..errors import DataError, RelocError
-from ..geometry import pose_error
-from .metrics import write_metrics_json
+from ..eval.report import EvalRun, map_poses, score, write_outputs
 
-__all__ = ["EvalRun", "evaluate", "start_node", "stop_node", "scene_scale", "format_table", "NODE_MODULE"]
+__all__ = ["evaluate", "node_command", "start_node", "stop_node", "NODE_MODULE", "NODE_NAME"]
 
 logger = logging.getLogger(__name__)
 
 NODE_MODULE = "reloc_vggt_ros.ros.node"
 NODE_NAME = "reloc_vggt_node"
-
-
-@dataclass
-class EvalRun:
-    """What one replay produced: per-stamp estimates and latencies, plus the node's last diagnostics."""
-
-    gt: dict[int, np.ndarray]
-    estimates: dict[int, np.ndarray] = field(default_factory=dict)
-    covariances: dict[int, np.ndarray] = field(default_factory=dict)
-    latency_ms: dict[int, float] = field(default_factory=dict)
-    published_at: dict[int, float] = field(default_factory=dict)
-    diagnostics: dict[str, str] = field(default_factory=dict)
 
 
 def node_command(db: Path, params_file: Path | None, overrides: dict[str, Any] | None = None,
@@ -98,18 +87,6 @@ def stop_node(proc: subprocess.Popen, timeout_s: float = 20.0) -> int:
     return int(proc.returncode)
 
 
-def scene_scale(db: Path) -> float:
-    """Largest distance between two keyframe camera centres (the scene's extent, metres)."""
-    from ..keyframes import KeyframeStore
-
-    with KeyframeStore.open(db, readonly=True) as store:
-        _, T = store.poses()
-    if len(T) < 2:
-        return 1.0
-    C = T[:, :3, 3]
-    return float(np.max(np.linalg.norm(C[:, None] - C[None], axis=-1)))
-
-
 def _bag_is_compressed(bag: Path) -> bool:
     """True if the bag's images are CompressedImage (the node must subscribe to image/compressed)."""
     from ..data.bag import read_bag
@@ -144,7 +121,7 @@ def evaluate(db: Path | str, bag: Path | str, out_dir: Path | str, params_file: 
         code = stop_node(proc)
     if code not in (0, -signal.SIGINT):
         logger.warning("node exited with code %s; log: %s", code, log_path)
-    metrics = score(run, scene_scale(db))
+    metrics = score(run, map_poses(db))
     metrics.update(database=str(db), bag=str(bag), rate=rate, node_exit_code=code)
     write_outputs(run, metrics, out_dir)
     return metrics
@@ -157,9 +134,9 @@ def _replay(bag: Path, gt: dict[int, np.ndarray], proc: subprocess.Popen, domain
     from rclpy.executors import SingleThreadedExecutor
     from geometry_msgs.msg import PoseWithCovarianceStamped
 
-    from ..ros.convert import pose_to_T, stamp_to_ns
-    from ..ros.player import BagPlayer
-    from ..ros.qos import DIAGNOSTICS_QOS, POSE_QOS
+    from .convert import pose_to_T, stamp_to_ns
+    from .player import BagPlayer
+    from .qos import DIAGNOSTICS_QOS, POSE_QOS
 
     run = EvalRun(gt=gt)
     context = rclpy.Context()
@@ -224,60 +201,3 @@ def _settle(run: EvalRun, spin: Any, proc: subprocess.Popen, timeout_s: float) -
     end = time.monotonic() + 0.3  # diagnostics of the final frame
     while time.monotonic() < end:
         spin(0.02)
-
-
-def score(run: EvalRun, scale_m: float) -> dict[str, Any]:
-    """Errors per ground-truth stamp (unlocalized = inf) summarized by eval.metrics.summarize."""
-    from .metrics import summarize
-
-    stamps = sorted(run.gt)
-    t_err = np.full(len(stamps), np.inf)
-    r_err = np.full(len(stamps), np.inf)
-    for i, s in enumerate(stamps):
-        if s in run.estimates:
-            t_err[i], r_err[i] = pose_error(run.estimates[s], run.gt[s])
-    latencies = np.array([run.latency_ms[s] for s in stamps if s in run.latency_ms], float)
-    metrics = summarize(t_err, r_err, latencies, scene_scale=scale_m)
-    metrics["scene_scale_m"] = scale_m
-    metrics["per_query"] = [
-        {"stamp_ns": s, "t_err_m": None if not np.isfinite(t) else float(t),
-         "r_err_deg": None if not np.isfinite(r) else float(r), "latency_ms": run.latency_ms.get(s)}
-        for s, t, r in zip(stamps, t_err, r_err)]
-    metrics["node_diagnostics"] = run.diagnostics
-    return metrics
-
-
-def write_outputs(run: EvalRun, metrics: dict[str, Any], out_dir: Path) -> None:
-    """metrics.json, poses.csv (stamp, est and GT camera centres) and evaluation.png."""
-    write_metrics_json(metrics, out_dir / "metrics.json")
-    with open(out_dir / "poses.csv", "w") as f:
-        f.write("stamp_ns,gt_x,gt_y,gt_z,est_x,est_y,est_z\n")
-        for s in sorted(run.gt):
-            g = run.gt[s][:3, 3]
-            e = run.estimates[s][:3, 3] if s in run.estimates else (np.nan,) * 3
-            f.write(f"{s},{g[0]:.6f},{g[1]:.6f},{g[2]:.6f},{e[0]:.6f},{e[1]:.6f},{e[2]:.6f}\n")
-    from .plots import plot_evaluation
-
-    plot_evaluation(run.gt, run.estimates, metrics, out_dir / "evaluation.png")
-
-
-def format_table(metrics: dict[str, Any]) -> str:
-    """The evaluation as a small text table (what `reloc-vggt evaluate` and `demo` print)."""
-    def f(v: Any, fmt: str) -> str:
-        return "n/a" if v is None or (isinstance(v, float) and not np.isfinite(v)) else format(v, fmt)
-
-    rec = metrics.get("recall", {})
-    rows = [
-        ("queries", str(metrics["n_queries"])),
-        ("localized", f"{metrics['n_localized']} ({f(metrics['n_localized'] / max(metrics['n_queries'], 1), '.0%')})"),
-        ("median translation error", f"{f(metrics.get('median_translation_m'), '.4f')} m"),
-        ("mean translation error", f"{f(metrics.get('mean_translation_m'), '.4f')} m"),
-        ("median rotation error", f"{f(metrics.get('median_rotation_deg'), '.2f')} deg"),
-        ("mean rotation error", f"{f(metrics.get('mean_rotation_deg'), '.2f')} deg"),
-        ("recall (5 cm, 5 deg)", f(rec.get("5cm_5deg"), ".0%")),
-        ("recall (25 cm, 2 deg)", f(rec.get("25cm_2deg"), ".0%")),
-        (f"recall (1% of {metrics.get('scene_scale_m', 0):.2f} m, 1 deg)", f(rec.get("1pct_1deg"), ".0%")),
-        ("latency p50 / p95", f"{f(metrics.get('latency_ms_p50'), '.0f')} / {f(metrics.get('latency_ms_p95'), '.0f')} ms"),
-    ]
-    width = max(len(k) for k, _ in rows)
-    return "\n".join(f"{k:<{width}}  {v}" for k, v in rows)

@@ -12,6 +12,7 @@ import pytest
 from reloc_vggt_ros.dds import localhost_env
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
+OPTIONS = {"top_k": 4, "max_keypoints": 1024}
 
 
 @pytest.mark.slow
@@ -53,3 +54,44 @@ def test_bench_localize_reuses_its_database_for_the_same_scene_and_size(tmp_path
     bench_localize(scene, "geometric", (400, 300), db, {"top_k": 4, "max_keypoints": 512})   # other size
     with KeyframeStore.open(db, readonly=True) as store:
         assert '"size": [400, 300]' in store.metadata["bench_source"]
+
+
+@pytest.mark.slow
+def test_bench_localize_reuses_a_db_build_database_of_the_db_split(tmp_path: Path) -> None:
+    from bench.localize import bench_localize
+    from reloc_vggt_ros.keyframes import KeyframeStore, build_keyframe_db
+
+    scene = DATA / "fountain-P11"
+    db = build_keyframe_db(scene, tmp_path / "built.db", split="db", max_side=480)   # 3072x2048 -> 480x320
+    with KeyframeStore.open(db, readonly=True) as store:
+        ids_before = store.keyframe_ids()
+        assert "bench_source" not in store.metadata
+    m = bench_localize(scene, "geometric", (480, 320), db, dict(OPTIONS))
+    assert m["n_localized"] == 4 and m["n_ok_but_wrong"] == 0 and m["db_creator"] == "reloc-vggt db build"
+    with KeyframeStore.open(db, readonly=True) as store:        # the same keyframes, now with blobs
+        assert store.keyframe_ids() == ids_before
+        assert "bench_source" not in store.metadata and store.metadata["creator"] == "reloc-vggt db build"
+        assert "geometric" in store.backends()
+
+
+def test_bench_localize_refuses_a_foreign_database_and_leaves_it_untouched(tmp_path: Path) -> None:
+    from bench.localize import bench_localize
+    from reloc_vggt_ros.errors import DataError
+    from reloc_vggt_ros.keyframes import build_keyframe_db
+
+    scene = DATA / "fountain-P11"
+    db = build_keyframe_db(scene, tmp_path / "all.db", split=None, max_side=64, thumbnails=False)
+    before, mtime = db.read_bytes(), db.stat().st_mtime_ns
+    with pytest.raises(DataError) as err:
+        bench_localize(scene, "geometric", (480, 320), db, dict(OPTIONS))
+    message = str(err.value)
+    assert "4 keyframe(s) not in the db split: 0001.jpg" in message       # the queries
+    assert "image sizes differ (480x320 wanted): 0000.jpg is 64x43" in message
+    assert "left untouched" in message and "another --db path" in message and "db build" in message
+    assert db.read_bytes() == before and db.stat().st_mtime_ns == mtime
+    assert sorted(p.name for p in tmp_path.iterdir()) == ["all.db"]          # no -wal/-shm left behind
+    # a db-split database of another size is refused too, naming the size
+    other = build_keyframe_db(scene, tmp_path / "db64.db", split="db", max_side=64, thumbnails=False)
+    with pytest.raises(DataError, match=r"image sizes differ \(480x320 wanted\)") as err:
+        bench_localize(scene, "geometric", (480, 320), other, dict(OPTIONS))
+    assert "not in the db split" not in str(err.value) and "missing" not in str(err.value)
