@@ -210,6 +210,8 @@ def triangulate_observations(ref: View, neighbours: list[View], obs: Observation
     views = [ref, *neighbours]
     P = np.stack([v.intrinsics.K @ invert_T(v.T_world_cam)[:3] for v in views])
     idx = np.flatnonzero(obs.mask.sum(axis=1) >= 2)
+    if len(idx) == 0:       # no keypoint matched in any neighbour (e.g. a textureless view)
+        return points, track_len
     xy, mask = obs.xy[idx], obs.mask[idx]
     for _ in range(2):      # solve, drop bad views, solve again
         X = _gauss_newton(P, _dlt(P, xy, mask), xy, mask)
