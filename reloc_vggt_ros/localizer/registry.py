@@ -35,7 +35,7 @@ class BackendSpec:
     build: Callable[["KeyframeStore", Any], "Localizer"]
     presets: Callable[[], Mapping[str, Any]] = dict
     index: Callable[["KeyframeStore", Any], None] | None = None
-    aliases: Mapping[str, str] = field(default_factory=dict)      # caller key -> config field
+    aliases: Mapping[str, str] = field(default_factory=dict)      # caller key -> (dotted) config field
     # old flat option names (the deprecated YAML-string form) -> the nested mapping
     legacy: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
 
