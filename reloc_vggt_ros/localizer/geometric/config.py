@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ...config import setting
+from ...config import merge, setting, unflatten
 from ...errors import ConfigError
 
 __all__ = ["FeatureConfig", "TriangulationConfig", "MapSettings", "QuerySettings", "LKRefineSettings",
@@ -262,8 +262,6 @@ def legacy_options(flat: Mapping[str, Any]) -> dict[str, Any]:
     features equal their map features); ``query_<feature field>`` sets the query features only.
     Nested sections given as such pass through. Unknown names are ConfigErrors.
     """
-    from ...config import merge, unflatten
-
     preset = flat.get("preset", "default")
     if preset not in PRESETS:
         raise ConfigError(f"unknown geometric preset {preset!r}; choose from {sorted(PRESETS)}")
