@@ -7,6 +7,7 @@ import json
 from pathlib import Path
 from typing import Any
 
+from reloc_vggt_ros.config import unflatten
 from reloc_vggt_ros.errors import ConfigError
 
 __all__ = ["register"]
@@ -47,14 +48,15 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loc.add_argument("--db", type=Path, help="keep the database at this path; one holding exactly the scene's "
                      "db split at this size (e.g. from `db build`) is reused, any other is refused")
     loc.add_argument("-o", "--option", type=_option, action="append", default=[],
-                     help="backend option KEY=VALUE (repeatable), e.g. -o max_keypoints=2048")
+                     help="backend option KEY=VALUE (repeatable; dotted keys name nested settings), e.g. "
+                     "-o query.features.max_keypoints=2048")
     loc.set_defaults(func=_run_localize)
 
 
 def _run_localize(args: argparse.Namespace) -> int:
     from .localize import bench_localize, format_report, write_json
 
-    options = dict(args.option)
+    options = unflatten(dict(args.option))
     if args.top_k is not None:
         if args.top_k < 1:
             raise ConfigError(f"--top-k must be >= 1, got {args.top_k}")

@@ -4,8 +4,9 @@ query images, variants alternated per query (order flipped every other query), s
 hit every variant alike.
 
 Usage: python -m bench.geometric_ab SCENE_DIR DB native|WxH ROUNDS NAME='{json options}' [NAME=...]
-Options go on top of the ``realtime`` preset (``"preset": "fast"`` to change it; ``"top_k"``
-defaults to 8). DB is a database ``reloc-vggt bench localize --db`` wrote for that scene and
+Options are the nested geometric config (``registry.make_config``, e.g.
+``'{"query": {"features": {"max_upsample": 1.25}}, "lk": {"enabled": false}}'``) on top of the
+``realtime`` preset (``"preset": "fast"`` to change it; ``"top_k"`` defaults to 8). DB is a database ``reloc-vggt bench localize --db`` wrote for that scene and
 size. With ROUNDS > 1 the first round is not timed (cold caches). Prints per variant: median
 translation / rotation error, 1%,1deg recall, wall and CPU p50 (CPU of all threads), ``lk_ms``
 p50, tracked share of inliers, and the per-query errors (translation in % of the baseline).
@@ -25,7 +26,8 @@ from reloc_vggt_ros.eval.metrics import median_baseline
 from reloc_vggt_ros.geometry import pose_error
 from reloc_vggt_ros.keyframes import KeyframeStore
 from bench.localize import _resized
-from reloc_vggt_ros.localizer.geometric.localizer import GeometricConfig, GeometricLocalizer
+from reloc_vggt_ros.localizer.geometric.localizer import GeometricLocalizer
+from reloc_vggt_ros.localizer.registry import make_config
 
 
 def main(argv: list[str]) -> int:
@@ -39,8 +41,8 @@ def main(argv: list[str]) -> int:
         name, options = arg.split("=", 1)
         variants[name] = json.loads(options)
     store = KeyframeStore.open(db, readonly=True)
-    locs = {name: GeometricLocalizer(store, GeometricConfig.from_options(
-        preset=v.pop("preset", "realtime"), top_k=v.pop("top_k", 8), **v)) for name, v in variants.items()}
+    locs = {name: GeometricLocalizer(store, make_config("geometric", **{"preset": "realtime", "top_k": 8, **v}))
+            for name, v in variants.items()}
     queries = read_posed_folder(scene, "query")
     scale = median_baseline(np.stack([r.T_world_cam for r in read_posed_folder(scene, "db")]))
     images = [_resized(q, size) for q in queries]

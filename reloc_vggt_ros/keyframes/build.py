@@ -100,7 +100,8 @@ def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None
     """Write the ``split`` images of a posed folder (None = all) into a new database at ``db_path``.
 
     Refuses to replace an existing file unless ``overwrite``. ``thumbnails`` stores the
-    weights-free retrieval descriptor of every keyframe (:func:`load_global_index` reads it).
+    weights-free retrieval descriptor of every keyframe (``localizer.retrieval.ThumbnailRetriever``
+    reads it; without them the VGGT backends compute them on first use).
     ``backend`` (e.g. "geometric") additionally indexes the database through the localizer
     registry if it exists. Returns ``db_path``.
     """
@@ -125,10 +126,9 @@ def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None
             for i in range(0, len(records), _BATCH):  # bounded memory: a batch of images at a time
                 store.add_keyframes([keyframe_from_posed(r, max_side) for r in records[i:i + _BATCH]])
             if thumbnails:
-                from ..localizer.retrieval import (THUMBNAIL_BACKEND, THUMBNAIL_FINGERPRINT,
-                                                   store_global_descriptors, thumbnail_descriptor)
+                from ..localizer.retrieval import thumbnail_descriptors
 
-                store_global_descriptors(store, THUMBNAIL_BACKEND, THUMBNAIL_FINGERPRINT, thumbnail_descriptor)
+                thumbnail_descriptors(store)      # what the VGGT backends' retrieval reads
             if backend and backend != "none":
                 index_with_backend(store, backend)
             store._conn.execute("PRAGMA journal_mode = DELETE")  # self-contained file before the move

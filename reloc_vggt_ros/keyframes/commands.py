@@ -27,7 +27,8 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--backend", default="geometric", choices=("none", "geometric"),
                        help="precompute this backend's per-keyframe data (default: geometric)")
     build.add_argument("--no-thumbnails", action="store_true",
-                       help="do not store the weights-free thumbnail retrieval descriptors")
+                       help="do not store the weights-free thumbnail retrieval descriptors (the VGGT "
+                       "backends then compute them on first use)")
     build.set_defaults(func=_build)
 
     info = sub.add_parser("info", help="counts, map extent, units and backends of a database")

@@ -16,7 +16,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field
 from typing import TYPE_CHECKING, Any, Callable
 
-from ..config import from_mapping
+from ..config import from_mapping, merge, unflatten
 from ..errors import ConfigError
 
 if TYPE_CHECKING:
@@ -35,11 +35,9 @@ class BackendSpec:
     build: Callable[["KeyframeStore", Any], "Localizer"]
     presets: Callable[[], Mapping[str, Any]] = dict
     index: Callable[["KeyframeStore", Any], None] | None = None
-    aliases: Mapping[str, str] = field(default_factory=dict)      # caller key -> config field
+    aliases: Mapping[str, str] = field(default_factory=dict)      # caller key -> (dotted) config field
     # old flat option names (the deprecated YAML-string form) -> the nested mapping
     legacy: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
-    # TEMPORARY (until the geometric config is nested): builds the config from flat options
-    custom_config: Callable[..., Any] | None = None
 
 
 def _geometric_config() -> type:
@@ -63,17 +61,13 @@ def _geometric_build(store: "KeyframeStore", config: Any) -> "Localizer":
 def _geometric_index(store: "KeyframeStore", config: Any) -> None:
     from .geometric import index_store
 
-    index_store(store, config)
+    index_store(store, config.map)
 
 
 def _geometric_legacy(flat: Mapping[str, Any]) -> dict[str, Any]:
-    return dict(flat)
+    from .geometric import legacy_options
 
-
-def _geometric_from_options(**options: Any) -> Any:
-    from .geometric import GeometricConfig
-
-    return GeometricConfig.from_options(**options)
+    return legacy_options(flat)
 
 
 def _reloc_vggt_config() -> type:
@@ -104,7 +98,7 @@ _VGGT_ALIASES = {"top_k": "num_keyframes", "engine": "weights"}
 
 BACKENDS: dict[str, BackendSpec] = {
     "geometric": BackendSpec(_geometric_config, _geometric_build, _geometric_presets, _geometric_index,
-                             legacy=_geometric_legacy, custom_config=_geometric_from_options),
+                             aliases={"top_k": "query.top_k"}, legacy=_geometric_legacy),
     "reloc_vggt": BackendSpec(_reloc_vggt_config, _reloc_vggt_build, aliases=_VGGT_ALIASES),
     "vggt_align": BackendSpec(_vggt_align_config, _vggt_align_build, aliases=_VGGT_ALIASES),
 }
@@ -135,14 +129,18 @@ def make_config(name: str, **options: Any) -> Any:
     backend has presets) overridden by the other options (nested mappings); ConfigError names
     the backend and lists the valid keys of an unknown one."""
     spec = _spec(name)
-    if spec.custom_config is not None:
-        return spec.custom_config(**options)
     opts = dict(options)
     for alias, target in spec.aliases.items():
         if alias in opts:
-            if target in opts:
+            value = opts.pop(alias)
+            nested = unflatten({target: value})       # a dotted target names a field of a section
+            *section, leaf = target.split(".")
+            node: Any = opts
+            for part in section:
+                node = node.get(part, {}) if isinstance(node, Mapping) else {}
+            if isinstance(node, Mapping) and leaf in node:
                 raise ConfigError(f"{name}: {alias!r} and {target!r} set the same option; give one")
-            opts[target] = opts.pop(alias)
+            opts = merge(opts, nested)
     preset = opts.pop("preset", None)
     table = spec.presets()
     if preset is not None and preset not in table:

@@ -1,26 +1,29 @@
-"""Choosing which keyframes to match a query against.
+"""Choosing which keyframes to match a query against: one :class:`Retriever`, one prior policy.
 
-Two rankings: by a global image descriptor (any backend's; exact inner-product search with
-faiss when importable, numpy otherwise, same results), and by distance to a prior pose (from
-``/initialpose`` or the last fix). A small thumbnail descriptor makes retrieval work with no
-learned model at all.
+A retriever ranks the keyframes by a global descriptor over a :class:`GlobalIndex` (exact
+inner-product search) and, given a pose prior (from ``/initialpose`` or the last fix), takes half
+of its top-k by distance to the prior and the rest by similarity (:meth:`Retriever.retrieve`).
+Two descriptors implement it: VLAD over the query's local features (:class:`VLADRetriever`, the
+geometric backend) and a small weights-free grey thumbnail (:class:`ThumbnailRetriever`, the VGGT
+backends). Thumbnails live in the database (``db build`` stores them); a retriever reads them and
+computes, and stores where the store is writable, only the missing ones.
 """
 
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable
+from collections.abc import Callable, Mapping
 
 import cv2
 import numpy as np
 
-from ..errors import KeyframeDBError
 from ..geometry import rotation_error_deg
 from ..keyframes.blobs import pack_arrays, unpack_arrays
 from ..keyframes.store import KeyframeStore
 
-__all__ = ["GlobalIndex", "nearest_by_pose", "thumbnail_descriptor", "store_global_descriptors",
-           "load_global_index", "GLOBAL_KEY", "THUMBNAIL_BACKEND", "THUMBNAIL_FINGERPRINT"]
+__all__ = ["GlobalIndex", "nearest_by_pose", "Retriever", "VLADRetriever", "ThumbnailRetriever",
+           "thumbnail_descriptor", "store_global_descriptors", "thumbnail_descriptors", "GLOBAL_KEY",
+           "THUMBNAIL_BACKEND", "THUMBNAIL_FINGERPRINT"]
 
 logger = logging.getLogger(__name__)
 
@@ -99,7 +102,7 @@ class GlobalIndex:
             scores, pos = self._faiss.search(q, kk)
             ids = self._ids[pos]
         else:
-            sims = q @ self._desc.T
+            sims = (self._desc @ q[0])[None] if single else q @ self._desc.T
             pos = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
             ids, scores = self._ids[pos], np.take_along_axis(sims, pos, axis=1)
         return (ids[0], scores[0]) if single else (ids, scores)
@@ -158,23 +161,101 @@ def store_global_descriptors(store: KeyframeStore, backend: str, fingerprint: st
     return written
 
 
-def load_global_index(store: KeyframeStore, backend: str = THUMBNAIL_BACKEND,
-                      fingerprint: str = THUMBNAIL_FINGERPRINT, index_backend: str = "auto") -> GlobalIndex:
-    """A :class:`GlobalIndex` over the stored global descriptors of one backend/fingerprint.
-
-    KeyframeDBError if the database holds none (index it first, e.g. ``db build`` stores
-    thumbnails); keyframes without a descriptor are left out with a warning.
-    """
-    ids, descs = [], []
-    for kf_id, data in store.iter_blobs(backend, GLOBAL_KEY, fingerprint):
-        ids.append(kf_id)
-        descs.append(unpack_arrays(data)["descriptor"])
-    if not ids:
-        raise KeyframeDBError(f"{store.path}: no '{backend}' global descriptors with fingerprint "
-                              f"{fingerprint!r}; index the database first")
-    missing = len(store) - len(ids)
+def thumbnail_descriptors(store: KeyframeStore, known: Mapping[int, np.ndarray] | None = None
+                          ) -> dict[int, np.ndarray]:
+    """The thumbnail descriptor of every keyframe of ``store``: from ``known`` (an earlier call's
+    result), else from the database, else computed (and stored unless the store is read-only)."""
+    ids = [int(i) for i in store.keyframe_ids()]
+    out = {i: known[i] for i in ids if known is not None and i in known}
+    want = set(ids) - set(out)
+    if want:
+        for kf_id, data in store.iter_blobs(THUMBNAIL_BACKEND, GLOBAL_KEY, THUMBNAIL_FINGERPRINT):
+            if kf_id in want:
+                out[kf_id] = unpack_arrays(data)["descriptor"]
+    missing = [i for i in ids if i not in out]
+    writable = not getattr(store, "readonly", False)
+    for kf_id in missing:
+        out[kf_id] = thumbnail_descriptor(store.get_keyframe(kf_id).decode_image())
+        if writable:
+            store.put_blob(kf_id, THUMBNAIL_BACKEND, GLOBAL_KEY, pack_arrays({"descriptor": out[kf_id]}),
+                           THUMBNAIL_FINGERPRINT)
     if missing:
-        logger.warning("%d keyframes of %s have no '%s' global descriptor", missing, store.path, backend)
-    index = GlobalIndex(len(descs[0]), backend=index_backend)
-    index.add(np.array(ids), np.stack(descs))
-    return index
+        logger.info("computed %d thumbnail descriptors (%s) for %s", len(missing),
+                    "stored" if writable else "read-only database, not stored", store.path)
+    return out
+
+
+class Retriever:
+    """Keyframes to match a query against, by global-descriptor similarity and a pose prior.
+
+    ``ids`` [N] keyframe ids, ``T_world_cam`` [N,4,4] their poses, ``descriptors`` [N,D] their
+    global descriptors (``normalize``: see :class:`GlobalIndex`). Subclasses say how a query is
+    described (:meth:`describe`); the prior policy is this class's and the same for every backend.
+    """
+
+    def __init__(self, ids: np.ndarray, T_world_cam: np.ndarray, descriptors: np.ndarray,
+                 normalize: bool = True) -> None:
+        self.ids = np.asarray(ids, np.int64).reshape(-1)
+        self.T_world_cam = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
+        self.index: GlobalIndex | None = None
+        if len(self.ids):
+            self.index = GlobalIndex(descriptors.shape[1], backend="numpy", normalize=normalize)
+            self.index.add(self.ids, descriptors)
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def describe(self, query: np.ndarray) -> np.ndarray:
+        """The query's global descriptor [D]."""
+        raise NotImplementedError
+
+    def retrieve(self, query: np.ndarray, k: int, prior_T_world_cam: np.ndarray | None = None) -> list[int]:
+        """Up to ``k`` keyframe ids: by similarity, best first; with a prior pose, the
+        ``max(1, k // 2)`` keyframes nearest to it (:func:`nearest_by_pose`) first, then the most
+        similar of the rest (the geometric backend's policy; the VGGT backends follow it too)."""
+        k = min(int(k), len(self.ids))
+        if k <= 0 or self.index is None:
+            return []
+        order, _ = self.index.search(self.describe(query), len(self.ids))
+        ranked = [int(i) for i in order]
+        if prior_T_world_cam is None:
+            return ranked[:k]
+        near, _ = nearest_by_pose(self.ids, self.T_world_cam, prior_T_world_cam, max(1, k // 2))
+        chosen = [int(i) for i in near]
+        chosen += [i for i in ranked if i not in chosen][: k - len(chosen)]
+        return chosen
+
+
+class VLADRetriever(Retriever):
+    """VLAD of the query's local descriptors against the map's vocabulary (unit-norm already)."""
+
+    def __init__(self, ids: np.ndarray, T_world_cam: np.ndarray, vlads: np.ndarray, vocabulary: np.ndarray
+                 ) -> None:
+        super().__init__(ids, T_world_cam, vlads, normalize=False)
+        self.vocabulary = vocabulary
+
+    def describe(self, query: np.ndarray) -> np.ndarray:
+        from .geometric.vocabulary import vlad
+
+        return vlad(query, self.vocabulary)
+
+
+class ThumbnailRetriever(Retriever):
+    """The weights-free thumbnail of the query image (BGR or grey uint8)."""
+
+    def describe(self, query: np.ndarray) -> np.ndarray:
+        return thumbnail_descriptor(query)
+
+    @classmethod
+    def from_store(cls, store: KeyframeStore, known: Mapping[int, np.ndarray] | None = None
+                   ) -> tuple["ThumbnailRetriever", dict[int, np.ndarray]]:
+        """Over every keyframe of ``store`` (:func:`thumbnail_descriptors`); also returns the
+        descriptors, to pass as ``known`` on the next refresh."""
+        desc = thumbnail_descriptors(store, known)
+        ids, poses = store.poses()
+        stacked = (np.stack([desc[int(i)] for i in ids]) if len(ids)
+                   else np.zeros((0, THUMBNAIL_DIM), np.float32))
+        return cls(ids, poses, stacked), desc
+
+
+THUMBNAIL_DIM = 16 * 12

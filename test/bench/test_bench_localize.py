@@ -20,7 +20,8 @@ def test_bench_localize_cli_writes_metrics_json(tmp_path: Path) -> None:
     out = tmp_path / "metrics.json"
     proc = subprocess.run(
         [sys.executable, "-m", "reloc_vggt_ros.cli", "bench", "localize", "--scene", str(DATA / "fountain-P11"),
-         "--backend", "geometric", "--size", "480x320", "--top-k", "4", "-o", "max_keypoints=1024",
+         "--backend", "geometric", "--size", "480x320", "--top-k", "4", "-o", "map.features.max_keypoints=1024",
+         "-o", "query.features.max_keypoints=1024",
          "--json", str(out)],
         env=localhost_env(), capture_output=True, text=True, timeout=280)
     assert proc.returncode == 0, proc.stderr[-2000:]
@@ -32,7 +33,8 @@ def test_bench_localize_cli_writes_metrics_json(tmp_path: Path) -> None:
     assert set(m["recall"]) >= {"5cm_1deg", "10cm_1deg", "25cm_2deg", "1pct_1deg", "5pct_1deg"}
     assert m["n_queries"] == 4 and m["n_localized"] == 4 and m["n_ok_but_wrong"] == 0
     assert m["median_translation_m"] < 0.05 and m["median_rotation_deg"] < 0.5
-    assert m["options"] == {"top_k": 4, "max_keypoints": 1024} and m["image_size"] == [480, 320]
+    assert m["options"] == {"top_k": 4, "map": {"features": {"max_keypoints": 1024}},
+                            "query": {"features": {"max_keypoints": 1024}}} and m["image_size"] == [480, 320]
 
 
 def test_bench_localize_cli_reports_bad_scene(tmp_path: Path) -> None:
@@ -46,12 +48,12 @@ def test_bench_localize_reuses_its_database_for_the_same_scene_and_size(tmp_path
     from bench.localize import bench_localize
 
     db, scene = tmp_path / "bench.db", DATA / "fountain-P11"
-    first = bench_localize(scene, "geometric", (480, 320), db, {"top_k": 4, "max_keypoints": 1024})
-    again = bench_localize(scene, "geometric", (480, 320), db, {"top_k": 4, "max_keypoints": 1024,
-                                                                "preset": "realtime"})
+    small = {"features": {"max_keypoints": 1024}}
+    first = bench_localize(scene, "geometric", (480, 320), db, {"top_k": 4, "map": small, "query": small})
+    again = bench_localize(scene, "geometric", (480, 320), db, {"top_k": 4, "map": small, "preset": "realtime"})
     assert again["index_s"] < 0.2 * first["index_s"], (first["index_s"], again["index_s"])  # blobs reused
     assert again["n_localized"] == 4 and again["n_ok_but_wrong"] == 0
-    bench_localize(scene, "geometric", (400, 300), db, {"top_k": 4, "max_keypoints": 512})   # other size
+    bench_localize(scene, "geometric", (400, 300), db, {"top_k": 4, "map": {"features": {"max_keypoints": 512}}})
     with KeyframeStore.open(db, readonly=True) as store:
         assert '"size": [400, 300]' in store.metadata["bench_source"]
 

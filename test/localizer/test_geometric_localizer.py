@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import dataclasses
 import shutil
 from pathlib import Path
 
@@ -15,13 +16,16 @@ from reloc_vggt_ros.geometry import Intrinsics, make_T, pose_error, so3_log
 from reloc_vggt_ros.keyframes import KeyframeStore
 from reloc_vggt_ros.keyframes.build import keyframe_from_posed
 from reloc_vggt_ros.localizer import Localizer, PosePrior, RelocStatus
-from reloc_vggt_ros.localizer.geometric.localizer import PRESETS, GeometricConfig, GeometricLocalizer
+from reloc_vggt_ros.localizer.geometric.config import (PRESETS, AcceptanceSettings, GeometricConfig,
+                                                      legacy_options)
 from reloc_vggt_ros.localizer.geometric.indexing import BACKEND, fingerprints
-from reloc_vggt_ros.localizer.registry import index_database, make_localizer
+from reloc_vggt_ros.localizer.geometric.localizer import GeometricLocalizer
+from reloc_vggt_ros.localizer.registry import index_database, make_config, make_localizer
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
 SIDE = 768
-OPTIONS = {"max_keypoints": 2048, "max_edge_px": SIDE}
+SMALL = {"max_keypoints": 2048, "max_edge_px": SIDE}
+OPTIONS = {"map": {"features": SMALL}, "query": {"features": SMALL}}
 
 
 def _query(rec: PosedImage) -> tuple[np.ndarray, Intrinsics]:
@@ -52,17 +56,51 @@ def localizer(fountain_db: Path) -> GeometricLocalizer:
 
 def test_config_validation_and_options() -> None:
     with pytest.raises(ConfigError, match="min_inliers must be >= 6"):
-        GeometricConfig(min_inliers=2)
-    with pytest.raises(ConfigError, match="unknown option 'bogus'"):
-        GeometricConfig.from_options(bogus=1)
+        AcceptanceSettings(min_inliers=2)
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['bogus'\] in geometric.query; valid: .*'top_k'"):
+        make_config("geometric", query={"bogus": 1})
     with pytest.raises(ConfigError, match="unknown geometric preset"):
-        GeometricConfig.from_options(preset="nope")
+        make_config("geometric", preset="nope")
     with pytest.raises(ConfigError, match="unknown localizer backend"):
         make_localizer("nope", None)  # type: ignore[arg-type]
-    cfg = GeometricConfig.from_options(preset="fast", top_k=3, max_keypoints=999, min_tri_angle_deg=2.0)
-    assert cfg.query_features == PRESETS["fast"].query_features
-    assert (cfg.top_k, cfg.features.max_keypoints, cfg.triangulation.min_tri_angle_deg) == (3, 999, 2.0)
-    assert cfg.features.max_edge_px == PRESETS["fast"].features.max_edge_px
+    with pytest.raises(ConfigError, match="'top_k' and 'query.top_k' set the same option"):
+        make_config("geometric", top_k=3, query={"top_k": 4})
+    cfg = make_config("geometric", preset="fast", top_k=3, map={"features": {"max_keypoints": 999},
+                                                                "triangulation": {"min_tri_angle_deg": 2.0}})
+    assert cfg.query == dataclasses.replace(PRESETS["fast"].query, top_k=3)
+    assert (cfg.map.features.max_keypoints, cfg.map.triangulation.min_tri_angle_deg) == (999, 2.0)
+    assert cfg.map.features.max_edge_px == PRESETS["fast"].map.features.max_edge_px
+
+
+def test_default_map_fingerprints_are_those_of_existing_databases() -> None:
+    """The map blobs' fingerprints of every preset, as databases built before the nested config
+    hold them (computed on main before it): existing databases are reused, not re-indexed."""
+    old_default = {"features": "7fa9ce7cab6663b2", "points": "23b2006d32091c59", "vocabulary": "b6d3480931475ae4"}
+    assert {name: fingerprints(cfg.map) for name, cfg in PRESETS.items()} == {
+        "default": old_default, "fast": old_default, "realtime": old_default,
+        "accurate": {"features": "487e1f33dc1986b3", "points": "7609f7a773e1a510",
+                     "vocabulary": "1f8b6c5faf57d82c"}}
+
+
+def test_legacy_flat_options_give_the_configs_they_gave() -> None:
+    """The deprecated flat names: a feature field set the map features, and the query's where the
+    preset's query features were the map's (default, accurate); query_<field> the query's only."""
+    def build(flat: dict) -> GeometricConfig:
+        return make_config("geometric", **legacy_options(flat))
+
+    cfg = build({"max_keypoints": 2048, "max_edge_px": SIDE})
+    assert cfg == make_config("geometric", **OPTIONS)
+    cfg = build({"preset": "realtime", "max_keypoints": 2048, "query_max_upsample": 1.25, "refine_lk": False,
+                 "lk_sigma_px": 0.2, "min_tri_angle_deg": 2.0, "top_k": 3, "min_inliers": 20})
+    assert cfg.map.features.max_keypoints == 2048 and cfg.query.features.max_keypoints == 1024
+    assert cfg.query.features.max_upsample == 1.25 and cfg.map.features.max_upsample == 2.0
+    assert (cfg.lk.enabled, cfg.lk.sigma_px, cfg.map.triangulation.min_tri_angle_deg) == (False, 0.2, 2.0)
+    assert (cfg.query.top_k, cfg.acceptance.min_inliers, cfg.query.scale_weighted) == (3, 20, True)
+    cfg = build({"preset": "accurate", "max_edge_px": 1024, "query_max_keypoints": 1024})
+    assert (cfg.map.features.max_edge_px, cfg.query.features.max_edge_px) == (1024, 1024)
+    assert (cfg.map.features.max_keypoints, cfg.query.features.max_keypoints) == (8192, 1024)
+    with pytest.raises(ConfigError, match="unknown option 'bogus'"):
+        legacy_options({"bogus": 1})
 
 
 def test_localizes_every_fountain_query(localizer: GeometricLocalizer) -> None:
@@ -118,7 +156,7 @@ def test_refresh_indexes_only_the_new_keyframe(fountain_db: Path, tmp_path: Path
     path = tmp_path / "copy.db"
     shutil.copy(fountain_db, path)
     with KeyframeStore.open(path) as store:
-        loc = GeometricLocalizer(store, GeometricConfig.from_options(**OPTIONS))
+        loc = GeometricLocalizer(store, make_config("geometric", **OPTIONS))
         n = len(store)
         first_id = store.keyframe_ids()[0]
         first_features = loc._map.entries[first_id].features
@@ -135,8 +173,8 @@ def test_refresh_indexes_only_the_new_keyframe(fountain_db: Path, tmp_path: Path
         res = loc.localize(*_query(rec))
         assert res.ok and pose_error(res.T_world_cam, rec.T_world_cam)[0] < 0.005
         # another feature setting -> other fingerprints -> everything recomputed, old blobs untouched
-        other = GeometricConfig.from_options(max_keypoints=1024, max_edge_px=SIDE)
-        assert fingerprints(other)["features"] != fingerprints(loc.config)["features"]
+        other = make_config("geometric", map={"features": {"max_keypoints": 1024, "max_edge_px": SIDE}})
+        assert fingerprints(other.map)["features"] != fingerprints(loc.config.map)["features"]
         loc2 = GeometricLocalizer(store, other)
         assert loc2._map.computed["features"] == n + 1
         assert len(store.backends()[BACKEND]) >= 2
@@ -153,7 +191,8 @@ def test_empty_database(tmp_path: Path) -> None:
 def test_relative_pose_fallback_without_map_points(fountain_db: Path) -> None:
     """No neighbours, so no map points: essential matrices to >= 2 keyframes take over."""
     with KeyframeStore.open(fountain_db, readonly=True) as store:
-        loc = GeometricLocalizer(store, GeometricConfig.from_options(max_view_angle_deg=1e-3, **OPTIONS))
+        loc = GeometricLocalizer(store, make_config("geometric", map={"features": SMALL, "triangulation": {
+            "max_view_angle_deg": 1e-3}}, query={"features": SMALL}))
         assert sum(len(e.point_index) for e in loc._map.entries.values()) == 0
         errors, n_ok, z = [], 0, []
         for rec in read_posed_folder(DATA / "fountain-P11", "query"):
@@ -180,9 +219,10 @@ def test_realtime_preset_localizes_every_fountain_query(fountain_db: Path) -> No
     threads finds exactly the matches of 1 thread."""
     z = []
     with KeyframeStore.open(fountain_db, readonly=True) as store:
-        loc = make_localizer("geometric", store, preset="realtime", **OPTIONS)
-        one = make_localizer("geometric", store, preset="realtime", match_threads=1, **OPTIONS)
-        assert isinstance(loc, GeometricLocalizer) and loc.config.query_features == PRESETS["realtime"].query_features
+        loc = make_localizer("geometric", store, preset="realtime", map={"features": SMALL})
+        one = make_localizer("geometric", store, preset="realtime", map={"features": SMALL},
+                             query={"match_threads": 1})
+        assert isinstance(loc, GeometricLocalizer) and loc.config.query.features == PRESETS["realtime"].query.features
         for rec in read_posed_folder(DATA / "fountain-P11", "query"):
             img, intr = _query(rec)
             res = loc.localize(img, intr)

@@ -10,12 +10,14 @@ import pytest
 from reloc_vggt_ros.data import load_image, read_posed_folder
 from reloc_vggt_ros.errors import ConfigError
 from reloc_vggt_ros.geometry import invert_T, make_T, se3_exp
-from reloc_vggt_ros.localizer.geometric.features import FeatureConfig, extract_features
+from reloc_vggt_ros.localizer.geometric.config import FeatureConfig, TriangulationConfig
+from reloc_vggt_ros.localizer.geometric.features import extract_features
 from reloc_vggt_ros.localizer.geometric.vocabulary import train_vocabulary, vlad
 from reloc_vggt_ros.localizer.geometric.matching import fundamental_from_poses, match_descriptors, sampson_error_px
 from reloc_vggt_ros.localizer.geometric.pnp import pose_covariance, reprojection_jacobian, solve_pnp
-from reloc_vggt_ros.localizer.geometric.triangulation import (TriangulationConfig, View, backproject_depth,
-                                                    select_neighbours, triangulate_keyframe)
+from reloc_vggt_ros.localizer.geometric.triangulation import (Observations, View, backproject_depth,
+                                                    select_neighbours, triangulate_keyframe,
+                                                    triangulate_observations)
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
 FOUNTAIN = DATA / "fountain-P11"
@@ -85,6 +87,17 @@ def test_triangulated_points_reproject_into_an_unused_view(fountain: dict) -> No
     err = np.linalg.norm(uv - feats["0003.jpg"].keypoints_px[pairs[:, 1]], axis=1)
     assert len(err) > 100
     assert np.median(err) < 1.0, np.median(err)
+
+
+def test_a_keyframe_matched_in_no_neighbour_gets_no_points(fountain: dict) -> None:
+    """No keypoint seen in two views (what a textureless live keyframe gives): no points, no crash."""
+    recs, feats = fountain["recs"], fountain["feats"]
+    view = {n: View(feats[n], recs[n].intrinsics, recs[n].T_world_cam) for n in feats}
+    ref, nb = view["0000.jpg"], view["0002.jpg"]
+    n = len(ref.features)
+    obs = Observations(np.zeros((n, 2, 2)), np.eye(2, dtype=bool)[[0] * n], np.full(1, np.nan), np.zeros(1, np.int64))
+    points, track = triangulate_observations(ref, [nb], obs, TriangulationConfig())
+    assert np.isnan(points).all() and not track.any()
 
 
 def test_neighbours_skip_opposite_views_and_duplicates() -> None:

@@ -15,10 +15,11 @@ import yaml
 from reloc_vggt_ros.data import load_image, read_posed_folder
 from reloc_vggt_ros.errors import ConfigError
 from reloc_vggt_ros.geometry import Intrinsics, so3_exp
-from reloc_vggt_ros.localizer.geometric.features import FeatureConfig, extract_features, fingerprint_fields
-from reloc_vggt_ros.localizer.geometric.localizer import PRESETS, GeometricConfig
+from reloc_vggt_ros.localizer.geometric.config import PRESETS, FeatureConfig, QuerySettings
+from reloc_vggt_ros.localizer.geometric.features import extract_features, fingerprint_fields
 from reloc_vggt_ros.localizer.geometric.matching import fundamental_from_poses, match_descriptors, sampson_error_px
-from reloc_vggt_ros.localizer.geometric.scale_weighted import _camera_jacobian, keypoint_sigma_px
+from reloc_vggt_ros.localizer.geometric.pnp import _camera_step_jacobian, keypoint_sigma_px
+from reloc_vggt_ros.localizer.registry import make_config
 
 ROOT = Path(__file__).parents[2]
 DATA = ROOT / ".." / "shared" / "data"
@@ -27,10 +28,10 @@ TEMPLE = DATA / "middlebury-temple-ring"
 
 def test_realtime_preset_is_what_the_node_and_node_rate_ship() -> None:
     cfg = PRESETS["realtime"]
-    assert cfg.query_features == FeatureConfig(max_keypoints=1024, max_edge_px=640, max_upsample=1.1,
+    assert cfg.query.features == FeatureConfig(max_keypoints=1024, max_edge_px=640, max_upsample=1.1,
                                                contrast_threshold=0.04)
-    assert cfg.scale_weighted and cfg.refine_lk and cfg.match_threads == 2
-    assert cfg.features == PRESETS["default"].features          # same map as every other preset
+    assert cfg.query.scale_weighted and cfg.lk.enabled and cfg.query.match_threads == 2
+    assert cfg.map == PRESETS["default"].map                  # same map as every other preset
     params = yaml.safe_load((ROOT / "config" / "reloc_vggt.yaml").read_text())
     node = next(iter(params.values()))["ros__parameters"]
     assert node["backend"] == "geometric"
@@ -47,13 +48,14 @@ def test_feature_options_are_validated_and_old_settings_keep_their_fingerprint()
     with pytest.raises(ConfigError, match="octave_layers"):
         FeatureConfig(octave_layers=0)
     with pytest.raises(ConfigError, match="match_threads"):
-        GeometricConfig(match_threads=0)
+        QuerySettings(match_threads=0)
     old = {k: v for k, v in asdict(FeatureConfig()).items() if k not in ("max_upsample", "octave_layers")}
     assert fingerprint_fields(FeatureConfig()) == old          # stored maps stay valid
     assert fingerprint_fields(FeatureConfig(max_upsample=1.25))["max_upsample"] == 1.25
-    cfg = GeometricConfig.from_options(preset="realtime", query_max_upsample=1.5, max_keypoints=2048)
-    assert cfg.query_features.max_upsample == 1.5 and cfg.query_features.max_keypoints == 1024
-    assert cfg.features.max_keypoints == 2048 and cfg.features.max_upsample == 2.0
+    cfg = make_config("geometric", preset="realtime", query={"features": {"max_upsample": 1.5}},
+                      map={"features": {"max_keypoints": 2048}})
+    assert cfg.query.features.max_upsample == 1.5 and cfg.query.features.max_keypoints == 1024
+    assert cfg.map.features.max_keypoints == 2048 and cfg.map.features.max_upsample == 2.0
 
 
 def test_max_upsample_shrinks_small_inputs_only_and_keypoints_stay_on_input_pixels() -> None:
@@ -100,11 +102,11 @@ def test_keypoint_error_grows_with_keypoint_size_on_real_matches() -> None:
     np.testing.assert_allclose(sigma, [0.14, 0.7, 0.05])
 
 
-def test_camera_jacobian_matches_finite_differences() -> None:
+def test_camera_step_jacobian_matches_finite_differences() -> None:
     intr = Intrinsics(1520.0, 1525.0, 302.3, 246.9, 640, 480)
     rng = np.random.default_rng(3)
     X = np.column_stack([rng.uniform(-0.1, 0.1, 20), rng.uniform(-0.1, 0.1, 20), rng.uniform(0.5, 0.8, 20)])
-    J = _camera_jacobian(X, intr)
+    J = _camera_step_jacobian(X, intr)
     eps = 1e-7
     for k in range(6):
         d = np.zeros(6)
@@ -116,10 +118,10 @@ def test_camera_jacobian_matches_finite_differences() -> None:
 def test_weighted_refinement_keeps_the_pose_on_degenerate_input() -> None:
     """Four coincident points leave the pose unobservable: the RANSAC pose comes back unchanged."""
     from reloc_vggt_ros.geometry import make_T
-    from reloc_vggt_ros.localizer.geometric.scale_weighted import refine_scale_weighted
+    from reloc_vggt_ros.localizer.geometric.pnp import refine_weighted
 
     intr = Intrinsics(1520.0, 1525.0, 302.3, 246.9, 640, 480)
     T = make_T(so3_exp(np.array([0.01, 0.02, 0.03])), np.array([0.1, 0.0, -0.6]))
     x3d = np.zeros((4, 3))
-    out = refine_scale_weighted(T, np.full((4, 2), 300.0), x3d, np.ones(4), intr)
+    out = refine_weighted(T, np.full((4, 2), 300.0), x3d, np.ones(4), intr)
     np.testing.assert_array_equal(out, T)

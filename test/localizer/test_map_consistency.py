@@ -18,8 +18,11 @@ from reloc_vggt_ros.errors import ConfigError
 from reloc_vggt_ros.geometry import pose_error
 from reloc_vggt_ros.keyframes import KeyframeStore
 from reloc_vggt_ros.keyframes.build import keyframe_from_posed
-from reloc_vggt_ros.localizer.geometric.features import FeatureConfig, extract_features
-from reloc_vggt_ros.localizer.geometric.localizer import GeometricConfig, GeometricLocalizer
+from reloc_vggt_ros.localizer.geometric.config import FeatureConfig
+from reloc_vggt_ros.localizer.geometric.features import extract_features
+from reloc_vggt_ros.localizer.geometric.config import GeometricConfig
+from reloc_vggt_ros.localizer.geometric.localizer import GeometricLocalizer
+from reloc_vggt_ros.localizer.registry import make_config
 from reloc_vggt_ros.localizer.geometric.triangulation import (TriangulationConfig, View, consistent_neighbours, observe,
                                                     pair_level, reanchor)
 
@@ -42,7 +45,7 @@ def temple_store(tmp_path_factory: pytest.TempPathFactory) -> KeyframeStore:
 
 def _localize_0041(store: KeyframeStore, **options: object) -> tuple[float, float, dict]:
     query = next(r for r in read_posed_folder(TEMPLE, "query") if r.name == "templeR0041.jpg")
-    loc = GeometricLocalizer(store, GeometricConfig.from_options(**options))
+    loc = GeometricLocalizer(store, make_config("geometric", **options))
     res = loc.localize(load_image(query.path), query.intrinsics)
     assert res.T_world_cam is not None, res.reason
     t_err, r_err = pose_error(res.T_world_cam, query.T_world_cam)
@@ -67,7 +70,7 @@ def test_query_next_to_the_other_session_is_localized_within_1pct(temple_store: 
 
 def test_without_the_pair_check_the_same_query_is_off(temple_store: KeyframeStore) -> None:
     """The old behaviour (every neighbour triangulated together) misses 1% by ~4x: the check matters."""
-    t_err, r_err, _ = _localize_0041(temple_store, pair_consistency_factor=0.0)
+    t_err, r_err, _ = _localize_0041(temple_store, map={"triangulation": {"pair_consistency_factor": 0.0}})
     assert t_err > 0.0015, (t_err, r_err)
 
 

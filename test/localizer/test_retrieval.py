@@ -1,4 +1,5 @@
-"""GlobalIndex (faiss and numpy agree with brute force), pose-prior ranking, thumbnail retrieval."""
+"""GlobalIndex (faiss and numpy agree with brute force), pose-prior ranking, the retrievers' prior
+policy, thumbnail retrieval from the descriptors db build stores."""
 
 from __future__ import annotations
 
@@ -9,10 +10,11 @@ import pytest
 
 from reloc_vggt_ros.data import load_image, read_posed_folder
 from reloc_vggt_ros.geometry import make_T, rotation_error_deg, so3_exp
-from reloc_vggt_ros.errors import KeyframeDBError
 from reloc_vggt_ros.keyframes import KeyframeStore, build_keyframe_db
+from reloc_vggt_ros.keyframes.build import keyframe_from_posed
 from reloc_vggt_ros.localizer import retrieval
-from reloc_vggt_ros.localizer.retrieval import (GlobalIndex, load_global_index, nearest_by_pose,
+from reloc_vggt_ros.localizer.retrieval import (GLOBAL_KEY, THUMBNAIL_BACKEND, THUMBNAIL_FINGERPRINT, GlobalIndex,
+                                                Retriever, ThumbnailRetriever, nearest_by_pose,
                                                 store_global_descriptors, thumbnail_descriptor)
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
@@ -115,21 +117,55 @@ def test_thumbnail_retrieval_finds_a_neighbouring_keyframe(scene: str, min_hits:
     assert hits >= min_hits, f"{scene}: {hits}/{len(queries)}"
 
 
-def test_global_descriptors_stored_in_the_database(tmp_path: Path) -> None:
-    """db build stores thumbnails; load_global_index serves retrieval straight from the file."""
+class _Given(Retriever):
+    """A retriever whose query is its descriptor."""
+
+    def describe(self, query: np.ndarray) -> np.ndarray:
+        return query
+
+
+def test_prior_policy_takes_half_by_distance_and_the_rest_by_similarity() -> None:
+    ids = np.array([10, 11, 12, 13, 14, 15])
+    Ts = np.stack([make_T(np.eye(3), [float(x), 0.0, 0.0]) for x in range(6)])
+    desc = np.eye(6, dtype=np.float32)[::-1] + 0.1
+    r = _Given(ids, Ts, desc)
+    q = np.array([0.0, 0.1, 0.2, 0.3, 0.4, 1.0], np.float32)  # similarity order 10, 11, ..., 15
+    assert r.retrieve(q, 3) == [10, 11, 12]
+    prior = make_T(np.eye(3), [5.2, 0.0, 0.0])               # nearest: 15, then 14
+    assert r.retrieve(q, 4, prior) == [15, 14, 10, 11]
+    assert r.retrieve(q, 1, prior) == [15]                   # at least one by the prior
+    assert r.retrieve(q, 20, prior) == [15, 14, 13, 10, 11, 12]
+    assert _Given(np.zeros(0), np.zeros((0, 4, 4)), np.zeros((0, 6))).retrieve(q, 3) == []
+
+
+def test_thumbnail_retrieval_reads_what_db_build_stored(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    """db build stores the thumbnails; the VGGT backends' retriever reads them (computes none),
+    and computes (and stores, unless read-only) only those of keyframes added later."""
     scene = DATA / "fountain-P11"
     db = build_keyframe_db(scene, tmp_path / "f.db", max_side=400)
+    calls = []
+    real = retrieval.thumbnail_descriptor
+    monkeypatch.setattr(retrieval, "thumbnail_descriptor", lambda im: calls.append(1) or real(im))
+    query = read_posed_folder(scene, "query")[0]              # 0001.jpg, between 0000 and 0002
     with KeyframeStore.open(db) as store:
-        index = load_global_index(store)
-        assert len(index) == 7
+        stored = dict(store.iter_blobs(THUMBNAIL_BACKEND, GLOBAL_KEY, THUMBNAIL_FINGERPRINT))
+        assert len(stored) == 7
+        r, desc = ThumbnailRetriever.from_store(store)
+        assert calls == [] and len(r) == 7
         names = {i: store.get_keyframe(i).name for i in store.keyframe_ids()}
-        query = read_posed_folder(scene, "query")[0]              # 0001.jpg, between 0000 and 0002
-        top, _ = index.search(thumbnail_descriptor(load_image(query.path)), k=2)
-        assert {names[int(i)] for i in top} == {"0000.jpg", "0002.jpg"}
-        # already indexed keyframes are skipped; a new descriptor type is added beside
-        assert store_global_descriptors(store, retrieval.THUMBNAIL_BACKEND, retrieval.THUMBNAIL_FINGERPRINT,
-                                        thumbnail_descriptor) == 0
-        assert store_global_descriptors(store, "tiny", "t4x3", lambda im: thumbnail_descriptor(im, (4, 3))) == 7
-        assert len(load_global_index(store, "tiny", "t4x3")) == 7
-        with pytest.raises(KeyframeDBError, match="no 'thumbnail' global descriptors with fingerprint 'v0'"):
-            load_global_index(store, fingerprint="v0")
+        assert {names[i] for i in r.retrieve(load_image(query.path), 2)} == {"0000.jpg", "0002.jpg"}
+        calls.clear()
+        new_id = store.add_keyframe(keyframe_from_posed(query, max_side=400))
+        r, desc = ThumbnailRetriever.from_store(store, desc)
+        assert len(calls) == 1 and len(r) == 8                     # only the new keyframe
+        assert len(list(store.iter_blobs(THUMBNAIL_BACKEND, GLOBAL_KEY, THUMBNAIL_FINGERPRINT))) == 8
+        assert r.retrieve(load_image(query.path), 1) == [new_id]
+        # a new descriptor type is added beside; already indexed keyframes are skipped
+        assert store_global_descriptors(store, "tiny", "t4x3", lambda im: real(im, (4, 3))) == 8
+        assert store_global_descriptors(store, "tiny", "t4x3", lambda im: real(im, (4, 3))) == 0
+    bare = build_keyframe_db(scene, tmp_path / "bare.db", max_side=400, thumbnails=False)
+    calls.clear()
+    with KeyframeStore.open(bare, readonly=True) as store:
+        r, _ = ThumbnailRetriever.from_store(store)
+        assert len(calls) == 7 and len(r) == 7                     # computed, not stored (read-only)
+        assert list(store.iter_blobs(THUMBNAIL_BACKEND, GLOBAL_KEY, THUMBNAIL_FINGERPRINT)) == []

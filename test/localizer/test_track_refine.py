@@ -1,4 +1,4 @@
-"""LK sub-pixel refinement of the query's 2D-3D correspondences (``refine_lk``) on real temple images."""
+"""LK sub-pixel refinement of the query's 2D-3D correspondences (``lk.enabled``) on real temple images."""
 
 from __future__ import annotations
 
@@ -15,9 +15,11 @@ from reloc_vggt_ros.errors import ConfigError
 from reloc_vggt_ros.geometry import pose_error
 from reloc_vggt_ros.keyframes import KeyframeStore
 from reloc_vggt_ros.keyframes.build import keyframe_from_posed
-from reloc_vggt_ros.localizer.geometric.features import FeatureConfig, extract_features
-from reloc_vggt_ros.localizer.geometric.localizer import GeometricConfig, GeometricLocalizer
-from reloc_vggt_ros.localizer.geometric.lk_refine import KeyframeImages, TrackSettings, track_into_query
+from reloc_vggt_ros.localizer.geometric.config import FeatureConfig, GeometricConfig, LKRefineSettings
+from reloc_vggt_ros.localizer.geometric.features import extract_features
+from reloc_vggt_ros.localizer.geometric.localizer import GeometricLocalizer
+from reloc_vggt_ros.localizer.geometric.lk_refine import KeyframeImages, track_into_query
+from reloc_vggt_ros.localizer.registry import make_config
 
 TEMPLE = Path(__file__).parents[2] / ".." / "shared" / "data" / "middlebury-temple-ring"
 ONE_PCT = 0.01 * 0.07517          # 1% of the temple's median db baseline
@@ -30,7 +32,7 @@ def first_session_db(tmp_path_factory: pytest.TempPathFactory) -> Path:
     with KeyframeStore.create(path, creator="test") as store:
         store.add_keyframes([keyframe_from_posed(r) for r in read_posed_folder(TEMPLE, "db")
                              if int(r.name[7:11]) <= 31])
-        GeometricLocalizer(store, GeometricConfig.from_options("realtime"))      # indexes the map
+        GeometricLocalizer(store, make_config("geometric", preset="realtime"))      # indexes the map
     return path
 
 
@@ -50,7 +52,7 @@ def test_lk_recovers_a_known_subpixel_shift_of_a_real_image() -> None:
     pts = extract_features(img, FeatureConfig(max_keypoints=400, max_edge_px=640)).keypoints_px
     rng = np.random.default_rng(0)
     start = pts + shift + rng.uniform(-0.6, 0.6, pts.shape)
-    s = TrackSettings()
+    s = LKRefineSettings()
     tracked, ok = track_into_query(moved, [gray], np.zeros(len(pts), np.int64), pts, start, s)
     assert ok.mean() > 0.6, ok.mean()
     err = np.linalg.norm(tracked[ok] - (pts[ok] + shift), axis=1)
@@ -64,10 +66,11 @@ def test_lk_recovers_a_known_subpixel_shift_of_a_real_image() -> None:
     assert not far_ok.any() and np.array_equal(far_tracked, far)
 
 
-def _tuned(**options: object) -> GeometricConfig:
+def _tuned(lk: bool = True) -> GeometricConfig:
     """realtime with the detector LK was tuned on (pyramid 1.25x). The shipped 1.1 gains less on
     this map: median 0.47% -> 0.38% of the baseline, worst 0.90% -> 0.81%, 6 of 10 queries better."""
-    return GeometricConfig.from_options("realtime", query_max_upsample=1.25, **options)
+    return make_config("geometric", preset="realtime", query={"features": {"max_upsample": 1.25}},
+                       lk={"enabled": lk})
 
 
 def test_refine_lk_improves_the_temple_poses_under_ground_truth(first_session_db: Path) -> None:
@@ -76,7 +79,7 @@ def test_refine_lk_improves_the_temple_poses_under_ground_truth(first_session_db
     lower in 10 of 10 queries (rotation lower in 8)."""
     with KeyframeStore.open(first_session_db, readonly=True) as store:
         on = GeometricLocalizer(store, _tuned())
-        off = GeometricLocalizer(store, _tuned(refine_lk=False))
+        off = GeometricLocalizer(store, _tuned(lk=False))
         t_on, t_off = [], []
         for q in _queries():
             img = load_image(q.path)
@@ -134,21 +137,21 @@ def test_keyframe_image_cache_is_bounded_and_forgets_changed_keyframes(first_ses
 def test_keyframe_images_are_decoded_at_start_up_not_in_the_first_query(first_session_db: Path) -> None:
     with KeyframeStore.open(first_session_db, readonly=True) as store:
         n = len(store)
-        loc = GeometricLocalizer(store, GeometricConfig.from_options("realtime"))
+        loc = GeometricLocalizer(store, make_config("geometric", preset="realtime"))
         assert len(loc._kf_images) == n and loc._kf_images.nbytes == n * 640 * 480
-        assert len(GeometricLocalizer(store, GeometricConfig.from_options("fast"))._kf_images) == 0
+        assert len(GeometricLocalizer(store, make_config("geometric", preset="fast"))._kf_images) == 0
         small = KeyframeImages(store, capacity_bytes=3 * 640 * 480)
         assert small.warm(store.keyframe_ids()) == 3                 # stops when the cache is full
 
 
 def test_refine_lk_options_are_validated() -> None:
     with pytest.raises(ConfigError, match="scale_weighted"):
-        GeometricConfig(refine_lk=True)
-    for bad in ({"lk_window_px": 6}, {"lk_window_px": 3}, {"lk_max_shift_px": 0.0}, {"lk_max_fb_px": -1.0},
-                {"lk_sigma_px": 0.0}, {"lk_max_angle_deg": 0.0}, {"lk_max_angle_deg": 120.0}, {"lk_cache_mb": 0}):
+        GeometricConfig(lk=LKRefineSettings(enabled=True))
+    for bad in ({"window_px": 6}, {"window_px": 3}, {"max_shift_px": 0.0}, {"max_fb_px": -1.0},
+                {"sigma_px": 0.0}, {"max_angle_deg": 0.0}, {"max_angle_deg": 120.0}, {"cache_mb": 0}):
         name = next(iter(bad))
-        with pytest.raises(ConfigError, match=name):
-            GeometricConfig.from_options("realtime", **bad)
-    cfg = GeometricConfig.from_options("realtime", lk_sigma_px=0.3)
-    assert cfg.refine_lk and cfg.lk_sigma_px == 0.3
-    assert not GeometricConfig.from_options("fast").refine_lk
+        with pytest.raises(ConfigError, match=f"lk.{name}"):
+            make_config("geometric", preset="realtime", lk=bad)
+    cfg = make_config("geometric", preset="realtime", lk={"sigma_px": 0.3})
+    assert cfg.lk.enabled and cfg.lk.sigma_px == 0.3
+    assert not make_config("geometric", preset="fast").lk.enabled

@@ -1,6 +1,7 @@
 """Weights-free geometric backend: one module per stage, ``localizer.py`` runs them in order."""
 
+from .config import PRESETS, GeometricConfig, legacy_options
 from .indexing import index_store
-from .localizer import PRESETS, GeometricConfig, GeometricLocalizer
+from .localizer import GeometricLocalizer
 
-__all__ = ["GeometricConfig", "GeometricLocalizer", "PRESETS", "index_store"]
+__all__ = ["GeometricConfig", "GeometricLocalizer", "PRESETS", "index_store", "legacy_options"]

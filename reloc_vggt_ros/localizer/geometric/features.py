@@ -13,44 +13,11 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
-from ...errors import ConfigError
+from .config import FeatureConfig
 
-__all__ = ["FeatureConfig", "Features", "extract_features", "fingerprint_fields"]
+__all__ = ["Features", "extract_features", "fingerprint_fields"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class FeatureConfig:
-    """Detector settings. ``max_edge_px`` = longest image edge the detector sees (0 = native)."""
-
-    max_keypoints: int = 4096
-    max_edge_px: int = 1600
-    root_sift: bool = True
-    contrast_threshold: float = 0.02
-    edge_threshold: float = 10.0
-    precise_upscale: bool = True      # OpenCV's default 2x upscale shifts keypoints by ~0.25 px
-    # Finest pyramid level relative to the input image. OpenCV always doubles the image it is
-    # given (2.0, ~3/4 of the detector's work is that first octave); below 2 the working image
-    # is shrunk further so that the doubled one is at most this factor of the input, e.g. 1.25
-    # for a 640x480 input = SIFT on 400x300 -> first octave 800x600. An input already reduced by
-    # max_edge_px to <= max_upsample/2 of its size is unaffected.
-    max_upsample: float = 2.0
-    octave_layers: int = 3            # DoG layers per octave (OpenCV nOctaveLayers)
-
-    def __post_init__(self) -> None:
-        if self.max_keypoints < 16:
-            raise ConfigError(f"max_keypoints must be >= 16, got {self.max_keypoints}")
-        if self.max_edge_px != 0 and self.max_edge_px < 64:
-            raise ConfigError(f"max_edge_px must be 0 (native) or >= 64, got {self.max_edge_px}")
-        if not 0.0 < self.contrast_threshold < 1.0:
-            raise ConfigError(f"contrast_threshold must be in (0, 1), got {self.contrast_threshold}")
-        if not 1.0 <= self.max_upsample <= 2.0:
-            raise ConfigError(f"max_upsample must be in [1, 2], got {self.max_upsample}")
-        if not 1 <= self.octave_layers <= 8:
-            raise ConfigError(f"octave_layers must be in [1, 8], got {self.octave_layers}")
-        if self.edge_threshold <= 1.0:
-            raise ConfigError(f"edge_threshold must be > 1, got {self.edge_threshold}")
 
 
 @dataclass

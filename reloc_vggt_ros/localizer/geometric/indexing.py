@@ -36,10 +36,9 @@ from .triangulation import (Observations, View, backproject_depth, consistent_ne
 
 if TYPE_CHECKING:
     from ...keyframes import KeyframeStore
-    from .localizer import GeometricConfig
+    from .config import MapSettings
 
-__all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_store", "fingerprints",
-           "consistent_keyframes"]
+__all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_store", "fingerprints"]
 
 logger = logging.getLogger(__name__)
 
@@ -52,8 +51,9 @@ def _digest(*parts: Any) -> str:
     return hashlib.sha1(text.encode()).hexdigest()[:16]
 
 
-def fingerprints(config: "GeometricConfig") -> dict[str, str]:
-    """Fingerprint per blob kind (VLAD's also depends on the vocabulary, see :func:`index_store`)."""
+def fingerprints(config: "MapSettings") -> dict[str, str]:
+    """Fingerprint per blob kind of the map settings (VLAD's also depends on the vocabulary, see
+    :func:`index_store`)."""
     feat = fingerprint_fields(config.features)
     return {"features": _digest("features", feat),
             "points": _digest("points", feat, asdict(config.triangulation)),
@@ -89,7 +89,7 @@ class GeometricMap:
         return np.array(sorted(self.entries), np.int64)
 
 
-def _load_or_extract(store: "KeyframeStore", kf_id: int, config: "GeometricConfig", fp: str,
+def _load_or_extract(store: "KeyframeStore", kf_id: int, config: "MapSettings", fp: str,
                      writable: bool, stats: dict[str, int]) -> Features:
     blob = store.get_blob(kf_id, BACKEND, "features", fp)
     if blob is not None:
@@ -109,7 +109,7 @@ class _PointSet:
 
 
 def _point_sets(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr: dict[int, Intrinsics],
-                feats: dict[int, Features], config: "GeometricConfig", fp: str, writable: bool,
+                feats: dict[int, Features], config: "MapSettings", fp: str, writable: bool,
                 stats: dict[str, int]) -> dict[int, _PointSet]:
     """Every keyframe's points: pair statistics of all keyframes first, then triangulation of those
     whose neighbour set or consistency decision changed (the decision needs the map-wide level)."""
@@ -178,7 +178,7 @@ def _matchable(points: np.ndarray, track_len: np.ndarray, cap: int) -> np.ndarra
     return has_point
 
 
-def _vocabulary(store: "KeyframeStore", feats: dict[int, Features], config: "GeometricConfig", fp: str,
+def _vocabulary(store: "KeyframeStore", feats: dict[int, Features], config: "MapSettings", fp: str,
                 writable: bool, stats: dict[str, int]) -> np.ndarray:
     blob = store.get_map_blob(BACKEND, "vocabulary", fp)
     if blob is not None:
@@ -203,7 +203,7 @@ def _reusable(previous: GeometricMap | None, fp: str, kf_id: int, T: np.ndarray,
     return e.features if same else None
 
 
-def index_store(store: "KeyframeStore", config: "GeometricConfig", previous: GeometricMap | None = None
+def index_store(store: "KeyframeStore", config: "MapSettings", previous: GeometricMap | None = None
                 ) -> GeometricMap:
     """Compute what is missing or stale, store it (unless the store is read-only), load the map.
 
@@ -245,18 +245,3 @@ def index_store(store: "KeyframeStore", config: "GeometricConfig", previous: Geo
                 len(entries), n_points, stats, time.perf_counter() - t0)
     return GeometricMap(entries, centroids, store.revision, stats, fps["features"])  # revision after our writes
 
-
-def consistent_keyframes(gmap: GeometricMap, kf_of_match: np.ndarray) -> list[int]:
-    """The matched keyframes that form one consistent local map with the best-matched one.
-
-    ``kf_of_match`` [M]: keyframe id of each 2D-3D match. The keyframe with the most matches
-    anchors the local map; a keyframe whose pair check with it failed (either way round) holds
-    points in another session's frame, and mixing both frames in one PnP biases the pose along
-    its weakest direction. Keyframes never compared with it (not neighbours) are kept.
-    """
-    ids, counts = np.unique(kf_of_match, return_counts=True)
-    if len(ids) == 0:
-        return []
-    best = int(ids[np.argmax(counts)])
-    bad = gmap.entries[best].inconsistent_ids
-    return [int(k) for k in ids if int(k) not in bad and best not in gmap.entries[int(k)].inconsistent_ids]

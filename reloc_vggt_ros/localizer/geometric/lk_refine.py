@@ -20,7 +20,6 @@ import logging
 import math
 import threading
 from collections import OrderedDict
-from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
 import cv2
@@ -28,25 +27,15 @@ import numpy as np
 
 from ...errors import KeyframeDBError
 from ...geometry import apply_T, invert_T
+from .config import LKRefineSettings
 
 if TYPE_CHECKING:
     from ...keyframes import Keyframe, KeyframeStore
     from .indexing import KeyframeEntry
 
-__all__ = ["TrackSettings", "KeyframeImages", "track_inliers", "track_into_query"]
+__all__ = ["KeyframeImages", "track_inliers", "track_into_query"]
 
 logger = logging.getLogger(__name__)
-
-
-@dataclass(frozen=True)
-class TrackSettings:
-    """LK window, acceptance tests and the tracks' sigma (validated by ``GeometricConfig``)."""
-
-    window_px: int = 7
-    max_shift_px: float = 1.0
-    max_fb_px: float = 0.25
-    max_angle_deg: float = 15.0
-    sigma_px: float = 0.15
 
 
 class KeyframeImages:
@@ -148,7 +137,7 @@ def _mosaic(tiles: np.ndarray, cols: int) -> np.ndarray:
 
 
 def track_into_query(query_image: np.ndarray, kf_grays: list[np.ndarray], kf_index: np.ndarray,
-                     kf_pts: np.ndarray, q_pts: np.ndarray, settings: TrackSettings
+                     kf_pts: np.ndarray, q_pts: np.ndarray, settings: LKRefineSettings
                      ) -> tuple[np.ndarray, np.ndarray]:
     """Keyframe pixels ``kf_pts`` [N,2] (of image ``kf_grays[kf_index[i]]``) tracked into the
     query image (gray or BGR uint8), starting at ``q_pts`` [N,2].
@@ -194,7 +183,7 @@ def track_into_query(query_image: np.ndarray, kf_grays: list[np.ndarray], kf_ind
 
 def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, image_bgr: np.ndarray,
                   T_world_cam: np.ndarray, x2d: np.ndarray, sigma: np.ndarray, kf_of: np.ndarray,
-                  kf_kp: np.ndarray, inliers: np.ndarray, settings: TrackSettings
+                  kf_kp: np.ndarray, inliers: np.ndarray, settings: LKRefineSettings
                   ) -> tuple[np.ndarray, np.ndarray, int]:
     """2D points [M,2] and sigmas [M] of the matches with the PnP inliers' tracks put in.
 

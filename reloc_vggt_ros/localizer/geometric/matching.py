@@ -6,14 +6,21 @@ Descriptors are unit-norm, so one matrix product (BLAS) gives every squared dist
 
 from __future__ import annotations
 
-from typing import Any
+from collections.abc import Mapping
+from concurrent.futures import Executor
+from dataclasses import dataclass
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 from threadpoolctl import ThreadpoolController
 
 from ...geometry import Intrinsics, invert_T
 
-__all__ = ["match_descriptors", "single_thread_blas", "fundamental_from_poses", "sampson_error_px"]
+if TYPE_CHECKING:
+    from .indexing import KeyframeEntry
+
+__all__ = ["match_descriptors", "single_thread_blas", "fundamental_from_poses", "sampson_error_px",
+           "Matches2D3D", "match_2d3d"]
 
 # Small per-block products: multi-threaded OpenBLAS only spins (measured 6x more CPU, slower
 # wall time on a busy 2-core machine), so matching runs BLAS on the calling thread (two BLAS
@@ -88,3 +95,48 @@ def sampson_error_px(F: np.ndarray, x_a: np.ndarray, x_b: np.ndarray) -> np.ndar
     num = np.einsum("ij,ij->i", hb, Fa)
     den = Fa[:, 0] ** 2 + Fa[:, 1] ** 2 + Ftb[:, 0] ** 2 + Ftb[:, 1] ** 2
     return np.abs(num) / np.sqrt(np.maximum(den, 1e-30))
+
+
+@dataclass(frozen=True)
+class Matches2D3D:
+    """2D-3D correspondences of a query, one row per (query keypoint, keyframe point) pair."""
+
+    q_idx: np.ndarray        # [M] query keypoint index
+    x3d: np.ndarray          # [M,3] world point
+    kf_id: np.ndarray        # [M] keyframe the point was matched through
+    kf_kp: np.ndarray        # [M] that keyframe's keypoint index
+
+    def __len__(self) -> int:
+        return len(self.q_idx)
+
+    @property
+    def num_query_keypoints(self) -> int:
+        """Distinct query keypoints matched (what a pose can have as inliers at most)."""
+        return int(len(np.unique(self.q_idx)))
+
+    def subset(self, mask: np.ndarray) -> "Matches2D3D":
+        return Matches2D3D(self.q_idx[mask], self.x3d[mask], self.kf_id[mask], self.kf_kp[mask])
+
+
+# A query has ~1k descriptors: one product per keyframe measured faster than cache-sized row
+# blocks there (fewer numpy calls); the map side keeps match_descriptors' default blocks.
+QUERY_BLOCK_ROWS = 4096
+
+
+def match_2d3d(entries: Mapping[int, "KeyframeEntry"], descriptors: np.ndarray, kf_ids: list[int],
+               ratio: float, pool: Executor | None = None) -> Matches2D3D:
+    """The query descriptors matched (ratio + mutual) against each keyframe's points with a 3D
+    point, keyframe by keyframe in ``kf_ids`` order (on ``pool``'s threads if given)."""
+    def one(kf_id: int) -> np.ndarray:
+        return match_descriptors(descriptors, entries[kf_id].point_descriptors, ratio,
+                                 block_rows=QUERY_BLOCK_ROWS)
+
+    pairs = [one(k) for k in kf_ids] if pool is None else list(pool.map(one, kf_ids))
+    q_idx, x3d, kf_of, kf_kp = [], [], [], []
+    for kf_id, m in zip(kf_ids, pairs):
+        e = entries[kf_id]
+        q_idx.append(m[:, 0])
+        kf_kp.append(e.point_index[m[:, 1]])
+        x3d.append(e.points_world[kf_kp[-1]])
+        kf_of.append(np.full(len(m), kf_id))
+    return Matches2D3D(np.concatenate(q_idx), np.concatenate(x3d), np.concatenate(kf_of), np.concatenate(kf_kp))

@@ -10,17 +10,24 @@ from >= 2 keyframes fix C, and the known keyframe centres fix the scale (robust 
 
 from __future__ import annotations
 
-from dataclasses import dataclass
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import poselib
 
 from ...geometry import Intrinsics, invert_T, make_T, project_to_SO3, rotation_error_deg, so3_exp
-from .matching import fundamental_from_poses
+from .config import QuerySettings
+from .features import Features
+from .matching import fundamental_from_poses, match_descriptors
 from .pnp import camera_dict
 
+if TYPE_CHECKING:
+    from .indexing import KeyframeEntry
+
 __all__ = ["RelativeObservation", "relative_observation", "intersect_rays", "refine_jointly",
-           "joint_covariance"]
+           "joint_covariance", "RelativePose", "relative_fallback"]
 
 
 @dataclass
@@ -175,3 +182,46 @@ def joint_covariance(obs: list[RelativeObservation], T_world_query: np.ndarray, 
     cov = np.linalg.inv(J[keep].T @ J[keep]) * sigma**2
     return 0.5 * (cov + cov.T)
 
+
+
+@dataclass(frozen=True)
+class RelativePose:
+    """The fallback's answer: ``T_world_cam`` None (and ``reason``) when it found no pose."""
+
+    T_world_cam: np.ndarray | None
+    covariance: np.ndarray | None
+    num_inliers: int                      # median inliers of the keyframes used
+    reason: str = ""
+    diagnostics: dict[str, Any] = field(default_factory=dict)
+
+
+def relative_fallback(entries: Mapping[int, "KeyframeEntry"], feats: Features, intr: Intrinsics,
+                      kf_ids: list[int], query: QuerySettings, max_epipolar_px: float) -> RelativePose:
+    """Relative poses to the keyframes ``kf_ids`` (2D-2D matches, essential matrices), the centre
+    from the intersection of their rays, refined jointly; its covariance scaled like PnP's."""
+    obs = []
+    for kf_id in kf_ids:
+        e = entries[kf_id]
+        m = match_descriptors(feats.descriptors, e.features.descriptors, query.match_ratio)
+        if len(m) < query.fallback_min_inliers:
+            continue
+        o = relative_observation(kf_id, e.features.keypoints_px[m[:, 1]], e.intrinsics, e.T_world_cam,
+                                 feats.keypoints_px[m[:, 0]], intr, max_epipolar_px)
+        if o is not None and o.num_inliers >= query.fallback_min_inliers:
+            obs.append(o)
+    diag: dict[str, Any] = {"method": "relative", "relative_keyframes": [o.kf_id for o in obs],
+                            "relative_inliers": [o.num_inliers for o in obs]}
+    solved = intersect_rays(obs)
+    if solved is None:
+        return RelativePose(None, None, 0, f"too few 2D-3D matches and only {len(obs)} keyframe(s) with a "
+                            "consistent relative pose", diag)
+    T, _, extra = solved
+    T_refined = refine_jointly(obs, T, intr)
+    extra["joint_refinement_shift_m"] = float(np.linalg.norm(T_refined[:3, 3] - T[:3, 3]))
+    n_matches = sum(o.num_inliers for o in obs)
+    inflation = (max(1.0, n_matches / query.max_independent_inliers) if query.max_independent_inliers
+                 else 1.0)
+    cov = joint_covariance(obs, T_refined, intr) * inflation
+    extra["covariance_inflation"] = inflation
+    diag.update(extra)
+    return RelativePose(T_refined, cov, int(np.median([o.num_inliers for o in obs])), "", diag)

@@ -23,48 +23,15 @@ from dataclasses import dataclass
 
 import numpy as np
 
-from ...errors import ConfigError
 from ...geometry import Intrinsics, apply_T, invert_T
+from .config import TriangulationConfig
 from .features import Features
 from .matching import fundamental_from_poses, match_descriptors, sampson_error_px
 from .pnp import solve_pnp
 
-__all__ = ["TriangulationConfig", "View", "Observations", "select_neighbours", "observe",
+__all__ = ["View", "Observations", "select_neighbours", "observe",
            "pair_level", "consistent_neighbours", "reanchor", "triangulate_observations",
            "triangulate_keyframe", "triangulate_consistent", "backproject_depth"]
-
-
-@dataclass(frozen=True)
-class TriangulationConfig:
-    max_neighbours: int = 8
-    max_view_angle_deg: float = 75.0   # optical axes further apart than this share too little
-    match_ratio: float = 0.8
-    max_epipolar_px: float = 2.0
-    max_reproj_px: float = 2.0
-    min_tri_angle_deg: float = 1.5
-    # A neighbour pair whose median Sampson distance exceeds this factor times the map's median
-    # pair value is inconsistent (0 = no check); judged only with >= min_pair_matches matches.
-    pair_consistency_factor: float = 2.5
-    min_pair_matches: int = 30
-    reanchor: bool = True             # re-anchor inconsistent neighbours instead of dropping them
-
-    def __post_init__(self) -> None:
-        if self.max_neighbours < 1:
-            raise ConfigError(f"max_neighbours must be >= 1, got {self.max_neighbours}")
-        if not 0.0 < self.max_view_angle_deg <= 180.0:
-            raise ConfigError(f"max_view_angle_deg must be in (0, 180], got {self.max_view_angle_deg}")
-        if not 0.0 < self.match_ratio <= 1.0:
-            raise ConfigError(f"match_ratio must be in (0, 1], got {self.match_ratio}")
-        for name in ("max_epipolar_px", "max_reproj_px"):
-            if getattr(self, name) <= 0.0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        if not 0.0 <= self.min_tri_angle_deg < 90.0:
-            raise ConfigError(f"min_tri_angle_deg must be in [0, 90), got {self.min_tri_angle_deg}")
-        if self.pair_consistency_factor != 0.0 and self.pair_consistency_factor <= 1.0:
-            raise ConfigError("pair_consistency_factor must be 0 (off) or > 1, got "
-                              f"{self.pair_consistency_factor}")
-        if self.min_pair_matches < 8:
-            raise ConfigError(f"min_pair_matches must be >= 8, got {self.min_pair_matches}")
 
 
 @dataclass
@@ -243,6 +210,8 @@ def triangulate_observations(ref: View, neighbours: list[View], obs: Observation
     views = [ref, *neighbours]
     P = np.stack([v.intrinsics.K @ invert_T(v.T_world_cam)[:3] for v in views])
     idx = np.flatnonzero(obs.mask.sum(axis=1) >= 2)
+    if len(idx) == 0:       # no keypoint matched in any neighbour (e.g. a textureless view)
+        return points, track_len
     xy, mask = obs.xy[idx], obs.mask[idx]
     for _ in range(2):      # solve, drop bad views, solve again
         X = _gauss_newton(P, _dlt(P, xy, mask), xy, mask)

@@ -1,7 +1,7 @@
 """What the two VGGT-based localizers share: keyframe retrieval, image preparation, weight checks.
 
-Retrieval ranks keyframes by the weights-free thumbnail descriptor (``keyframes.retrieval``), or
-by distance to a pose prior when one is given. Images are resized (no crop) to the network input
+Retrieval is ``localizer.retrieval.ThumbnailRetriever``: the weights-free thumbnail descriptors
+stored in the database (missing ones computed), with the shared pose-prior policy. Images are resized (no crop) to the network input
 size: a plain resize keeps each camera's field of view, which is all VGGT's pose encoding keeps.
 """
 
@@ -19,7 +19,7 @@ import torch
 from ...errors import ConfigError, ModelLoadError
 from ...geometry import Intrinsics
 from ...keyframes import KeyframeStore
-from ..retrieval import GlobalIndex, nearest_by_pose, thumbnail_descriptor
+from ..retrieval import ThumbnailRetriever
 from ..base import PosePrior
 
 __all__ = ["require_weights", "to_model_image", "KeyframeSet", "decode_cameras"]
@@ -57,19 +57,12 @@ class KeyframeSet:
         self.refresh()
 
     def refresh(self) -> None:
-        """Re-read poses; thumbnails are computed only for keyframes not seen before."""
+        """Re-read poses; thumbnails are read or computed only for keyframes not seen before."""
         self.ids, self.T_world_cam = self.store.poses()
         self.intrinsics: dict[int, Intrinsics] = self.store.intrinsics()
-        known = {int(i) for i in self.ids}
-        for gone in set(self._descriptors) - known:
-            del self._descriptors[gone]
+        for gone in set(self._cache) - {int(i) for i in self.ids}:
             self._cache.pop(gone, None)
-        for kf_id in sorted(known - set(self._descriptors)):
-            self._descriptors[kf_id] = thumbnail_descriptor(self.store.get_keyframe(kf_id).decode_image())
-        self.index: GlobalIndex | None = None
-        if len(self.ids):
-            self.index = GlobalIndex(len(self._descriptors[int(self.ids[0])]), backend="numpy")
-            self.index.add(self.ids, np.stack([self._descriptors[int(i)] for i in self.ids]))
+        self.retriever, self._descriptors = ThumbnailRetriever.from_store(self.store, self._descriptors)
         logger.info("keyframe set: %d keyframes from %s", len(self.ids), self.store.path)
 
     def __len__(self) -> int:
@@ -79,14 +72,8 @@ class KeyframeSet:
         return self.T_world_cam[int(np.flatnonzero(self.ids == kf_id)[0])]
 
     def retrieve(self, image_bgr: np.ndarray, k: int, prior: PosePrior | None = None) -> list[int]:
-        """Up to ``k`` keyframe ids, most similar (or closest to the prior) first."""
-        if len(self) == 0 or self.index is None:
-            return []
-        if prior is not None:
-            ids, _ = nearest_by_pose(self.ids, self.T_world_cam, prior.T_world_cam, k)
-        else:
-            ids, _ = self.index.search(thumbnail_descriptor(image_bgr), k)
-        return [int(i) for i in ids]
+        """Up to ``k`` keyframe ids (:meth:`Retriever.retrieve`: with a prior, half nearest to it)."""
+        return self.retriever.retrieve(image_bgr, k, None if prior is None else prior.T_world_cam)
 
     def image(self, kf_id: int) -> torch.Tensor:
         """Network-ready image of one keyframe ``[3, h, w]`` (LRU-cached)."""
