@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from reloc_vggt_ros.engine.base import InferenceEngine, make_engine
+from reloc_vggt_ros.engine.base import InferenceEngine
+from reloc_vggt_ros.engine.factory import make_engine
 from reloc_vggt_ros.engine.export import ExportConfig, KeyframeRange, export_onnx
 from reloc_vggt_ros.engine.ort_backend import choose_providers
 from reloc_vggt_ros.errors import ConfigError, EngineUnavailableError, ModelLoadError

@@ -56,9 +56,9 @@ def test_random_tiny_reloc_vggt_gives_finite_pose_with_low_confidence(store, que
         assert res.status is RelocStatus.LOW_CONFIDENCE and res.confidence < 0.3, res
         assert len(res.diagnostics["keyframes"]) == 4
         if mask == "cached":
-            cache = loc._cache
+            cache = loc.kv_cache.value
             res2 = loc.localize(query[0], query[1].intrinsics)
-            assert loc._cache is cache                     # same keyframes: K/V reused
+            assert loc.kv_cache.value is cache             # same keyframes: K/V reused
             np.testing.assert_allclose(res2.T_world_cam, res.T_world_cam, atol=1e-6)
 
 
