@@ -23,7 +23,8 @@ The judge is *self-consistency*: the network also predicts the cameras of the ke
 poses it was given; how far those predictions land from the known poses (relative translation
 error, rotation error) says how much the network can be trusted on this input. A keyframe whose
 prediction lands within ``consistent_t_rel`` / ``consistent_rot_deg`` is *consistent*;
-``num_inliers`` counts them. The result is OK iff confidence >= ``min_confidence`` and at least
+``num_inliers`` counts them. The result is OK iff at least two keyframes were retrieved (one
+baseline fixes the metric scale), confidence >= ``min_confidence`` and at least
 ``min_consistent_keyframes`` keyframes are consistent; nothing else (the node publishes iff
 ``result.ok``). Untrained weights therefore give a finite pose that is not OK.
 """
