@@ -20,7 +20,8 @@ from pathlib import Path
 import numpy as np
 import torch
 
-from reloc_vggt_ros.engine.base import make_engine, read_sidecar
+from reloc_vggt_ros.engine.base import read_sidecar
+from reloc_vggt_ros.engine.factory import make_engine
 from reloc_vggt_ros.engine.export import ExportConfig, KeyframeRange
 from reloc_vggt_ros.engine.op_coverage import check_tensorrt_coverage
 from reloc_vggt_ros.engine.reloc_graphs import export_reloc_vggt, graphs_for, preset_config

@@ -1,15 +1,14 @@
-"""One inference interface, three backends (torch, onnxruntime, tensorrt), one factory.
+"""The inference interface every backend implements: named numpy arrays in and out.
 
-Every backend takes and returns named numpy arrays, so the localizer does not care which one
-runs. :func:`make_engine` picks a backend by name; when it cannot run here it raises
-:class:`EngineUnavailableError` naming what is missing, or tries the ``fallback`` kinds in
-order when the caller asked for that (the node's ``engine_fallback`` parameter).
+A leaf module (numpy, json and the package errors only): the backends import it, and the
+factory that builds them (:mod:`.factory`) imports them, never the other way round. The
+sidecar JSON beside an exported graph or a built plan is part of the interface because the
+TensorRT backend and builder read it as well as the factory.
 """
 
 from __future__ import annotations
 
 import json
-import logging
 from collections.abc import Mapping, Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -17,12 +16,9 @@ from typing import Any, Protocol, runtime_checkable
 
 import numpy as np
 
-from ..errors import ConfigError, EngineUnavailableError
+from ..errors import ConfigError
 
-__all__ = ["ENGINE_KINDS", "TensorSpec", "InferenceEngine", "make_engine", "prepare_inputs",
-           "read_sidecar", "sidecar_path"]
-
-log = logging.getLogger(__name__)
+__all__ = ["ENGINE_KINDS", "TensorSpec", "InferenceEngine", "prepare_inputs", "read_sidecar", "sidecar_path"]
 
 ENGINE_KINDS = ("torch", "onnxruntime", "tensorrt")
 
@@ -104,65 +100,3 @@ def read_sidecar(artifact: str | Path) -> dict[str, Any]:
                           ) from err
     except (OSError, json.JSONDecodeError) as err:
         raise ConfigError(f"cannot read sidecar {path}: {err}") from err
-
-
-def _make_one(kind: str, source: Any, options: Mapping[str, Any]) -> InferenceEngine:
-    if kind == "torch":
-        from .torch_backend import TorchEngine
-
-        return TorchEngine(source, **options)
-    if kind == "onnxruntime":
-        from .ort_backend import OrtEngine
-
-        return OrtEngine(_as_onnx_path(source), **options)
-    if kind == "tensorrt":
-        from .tensorrt_backend import TensorRTEngine
-
-        return TensorRTEngine(source, **options)
-    raise ConfigError(f"engine kind must be one of {ENGINE_KINDS}, got {kind!r}")
-
-
-def _as_onnx_path(source: Any) -> Path:
-    """An ONNX path for onnxruntime; a TensorRT plan resolves to the ONNX it was built from."""
-    if not isinstance(source, (str, Path)):
-        raise ConfigError(f"onnxruntime needs an .onnx path, got {type(source).__name__}")
-    path = Path(source)
-    if path.suffix in (".plan", ".engine"):
-        onnx = read_sidecar(path).get("onnx")
-        if not onnx:
-            raise ConfigError(f"plan sidecar of {path} does not name its ONNX source")
-        path = (path.parent / onnx) if not Path(onnx).is_absolute() else Path(onnx)
-    return path
-
-
-def make_engine(kind: str, source: Any, *, fallback: Sequence[str] = (),
-                options: Mapping[str, Mapping[str, Any]] | None = None) -> InferenceEngine:
-    """Build the ``kind`` engine, else the first ``fallback`` kind that can run here.
-
-    ``source`` is an ``nn.Module`` (torch), an ``.onnx`` path (onnxruntime), a ``.plan`` path
-    (tensorrt; onnxruntime can fall back to the plan's ONNX via its sidecar), or a mapping
-    ``{kind: source}`` when the kinds need different artifacts. ``options[kind]`` are keyword
-    arguments of that backend. Only EngineUnavailableError triggers a fallback; a broken file
-    or a mismatched plan is an error whatever ``fallback`` says.
-    """
-    kinds = [kind, *[k for k in fallback if k != kind]]
-    for k in kinds:
-        if k not in ENGINE_KINDS:
-            raise ConfigError(f"engine kind must be one of {ENGINE_KINDS}, got {k!r}")
-    reasons = []
-    for k in kinds:
-        src = source.get(k) if isinstance(source, Mapping) else source
-        if src is None:
-            reasons.append(f"{k}: no source given")
-            continue
-        try:
-            engine = _make_one(k, src, (options or {}).get(k, {}))
-        except EngineUnavailableError as err:
-            reasons.append(f"{k}: {err}")
-            log.warning("engine %s unavailable (%s)%s", k, err,
-                        "; trying the next fallback" if k != kinds[-1] else "")
-            continue
-        if k != kind:
-            log.warning("using fallback engine %s instead of %s", k, kind)
-        return engine
-    raise EngineUnavailableError("no usable inference engine: " + "; ".join(reasons))

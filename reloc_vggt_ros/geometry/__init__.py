@@ -1,4 +1,8 @@
-"""Pose maths, camera model, alignment and metrics: one source of truth for conventions."""
+"""Pose maths, camera model, alignment and metrics: one source of truth for conventions.
+
+Torch versions of the rotation formulas live in :mod:`.torch_rotations` (imported explicitly, so
+that this package stays numpy-only).
+"""
 
 from .align import AlignResult, umeyama, umeyama_ransac
 from .camera import Intrinsics

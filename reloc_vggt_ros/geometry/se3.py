@@ -1,9 +1,10 @@
 """SE(3) / Sim(3) pose maths: the one place poses are composed, inverted and converted.
 
 Conventions (DESIGN.md §5): ``T_a_b`` is a 4x4 matrix mapping points from frame b to frame a.
-Quaternions are Hamilton, scalar first ``(w, x, y, z)`` everywhere inside the package; the ROS
-order ``(x, y, z, w)`` appears only through :func:`quat_wxyz_to_xyzw` / :func:`quat_xyzw_to_wxyz`
-at the ROS edge. Units: metres and radians.
+Quaternions are Hamilton, scalar first ``(w, x, y, z)`` everywhere inside the package; the order
+``(x, y, z, w)`` of ROS messages and of VGGT's pose encoding appears only through
+:func:`quat_wxyz_to_xyzw` / :func:`quat_xyzw_to_wxyz` at those edges. Batched torch versions of
+the formulas are in :mod:`.torch_rotations`. Units: metres and radians.
 """
 
 from __future__ import annotations
@@ -75,13 +76,13 @@ def R_to_quat(R: np.ndarray) -> np.ndarray:
 
 
 def quat_wxyz_to_xyzw(q: np.ndarray) -> np.ndarray:
-    """ROS edge only: internal (w, x, y, z) -> ROS (x, y, z, w)."""
+    """Edges only (ROS, VGGT encoding): internal (w, x, y, z) -> (x, y, z, w)."""
     q = np.asarray(q, dtype=float)
     return np.array([q[1], q[2], q[3], q[0]])
 
 
 def quat_xyzw_to_wxyz(q: np.ndarray) -> np.ndarray:
-    """ROS edge only: ROS (x, y, z, w) -> internal (w, x, y, z)."""
+    """Edges only (ROS, VGGT encoding): (x, y, z, w) -> internal (w, x, y, z)."""
     q = np.asarray(q, dtype=float)
     return np.array([q[3], q[0], q[1], q[2]])
 

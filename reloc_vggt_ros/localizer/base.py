@@ -42,6 +42,13 @@ class RelocResult:
     in the world frame, rotation as a small rotation vector applied on the left in the world
     frame — the layout of ROS ``PoseWithCovariance``. It is finite, symmetric and positive
     definite whenever ``status`` is OK.
+
+    The backend alone judges the result (``ok``, with a ``reason`` when not OK) by its own
+    thresholds; callers publish iff ``ok``. ``num_inliers`` is the number of supporting
+    correspondences, whose kind depends on the backend: 2D-3D PnP inliers for ``geometric``,
+    keyframes consistent with the network's prediction for ``reloc_vggt`` and keyframes agreeing
+    with the camera alignment for ``vggt_align`` (so learned backends report at most
+    ``num_keyframes``). Compare it across results of one backend only.
     """
 
     status: RelocStatus

@@ -7,12 +7,17 @@ camera tokens (the camera head's input). A query then runs *one frame* through t
 frame blocks are its own, and in global block i its queries attend to
 ``[cached keys_i of all keyframes, its own keys_i]`` — the query row of the cached mask. Cost per
 query: one frame of compute plus attention over K·P cached keys.
+
+:class:`KeyframeKV` is the cache's content (its stacked form is what the exported keyframe
+encoder outputs and the query graph takes, see ``engine/reloc_graphs.py``);
+:class:`KeyframeCache` is the one place a localizer keeps it between queries, whatever runs it.
 """
 
 from __future__ import annotations
 
-from collections.abc import Sequence
+from collections.abc import Callable, Hashable, Sequence
 from dataclasses import dataclass
+from typing import Generic, TypeVar
 
 import torch
 import torch.nn.functional as F
@@ -20,7 +25,9 @@ import torch.nn.functional as F
 from .aggregator import Aggregator, GlobalAttnFn
 from .masks import masked_attention
 
-__all__ = ["KeyframeKV", "last_layer_tokens", "build_keyframe_kv", "query_forward"]
+__all__ = ["KeyframeKV", "KeyframeCache", "last_layer_tokens", "build_keyframe_kv", "query_forward"]
+
+T = TypeVar("T")
 
 
 def last_layer_tokens(aggregator: Aggregator, images: torch.Tensor, camera_tokens: torch.Tensor | None = None,
@@ -50,6 +57,41 @@ class KeyframeKV:
 
     def nbytes(self) -> int:
         return sum(t.numel() * t.element_size() for t in (*self.keys, *self.values, self.camera_tokens))
+
+    def stacked(self) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
+        """``(keys [L, B, heads, K·P, d], values [same], camera_tokens [B, K, 2C])``: one tensor
+        per name, the layout of the exported graphs."""
+        return torch.stack(self.keys), torch.stack(self.values), self.camera_tokens
+
+    @classmethod
+    def from_stacked(cls, keys: torch.Tensor, values: torch.Tensor, camera_tokens: torch.Tensor) -> KeyframeKV:
+        """Inverse of :meth:`stacked`."""
+        K = camera_tokens.shape[1]
+        return cls(list(keys.unbind(0)), list(values.unbind(0)), camera_tokens, num_frames=K,
+                   tokens_per_frame=keys.shape[3] // K)
+
+
+class KeyframeCache(Generic[T]):
+    """The encoded keyframes of the last keyframe set, under a key naming that set.
+
+    Consecutive queries mostly retrieve the same keyframes; under the cached mask their encoding
+    is then reused and only the query frame runs. One slot: a new key replaces the old value.
+    The value is whatever the encoder returns (a :class:`KeyframeKV` on the torch path, the
+    keyframe graph's named arrays on an engine).
+    """
+
+    def __init__(self) -> None:
+        self.key: Hashable | None = None
+        self.value: T | None = None
+
+    def get(self, key: Hashable, encode: Callable[[], T]) -> T:
+        """The cached value for ``key``, running ``encode()`` first when the key changed."""
+        if self.value is None or key != self.key:
+            self.value, self.key = encode(), key
+        return self.value
+
+    def clear(self) -> None:
+        self.key = self.value = None
 
 
 def build_keyframe_kv(aggregator: Aggregator, images: torch.Tensor,

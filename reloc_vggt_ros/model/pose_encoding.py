@@ -5,8 +5,9 @@ transform X_cam = R X_world + t (OpenCV optical frame) with a scalar-last quater
 not be unit-norm, and vertical/horizontal fields of view (radians) at the network input size.
 Intrinsics put the principal point exactly at (W/2, H/2).
 
-The numpy helpers at the bottom translate to this package's conventions: camera-to-world
-4x4 ``T_world_cam`` and w-first quaternions.
+The rotation maths is :mod:`reloc_vggt_ros.geometry.torch_rotations` (w-first); the scalar-last
+order is this encoding's convention and is converted here, at its boundary. The numpy helpers at
+the bottom translate to this package's conventions: camera-to-world 4x4 ``T_world_cam``.
 """
 
 from __future__ import annotations
@@ -17,48 +18,10 @@ import numpy as np
 import torch
 
 from reloc_vggt_ros.geometry import Intrinsics, invert_T
+from reloc_vggt_ros.geometry.torch_rotations import matrix_to_quat, quat_to_matrix, wxyz_to_xyzw, xyzw_to_wxyz
 
-__all__ = ["pose_encoding_to_extri_intri", "extri_intri_to_pose_encoding",
-           "quat_xyzw_to_matrix", "matrix_to_quat_xyzw", "pose_encoding_to_T_world_cam",
+__all__ = ["pose_encoding_to_extri_intri", "extri_intri_to_pose_encoding", "pose_encoding_to_T_world_cam",
            "T_world_cam_to_pose_encoding"]
-
-
-def quat_xyzw_to_matrix(q: torch.Tensor) -> torch.Tensor:
-    """[..., 4] (x, y, z, w), any non-zero norm -> rotation [..., 3, 3] (uses s = 2/|q|^2)."""
-    i, j, k, r = q.unbind(-1)
-    s = 2.0 / (q * q).sum(-1)
-    R = torch.stack([
-        1 - s * (j * j + k * k), s * (i * j - k * r), s * (i * k + j * r),
-        s * (i * j + k * r), 1 - s * (i * i + k * k), s * (j * k - i * r),
-        s * (i * k - j * r), s * (j * k + i * r), 1 - s * (i * i + j * j),
-    ], dim=-1)
-    return R.reshape(q.shape[:-1] + (3, 3))
-
-
-def matrix_to_quat_xyzw(R: torch.Tensor) -> torch.Tensor:
-    """rotation [..., 3, 3] -> unit quaternion [..., 4] (x, y, z, w) with w >= 0.
-
-    Builds the four candidate quaternions (one per largest component) and keeps, per matrix,
-    the one whose pivot component is largest, which avoids dividing by a small number.
-    """
-    m = R.reshape(R.shape[:-2] + (9,)).unbind(-1)
-    m00, m01, m02, m10, m11, m12, m20, m21, m22 = m
-    # 4 * component^2 for (w, x, y, z), clamped at 0 before the square root.
-    four_sq = torch.stack([1 + m00 + m11 + m22, 1 + m00 - m11 - m22,
-                           1 - m00 + m11 - m22, 1 - m00 - m11 + m22], dim=-1)
-    two_abs = torch.sqrt(torch.clamp(four_sq, min=0.0))  # 2|component|
-    # Row c: (w, x, y, z) scaled by 2 * component_c (exact when that pivot is used).
-    cand = torch.stack([
-        torch.stack([two_abs[..., 0] ** 2, m21 - m12, m02 - m20, m10 - m01], dim=-1),
-        torch.stack([m21 - m12, two_abs[..., 1] ** 2, m10 + m01, m02 + m20], dim=-1),
-        torch.stack([m02 - m20, m10 + m01, two_abs[..., 2] ** 2, m12 + m21], dim=-1),
-        torch.stack([m10 - m01, m20 + m02, m21 + m12, two_abs[..., 3] ** 2], dim=-1),
-    ], dim=-2)
-    cand = cand / (2.0 * two_abs[..., None].clamp(min=0.1))
-    best = two_abs.argmax(dim=-1)
-    wxyz = torch.gather(cand, -2, best[..., None, None].expand(best.shape + (1, 4))).squeeze(-2)
-    wxyz = torch.where(wxyz[..., :1] < 0, -wxyz, wxyz)
-    return torch.cat([wxyz[..., 1:], wxyz[..., :1]], dim=-1)
 
 
 def pose_encoding_to_extri_intri(pose_enc: torch.Tensor, image_size_hw: Sequence[int]
@@ -67,7 +30,7 @@ def pose_encoding_to_extri_intri(pose_enc: torch.Tensor, image_size_hw: Sequence
     if pose_enc.shape[-1] != 9:
         raise ValueError(f"pose encoding must have 9 values, got {tuple(pose_enc.shape)}")
     H, W = float(image_size_hw[0]), float(image_size_hw[1])
-    R = quat_xyzw_to_matrix(pose_enc[..., 3:7])
+    R = quat_to_matrix(xyzw_to_wxyz(pose_enc[..., 3:7]))
     extrinsics = torch.cat([R, pose_enc[..., :3, None]], dim=-1)
     fy = (H / 2.0) / torch.tan(pose_enc[..., 7] / 2.0)
     fx = (W / 2.0) / torch.tan(pose_enc[..., 8] / 2.0)
@@ -84,7 +47,7 @@ def extri_intri_to_pose_encoding(extrinsics: torch.Tensor, intrinsics: torch.Ten
         raise ValueError(f"need [..., 3, 4] extrinsics and [..., 3, 3] intrinsics, got "
                          f"{tuple(extrinsics.shape)} and {tuple(intrinsics.shape)}")
     H, W = float(image_size_hw[0]), float(image_size_hw[1])
-    quat = matrix_to_quat_xyzw(extrinsics[..., :3, :3])
+    quat = wxyz_to_xyzw(matrix_to_quat(extrinsics[..., :3, :3]))
     fov_h = 2 * torch.atan((H / 2.0) / intrinsics[..., 1, 1])
     fov_w = 2 * torch.atan((W / 2.0) / intrinsics[..., 0, 0])
     return torch.cat([extrinsics[..., :3, 3], quat, fov_h[..., None], fov_w[..., None]],

@@ -25,10 +25,10 @@ import numpy as np
 import torch
 from torch import nn
 
-from ..geometry import Intrinsics, R_to_quat, invert_T
+from ..geometry import Intrinsics, R_to_quat, invert_T, quat_wxyz_to_xyzw
+from ..geometry.torch_rotations import quat_to_rot6d, xyzw_to_wxyz
 
-__all__ = ["fourier_features", "quat_xyzw_to_rot6d", "PoseTokenizer", "PoseProjector",
-           "relative_pose_encoding"]
+__all__ = ["fourier_features", "PoseTokenizer", "PoseProjector", "relative_pose_encoding"]
 
 
 def fourier_features(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
@@ -38,15 +38,6 @@ def fourier_features(x: torch.Tensor, n_freqs: int) -> torch.Tensor:
     freqs = math.pi * 2.0 ** torch.arange(n_freqs, dtype=x.dtype, device=x.device)
     xf = (x.unsqueeze(-1) * freqs).flatten(-2)                 # [..., D·n], scalar-major
     return torch.cat([x, torch.sin(xf), torch.cos(xf)], dim=-1)
-
-
-def quat_xyzw_to_rot6d(q: torch.Tensor) -> torch.Tensor:
-    """``[..., 4]`` (x, y, z, w; any non-zero norm) -> first two columns of R, ``[..., 6]``."""
-    x, y, z, w = q.unbind(-1)
-    s = 2.0 / (q * q).sum(-1).clamp_min(1e-12)
-    col0 = torch.stack([1 - s * (y * y + z * z), s * (x * y + z * w), s * (x * z - y * w)], -1)
-    col1 = torch.stack([s * (x * y - z * w), 1 - s * (x * x + z * z), s * (y * z + x * w)], -1)
-    return torch.cat([col0, col1], dim=-1)
 
 
 class PoseTokenizer(nn.Module):
@@ -63,7 +54,7 @@ class PoseTokenizer(nn.Module):
     def forward(self, pose_enc: torch.Tensor) -> torch.Tensor:
         t, q, fov = pose_enc[..., :3], pose_enc[..., 3:7], pose_enc[..., 7:9]
         return torch.cat([fourier_features(t, self.t_freqs),
-                          fourier_features(quat_xyzw_to_rot6d(q), self.rot_freqs),
+                          fourier_features(quat_to_rot6d(xyzw_to_wxyz(q)), self.rot_freqs),
                           fourier_features(fov, self.fov_freqs)], dim=-1)
 
 
@@ -99,10 +90,8 @@ def relative_pose_encoding(T_world_cams: Sequence[np.ndarray], intrinsics: Seque
     rows, dists = [], []
     for T_world_cam, K in zip(T_world_cams, intrinsics):
         T_cam_anchor = invert_T(np.asarray(T_world_cam, float)) @ T_world_anchor
-        q_wxyz = R_to_quat(T_cam_anchor[:3, :3])
-        q_wxyz = q_wxyz if q_wxyz[0] >= 0 else -q_wxyz
         fov_h, fov_w = K.fov_rad()
-        rows.append([*T_cam_anchor[:3, 3], *q_wxyz[1:], q_wxyz[0], fov_h, fov_w])
+        rows.append([*T_cam_anchor[:3, 3], *quat_wxyz_to_xyzw(R_to_quat(T_cam_anchor[:3, :3])), fov_h, fov_w])
         dists.append(float(np.linalg.norm(T_world_cam[:3, 3] - T_world_anchor[:3, 3])))
     enc = np.asarray(rows, dtype=np.float64)
     far = [d for d in dists[1:] if d > 1e-9]

@@ -251,8 +251,7 @@ class KeyframeEncoder(nn.Module):
 
     def forward(self, images: torch.Tensor, known_pose_enc: torch.Tensor
                 ) -> tuple[torch.Tensor, torch.Tensor, torch.Tensor]:
-        cache = self.model.encode_keyframes(images, known_pose_enc)
-        return torch.stack(cache.keys), torch.stack(cache.values), cache.camera_tokens
+        return self.model.encode_keyframes(images, known_pose_enc).stacked()
 
 
 class QueryStep(nn.Module):
@@ -265,7 +264,4 @@ class QueryStep(nn.Module):
 
     def forward(self, image: torch.Tensor, keys: torch.Tensor, values: torch.Tensor,
                 camera_tokens: torch.Tensor) -> torch.Tensor:
-        K = camera_tokens.shape[1]
-        cache = KeyframeKV(list(keys.unbind(0)), list(values.unbind(0)), camera_tokens,
-                           num_frames=K, tokens_per_frame=keys.shape[3] // K)
-        return self.model.forward_query(cache, image)["pose_enc"]
+        return self.model.forward_query(KeyframeKV.from_stacked(keys, values, camera_tokens), image)["pose_enc"]

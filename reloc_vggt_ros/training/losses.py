@@ -6,8 +6,8 @@ Terms (weights in the config, DESIGN.md §1 / the Reloc-VGGT paper):
 * ``q``: L1 between the unit-normalised predicted quaternion and the target, sign-invariant
   (q and -q are the same rotation);
 * ``fov``: L1 on (fov_h, fov_w) in radians;
-* ``rot``: geodesic rotation angle (radians) between predicted and target rotations, computed from
-  the relative quaternion as ``2 atan2(|v|, |w|)``, which is well-conditioned near zero.
+* ``rot``: geodesic rotation angle (radians) between predicted and target rotations
+  (:func:`~reloc_vggt_ros.geometry.torch_rotations.quat_angle`, well-conditioned near zero).
 Frames are weighted: the query (last) by ``query_weight``, database frames 1..S-2 by ``db_weight``;
 the anchor's target is the identity and is skipped. Refinement iterations are weighted
 ``iter_gamma ** (n - 1 - i)`` (last iteration weight 1) and normalised.
@@ -20,8 +20,9 @@ from dataclasses import dataclass
 import torch
 
 from ..errors import ConfigError
+from ..geometry.torch_rotations import quat_angle, quat_normalize, xyzw_to_wxyz
 
-__all__ = ["LossConfig", "pose_loss", "geodesic_angle"]
+__all__ = ["LossConfig", "pose_loss"]
 
 
 @dataclass(frozen=True)
@@ -44,27 +45,6 @@ class LossConfig:
             raise ConfigError(f"loss iter_gamma must be in (0, 1], got {self.iter_gamma}")
 
 
-def _quat_mul_conj(a: torch.Tensor, b: torch.Tensor) -> torch.Tensor:
-    """conj(a) * b for xyzw quaternions [..., 4] (the rotation taking a to b)."""
-    ax, ay, az, aw = -a[..., 0], -a[..., 1], -a[..., 2], a[..., 3]
-    bx, by, bz, bw = b.unbind(-1)
-    return torch.stack([
-        aw * bx + ax * bw + ay * bz - az * by,
-        aw * by - ax * bz + ay * bw + az * bx,
-        aw * bz + ax * by - ay * bx + az * bw,
-        aw * bw - ax * bx - ay * by - az * bz,
-    ], dim=-1)
-
-
-def geodesic_angle(q_pred: torch.Tensor, q_gt: torch.Tensor, eps: float = 1e-7) -> torch.Tensor:
-    """Rotation angle (radians) between xyzw quaternions [..., 4] of any non-zero norm."""
-    q_pred = q_pred / q_pred.norm(dim=-1, keepdim=True).clamp(min=eps)
-    q_gt = q_gt / q_gt.norm(dim=-1, keepdim=True).clamp(min=eps)
-    rel = _quat_mul_conj(q_gt, q_pred)
-    vec = torch.sqrt((rel[..., :3] ** 2).sum(-1) + eps ** 2)
-    return 2 * torch.atan2(vec, rel[..., 3].abs())
-
-
 def _frame_weights(S: int, cfg: LossConfig, device: torch.device) -> torch.Tensor:
     w = torch.full((S,), cfg.db_weight, device=device)
     w[0] = 0.0
@@ -73,14 +53,14 @@ def _frame_weights(S: int, cfg: LossConfig, device: torch.device) -> torch.Tenso
 
 
 def _terms(pred: torch.Tensor, gt: torch.Tensor, w: torch.Tensor) -> dict[str, torch.Tensor]:
-    q_pred = pred[..., 3:7] / pred[..., 3:7].norm(dim=-1, keepdim=True).clamp(min=1e-7)
+    q_pred = quat_normalize(pred[..., 3:7])
     q_gt = gt[..., 3:7]
     q_l1 = torch.minimum((q_pred - q_gt).abs().sum(-1), (q_pred + q_gt).abs().sum(-1))
     per_frame = {
         "t": (pred[..., :3] - gt[..., :3]).abs().sum(-1),
         "q": q_l1,
         "fov": (pred[..., 7:9] - gt[..., 7:9]).abs().sum(-1),
-        "rot": geodesic_angle(pred[..., 3:7], q_gt),
+        "rot": quat_angle(xyzw_to_wxyz(q_gt), xyzw_to_wxyz(pred[..., 3:7])),
     }
     return {k: (v.float() * w).sum(-1).mean() for k, v in per_frame.items()}
 

@@ -8,7 +8,8 @@ import onnx
 import pytest
 import torch
 
-from reloc_vggt_ros.engine.base import make_engine, read_sidecar
+from reloc_vggt_ros.engine.base import read_sidecar
+from reloc_vggt_ros.engine.factory import make_engine
 from reloc_vggt_ros.engine.export import ExportConfig, KeyframeRange, check_parity, export_onnx
 from reloc_vggt_ros.engine.graphs import ExportableGraph
 from reloc_vggt_ros.engine.op_coverage import check_tensorrt_coverage

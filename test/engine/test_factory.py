@@ -7,7 +7,8 @@ import json
 import numpy as np
 import pytest
 
-from reloc_vggt_ros.engine.base import InferenceEngine, make_engine
+from reloc_vggt_ros.engine.base import InferenceEngine
+from reloc_vggt_ros.engine.factory import make_engine
 from reloc_vggt_ros.engine.export import ExportConfig, KeyframeRange, export_onnx
 from reloc_vggt_ros.engine.ort_backend import choose_providers
 from reloc_vggt_ros.errors import ConfigError, EngineUnavailableError, ModelLoadError
@@ -97,3 +98,32 @@ def test_provider_choice():
     with pytest.raises(EngineUnavailableError, match="CUDAExecutionProvider"):
         make_engine("onnxruntime", "x.onnx",
                     options={"onnxruntime": {"providers": ["CUDAExecutionProvider"]}})
+
+
+def _engine_imports() -> dict[str, set[str]]:
+    """Engine module -> the engine modules it imports (at any depth of its code, lazy ones too)."""
+    import ast
+    from pathlib import Path
+
+    import reloc_vggt_ros.engine as pkg
+
+    out = {}
+    for path in Path(pkg.__file__).parent.glob("*.py"):
+        names = set()
+        for node in ast.walk(ast.parse(path.read_text())):
+            if isinstance(node, ast.ImportFrom) and node.level == 1 and node.module:
+                names.add(node.module.split(".")[0])
+        out[path.stem] = names
+    return out
+
+
+def test_interface_is_a_leaf_and_only_the_factory_builds_backends() -> None:
+    imports = _engine_imports()
+    assert imports["base"] == set()                                    # numpy, json, errors only
+    backends = {"torch_backend", "ort_backend", "tensorrt_backend"}
+    for module, names in imports.items():
+        assert "factory" not in names or module in ("__init__", "reloc_graphs"), module
+        # only the factory (and the exporter's parity check, which runs onnxruntime) build backends
+        assert not names & backends or module in ("factory", "export"), (module, names)
+    # no circle: nothing the factory builds imports it back
+    assert all("factory" not in imports[b] and "factory" not in imports["trt_build"] for b in backends)

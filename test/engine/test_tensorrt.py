@@ -63,7 +63,7 @@ def _need_trt_gpu():
 @pytest.mark.parametrize("precision, atol", [("fp32", 1e-3), ("fp16", 3e-2)])
 def test_build_and_run_plan_matches_onnxruntime(toy_onnx, tmp_path, precision, atol):
     _need_trt_gpu()
-    from reloc_vggt_ros.engine.base import make_engine
+    from reloc_vggt_ros.engine.factory import make_engine
     from reloc_vggt_ros.engine.trt_build import build_engine
 
     plan = build_engine(toy_onnx, tmp_path / f"toy_{precision}.plan",
@@ -92,7 +92,7 @@ def test_plan_from_other_gpu_is_refused(toy_onnx, tmp_path):
     _need_trt_gpu()
     import json
 
-    from reloc_vggt_ros.engine.base import make_engine
+    from reloc_vggt_ros.engine.factory import make_engine
     from reloc_vggt_ros.engine.trt_build import build_engine
 
     plan = build_engine(toy_onnx, tmp_path / "toy.plan", BuildConfig(precision="fp32"))

@@ -56,10 +56,39 @@ def test_random_tiny_reloc_vggt_gives_finite_pose_with_low_confidence(store, que
         assert res.status is RelocStatus.LOW_CONFIDENCE and res.confidence < 0.3, res
         assert len(res.diagnostics["keyframes"]) == 4
         if mask == "cached":
-            cache = loc._cache
+            cache = loc.kv_cache.value
             res2 = loc.localize(query[0], query[1].intrinsics)
-            assert loc._cache is cache                     # same keyframes: K/V reused
+            assert loc.kv_cache.value is cache             # same keyframes: K/V reused
             np.testing.assert_allclose(res2.T_world_cam, res.T_world_cam, atol=1e-6)
+
+
+def test_reloc_vggt_judge_alone_decides_ok_whatever_the_keyframe_count(store, query) -> None:  # noqa: ANN001
+    """result.ok follows the backend's own thresholds; num_inliers counts consistent keyframes,
+    so an accepted result has at most num_keyframes of them (the node's old min_inliers: 12
+    rejected every learned result)."""
+    torch.manual_seed(0)
+    model = RelocVGGT(RelocVGGTConfig.tiny(mask="sparse"))
+    with torch.no_grad():
+        model.pose_projector.fc2.weight.normal_(0, 0.2)
+    lenient = dict(consistency_t_rel=100.0, consistency_rot_deg=1000.0, consistent_t_rel=100.0,
+                   consistent_rot_deg=180.0, min_confidence=0.5)
+    for k in (2, 4):
+        loc = RelocVGGTLocalizer(store, RelocVGGTLocalizerConfig(num_keyframes=k, **lenient), model=model)
+        res = loc.localize(query[0], query[1].intrinsics)
+        _check_result(res)
+        assert res.ok and res.reason == "" and res.num_inliers == k < 12, res
+        assert res.diagnostics["consistent_keyframes"] == k and res.confidence >= 0.5
+        # the same prediction, judged stricter, is rejected with a reason
+        strict = RelocVGGTLocalizer(store, RelocVGGTLocalizerConfig(num_keyframes=k, **{
+            **lenient, "min_consistent_keyframes": k + 1}), model=model).localize(query[0], query[1].intrinsics)
+        np.testing.assert_allclose(strict.T_world_cam, res.T_world_cam)
+        assert not strict.ok and f"{k} of {k} keyframes consistent < min_consistent_keyframes {k + 1}" in strict.reason
+    default = RelocVGGTLocalizer(store, RelocVGGTLocalizerConfig(num_keyframes=4), model=model)
+    res = default.localize(query[0], query[1].intrinsics)
+    assert not res.ok and "min_confidence 0.3" in res.reason and res.confidence < 0.3, res
+    tight = RelocVGGTLocalizer(store, RelocVGGTLocalizerConfig(num_keyframes=4, **{
+        **lenient, "consistent_t_rel": 1e-9}), model=model).localize(query[0], query[1].intrinsics)
+    assert not tight.ok and tight.num_inliers == 0 and "0 of 4 keyframes consistent" in tight.reason
 
 
 class _OracleRelocVGGT(torch.nn.Module):
@@ -110,6 +139,7 @@ def test_vggt_align_random_tiny_vggt_and_oracle(store, query) -> None:  # noqa: 
     res = loc.localize(img, rec.intrinsics)
     _check_result(res)
     assert res.status is RelocStatus.LOW_CONFIDENCE and res.confidence < 0.3, res   # untrained: no agreement
+    assert "keyframes agree with the predicted cameras (need 3)" in res.reason
     assert len(res.diagnostics["keyframes"]) == 5
 
     # oracle cameras: the truth in a scaled, rotated frame anchored at the first keyframe

@@ -8,7 +8,8 @@ import torch
 
 from reloc_vggt_ros.errors import ConfigError
 from reloc_vggt_ros.geometry import R_to_quat, rotation_error_deg, so3_exp
-from reloc_vggt_ros.training.losses import LossConfig, geodesic_angle, pose_loss
+from reloc_vggt_ros.geometry.torch_rotations import quat_angle
+from reloc_vggt_ros.training.losses import LossConfig, pose_loss
 
 
 def _enc(rotvecs: list[list[float]], t: list[list[float]]) -> torch.Tensor:
@@ -34,7 +35,7 @@ def test_geodesic_matches_geometry_metric() -> None:
     for _ in range(20):
         Ra, Rb = so3_exp(rng.normal(size=3)), so3_exp(rng.normal(size=3))
         qa, qb = R_to_quat(Ra), R_to_quat(Rb)
-        ang = geodesic_angle(torch.tensor(np.r_[qa[1:], qa[0]]), torch.tensor(np.r_[qb[1:], qb[0]]))
+        ang = quat_angle(torch.tensor(qa), torch.tensor(qb))
         assert np.degrees(float(ang)) == pytest.approx(rotation_error_deg(Ra, Rb), abs=1e-5)
 
 

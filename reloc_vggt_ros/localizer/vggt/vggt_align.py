@@ -15,7 +15,9 @@ camera into the map. The fit (:func:`align_cameras`):
    fit is repeated once on them.
 
 Weights are per-keyframe (uniform by default; the retrieval score is a natural choice).
-Confidence and covariance come from the residuals of the inlier keyframes.
+Confidence and covariance come from the residuals of the inlier keyframes. The judge: the result
+is OK iff at least ``min_inliers`` keyframes agree with the fit (``num_inliers`` counts them) and
+the confidence reaches ``min_confidence``; the node publishes iff ``result.ok``.
 """
 
 from __future__ import annotations
@@ -29,6 +31,7 @@ from pathlib import Path
 import numpy as np
 import torch
 
+from ...config import setting
 from ...errors import ConfigError
 from ...geometry import Intrinsics, apply_T, make_sim3, make_T, project_to_SO3, umeyama_ransac
 from ...geometry.metrics import rotation_error_deg
@@ -125,8 +128,8 @@ def scene_extent(T_world_cam: np.ndarray) -> float:
 
 
 def alignment_result(align: CameraAlignment, T_world_query: np.ndarray, extent: float,
-                     min_inliers: int, diagnostics: dict) -> RelocResult:
-    """Confidence, covariance and status of an aligned query pose."""
+                     min_inliers: int, min_confidence: float, diagnostics: dict) -> RelocResult:
+    """Confidence, covariance and status (the judge) of an aligned query pose."""
     n_in = int(align.inliers.sum())
     K = len(align.inliers)
     if not np.all(np.isfinite(T_world_query)):
@@ -138,8 +141,11 @@ def alignment_result(align: CameraAlignment, T_world_query: np.ndarray, extent: 
     var_t = max(res_m**2, (0.01 * max(extent, 1e-3)) ** 2)
     var_r = max(math.radians(rot_deg) ** 2, math.radians(0.5) ** 2)
     cov = np.diag([var_t] * 3 + [var_r] * 3)
-    ok = n_in >= min_inliers
-    reason = "" if ok else f"only {n_in} of {K} keyframes agree with the predicted cameras (need {min_inliers})"
+    ok = n_in >= min_inliers and confidence >= min_confidence
+    if n_in < min_inliers:
+        reason = f"only {n_in} of {K} keyframes agree with the predicted cameras (need {min_inliers})"
+    else:
+        reason = "" if ok else f"confidence {confidence:.2f} < min_confidence {min_confidence}"
     diagnostics.update(inlier_keyframes=n_in, median_centre_residual=res_m, median_rot_residual_deg=rot_deg,
                        scale=align.scale)
     return RelocResult(RelocStatus.OK if ok else RelocStatus.LOW_CONFIDENCE, T_world_query, cov,
@@ -148,16 +154,21 @@ def alignment_result(align: CameraAlignment, T_world_query: np.ndarray, extent: 
 
 @dataclass(frozen=True)
 class VGGTAlignConfig:
-    """``image_hw`` is the network input (multiples of 14); thresholds are relative to the
-    retrieved keyframes' extent (median centre distance from their median)."""
+    """Weights, network input size and the backend's own acceptance thresholds (its judge).
 
-    weights: str = ""
-    num_keyframes: int = 8
-    image_hw: tuple[int, int] = (392, 518)
-    ransac_threshold_rel: float = 0.25
-    max_rot_residual_deg: float = 15.0
-    min_inliers: int = 3
-    device: str = "cpu"
+    Distances are relative to the retrieved keyframes' extent (median centre distance from their
+    median)."""
+
+    weights: str = setting("", "VGGT weights (.safetensors/.pt; architecture from <stem>.json, else VGGT-1B)")
+    num_keyframes: int = setting(8, "keyframes retrieved per query (>= 2: scale needs a baseline)")
+    image_hw: tuple[int, int] = setting((392, 518), "network input (height, width), multiples of 14")
+    ransac_threshold_rel: float = setting(
+        0.25, "a keyframe agrees with the fit when its camera centre lands within this fraction of the extent")
+    max_rot_residual_deg: float = setting(
+        15.0, "a keyframe agrees with the fit only if its orientation residual is below this (degrees)")
+    min_inliers: int = setting(3, "results with fewer agreeing keyframes (num_inliers) are not OK")
+    min_confidence: float = setting(0.3, "results below this confidence (0..1) are not OK")
+    device: str = setting("cpu", "torch device (cpu, cuda, cuda:1)")
 
     def __post_init__(self) -> None:
         object.__setattr__(self, "image_hw", tuple(int(v) for v in self.image_hw))
@@ -169,6 +180,8 @@ class VGGTAlignConfig:
             raise ConfigError("ransac_threshold_rel and max_rot_residual_deg must be > 0")
         if self.min_inliers < 2:
             raise ConfigError(f"min_inliers must be >= 2, got {self.min_inliers}")
+        if not 0 <= self.min_confidence <= 1:
+            raise ConfigError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
 
 
 def load_vggt(weights: str | Path, device: str = "cpu") -> torch.nn.Module:
@@ -227,4 +240,5 @@ class VGGTAlignLocalizer:
         align = align_cameras(T_world_kf, T_pred[:-1], self.config.ransac_threshold_rel * extent,
                               max_rot_deg=self.config.max_rot_residual_deg)
         T_world_query = apply_alignment(align.S_world_pred, T_pred[-1])
-        return alignment_result(align, T_world_query, extent, self.config.min_inliers, diagnostics)
+        return alignment_result(align, T_world_query, extent, self.config.min_inliers,
+                                self.config.min_confidence, diagnostics)
