@@ -12,7 +12,7 @@ import pytest
 from reloc_vggt_ros.dds import localhost_env
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
-OPTIONS = {"top_k": 4, "max_keypoints": 1024}
+OPTIONS = {"top_k": 4, "map": {"features": {"max_keypoints": 1024}}, "query": {"features": {"max_keypoints": 1024}}}
 
 
 @pytest.mark.slow
