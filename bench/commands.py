@@ -13,7 +13,7 @@ from reloc_vggt_ros.errors import ConfigError
 __all__ = ["register"]
 
 
-def _size(text: str) -> tuple[int, int]:
+def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))
     except ValueError as err:
@@ -40,7 +40,7 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     loc.add_argument("--scene", required=True, type=Path, help="posed-image folder (poses.txt, split.txt)")
     loc.add_argument("--backend", default="geometric", help="localizer backend (default: geometric)")
     loc.add_argument("--json", type=Path, help="write the metrics JSON here")
-    loc.add_argument("--size", type=_size, help="resize every image to WIDTHxHEIGHT (default: native)")
+    loc.add_argument("--size", type=parse_size, help="resize every image to WIDTHxHEIGHT (default: native)")
     loc.add_argument("--top-k", type=int, help="keyframes retrieved per query")
     loc.add_argument("--preset", help="backend preset (geometric: default, fast, accurate, realtime)")
     loc.add_argument("--weights", type=Path,

@@ -3,7 +3,9 @@
 query images, variants alternated per query (order flipped every other query), so load changes
 hit every variant alike.
 
-Usage: python -m bench.geometric_ab SCENE_DIR DB native|WxH ROUNDS NAME='{json options}' [NAME=...]
+    .venv/bin/python -m bench.geometric_ab --scene SCENE_DIR --db DB [--size WxH] [--rounds N] \
+        --variant NAME='{json options}' [--variant NAME=...] [--json FILE]
+
 Options are the nested geometric config (``registry.make_config``, e.g.
 ``'{"query": {"features": {"max_upsample": 1.25}}, "lk": {"enabled": false}}'``) on top of the
 ``realtime`` preset (``"preset": "fast"`` to change it; ``"top_k"`` defaults to 8). DB is a database ``reloc-vggt bench localize --db`` wrote for that scene and
@@ -14,6 +16,7 @@ p50, tracked share of inliers, and the per-query errors (translation in % of the
 
 from __future__ import annotations
 
+import argparse
 import json
 import sys
 import time
@@ -25,19 +28,26 @@ from reloc_vggt_ros.data import read_posed_folder
 from reloc_vggt_ros.eval.metrics import median_baseline
 from reloc_vggt_ros.geometry import pose_error
 from reloc_vggt_ros.keyframes import KeyframeStore
-from bench.localize import _resized
+from bench.commands import parse_size
+from bench.localize import resized_image
 from reloc_vggt_ros.localizer.geometric.localizer import GeometricLocalizer
 from reloc_vggt_ros.localizer.registry import make_config
 
 
-def main(argv: list[str]) -> int:
-    if len(argv) < 5:
-        print(__doc__.splitlines()[3], file=sys.stderr)
-        return 2
-    scene, db, size_arg, rounds = Path(argv[0]), argv[1], argv[2], int(argv[3])
-    size = None if size_arg == "native" else tuple(int(v) for v in size_arg.split("x"))
+def main(argv: list[str] | None = None) -> int:
+    parser = argparse.ArgumentParser(prog="python -m bench.geometric_ab", description=__doc__.splitlines()[0])
+    parser.add_argument("--scene", required=True, type=Path, help="posed-image folder (poses.txt, split.txt)")
+    parser.add_argument("--db", required=True, help="database bench localize --db wrote for this scene and size")
+    parser.add_argument("--size", type=parse_size, help="query size WIDTHxHEIGHT (default: native)")
+    parser.add_argument("--rounds", type=int, default=1, help="rounds over the queries; the first is untimed if > 1")
+    parser.add_argument("--variant", action="append", required=True, metavar="NAME=JSON",
+                        help="a variant: name and nested geometric options as JSON (repeatable)")
+    parser.add_argument("--json", type=Path, help="write every variant's per-query numbers here")
+    args = parser.parse_args(argv)
+    scene, db, size, rounds = args.scene, args.db, args.size, args.rounds
+    size_arg = "native" if size is None else f"{size[0]}x{size[1]}"
     variants = {}
-    for arg in argv[4:]:
+    for arg in args.variant:
         name, options = arg.split("=", 1)
         variants[name] = json.loads(options)
     store = KeyframeStore.open(db, readonly=True)
@@ -45,7 +55,7 @@ def main(argv: list[str]) -> int:
             for name, v in variants.items()}
     queries = read_posed_folder(scene, "query")
     scale = median_baseline(np.stack([r.T_world_cam for r in read_posed_folder(scene, "db")]))
-    images = [_resized(q, size) for q in queries]
+    images = [resized_image(q, size) for q in queries]
     out = {k: {"t": [np.inf] * len(queries), "r": [np.inf] * len(queries), "wall": [], "cpu": [], "lk": [],
                "tracked": []} for k in locs}
     for rnd in range(rounds):
@@ -74,8 +84,14 @@ def main(argv: list[str]) -> int:
         print("   t in % of baseline: " + " ".join(f"{100 * x / scale:.2f}" for x in t))
         print("   R in deg:           " + " ".join(f"{x:.4f}" for x in r))
     store.close()
+    if args.json:
+        args.json.write_text(json.dumps({"scene": scene.name, "size": size_arg, "scene_scale_m": scale,
+                                         "variants": {k: {"t_err": [float(x) for x in o["t"]],
+                                                          "r_err_deg": [float(x) for x in o["r"]],
+                                                          "wall_ms": o["wall"], "cpu_ms": o["cpu"]}
+                                                      for k, o in out.items()}}, indent=2) + "\n")
     return 0
 
 
 if __name__ == "__main__":
-    raise SystemExit(main(sys.argv[1:]))
+    raise SystemExit(main())

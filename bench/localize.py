@@ -36,7 +36,7 @@ __all__ = ["bench_localize", "score_queries", "format_report", "write_json", "ma
 logger = logging.getLogger(__name__)
 
 
-def _resized(rec: PosedImage, size: tuple[int, int] | None) -> tuple[np.ndarray, Any]:
+def resized_image(rec: PosedImage, size: tuple[int, int] | None) -> tuple[np.ndarray, Any]:
     """Image and intrinsics of ``rec`` at ``size`` (w, h) (native if None)."""
     img = load_image(rec.path)
     if size is None or (img.shape[1], img.shape[0]) == size:
@@ -46,10 +46,10 @@ def _resized(rec: PosedImage, size: tuple[int, int] | None) -> tuple[np.ndarray,
     return out, rec.intrinsics.scaled(size[0] / w, size[1] / h)
 
 
-def _keyframe(rec: PosedImage, size: tuple[int, int] | None) -> Keyframe:
+def keyframe_at(rec: PosedImage, size: tuple[int, int] | None) -> Keyframe:
     if size is None:
         return keyframe_from_posed(rec)
-    img, intr = _resized(rec, size)
+    img, intr = resized_image(rec, size)
     ok, buf = cv2.imencode(".png", img)            # lossless: the resize is the only change
     if not ok:
         raise DataError(f"cannot encode {rec.path}")
@@ -185,13 +185,13 @@ def _bench_store(path: Path, scene: Path, source: str, db_recs: list[PosedImage]
         for suffix in ("", "-wal", "-shm", "-journal"):
             Path(f"{path}{suffix}").unlink(missing_ok=True)
     store = KeyframeStore.create(path, units="m", creator="reloc-vggt bench localize")
-    store.add_keyframes([_keyframe(r, size) for r in db_recs])
+    store.add_keyframes([keyframe_at(r, size) for r in db_recs])
     store.set_metadata("bench_source", source)
     return store
 
 
 def _run_query(localizer: Any, rec: PosedImage, size: tuple[int, int] | None) -> dict[str, Any]:
-    img, intr = _resized(rec, size)
+    img, intr = resized_image(rec, size)
     t0, c0 = time.perf_counter(), time.process_time()
     res = localizer.localize(img, intr)
     latency_ms = 1e3 * (time.perf_counter() - t0)

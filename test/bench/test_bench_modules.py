@@ -14,7 +14,6 @@ from reloc_vggt_ros.dds import localhost_env
 
 ROOT = Path(__file__).parents[2]
 MODULES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in ("__init__", "commands"))
-ADAPTED_ON_OTHER_BRANCHES = {"geometric_ab", "geometric_cpu_time"}   # positional-argument scripts for now
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:
@@ -28,9 +27,7 @@ def test_bench_modules_and_tools() -> None:
     assert tools == ["build_tf2_msgs.sh", "make_sample.py"]
 
 
-@pytest.mark.parametrize("name", [pytest.param(n, marks=pytest.mark.xfail(
-    reason="argument parser adapted on another branch", strict=False)) if n in ADAPTED_ON_OTHER_BRANCHES else n
-    for n in MODULES])
+@pytest.mark.parametrize("name", MODULES)
 def test_every_bench_module_runs_with_m_and_takes_json(name: str) -> None:
     res = _run("-m", f"bench.{name}", "--help")
     assert res.returncode == 0, res.stderr[-1500:]
