@@ -146,13 +146,18 @@ def from_mapping(cls: type[T], data: Mapping[str, Any] | None, where: str = "", 
     """``cls`` from ``data``, recursing into dataclass-typed fields; unknown keys are errors.
 
     Fields missing from ``data`` keep the value of ``base`` (a preset) or the field default.
-    ``where`` names the section in error messages (e.g. ``"geometric"`` or a file name).
+    ``where`` names the section in error messages (e.g. ``"geometric"`` or a file name). A class
+    may define ``prepare_mapping(data) -> data`` (classmethod) to check and strip keys that are
+    not fields, such as the ``architecture`` tag of a saved model config.
     """
     if data is None:
         data = {}
     label = where or cls.__name__
     if not isinstance(data, Mapping):
         raise ConfigError(f"{label} must be a mapping, got {type(data).__name__} {data!r}")
+    prepare = getattr(cls, "prepare_mapping", None)     # e.g. a saved model config's "architecture" tag
+    if prepare is not None:
+        data = prepare(data)
     fields = {f.name: f for f in dataclasses.fields(cls) if f.init}  # type: ignore[arg-type]
     unknown = sorted(str(k) for k in data if k not in fields)
     if unknown:

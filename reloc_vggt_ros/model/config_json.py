@@ -6,11 +6,12 @@ model; unknown fields are an error rather than silently dropped.
 
 from __future__ import annotations
 
-import dataclasses
 import json
+from collections.abc import Mapping
 from pathlib import Path
 from typing import Any, ClassVar, TypeVar
 
+from ..config import from_mapping
 from ..errors import ConfigError
 
 __all__ = ["JsonConfig"]
@@ -21,7 +22,7 @@ C = TypeVar("C", bound="JsonConfig")
 class JsonConfig:
     """Mixin for frozen config dataclasses: ``from_dict`` / ``to_json`` / ``from_json``.
 
-    Subclasses set ``ARCHITECTURE`` (the value of the ``architecture`` key), ``LABEL`` (used in
+    Built with :func:`reloc_vggt_ros.config.from_mapping` (nested configs recurse). Subclasses set ``ARCHITECTURE`` (the value of the ``architecture`` key), ``LABEL`` (used in
     messages) and implement ``to_dict``; ``ARCHITECTURE_REQUIRED`` says whether a dict without the
     key is refused (True) or taken to be this architecture (False).
     """
@@ -34,15 +35,18 @@ class JsonConfig:
         raise NotImplementedError
 
     @classmethod
-    def from_dict(cls: type[C], d: dict[str, Any]) -> C:
+    def prepare_mapping(cls, d: Mapping[str, Any]) -> dict[str, Any]:
+        """Check and strip the ``architecture`` tag (hook of :func:`reloc_vggt_ros.config.from_mapping`)."""
         d = dict(d)
         arch = d.pop("architecture", None if cls.ARCHITECTURE_REQUIRED else cls.ARCHITECTURE)
         if arch != cls.ARCHITECTURE:
             raise ConfigError(f"config describes architecture {arch!r}, not {cls.ARCHITECTURE!r}")
-        unknown = sorted(set(d) - {f.name for f in dataclasses.fields(cls)})  # type: ignore[arg-type]
-        if unknown:
-            raise ConfigError(f"unknown {cls.__name__} fields: {unknown}")
-        return cls(**d)
+        return d
+
+    @classmethod
+    def from_dict(cls: type[C], d: Mapping[str, Any]) -> C:
+        """Built by the package's one config mechanism; unknown fields are errors."""
+        return from_mapping(cls, d, cls.LABEL)
 
     def to_json(self, path: str | Path) -> Path:
         path = Path(path)

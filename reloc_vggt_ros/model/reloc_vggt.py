@@ -60,8 +60,6 @@ class RelocVGGTConfig(JsonConfig):
     fov_freqs: int = 4
 
     def __post_init__(self) -> None:
-        if isinstance(self.vggt, dict):
-            object.__setattr__(self, "vggt", VGGTConfig.from_dict(self.vggt))
         object.__setattr__(self, "mask", MaskType.parse(self.mask).value)
         object.__setattr__(self, "image_hw", tuple(int(v) for v in self.image_hw))
         p = self.vggt.patch_size

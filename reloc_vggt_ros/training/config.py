@@ -14,6 +14,7 @@ from typing import Any
 
 import yaml
 
+from ..config import from_mapping
 from ..errors import ConfigError
 from .augment import AugmentConfig
 from .losses import LossConfig
@@ -161,39 +162,6 @@ def _plain(x: Any) -> Any:
     return x
 
 
-def _build(cls: type, d: Any, where: str) -> Any:
-    """Dataclass ``cls`` from a mapping, recursing into dataclass-typed fields; unknown keys fail."""
-    if d is None:
-        d = {}
-    if not isinstance(d, dict):
-        raise ConfigError(f"{where} must be a mapping, got {type(d).__name__}")
-    fields = {f.name: f for f in dataclasses.fields(cls)}
-    unknown = sorted(set(d) - set(fields))
-    if unknown:
-        raise ConfigError(f"unknown key(s) {unknown} in {where}; allowed: {sorted(fields)}")
-    kwargs = {}
-    sub = {("TrainConfig", "model"): ModelSection, ("TrainConfig", "data"): DataSection,
-           ("TrainConfig", "optim"): OptimSection, ("TrainConfig", "loss"): LossConfig,
-           ("TrainConfig", "run"): RunSection, ("DataSection", "augment"): AugmentConfig,
-           ("DataSection", "synthetic"): SyntheticSection, ("SyntheticSection", "scene"): SyntheticConfig}
-    for k, v in d.items():
-        sub_cls = sub.get((cls.__name__, k))
-        if sub_cls is not None and not (k == "synthetic" and v is None):
-            v = _build(sub_cls, v, f"{where}.{k}")
-        elif isinstance(v, list):
-            v = tuple(tuple(x) if isinstance(x, list) else x for x in v)
-        elif isinstance(v, str) and "float" in str(fields[k].type):
-            try:                       # YAML reads 1e-3 (no dot) as a string
-                v = float(v)
-            except ValueError as err:
-                raise ConfigError(f"{where}.{k} must be a number, got {v!r}") from err
-        kwargs[k] = v
-    try:
-        return cls(**kwargs)
-    except TypeError as err:
-        raise ConfigError(f"{where}: {err}") from err
-
-
 def load_train_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
     """Read a training YAML (paths inside are relative to the working directory).
 
@@ -216,4 +184,4 @@ def load_train_config(path: Path | str, overrides: list[str] | tuple[str, ...] =
             if not isinstance(node, dict):
                 raise ConfigError(f"override {item!r}: {part!r} is not a section")
         node[leaf] = yaml.safe_load(value)
-    return _build(TrainConfig, raw, str(path))
+    return from_mapping(TrainConfig, raw, str(path))

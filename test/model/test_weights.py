@@ -196,7 +196,7 @@ def test_config_json_errors(tmp_path: Path) -> None:
     from reloc_vggt_ros.errors import ConfigError
     bad = tmp_path / "bad.json"
     bad.write_text('{"architecture": "vggt", "embed_dimm": 64}')
-    with pytest.raises(ConfigError, match=r"unknown VGGTConfig fields: \['embed_dimm'\]"):
+    with pytest.raises(ConfigError, match=r"unknown key\(s\) \['embed_dimm'\] in VGGT; valid: \[.*'embed_dim'"):
         VGGTConfig.from_json(bad)
     bad.write_text('{"architecture": "dust3r"}')
     with pytest.raises(ConfigError, match="architecture 'dust3r'"):
