@@ -19,7 +19,6 @@ from __future__ import annotations
 
 import array
 import dataclasses
-import logging
 from collections.abc import Mapping
 from dataclasses import dataclass
 from typing import Any
@@ -34,8 +33,6 @@ from ..session import SessionConfig
 __all__ = ["NodeConfig", "COMMON_BACKEND_KEYS", "node_parameters", "config_from_parameters",
            "backend_parameters", "backend_config", "declare_params", "declare_backend", "read_params",
            "read_backend_config", "check_overrides", "parse_backend_options"]
-
-logger = logging.getLogger(__name__)
 
 # node-level parameters every backend receives (mapped onto its own field names by registry aliases)
 COMMON_BACKEND_KEYS = ("top_k", "engine", "engine_kind", "engine_fallback")

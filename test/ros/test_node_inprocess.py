@@ -80,3 +80,28 @@ def test_an_ok_result_with_three_inliers_is_published_with_the_shipped_yaml(tmp_
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+
+
+@pytest.mark.parametrize("override, reason", [
+    (("geometric.preset", "bogus"), "unknown geometric preset 'bogus'"),
+    (("geometric.bogus", 1), "unknown parameter(s) ['geometric.bogus']"),
+    (("backend", "nope"), "unknown localizer backend 'nope'"),
+])
+def test_a_bad_start_value_fails_configure_with_the_reason(tmp_path, override, reason):
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from reloc_vggt_ros.ros.node import RelocNode
+
+    db = tmp_path / "empty.db"
+    KeyframeStore.create(db).close()
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["--ros-args", "-p", f"{override[0]}:={override[1]}"])
+    try:
+        node = RelocNode(context=context, parameter_overrides=[Parameter("database_path", value=str(db))])
+        assert node.trigger_configure() == TransitionCallbackReturn.FAILURE
+        assert node.stats.last_reason.startswith("configure failed: ") and reason in node.stats.last_reason
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)

@@ -13,7 +13,7 @@ pytest.importorskip("rclpy")
 from reloc_vggt_ros.config import flatten  # noqa: E402
 from reloc_vggt_ros.errors import ConfigError  # noqa: E402
 from reloc_vggt_ros.localizer import registry  # noqa: E402
-from reloc_vggt_ros.ros.params import (NodeConfig, backend_config, backend_parameters,  # noqa: E402
+from reloc_vggt_ros.ros.params import (backend_config, backend_parameters,  # noqa: E402
                                        config_from_parameters, declare_params, node_parameters,
                                        read_backend_config)
 
