@@ -36,6 +36,7 @@ from ..dds import ensure_localhost_dds
 from ..errors import ConfigError, DataError, RelocError
 from ..geometry import Intrinsics
 from ..keyframes import KeyframeStore
+from ..localizer import registry
 from ..localizer.base import Localizer
 from ..session import KeyframeOutcome, Published, Rejected, Session
 from .convert import camera_info_to_intrinsics, compressed_to_bgr, image_to_bgr, pose_to_T, pose_with_covariance, stamp_to_ns
@@ -103,8 +104,6 @@ class RelocNode(LifecycleNode):
 
     def _init_session(self, cfg: NodeConfig) -> None:
         """Validate the backend settings, open the database and build the localizer."""
-        from ..localizer.registry import make_localizer
-
         declare_backend(self, cfg.backend)
         check_overrides(self, cfg.backend)
         if cfg.backend_options:
@@ -113,7 +112,7 @@ class RelocNode(LifecycleNode):
         backend_cfg = read_backend_config(self, cfg)
 
         def build(store: KeyframeStore) -> Localizer:
-            return make_localizer(cfg.backend, store, config=backend_cfg)
+            return registry.make_localizer(cfg.backend, store, config=backend_cfg)
 
         self._close_session()
         self._session = Session(cfg, build, on_warning=self._warn, log=self.get_logger())
