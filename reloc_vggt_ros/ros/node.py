@@ -14,6 +14,7 @@ inference never blocks a subscription. Interface and conventions: docs/ros.md.
 
 from __future__ import annotations
 
+import re
 import signal
 import sys
 import threading
@@ -80,6 +81,7 @@ class RelocNode(LifecycleNode):
         self._tf_lookup: Any = None
         self._active = False
         self._last_warned = ""
+        self._last_warning_kind = ""
         self._init_parameters()
         self._init_diagnostics(self.cfg.diagnostics_rate_hz if self.cfg else 1.0)
 
@@ -188,9 +190,12 @@ class RelocNode(LifecycleNode):
         return PublisherEventCallbacks(incompatible_qos=self._on_incompatible_qos)
 
     def _warn(self, text: str) -> None:
-        """An operator-facing warning: in diagnostics, and logged once per distinct text."""
-        if text != self.stats.last_warning:
+        """An operator-facing warning: in diagnostics, and logged once per kind (numbers aside, so
+        a TF gap growing frame by frame is one log line)."""
+        kind = re.sub(r"\d+(\.\d+)?", "#", text)
+        if kind != self._last_warning_kind:
             self.get_logger().warning(text)
+            self._last_warning_kind = kind
         self.stats.warn(text)
 
     # ----------------------------------------------------------------- lifecycle
