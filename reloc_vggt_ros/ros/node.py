@@ -79,6 +79,7 @@ class RelocNode(LifecycleNode):
         self._io_timers: list[Any] = []
         self._tf_pub: TfPublisher | None = None
         self._tf_lookup: Any = None
+        self._T_map_odom: np.ndarray | None = None   # the last one sent, kept alive by a timer
         self._active = False
         self._last_warned = ""
         self._last_warning_kind = ""
@@ -437,17 +438,18 @@ class RelocNode(LifecycleNode):
             elif decision.T_map_odom is not None:
                 self._tf_pub.send(decision.T_map_odom, frame.stamp_ns + int(cfg.transform_tolerance_s * 1e9),
                                   cfg.map_frame, cfg.odom_frame)
+                self._T_map_odom = decision.T_map_odom  # after the fix-stamped one: the timer never precedes it
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
         result = decision.result
         self.stats.on_result(frame.stamp_ns, latency_ms, True, "localized", result.confidence, result.num_inliers)
 
     def _republish_map_odom(self) -> None:
         """Keep map->odom alive between fixes, future-dated like nav2 AMCL."""
-        cfg, session = self.cfg, self._session
-        if session is None or session.T_map_odom is None or self._tf_pub is None or cfg is None:
+        cfg, T_map_odom = self.cfg, self._T_map_odom
+        if T_map_odom is None or self._tf_pub is None or cfg is None:
             return
         stamp = self.get_clock().now().nanoseconds + int(cfg.transform_tolerance_s * 1e9)
-        self._tf_pub.send(session.T_map_odom, stamp, cfg.map_frame, cfg.odom_frame)
+        self._tf_pub.send(T_map_odom, stamp, cfg.map_frame, cfg.odom_frame)
 
     def _handle_keyframe(self, pair: tuple[int, _Frame, Any]) -> None:
         """Hand one posed image to the session; every outcome is counted with its reason."""

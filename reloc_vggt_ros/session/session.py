@@ -108,7 +108,7 @@ class KeyframeOutcome:
 
 
 class Session:
-    """Store + localizer + policy state (prior, map->odom, known keyframe poses).
+    """Store + localizer + policy state (prior, known keyframe poses, pending re-index).
 
     Thread-safe: the node's worker localizes and adds keyframes while services save or reload.
     ``on_warning`` receives operator-facing warnings (image size change, TF lookup failure,
@@ -130,7 +130,6 @@ class Session:
         self._dirty = False
         self._prior: tuple[PosePrior, float] | None = None
         self._last_size: tuple[int, int] | None = None
-        self.T_map_odom: np.ndarray | None = None
 
     # ----------------------------------------------------------------- database
     def open(self, path: Path | str, readonly: bool) -> None:
@@ -262,7 +261,6 @@ class Session:
             try:
                 T_odom = T_odom_cam() if callable(T_odom_cam) else T_odom_cam
                 T_map_odom = T_map_cam @ invert_T(np.asarray(T_odom, float))
-                self.T_map_odom = T_map_odom
             except LookupError as err:
                 self._on_warning(str(err))
         with self._lock:
