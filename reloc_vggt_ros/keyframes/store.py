@@ -398,6 +398,40 @@ class KeyframeStore:
         with self._read() as cur:
             return int(cur.execute("SELECT value FROM metadata WHERE key = 'revision'").fetchone()[0])
 
+    def backup(self, target: Path | str | None = None) -> None:
+        """Make the database safe to copy while it stays open.
+
+        With ``target``: a consistent copy through SQLite's online backup API (other writers may
+        keep committing meanwhile; an existing ``target`` is overwritten). Without: checkpoint the
+        WAL into the main file (``PRAGMA wal_checkpoint(FULL)``) so ``path`` alone holds every
+        committed keyframe. A read-only store checkpoints through a short-lived writable
+        connection (a read-only one cannot). KeyframeDBError names the file on failure.
+        """
+        with self._read() as cur:
+            try:
+                if target is not None:
+                    target = Path(target)
+                    if target.resolve() == self.path.resolve():
+                        raise KeyframeDBError(f"cannot back up {self.path} onto itself")
+                    if not target.parent.is_dir():
+                        raise KeyframeDBError(f"cannot back up to {target}: directory {target.parent} does not exist")
+                    dst = sqlite3.connect(str(target))
+                    try:
+                        cur.connection.backup(dst)
+                    finally:
+                        dst.close()
+                elif self.readonly:
+                    conn = sqlite3.connect(str(self.path), timeout=_BUSY_TIMEOUT_MS / 1000)
+                    try:
+                        conn.execute("PRAGMA wal_checkpoint(FULL)")
+                    finally:
+                        conn.close()
+                else:
+                    cur.execute("PRAGMA wal_checkpoint(FULL)")
+            except sqlite3.Error as err:
+                where = f"{self.path} -> {target}" if target is not None else str(self.path)
+                raise KeyframeDBError(f"backup of {where} failed: {err}") from err
+
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result ('ok' for a healthy file); reads every page."""
         with self._read() as cur:

@@ -20,7 +20,6 @@ __all__ = [
     "SUPPORTED_ENCODINGS", "decode_raw_image", "image_to_bgr", "compressed_to_bgr", "bgr_to_image",
     "camera_info_to_intrinsics", "intrinsics_to_camera_info", "stamp_to_ns", "ns_to_stamp",
     "pose_to_T", "T_to_pose", "pose_with_covariance", "transform_stamped", "transform_to_T",
-    "covariance_problems",
 ]
 
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "mono8")
@@ -162,30 +161,3 @@ def transform_to_T(transform: Any) -> np.ndarray:
     """geometry_msgs/Transform -> 4x4."""
     t, q = transform.translation, transform.rotation
     return T_from_quat_t(quat_xyzw_to_wxyz([q.x, q.y, q.z, q.w]), [t.x, t.y, t.z])
-
-
-def covariance_problems(covariance: Any, frame_id: str, expected_frame: str = "map") -> list[str]:
-    """Why robot_localization would reject or distort this pose covariance (empty = fine).
-
-    Mirrors what its filters need from a PoseWithCovariance measurement: a known frame, finite
-    values, a symmetric matrix with no zero variance (it would replace those with a tiny
-    epsilon, i.e. infinite trust) and positive definite, because the EKF/UKF invert it.
-    """
-    problems: list[str] = []
-    if frame_id != expected_frame:
-        problems.append(f"frame_id {frame_id!r} is not {expected_frame!r}")
-    C = np.asarray(covariance, float)
-    if C.size != 36:
-        return problems + [f"covariance has {C.size} entries, expected 36"]
-    C = C.reshape(6, 6)
-    if not np.all(np.isfinite(C)):
-        return problems + ["covariance has non-finite entries"]
-    if not np.allclose(C, C.T, rtol=1e-9, atol=1e-12):
-        problems.append("covariance is not symmetric")
-    if np.any(np.diag(C) <= 0):
-        problems.append(f"covariance has non-positive variances {np.diag(C).tolist()}")
-    try:
-        np.linalg.cholesky(0.5 * (C + C.T))
-    except np.linalg.LinAlgError:
-        problems.append("covariance is not positive definite")
-    return problems

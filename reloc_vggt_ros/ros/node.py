@@ -1,24 +1,27 @@
 """reloc_vggt_node: relocalize a camera against a keyframe database and publish pose + TF.
 
+Wiring only (nav2 AMCL style): parameters, topics, services, timers and the lifecycle. The
+policy — acceptance, covariance, map->odom, prior expiry, live mapping, saving — is the ROS-free
+:class:`~reloc_vggt_ros.session.Session`; this node decodes messages for it and turns its
+decisions into messages and diagnostics.
+
 Lifecycle (REP-2002 managed node): ``configure`` validates parameters, opens the database and
 builds the localizer; ``activate`` starts subscriptions, the worker thread and TF timers;
 ``deactivate`` stops input and drains every queued keyframe; ``cleanup`` closes the database.
 Callbacks only pair messages by stamp and hand them to the worker (newest query wins), so
-inference never blocks a subscription. Interface and conventions: DESIGN.md §4-5, docs/ros.md.
+inference never blocks a subscription. Interface and conventions: docs/ros.md.
 """
 
 from __future__ import annotations
 
-import logging
+import re
 import signal
-import sqlite3
 import sys
 import threading
 import time
 from dataclasses import dataclass
 from typing import Any
 
-import cv2
 import numpy as np
 import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
@@ -32,23 +35,22 @@ from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..dds import ensure_localhost_dds
 from ..errors import ConfigError, DataError, RelocError
-from ..geometry import Intrinsics, invert_T
-from ..keyframes import Keyframe, KeyframeStore
-from ..localizer.base import Localizer, PosePrior, RelocResult
-from .convert import (camera_info_to_intrinsics, compressed_to_bgr, covariance_problems, image_to_bgr,
-                      pose_to_T, pose_with_covariance, stamp_to_ns)
+from ..geometry import Intrinsics
+from ..keyframes import KeyframeStore
+from ..localizer import registry
+from ..localizer.base import Localizer
+from ..session import KeyframeOutcome, Published, Rejected, Session
+from .convert import camera_info_to_intrinsics, compressed_to_bgr, image_to_bgr, pose_to_T, pose_with_covariance, stamp_to_ns
 from .diagnostics import NodeStats, to_diagnostic_array
-from .mapping import is_new_keyframe
-from .params import NodeConfig, declare_params, read_params
+from .params import NodeConfig, declare_backend, check_overrides, declare_params, read_backend_config, read_params
 from .qos import DIAGNOSTICS_QOS, INITIALPOSE_QOS, KEYFRAME_POSE_QOS, POSE_QOS, sensor_qos
 from .sync import StampMatcher
 from .tf import TfPublisher, make_tf_lookup
 from .worker import Worker
 
-__all__ = ["RelocNode", "main", "NODE_NAME", "build_localizer", "sanitize_covariance"]
+__all__ = ["RelocNode", "main", "NODE_NAME"]
 
 NODE_NAME = "reloc_vggt_node"
-logger = logging.getLogger(__name__)
 
 
 @dataclass(frozen=True)
@@ -61,30 +63,6 @@ class _Frame:
     received_s: float
 
 
-def build_localizer(cfg: NodeConfig, store: KeyframeStore) -> Localizer:
-    """The configured backend over ``store`` (registry owned by the localizer package)."""
-    from ..localizer.registry import make_localizer
-
-    return make_localizer(cfg.backend, store, **cfg.options())
-
-
-def sanitize_covariance(cov: np.ndarray | None, min_var_m2: float, min_var_rad2: float) -> np.ndarray:
-    """Symmetrized 6x6 covariance with variance floors, so a published pose is never over-trusted.
-
-    A missing or non-finite covariance is a backend bug: raise DataError rather than invent one.
-    """
-    if cov is None:
-        raise DataError("backend returned no covariance")
-    C = np.asarray(cov, float).reshape(6, 6)
-    if not np.all(np.isfinite(C)):
-        raise DataError("backend covariance is not finite")
-    C = 0.5 * (C + C.T)
-    floor = np.array([min_var_m2] * 3 + [min_var_rad2] * 3)
-    d = np.diag(C)
-    C[np.diag_indices(6)] = np.maximum(d, floor)
-    return C
-
-
 class RelocNode(LifecycleNode):
     """The relocalization node; see the module docstring for the life cycle."""
 
@@ -93,9 +71,7 @@ class RelocNode(LifecycleNode):
         self.stats = NodeStats()
         self.cfg: NodeConfig | None = None
         # NB: rclpy.Node owns _services, _timers, _publishers, ...: our attributes must not shadow them
-        self._lock = threading.RLock()          # localizer + store: worker vs services
-        self._store: KeyframeStore | None = None
-        self._localizer: Localizer | None = None
+        self._session: Session | None = None
         self._worker: Worker | None = None
         self._subs: list[Any] = []
         self._pubs: list[Any] = []
@@ -103,35 +79,110 @@ class RelocNode(LifecycleNode):
         self._io_timers: list[Any] = []
         self._tf_pub: TfPublisher | None = None
         self._tf_lookup: Any = None
-        self._prior: tuple[PosePrior, float] | None = None
-        self._T_map_odom: np.ndarray | None = None
-        self._last_size: tuple[int, int] | None = None
-        self._kf_poses: list[np.ndarray] = []
+        self._T_map_odom: np.ndarray | None = None   # the last one sent, kept alive by a timer
         self._active = False
         self._last_warned = ""
-        self._map_dirty = False
+        self._last_warning_kind = ""
+        self._init_parameters()
+        self._init_diagnostics(self.cfg.diagnostics_rate_hz if self.cfg else 1.0)
+
+    # ----------------------------------------------------------------- init checklist
+    def _init_parameters(self) -> None:
+        """Declare every parameter (node + the backend's namespace); validate each later set."""
         try:
             self.cfg = declare_params(self)
-        except ConfigError as err:              # reported again (and fatal) at configure
+            read_backend_config(self, self.cfg)
+        except (ConfigError, ImportError) as err:  # reported again (and fatal) at configure
             self.get_logger().error(f"invalid parameters: {err}")
             self.stats.last_reason = f"invalid parameters: {err}"
         self.add_on_set_parameters_callback(self._validate_parameters)
-        rate = self.cfg.diagnostics_rate_hz if self.cfg else 1.0
-        self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS,
+
+    def _init_diagnostics(self, rate_hz: float) -> None:
+        if not hasattr(self, "_diag_pub"):
+            self._diag_pub = self.create_publisher(DiagnosticArray, "/diagnostics", DIAGNOSTICS_QOS,
+                                                   event_callbacks=self._pub_events())
+        else:
+            self.destroy_timer(self._diag_timer)
+        self._diag_timer = self.create_timer(1.0 / rate_hz, self.publish_diagnostics)
+
+    def _init_session(self, cfg: NodeConfig) -> None:
+        """Validate the backend settings, open the database and build the localizer."""
+        declare_backend(self, cfg.backend)
+        check_overrides(self, cfg.backend)
+        if cfg.backend_options:
+            self.get_logger().warning(f"backend_options is deprecated: set {cfg.backend}.* parameters "
+                                      f"(e.g. {cfg.backend}: {{preset: realtime}}) instead")
+        backend_cfg = read_backend_config(self, cfg)
+
+        def build(store: KeyframeStore) -> Localizer:
+            return registry.make_localizer(cfg.backend, store, config=backend_cfg)
+
+        self._close_session()
+        self._session = Session(cfg, build, on_warning=self._warn, log=self.get_logger())
+        self._session.open(cfg.database_path, readonly=not cfg.mapping.enabled)
+        self.stats.database_size = self._session.size
+
+    def _init_publishers(self) -> None:
+        self._pose_pub = self.create_publisher(PoseWithCovarianceStamped, "/relocalized_pose", POSE_QOS,
                                                event_callbacks=self._pub_events())
-        self._diag_timer = self.create_timer(1.0 / rate, self.publish_diagnostics)
+        self._pubs = [self._pose_pub]
+
+    def _init_transforms(self, cfg: NodeConfig) -> None:
+        self._tf_pub = TfPublisher(self) if cfg.publish_tf else None
+        self._tf_lookup = make_tf_lookup(self, tolerance_s=cfg.tf_lookup_timeout_s) if cfg.odom_frame else None
+
+    def _init_services(self) -> None:
+        try:
+            from std_srvs.srv import Trigger
+        except ImportError:
+            self.get_logger().warning("std_srvs not importable: save/reload services disabled")
+            return
+        self._srvs = [self.create_service(Trigger, "~/save_database", self._save_callback),
+                      self.create_service(Trigger, "~/reload_database", self._reload_callback)]
+
+    def _init_worker(self, cfg: NodeConfig) -> None:
+        self._worker = Worker(self._handle_frame, self._handle_keyframe, max_keyframes=cfg.mapping.max_queue,
+                              min_query_interval_s=1.0 / cfg.max_rate_hz if cfg.max_rate_hz > 0 else 0.0)
+        self._worker.start()
+
+    def _init_subscriptions(self, cfg: NodeConfig) -> None:
+        self._image_sync: StampMatcher = StampMatcher(int(cfg.sync_slop_s * 1e9), depth=cfg.qos_depth)
+        self._kf_sync: StampMatcher = StampMatcher(int(cfg.sync_slop_s * 1e9), depth=max(cfg.qos_depth, 10))
+        qos, ev = sensor_qos(cfg.qos_depth), self._sub_events()
+        image_type, image_topic = (CompressedImage, "image/compressed") if cfg.use_compressed else (Image, "image")
+        self._subs = [
+            self.create_subscription(image_type, image_topic, self.image_callback, qos, event_callbacks=ev),
+            self.create_subscription(CameraInfo, "camera_info", self.camera_info_callback, qos, event_callbacks=ev),
+            self.create_subscription(PoseWithCovarianceStamped, "initialpose", self.initialpose_callback,
+                                     INITIALPOSE_QOS, event_callbacks=ev),
+        ]
+        if cfg.mapping.enabled:
+            self._subs.append(self.create_subscription(PoseStamped, "keyframe_pose", self.keyframe_pose_callback,
+                                                       KEYFRAME_POSE_QOS, event_callbacks=ev))
+
+    def _init_timers(self, cfg: NodeConfig) -> None:
+        if cfg.odom_frame and cfg.publish_tf:
+            self._io_timers.append(self.create_timer(1.0 / cfg.tf_publish_rate_hz, self._republish_map_odom))
 
     # ----------------------------------------------------------------- parameters, events
     def _validate_parameters(self, params: list[Any]) -> SetParametersResult:
+        """Refuse a bad value with the ConfigError text (and a runtime change of the preset)."""
+        changes = {p.name: p.value for p in params}
+        if not all(self.has_parameter(name) for name in changes):
+            return SetParametersResult(successful=True, reason="declared now, validated at configure")
         try:
-            read_params(self, {p.name: p.value for p in params})
-        except ConfigError as err:
+            cfg = read_params(self, changes)
+            preset = f"{cfg.backend}.preset"
+            if preset in changes and self.has_parameter(preset) and changes[preset] != self.get_parameter(preset).value:
+                raise ConfigError(f"{preset} is fixed at start (the {cfg.backend}.* defaults come from it); "
+                                  "restart the node with the new preset")
+            read_backend_config(self, cfg, changes)
+        except (ConfigError, ImportError) as err:
             return SetParametersResult(successful=False, reason=str(err))
         return SetParametersResult(successful=True, reason="applied at the next configure")
 
     def _on_incompatible_qos(self, event: Any) -> None:
-        self.get_logger().warning(f"incompatible QoS with a peer (policy {event.last_policy_kind})")
-        self.stats.warn(f"incompatible QoS with a peer (policy {event.last_policy_kind})")
+        self._warn(f"incompatible QoS with a peer (policy {event.last_policy_kind})")
 
     def _sub_events(self) -> SubscriptionEventCallbacks:
         return SubscriptionEventCallbacks(incompatible_qos=self._on_incompatible_qos)
@@ -139,58 +190,44 @@ class RelocNode(LifecycleNode):
     def _pub_events(self) -> PublisherEventCallbacks:
         return PublisherEventCallbacks(incompatible_qos=self._on_incompatible_qos)
 
+    def _warn(self, text: str) -> None:
+        """An operator-facing warning: in diagnostics, and logged once per kind (numbers aside, so
+        a TF gap growing frame by frame is one log line)."""
+        kind = re.sub(r"\d+(\.\d+)?", "#", text)
+        if kind != self._last_warning_kind:
+            self.get_logger().warning(text)
+            self._last_warning_kind = kind
+        self.stats.warn(text)
+
     # ----------------------------------------------------------------- lifecycle
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             self.cfg = cfg = read_params(self)
             self.get_logger().info(f"configuring: database={cfg.database_path} backend={cfg.backend} "
-                                   f"top_k={cfg.top_k} odom_frame={cfg.odom_frame or '-'} "
-                                   f"backend_options={cfg.backend_options or '-'}")
-            self._open_database(cfg)
+                                   f"top_k={cfg.top_k} odom_frame={cfg.odom_frame or '-'}")
+            self._init_session(cfg)
         except (RelocError, ImportError) as err:
             self.get_logger().error(f"configure failed: {err}")
             self.stats.last_reason = f"configure failed: {err}"
-            self._close_database()
+            self._close_session()
             return TransitionCallbackReturn.FAILURE
-        self._pose_pub = self.create_publisher(PoseWithCovarianceStamped, "/relocalized_pose", POSE_QOS,
-                                               event_callbacks=self._pub_events())
-        self._pubs = [self._pose_pub]
-        self._tf_pub = TfPublisher(self) if cfg.publish_tf else None
-        self._tf_lookup = make_tf_lookup(self, tolerance_s=cfg.tf_lookup_timeout_s) if cfg.odom_frame else None
-        self._create_services()
-        self.destroy_timer(self._diag_timer)
-        self._diag_timer = self.create_timer(1.0 / cfg.diagnostics_rate_hz, self.publish_diagnostics)
+        self._init_publishers()
+        self._init_transforms(cfg)
+        self._init_services()
+        self._init_diagnostics(cfg.diagnostics_rate_hz)
         self.stats.state = "inactive"
         self.stats.last_reason = "configured, not active"
         return TransitionCallbackReturn.SUCCESS
 
     def on_activate(self, state: State) -> TransitionCallbackReturn:
         cfg = self._require_cfg()
-        self._worker = Worker(self._handle_frame, self._handle_keyframe, max_keyframes=cfg.mapping_max_queue,
-                              min_query_interval_s=1.0 / cfg.max_rate_hz if cfg.max_rate_hz > 0 else 0.0)
-        self._worker.start()
-        self._image_sync: StampMatcher = StampMatcher(int(cfg.sync_slop_s * 1e9), depth=cfg.qos_depth)
-        self._kf_sync: StampMatcher = StampMatcher(int(cfg.sync_slop_s * 1e9), depth=max(cfg.qos_depth, 10))
-        qos = sensor_qos(cfg.qos_depth)
-        ev = self._sub_events()
-        if cfg.use_compressed:
-            self._subs.append(self.create_subscription(CompressedImage, "image/compressed", self.image_callback,
-                                                       qos, event_callbacks=ev))
-        else:
-            self._subs.append(self.create_subscription(Image, "image", self.image_callback, qos, event_callbacks=ev))
-        self._subs.append(self.create_subscription(CameraInfo, "camera_info", self.camera_info_callback, qos,
-                                                   event_callbacks=ev))
-        self._subs.append(self.create_subscription(PoseWithCovarianceStamped, "initialpose",
-                                                   self.initialpose_callback, INITIALPOSE_QOS, event_callbacks=ev))
-        if cfg.mapping_enabled:
-            self._subs.append(self.create_subscription(PoseStamped, "keyframe_pose", self.keyframe_pose_callback,
-                                                       KEYFRAME_POSE_QOS, event_callbacks=ev))
-        if cfg.odom_frame and cfg.publish_tf:
-            self._io_timers.append(self.create_timer(1.0 / cfg.tf_publish_rate_hz, self._republish_map_odom))
+        self._init_worker(cfg)
+        self._init_subscriptions(cfg)
+        self._init_timers(cfg)
         self._active = True
         self.stats.state = "active"
         self.stats.last_reason = "waiting for images"
-        self.get_logger().info(f"active: {len(self._store or [])} keyframes, "
+        self.get_logger().info(f"active: {self._session.size if self._session else 0} keyframes, "
                                f"{'compressed' if cfg.use_compressed else 'raw'} images")
         return super().on_activate(state)
 
@@ -239,68 +276,37 @@ class RelocNode(LifecycleNode):
         if self._tf_lookup is not None:
             self._tf_lookup.destroy(self)
             self._tf_lookup = None
-        self._close_database()
+        self._close_session()
+
+    def _close_session(self) -> None:
+        if self._session is not None:
+            self._session.close()
+            self._session = None
 
     def _require_cfg(self) -> NodeConfig:
         if self.cfg is None:
             raise ConfigError("node has no valid configuration")
         return self.cfg
 
-    # ----------------------------------------------------------------- database
-    def _open_database(self, cfg: NodeConfig) -> None:
-        with self._lock:
-            self._close_database()
-            self._store = KeyframeStore.open(cfg.database_path, readonly=not cfg.mapping_enabled)
-            self._kf_poses = list(self._store.poses()[1])
-            self.stats.database_size = len(self._store)
-            if len(self._store) == 0:
-                self.get_logger().warning(f"keyframe database {cfg.database_path} is empty: nothing to "
-                                          "localize against until keyframes are added (mapping.enabled)")
-                self._localizer = None
-                return
-            t0 = time.monotonic()
-            self._localizer = build_localizer(cfg, self._store)
-            self.get_logger().info(f"{cfg.backend} localizer over {len(self._store)} keyframes ready "
-                                   f"in {time.monotonic() - t0:.1f} s")
-
-    def _close_database(self) -> None:
-        with self._lock:
-            self._localizer = None
-            if self._store is not None:
-                self._store.close()
-                self._store = None
-
-    def _create_services(self) -> None:
-        try:
-            from std_srvs.srv import Trigger
-        except ImportError:
-            self.get_logger().warning("std_srvs not importable: save/reload services disabled")
-            return
-        self._srvs = [self.create_service(Trigger, "~/save_database", self._save_callback),
-                          self.create_service(Trigger, "~/reload_database", self._reload_callback)]
-
+    # ----------------------------------------------------------------- services
     def _save_callback(self, request: Any, response: Any) -> Any:
-        cfg = self._require_cfg()
         try:
-            with self._lock, sqlite3.connect(cfg.database_path) as src:
-                if cfg.save_path:
-                    with sqlite3.connect(cfg.save_path) as dst:
-                        src.backup(dst)
-                    response.message = f"copied {self.stats.database_size} keyframes to {cfg.save_path}"
-                else:
-                    src.execute("PRAGMA wal_checkpoint(FULL)")
-                    response.message = f"{self.stats.database_size} keyframes checkpointed in {cfg.database_path}"
-            response.success = True
-        except sqlite3.Error as err:
+            if self._session is None:
+                raise DataError("no database open")
+            response.success, response.message = True, self._session.save(self._require_cfg().save_path or None)
+        except RelocError as err:
             response.success, response.message = False, f"save failed: {err}"
         self.get_logger().info(response.message)
         return response
 
     def _reload_callback(self, request: Any, response: Any) -> Any:
         try:
-            self._open_database(self._require_cfg())
+            if self._session is None:
+                raise DataError("no database open")
+            self._session.reload()
+            self.stats.database_size = self._session.size
             response.success, response.message = True, f"reloaded {self.stats.database_size} keyframes"
-        except RelocError as err:
+        except (RelocError, ImportError) as err:
             response.success, response.message = False, f"reload failed: {err}"
             self.stats.last_reason = response.message
         self.get_logger().info(response.message)
@@ -338,8 +344,8 @@ class RelocNode(LifecycleNode):
             self.get_logger().warning(f"ignoring /initialpose: {err}")
             self.stats.warn(f"ignored initialpose: {err}")
             return
-        cov = np.asarray(msg.pose.covariance, float).reshape(6, 6)
-        self._prior = (PosePrior(T, cov if np.any(cov) else None), time.monotonic())
+        if self._session is not None:
+            self._session.set_prior(T, np.asarray(msg.pose.covariance, float).reshape(6, 6))
         self.get_logger().info(f"prior set at ({T[0, 3]:.2f}, {T[1, 3]:.2f}, {T[2, 3]:.2f}): retrieval narrowed")
 
     def _note_unmatched(self, before: int) -> None:
@@ -360,7 +366,7 @@ class RelocNode(LifecycleNode):
             return
         if self._worker.offer_query(frame):
             self.stats.dropped = self._worker.dropped
-        if self._require_cfg().mapping_enabled:
+        if self._require_cfg().mapping.enabled:
             pair = self._kf_sync.add_a(stamp_ns, frame)
             if pair is not None:
                 self._offer_keyframe(pair)
@@ -371,26 +377,49 @@ class RelocNode(LifecycleNode):
         else:
             self.stats.warn("keyframe queue full: keyframe refused")
 
-    # ----------------------------------------------------------------- worker side
-    def _decode(self, frame: _Frame) -> tuple[np.ndarray, Intrinsics]:
+    # ----------------------------------------------------------------- worker side: decode, ask, publish
+    @staticmethod
+    def _decode(frame: _Frame) -> tuple[np.ndarray, Intrinsics]:
         """Image + intrinsics, or DataError with the reason the frame is unusable."""
         image = compressed_to_bgr(frame.image) if isinstance(frame.image, CompressedImage) else image_to_bgr(frame.image)
-        intr = camera_info_to_intrinsics(frame.info)
-        h, w = image.shape[:2]
-        if (w, h) != (intr.width, intr.height):
-            raise DataError(f"camera_info is for {intr.width}x{intr.height} but the image is {w}x{h}")
-        if self._last_size is not None and self._last_size != (w, h):
-            text = f"image size changed from {self._last_size[0]}x{self._last_size[1]} to {w}x{h}"
-            self.get_logger().warning(text)
-            self.stats.warn(text)
-        self._last_size = (w, h)
-        return image, intr
+        return image, camera_info_to_intrinsics(frame.info)
 
-    def _reject(self, frame: _Frame, reason: str, result: RelocResult | None = None, warn: bool = False) -> None:
+    def _handle_frame(self, frame: _Frame) -> None:
+        cfg = self._require_cfg()
+        session = self._session
+        if session is None:
+            return self._reject(frame, Rejected("no database open", warn=True))
+        try:
+            image, intr = self._decode(frame)
+        except DataError as err:
+            return self._reject(frame, Rejected(str(err), warn=True))
+        camera_frame = cfg.camera_frame or frame.image.header.frame_id
+        decision = session.localize(image, intr, frame.stamp_ns, self._odom_lookup(cfg, camera_frame, frame.stamp_ns),
+                                    keyframes_pending=self._worker.pending_keyframes() if self._worker else 0)
+        if isinstance(decision, Rejected):
+            return self._reject(frame, decision)
+        return self._publish(cfg, frame, decision, camera_frame)
+
+    def _odom_lookup(self, cfg: NodeConfig, camera_frame: str, stamp_ns: int) -> Any:
+        """odom->camera at the stamp, looked up by the session once the pose is accepted."""
+        if not cfg.odom_frame or self._tf_pub is None or not camera_frame:
+            return None
+
+        def lookup() -> np.ndarray:
+            try:
+                return self._tf_lookup.lookup(cfg.odom_frame, camera_frame, stamp_ns)
+            except LookupError as err:
+                raise LookupError(f"no TF {cfg.odom_frame} -> {camera_frame} at the image stamp: {err}") from err
+        return lookup
+
+    def _reject(self, frame: _Frame, decision: Rejected) -> None:
         """Count a frame that is not published; log a warning once per new reason (no spam)."""
-        if warn and reason != self._last_warned:
+        reason, result = decision.reason, decision.result
+        if decision.error is not None and reason != self._last_warned:
+            self.get_logger().error(f"localizer failed on frame {frame.stamp_ns}: {decision.error!r}")
+        if decision.warn and reason != self._last_warned:
             self.get_logger().warning(f"frame {frame.stamp_ns} rejected: {reason}")
-        self._last_warned = reason if warn else self._last_warned
+        self._last_warned = reason if decision.warn else self._last_warned
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
         if result is None:
             self.stats.on_reject_input(frame.stamp_ns, reason)
@@ -398,90 +427,32 @@ class RelocNode(LifecycleNode):
             self.stats.on_result(frame.stamp_ns, latency_ms, False, reason, result.confidence, result.num_inliers)
         self.get_logger().debug(f"frame {frame.stamp_ns}: not published: {reason}")
 
-    def _handle_frame(self, frame: _Frame) -> None:
-        cfg = self._require_cfg()
-        try:
-            image, intr = self._decode(frame)
-        except DataError as err:
-            self._reject(frame, str(err), warn=True)
-            return
-        with self._lock:
-            if self._map_dirty and (self._worker is None or self._worker.pending_keyframes() == 0):
-                self._map_dirty = False  # re-index once a keyframe burst is written, not per keyframe
-                self._refresh_localizer(cfg)
-            if self._localizer is None:
-                self._reject(frame, "keyframe database is empty", warn=True)
-                return
-            try:
-                result = self._localizer.localize(image, intr, stamp_ns=frame.stamp_ns, prior=self._current_prior())
-            except Exception as err:  # noqa: BLE001 - one failing frame must not go silent or stop the node
-                if f"localizer failed: {err}" != self._last_warned:
-                    self.get_logger().error(f"localizer failed on frame {frame.stamp_ns}: {err!r}")
-                self._reject(frame, f"localizer failed: {err}", warn=True)
-                return
-        self._publish_result(cfg, frame, result)
-
-    def _publish_result(self, cfg: NodeConfig, frame: _Frame, result: RelocResult) -> None:
-        if not result.ok:
-            return self._reject(frame, f"{result.status.value}: {result.reason}", result)
-        if result.confidence < cfg.min_confidence:
-            return self._reject(frame, f"confidence {result.confidence:.2f} < min_confidence {cfg.min_confidence}", result)
-        if result.num_inliers < cfg.min_inliers:
-            return self._reject(frame, f"{result.num_inliers} inliers < min_inliers {cfg.min_inliers}", result)
-        try:
-            cov = sanitize_covariance(result.covariance, cfg.min_variance_m2, cfg.min_variance_rad2)
-            problems = covariance_problems(cov, cfg.map_frame, cfg.map_frame)
-            if problems:
-                raise DataError("; ".join(problems))
-        except DataError as err:
-            return self._reject(frame, f"unusable covariance: {err}", result)
-        T_map_cam = np.asarray(result.T_world_cam, float)
+    def _publish(self, cfg: NodeConfig, frame: _Frame, decision: Published, camera_frame: str) -> None:
         if not self._active:
-            return None
-        self._pose_pub.publish(pose_with_covariance(T_map_cam, cov, frame.stamp_ns, cfg.map_frame))
-        camera_frame = cfg.camera_frame or frame.image.header.frame_id
-        self._publish_tf(cfg, T_map_cam, frame.stamp_ns, camera_frame)
+            return
+        self._pose_pub.publish(pose_with_covariance(decision.T_map_cam, decision.covariance, frame.stamp_ns,
+                                                    cfg.map_frame))
+        if self._tf_pub is not None and camera_frame:
+            if not cfg.odom_frame:
+                self._tf_pub.send(decision.T_map_cam, frame.stamp_ns, cfg.map_frame, camera_frame)
+            elif decision.T_map_odom is not None:
+                self._tf_pub.send(decision.T_map_odom, frame.stamp_ns + int(cfg.transform_tolerance_s * 1e9),
+                                  cfg.map_frame, cfg.odom_frame)
+                self._T_map_odom = decision.T_map_odom  # after the fix-stamped one: the timer never precedes it
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
+        result = decision.result
         self.stats.on_result(frame.stamp_ns, latency_ms, True, "localized", result.confidence, result.num_inliers)
-        if self._prior is not None and cfg.prior_timeout_s == 0:
-            self._prior = None
-        return None
-
-    def _publish_tf(self, cfg: NodeConfig, T_map_cam: np.ndarray, stamp_ns: int, camera_frame: str) -> None:
-        if self._tf_pub is None or not camera_frame:
-            return
-        if not cfg.odom_frame:
-            self._tf_pub.send(T_map_cam, stamp_ns, cfg.map_frame, camera_frame)
-            return
-        try:
-            T_odom_cam = self._tf_lookup.lookup(cfg.odom_frame, camera_frame, stamp_ns)
-        except LookupError as err:
-            self.stats.warn(f"no TF {cfg.odom_frame} -> {camera_frame} at the image stamp: {err}")
-            return
-        self._T_map_odom = T_map_cam @ invert_T(T_odom_cam)
-        self._tf_pub.send(self._T_map_odom, stamp_ns + int(cfg.transform_tolerance_s * 1e9),
-                          cfg.map_frame, cfg.odom_frame)
 
     def _republish_map_odom(self) -> None:
         """Keep map->odom alive between fixes, future-dated like nav2 AMCL."""
-        cfg = self.cfg
-        if self._T_map_odom is None or self._tf_pub is None or cfg is None:
+        cfg, T_map_odom = self.cfg, self._T_map_odom
+        if T_map_odom is None or self._tf_pub is None or cfg is None:
             return
         stamp = self.get_clock().now().nanoseconds + int(cfg.transform_tolerance_s * 1e9)
-        self._tf_pub.send(self._T_map_odom, stamp, cfg.map_frame, cfg.odom_frame)
-
-    def _current_prior(self) -> PosePrior | None:
-        if self._prior is None:
-            return None
-        prior, since = self._prior
-        timeout = self._require_cfg().prior_timeout_s
-        if timeout > 0 and time.monotonic() - since > timeout:
-            self._prior = None
-            return None
-        return prior
+        self._tf_pub.send(T_map_odom, stamp, cfg.map_frame, cfg.odom_frame)
 
     def _handle_keyframe(self, pair: tuple[int, _Frame, Any]) -> None:
-        """Add one keyframe if it is far enough from every stored one (never dropped silently)."""
+        """Hand one posed image to the session; every outcome is counted with its reason."""
         cfg = self._require_cfg()
         stamp_ns, frame, pose_msg = pair
         try:
@@ -489,48 +460,22 @@ class RelocNode(LifecycleNode):
                 raise DataError(f"keyframe_pose frame {pose_msg.header.frame_id!r} is not {cfg.map_frame!r}")
             T_map_cam = pose_to_T(pose_msg.pose)
             image, intr = self._decode(frame)
-            ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
-            if not ok:
-                raise DataError("keyframe image does not encode as JPEG")
         except DataError as err:
-            return self._keyframe_outcome(stamp_ns, f"keyframe rejected: {err}", warn=True)
-        if not is_new_keyframe(T_map_cam, self._kf_poses, cfg.mapping_min_distance_m, cfg.mapping_min_angle_rad):
-            return self._keyframe_outcome(stamp_ns, "keyframe skipped: too close to an existing one")
-        kf = Keyframe(name=f"live_{stamp_ns}", image_jpeg=jpeg.tobytes(), intrinsics=intr,
-                      T_world_cam=T_map_cam, stamp_ns=stamp_ns)
-        with self._lock:
-            if self._store is None:
-                return self._keyframe_outcome(stamp_ns, "keyframe rejected: no database open", warn=True)
-            try:
-                kf_id = self._store.add_keyframe(kf)
-            except RelocError as err:
-                return self._keyframe_outcome(stamp_ns, f"keyframe rejected by the database: {err}", warn=True)
-            self._kf_poses.append(T_map_cam)
+            return self._keyframe_outcome(stamp_ns, KeyframeOutcome(False, f"keyframe rejected: {err}", warn=True))
+        if self._session is None:
+            return self._keyframe_outcome(stamp_ns, KeyframeOutcome(False, "keyframe rejected: no database open",
+                                                                    warn=True))
+        return self._keyframe_outcome(stamp_ns, self._session.add_keyframe(image, intr, T_map_cam, stamp_ns))
+
+    def _keyframe_outcome(self, stamp_ns: int, outcome: KeyframeOutcome) -> None:
+        self.stats.last_keyframe_reason = outcome.reason
+        if outcome.added:
             self.stats.keyframes_added += 1
-            self.stats.database_size = len(self._store)
-            self.stats.last_keyframe_reason = f"keyframe {kf_id} added"
-            self._map_dirty = True  # re-indexed before the next query, not per keyframe
-        return None
-
-    def _keyframe_outcome(self, stamp_ns: int, reason: str, warn: bool = False) -> None:
-        self.stats.keyframes_skipped += 1
-        self.stats.last_keyframe_reason = reason
-        if warn:
-            self.get_logger().warning(f"keyframe at {stamp_ns}: {reason}")
-
-    def _refresh_localizer(self, cfg: NodeConfig) -> None:
-        """Index keyframes added live (building the localizer when the map was empty)."""
-        t0 = time.monotonic()
-        try:
-            if self._localizer is None:
-                self._localizer = build_localizer(cfg, self._store)  # first keyframe of an empty map
-            else:
-                self._localizer.refresh()
-        except (RelocError, ImportError) as err:  # keep mapping; the reason is in diagnostics
-            self.stats.warn(f"localizer refresh failed: {err}")
+            self.stats.database_size = self._session.size if self._session else 0
             return
-        self.get_logger().info(f"map refreshed: {len(self._store or [])} keyframes in "
-                               f"{time.monotonic() - t0:.2f} s")
+        self.stats.keyframes_skipped += 1
+        if outcome.warn:
+            self.get_logger().warning(f"keyframe at {stamp_ns}: {outcome.reason}")
 
     # ----------------------------------------------------------------- diagnostics
     def publish_diagnostics(self) -> None:

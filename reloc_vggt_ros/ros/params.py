@@ -1,96 +1,76 @@
-"""The node's parameters: one table, one validator (nav2 style, but invalid values are errors).
+"""The node's parameters, derived from one frozen dataclass and the backend registry.
 
-``PARAMETERS`` lists every parameter with its default and meaning; :class:`NodeConfig` is the
-frozen, validated result. ``declare_params(node)`` declares them all up front and returns the
-config; a bad value raises ConfigError naming the parameter, which ``on_configure`` turns into
-FAILURE with that text. Nothing is silently replaced by a default.
+:class:`NodeConfig` is the policy of :class:`~reloc_vggt_ros.session.SessionConfig` plus the
+wiring settings; every field carries its default and description (``config.setting``), and the
+ROS parameters are its leaves with dotted names for sections (``mapping.enabled``). There is no
+second table: declarations, defaults, descriptors, the shipped YAML and docs/ros.md are checked
+against these fields.
+
+The configured backend's own settings are a nested namespace named after it, derived from
+``localizer.registry``: ``<backend>.preset`` (where the backend has presets) and one parameter
+per config leaf, ``<backend>.<section>.<field>``, whose default is the chosen preset's value, so
+an unset leaf keeps the preset. Only the configured backend's namespace is declared (learned
+backends' configs import torch). Leaves that node-level parameters set (``top_k``, ``engine``,
+``engine_kind``, ``engine_fallback`` under their registry aliases) are not repeated there.
+The flat ``backend_options`` YAML string is still read for one release, with a warning.
 """
 
 from __future__ import annotations
 
-import math
-from dataclasses import dataclass, fields
+import array
+import dataclasses
+from collections.abc import Mapping
+from dataclasses import dataclass
 from typing import Any
 
+import yaml
+
+from ..config import flatten, from_mapping, leaf_fields, merge, setting, to_mapping, unflatten
 from ..engine.base import ENGINE_KINDS
 from ..errors import ConfigError
+from ..session import SessionConfig
 
-__all__ = ["PARAMETERS", "NodeConfig", "declare_params", "read_params", "config_from_dict"]
+__all__ = ["NodeConfig", "COMMON_BACKEND_KEYS", "node_parameters", "config_from_parameters",
+           "backend_parameters", "backend_config", "declare_params", "declare_backend", "read_params",
+           "read_backend_config", "check_overrides", "parse_backend_options"]
 
-# name: (default, description). Dotted names are nested YAML keys.
-PARAMETERS: dict[str, tuple[Any, str]] = {
-    "database_path": ("", "keyframe database (.db) to localize against; required"),
-    "backend": ("geometric", "localizer backend name (see localizer.registry)"),
-    "engine": ("", "weights / ONNX / TensorRT engine file for learned backends; '' for geometric"),
-    "engine_kind": ("auto", "inference backend for engine: auto (by file suffix), torch, onnxruntime, tensorrt"),
-    "engine_fallback": ((), "engine kinds to try in order when engine_kind cannot run here; [] = fail "
-                            "with an error naming what is missing"),
-    "top_k": (5, "keyframes retrieved per query"),
-    "backend_options": ("", "extra backend options as a YAML mapping, e.g. '{preset: realtime, num_threads: 1}'"),
-    "autostart": (True, "configure and activate at start (else wait for lifecycle transitions)"),
-    "map_frame": ("map", "fixed frame of the keyframe database and of /relocalized_pose"),
-    "odom_frame": ("", "if set, publish map->odom using odom->camera at the image stamp; else map->camera"),
-    "camera_frame": ("", "optical frame of the camera; '' = header.frame_id of the images"),
-    "publish_tf": (True, "publish the map->odom (or map->camera) transform"),
-    "use_compressed": (False, "subscribe to image/compressed (jpeg/png) instead of raw image"),
-    "min_confidence": (0.3, "results below this confidence (0..1) are not published"),
-    "min_inliers": (12, "results with fewer inliers are not published"),
-    "min_variance_m2": (1e-6, "floor on positional variances of the published covariance (m^2)"),
-    "min_variance_rad2": (1e-6, "floor on rotational variances of the published covariance (rad^2)"),
-    "sync_slop_s": (0.01, "max stamp difference image<->camera_info and image<->keyframe_pose (s)"),
-    "qos_depth": (5, "queue depth of the image and camera_info subscriptions"),
-    "max_rate_hz": (0.0, "process at most this many frames per second; 0 = as fast as possible"),
-    "transform_tolerance_s": (0.1, "map->odom is future-dated by this much (as nav2 AMCL)"),
-    "tf_publish_rate_hz": (20.0, "rate at which the last map->odom is republished between fixes"),
-    "tf_lookup_timeout_s": (0.05, "max extrapolation when looking up odom->camera (s)"),
-    "diagnostics_rate_hz": (1.0, "rate of /diagnostics"),
-    "prior_timeout_s": (30.0, "an /initialpose prior narrows retrieval this long; 0 = until the next fix"),
-    "mapping.enabled": (False, "add keyframes from keyframe_pose + images"),
-    "mapping.min_distance_m": (0.25, "a new keyframe must be this far from every keyframe ..."),
-    "mapping.min_angle_rad": (0.26, "... or rotated this much from the nearest one"),
-    "mapping.max_queue": (1000, "keyframes waiting to be written before new ones are refused"),
-    "save_path": ("", "copy target of the save_database service; '' = checkpoint in place"),
-}
+# node-level parameters every backend receives (mapped onto its own field names by registry aliases)
+COMMON_BACKEND_KEYS = ("top_k", "engine", "engine_kind", "engine_fallback")
 
 
 @dataclass(frozen=True)
-class NodeConfig:
-    """Validated node configuration (names as in PARAMETERS with '.' -> '_')."""
+class NodeConfig(SessionConfig):
+    """Validated node configuration; each field is the parameter of the same (dotted) name."""
 
-    database_path: str
-    backend: str = "geometric"
-    engine: str = ""
-    engine_kind: str = "auto"
-    engine_fallback: tuple[str, ...] = ()
-    top_k: int = 5
-    backend_options: str = ""
-    autostart: bool = True
-    map_frame: str = "map"
-    odom_frame: str = ""
-    camera_frame: str = ""
-    publish_tf: bool = True
-    use_compressed: bool = False
-    min_confidence: float = 0.3
-    min_inliers: int = 12
-    min_variance_m2: float = 1e-6
-    min_variance_rad2: float = 1e-6
-    sync_slop_s: float = 0.01
-    qos_depth: int = 5
-    max_rate_hz: float = 0.0
-    transform_tolerance_s: float = 0.1
-    tf_publish_rate_hz: float = 20.0
-    tf_lookup_timeout_s: float = 0.05
-    diagnostics_rate_hz: float = 1.0
-    prior_timeout_s: float = 30.0
-    mapping_enabled: bool = False
-    mapping_min_distance_m: float = 0.25
-    mapping_min_angle_rad: float = 0.26
-    mapping_max_queue: int = 1000
-    save_path: str = ""
+    database_path: str = setting("", "keyframe database (.db) to localize against; required")
+    backend: str = setting("geometric", "localizer backend name (see localizer.registry); its own settings "
+                                        "are the <backend>.* parameters")
+    engine: str = setting("", "weights / ONNX / TensorRT engine file for learned backends; '' for geometric")
+    engine_kind: str = setting("auto", "inference backend for engine: auto (by file suffix), torch, "
+                                       "onnxruntime, tensorrt")
+    engine_fallback: tuple[str, ...] = setting((), "engine kinds to try in order when engine_kind cannot run "
+                                                   "here; [] = fail with an error naming what is missing")
+    top_k: int = setting(5, "keyframes retrieved per query")
+    backend_options: str = setting("", "DEPRECATED, read for one release: flat backend options as a YAML "
+                                       "mapping; use the <backend>.* parameters")
+    autostart: bool = setting(True, "configure and activate at start (else wait for lifecycle transitions)")
+    map_frame: str = setting("map", "fixed frame of the keyframe database and of /relocalized_pose")
+    odom_frame: str = setting("", "if set, publish map->odom using odom->camera at the image stamp; "
+                                  "else map->camera")
+    camera_frame: str = setting("", "optical frame of the camera; '' = header.frame_id of the images")
+    publish_tf: bool = setting(True, "publish the map->odom (or map->camera) transform")
+    use_compressed: bool = setting(False, "subscribe to image/compressed (jpeg/png) instead of raw image")
+    sync_slop_s: float = setting(0.01, "max stamp difference image<->camera_info and image<->keyframe_pose (s)")
+    qos_depth: int = setting(5, "queue depth of the image and camera_info subscriptions")
+    max_rate_hz: float = setting(0.0, "process at most this many frames per second; 0 = as fast as possible")
+    transform_tolerance_s: float = setting(0.1, "map->odom is future-dated by this much (as nav2 AMCL)")
+    tf_publish_rate_hz: float = setting(20.0, "rate at which the last map->odom is republished between fixes")
+    tf_lookup_timeout_s: float = setting(0.05, "max extrapolation when looking up odom->camera (s)")
+    diagnostics_rate_hz: float = setting(1.0, "rate of /diagnostics")
+    save_path: str = setting("", "copy target of the save_database service; '' = checkpoint in place")
 
     def __post_init__(self) -> None:
-        for f in fields(self):
-            _check_type(f.name, getattr(self, f.name), f.type)
+        super().__post_init__()
         if not self.database_path.strip():
             raise ConfigError("database_path is required (a keyframe .db file, see `reloc-vggt db build`)")
         if not self.backend.strip():
@@ -102,7 +82,7 @@ class NodeConfig:
                 raise ConfigError(f"engine_fallback entries must be in {ENGINE_KINDS}, got {kind!r}")
         if not self.engine and (self.engine_kind != "auto" or self.engine_fallback):
             raise ConfigError("engine_kind / engine_fallback choose how the engine file runs, but engine is ''")
-        self.options()  # raises ConfigError if backend_options is not a mapping
+        self.legacy_options()  # raises ConfigError if backend_options is not a mapping
         if not 1 <= self.top_k <= 100:
             raise ConfigError(f"top_k must be in 1..100, got {self.top_k}")
         if not self.map_frame.strip():
@@ -112,92 +92,201 @@ class NodeConfig:
                 raise ConfigError(f"{name} must not start with '/' (tf2 frame ids), got {getattr(self, name)!r}")
         if self.odom_frame and self.odom_frame == self.map_frame:
             raise ConfigError(f"odom_frame must differ from map_frame ({self.map_frame!r})")
-        if not 0.0 <= self.min_confidence <= 1.0:
-            raise ConfigError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
-        if self.min_inliers < 0:
-            raise ConfigError(f"min_inliers must be >= 0, got {self.min_inliers}")
-        for name in ("min_variance_m2", "min_variance_rad2", "tf_publish_rate_hz", "diagnostics_rate_hz"):
+        for name in ("tf_publish_rate_hz", "diagnostics_rate_hz"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("sync_slop_s", "max_rate_hz", "transform_tolerance_s", "tf_lookup_timeout_s",
-                     "prior_timeout_s", "mapping_min_distance_m", "mapping_min_angle_rad"):
+        for name in ("sync_slop_s", "max_rate_hz", "transform_tolerance_s", "tf_lookup_timeout_s"):
             if not getattr(self, name) >= 0:
                 raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
         if not 1 <= self.qos_depth <= 1000:
             raise ConfigError(f"qos_depth must be in 1..1000, got {self.qos_depth}")
-        if self.mapping_max_queue < 1:
-            raise ConfigError(f"mapping.max_queue must be >= 1, got {self.mapping_max_queue}")
-        if self.mapping_min_angle_rad > math.pi:
-            raise ConfigError(f"mapping.min_angle_rad is in radians (<= pi), got {self.mapping_min_angle_rad}")
 
-
-    def options(self) -> dict[str, Any]:
-        """Keyword options for the localizer registry: top_k, engine (+ engine_kind/engine_fallback
-        when not the defaults, so backends without engines never see them) and backend_options."""
-        import yaml
-
-        try:
-            extra = yaml.safe_load(self.backend_options) if self.backend_options.strip() else {}
-        except yaml.YAMLError as err:
-            raise ConfigError(f"backend_options is not valid YAML: {err}") from err
-        if not isinstance(extra, dict):
-            raise ConfigError(f"backend_options must be a YAML mapping like '{{preset: realtime}}', got {extra!r}")
+    def common_options(self) -> dict[str, Any]:
+        """The node-level options for the registry: top_k, engine (+ engine_kind/engine_fallback
+        when not the defaults, so backends without engines never see them)."""
         engine: dict[str, Any] = {"engine": self.engine} if self.engine else {}
         if self.engine_kind != "auto":
             engine["engine_kind"] = self.engine_kind
         if self.engine_fallback:
             engine["engine_fallback"] = list(self.engine_fallback)
-        return {"top_k": self.top_k, **engine, **extra}
+        return {"top_k": self.top_k, **engine}
+
+    def legacy_options(self) -> dict[str, Any]:
+        """The deprecated ``backend_options`` YAML mapping (flat option names), {} when unset."""
+        return parse_backend_options(self.backend_options)
 
 
-def _check_type(name: str, value: Any, type_name: Any) -> None:
-    """Strict types with one leniency: an integer where a float is expected (YAML '2' for 2.0)."""
-    pname = name.replace("mapping_", "mapping.", 1)
-    if str(type_name) == "tuple[str, ...]":
-        if not isinstance(value, tuple) or not all(isinstance(v, str) for v in value):
-            raise ConfigError(f"parameter {pname} must be a string array, got {value!r}")
-        return
-    kind = {"str": str, "int": int, "float": float, "bool": bool}[str(type_name)]
-    if kind is float and isinstance(value, int) and not isinstance(value, bool):
-        value = float(value)
-    if kind is int and isinstance(value, bool) or not isinstance(value, kind):
-        raise ConfigError(f"parameter {pname} must be {kind.__name__}, got {type(value).__name__} {value!r}")
-    if kind is float and not math.isfinite(value):
-        raise ConfigError(f"parameter {pname} must be finite, got {value}")
+def parse_backend_options(text: str) -> dict[str, Any]:
+    """The deprecated ``backend_options`` string as a mapping; ConfigError unless YAML mapping."""
+    try:
+        extra = yaml.safe_load(text) if text.strip() else {}
+    except yaml.YAMLError as err:
+        raise ConfigError(f"backend_options is not valid YAML: {err}") from err
+    if not isinstance(extra, dict):
+        raise ConfigError(f"backend_options must be a YAML mapping like '{{preset: realtime}}', got {extra!r}")
+    return extra
+
+# ----------------------------------------------------------------------------- node level
+def _default(f: dataclasses.Field) -> Any:
+    return f.default_factory() if f.default is dataclasses.MISSING else f.default
 
 
-def config_from_dict(values: dict[str, Any]) -> NodeConfig:
-    """NodeConfig from parameter names (dotted) to values; unknown names are an error."""
-    unknown = set(values) - set(PARAMETERS)
+def node_parameters() -> dict[str, tuple[Any, str]]:
+    """Dotted parameter name -> (default, description) of every NodeConfig leaf."""
+    return {name: (_default(f), f.metadata.get("doc", "")) for name, (_, f) in leaf_fields(NodeConfig).items()}
+
+
+def _plain(value: Any) -> Any:
+    """A ROS parameter value as plain Python (rclpy hands arrays as array.array)."""
+    return list(value) if isinstance(value, (array.array, tuple)) else value
+
+
+def config_from_parameters(values: Mapping[str, Any]) -> NodeConfig:
+    """NodeConfig from dotted parameter names to values; unknown names are an error."""
+    known = node_parameters()
+    unknown = sorted(set(values) - set(known))
     if unknown:
-        raise ConfigError(f"unknown parameters: {', '.join(sorted(unknown))}")
-    merged = {name: default for name, (default, _) in PARAMETERS.items()}
-    merged.update(values)
-    kwargs = {name.replace(".", "_"): v for name, v in merged.items()}
-    for name, v in kwargs.items():  # float fields accept ints
-        if NodeConfig.__dataclass_fields__[name].type == "float" and isinstance(v, int) and not isinstance(v, bool):
-            kwargs[name] = float(v)
-    fallback = kwargs["engine_fallback"]   # ROS gives a list, or None for '[]' in a params file
-    kwargs["engine_fallback"] = () if fallback is None else (
-        tuple(fallback) if isinstance(fallback, (list, tuple)) else fallback)
-    return NodeConfig(**kwargs)
+        raise ConfigError(f"unknown parameters: {', '.join(unknown)}")
+    plain = {}
+    for name, value in values.items():  # rcl's YAML reads '[]' as an unset value
+        plain[name] = [] if value is None and isinstance(known[name][0], tuple) else _plain(value)
+    return from_mapping(NodeConfig, unflatten(plain))
+
+
+# ----------------------------------------------------------------------------- backend namespace
+def _ros_value(value: Any) -> bool:
+    """True if ``value`` can be a ROS parameter (scalar or list of scalars of one type)."""
+    scalar = (bool, int, float, str)
+    if isinstance(value, (list, tuple)):
+        return all(isinstance(v, scalar) for v in value) and len({type(v) for v in value}) <= 1
+    return isinstance(value, scalar)
+
+
+def _excluded(backend: str) -> set[str]:
+    from ..localizer.registry import BACKENDS
+
+    aliases = BACKENDS[backend].aliases if backend in BACKENDS else {}
+    return {aliases.get(key, key) for key in COMMON_BACKEND_KEYS}
+
+
+def _preset_base(backend: str, preset: str | None) -> Any:
+    from ..localizer import registry
+
+    table = registry.presets(backend)
+    if preset is not None and preset in table:
+        return table[preset]
+    return table["default"] if "default" in table else from_mapping(registry.config_type(backend), {}, backend)
+
+
+def backend_parameters(backend: str, preset: str | None = None) -> dict[str, tuple[Any, str]]:
+    """``<backend>.<leaf>`` -> (default, description): ``<backend>.preset`` first where the
+    backend has presets, then every leaf the node does not set itself whose value is a ROS
+    parameter type, with ``preset``'s value as default (an unknown preset: the default's)."""
+    from ..localizer import registry
+
+    cls = registry.config_type(backend)
+    table = registry.presets(backend)
+    out: dict[str, tuple[Any, str]] = {}
+    if table:
+        out[f"{backend}.preset"] = (preset if preset is not None else "default",
+                                    f"{backend} preset, one of {sorted(table)}; fixed at start (each "
+                                    f"{backend}.* leaf defaults to its value)")
+    values = flatten(to_mapping(_preset_base(backend, preset)))
+    excluded = _excluded(backend)
+    for leaf, (_, f) in leaf_fields(cls).items():
+        if leaf in excluded or leaf not in values or not _ros_value(values[leaf]):
+            continue  # set node-level, or not representable (e.g. an optional section left unset)
+        out[f"{backend}.{leaf}"] = (values[leaf], f.metadata.get("doc", "") or f"{backend} setting {leaf}")
+    return out
+
+
+def backend_config(cfg: NodeConfig, values: Mapping[str, Any]) -> Any:
+    """The backend config from ``values`` (its namespace's parameters, names without the
+    ``<backend>.`` prefix), the deprecated ``backend_options`` and the node-level options.
+
+    Leaves equal to the preset's value are not passed (they keep the preset); ConfigError (from
+    the backend's own validation) names what is wrong.
+    """
+    from ..localizer import registry
+
+    backend = cfg.backend
+    legacy = dict(cfg.legacy_options())
+    legacy_preset = legacy.pop("preset", None)
+    preset = values.get("preset")
+    if legacy_preset is not None and preset is not None and legacy_preset != preset:
+        raise ConfigError(f"backend_options preset {legacy_preset!r} conflicts with {backend}.preset {preset!r}; "
+                          f"set only {backend}.preset (backend_options is deprecated)")
+    preset = preset if preset is not None else legacy_preset
+    base = {name.split(".", 1)[1]: default for name, (default, _) in backend_parameters(backend, preset).items()}
+    changed = {leaf: _plain(v) for leaf, v in values.items()
+               if leaf != "preset" and (leaf not in base or _plain(v) != _plain(base[leaf]))}
+    nested = merge(registry.legacy_options(backend, legacy) if legacy else {}, unflatten(changed))
+    options = merge(cfg.common_options(), nested)
+    if preset is not None:
+        options["preset"] = preset
+    return registry.make_config(backend, **options)
+
+
+# ----------------------------------------------------------------------------- on a node
+def _declare(node: Any, name: str, default: Any, description: str) -> None:
+    from rcl_interfaces.msg import ParameterDescriptor
+
+    if not node.has_parameter(name):
+        # dynamic typing so that '2' for a float is a clear ConfigError path, not a crash
+        node.declare_parameter(name, _plain(default), ParameterDescriptor(description=description,
+                                                                          dynamic_typing=True))
 
 
 def declare_params(node: Any) -> NodeConfig:
-    """Declare every parameter (once) on ``node`` and return the validated config."""
-    from rcl_interfaces.msg import ParameterDescriptor
-
-    for name, (default, description) in PARAMETERS.items():
-        if not node.has_parameter(name):
-            # dynamic typing so that '2' for a float is a clear ConfigError path, not a crash
-            value = list(default) if isinstance(default, tuple) else default
-            node.declare_parameter(name, value, ParameterDescriptor(description=description,
-                                                                    dynamic_typing=True))
+    """Declare every node parameter and the configured backend's namespace; the validated config."""
+    for name, (default, description) in node_parameters().items():
+        _declare(node, name, default, description)
+    backend = node.get_parameter("backend").value
+    declare_backend(node, backend)
+    check_overrides(node, backend)
     return read_params(node)
 
 
-def read_params(node: Any, overrides: dict[str, Any] | None = None) -> NodeConfig:
-    """Current parameter values (plus ``overrides``, e.g. a pending set) as a NodeConfig."""
-    values = {name: node.get_parameter(name).value for name in PARAMETERS}
-    values.update(overrides or {})
-    return config_from_dict(values)
+def declare_backend(node: Any, backend: str) -> None:
+    """Declare ``<backend>.preset`` (default: the deprecated backend_options' preset, if any),
+    then each leaf with the chosen preset's value as default. Idempotent."""
+    legacy_preset = None
+    try:
+        legacy_preset = parse_backend_options(node.get_parameter("backend_options").value).get("preset")
+    except (ConfigError, AttributeError):
+        pass  # reported by read_params
+    params = backend_parameters(backend, legacy_preset)
+    preset = None
+    if f"{backend}.preset" in params:
+        _declare(node, f"{backend}.preset", *params.pop(f"{backend}.preset"))
+        preset = node.get_parameter(f"{backend}.preset").value
+        params = {k: v for k, v in backend_parameters(backend, preset).items() if k != f"{backend}.preset"}
+    for name, (default, description) in params.items():
+        _declare(node, name, default, description)
+
+
+def check_overrides(node: Any, backend: str) -> None:
+    """ConfigError for parameters given to the node (file or command line) that it does not have:
+    a top-level name or a leaf in the configured backend's namespace (other backends' namespaces
+    may be present in a shared file; ROS's own dotted names such as qos_overrides are left alone)."""
+    given = getattr(node, "_parameter_overrides", {})  # rclpy keeps the file/CLI values here
+    unknown = sorted(name for name in given if not node.has_parameter(name)
+                     and ("." not in name or name.startswith(f"{backend}.")))
+    if unknown:
+        valid = sorted(list(node_parameters()) + [f"{backend}.{n}" for n in node.get_parameters_by_prefix(backend)])
+        raise ConfigError(f"unknown parameter(s) {unknown}; valid: {valid}")
+
+
+def read_params(node: Any, overrides: Mapping[str, Any] | None = None) -> NodeConfig:
+    """Current node-level parameter values (plus ``overrides``, e.g. a pending set) as a NodeConfig."""
+    values = {name: node.get_parameter(name).value for name in node_parameters()}
+    values.update({k: v for k, v in (overrides or {}).items() if k in values})
+    return config_from_parameters(values)
+
+
+def read_backend_config(node: Any, cfg: NodeConfig, overrides: Mapping[str, Any] | None = None) -> Any:
+    """The backend config from the node's ``<cfg.backend>.*`` parameters (plus ``overrides``)."""
+    prefix = f"{cfg.backend}."
+    values = {name: p.value for name, p in node.get_parameters_by_prefix(cfg.backend).items()}
+    values.update({k[len(prefix):]: v for k, v in (overrides or {}).items() if k.startswith(prefix)})
+    return backend_config(cfg, values)

@@ -112,13 +112,13 @@ def test_kind_that_does_not_fit_the_file_is_a_config_error(store, artifacts) -> 
 
 
 def test_node_parameters_reach_the_localizer_through_the_registry(store, artifacts) -> None:  # noqa: ANN001
-    from reloc_vggt_ros.ros.params import config_from_dict
+    from reloc_vggt_ros.ros.params import backend_config, config_from_parameters
 
-    cfg = config_from_dict({"database_path": "x.db", "backend": "reloc_vggt", "engine": str(artifacts["onnx"]),
+    cfg = config_from_parameters({"database_path": "x.db", "backend": "reloc_vggt", "engine": str(artifacts["onnx"]),
                             "top_k": 3, "engine_kind": "onnxruntime", "engine_fallback": ["tensorrt"]})
-    assert cfg.options() == {"top_k": 3, "engine": str(artifacts["onnx"]), "engine_kind": "onnxruntime",
+    assert cfg.common_options() == {"top_k": 3, "engine": str(artifacts["onnx"]), "engine_kind": "onnxruntime",
                              "engine_fallback": ["tensorrt"]}
-    loc = make_localizer(cfg.backend, store, **cfg.options())
+    loc = make_localizer(cfg.backend, store, config=backend_config(cfg, {}))
     assert loc.config.engine_kind == "onnxruntime" and loc.config.engine_fallback == ("tensorrt",)
     assert loc.engine_name == "onnxruntime-cpu"
     # a backend without engines rejects the options like any unknown one

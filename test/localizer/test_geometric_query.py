@@ -35,7 +35,7 @@ def test_realtime_preset_is_what_the_node_and_node_rate_ship() -> None:
     params = yaml.safe_load((ROOT / "config" / "reloc_vggt.yaml").read_text())
     node = next(iter(params.values()))["ros__parameters"]
     assert node["backend"] == "geometric"
-    assert yaml.safe_load(node["backend_options"]) == {"preset": "realtime"}
+    assert node["geometric"] == {"preset": "realtime"}
     tree = ast.parse((ROOT / "bench" / "node_rate.py").read_text())
     defaults = [kw.value.value for call in ast.walk(tree) if isinstance(call, ast.Call)
                 for kw in call.keywords if kw.arg == "default" and isinstance(kw.value, ast.Constant)]

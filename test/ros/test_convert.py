@@ -14,10 +14,10 @@ from geometry_msgs.msg import Pose  # noqa: E402
 from reloc_vggt_ros.errors import DataError  # noqa: E402
 from reloc_vggt_ros.geometry import Intrinsics, make_T, so3_exp  # noqa: E402
 from reloc_vggt_ros.ros.convert import (bgr_to_image, camera_info_to_intrinsics, compressed_to_bgr,  # noqa: E402
-                                        covariance_problems, decode_raw_image, image_to_bgr,
+                                        decode_raw_image, image_to_bgr,
                                         intrinsics_to_camera_info, ns_to_stamp, pose_to_T,
                                         pose_with_covariance, stamp_to_ns, T_to_pose)
-from reloc_vggt_ros.ros.node import sanitize_covariance  # noqa: E402
+from reloc_vggt_ros.session import covariance_problems, sanitize_covariance  # noqa: E402
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
 IMAGE = DATA / "middlebury-temple-ring" / "images" / "templeR0001.jpg"

@@ -21,8 +21,8 @@ from reloc_vggt_ros.data.posed_folder import read_posed_folder  # noqa: E402
 from reloc_vggt_ros.geometry import make_T, pose_error, so3_exp  # noqa: E402
 from reloc_vggt_ros.keyframes import KeyframeStore  # noqa: E402
 from reloc_vggt_ros.keyframes.build import keyframe_from_posed  # noqa: E402
-from reloc_vggt_ros.ros.convert import (covariance_problems, pose_to_T, stamp_to_ns,  # noqa: E402
-                                        transform_stamped, transform_to_T)
+from reloc_vggt_ros.ros.convert import pose_to_T, stamp_to_ns, transform_stamped, transform_to_T  # noqa: E402
+from reloc_vggt_ros.session import covariance_problems  # noqa: E402
 from reloc_vggt_ros.ros.tf import interpolate_T  # noqa: E402
 
 from ros_harness import NodeProcess, Probe, next_domain_id  # noqa: E402

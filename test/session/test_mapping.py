@@ -6,7 +6,7 @@ import numpy as np
 
 from reloc_vggt_ros.data.posed_folder import read_posed_folder
 from reloc_vggt_ros.geometry import make_T, so3_exp
-from reloc_vggt_ros.ros.mapping import is_new_keyframe
+from reloc_vggt_ros.session.mapping import is_new_keyframe
 
 SCENE = Path(__file__).parents[2] / ".." / "shared" / "data" / "fountain-P11"
 

@@ -1,0 +1,310 @@
+"""The node's policy without ROS: localize -> accept -> covariance -> map->odom, prior, live mapping.
+
+A :class:`Session` owns the keyframe store and the localizer built over it. It takes decoded
+inputs (a BGR image, :class:`Intrinsics`, a stamp and, in odom mode, odom->camera) and returns a
+small typed decision — :class:`Published` (pose, covariance, map->odom) or :class:`Rejected`
+(with the reason) — that the node turns into messages and diagnostics. Time is an injected
+clock, so prior expiry is tested without sleeping.
+
+One judge: the backend alone decides whether a pose is good (its thresholds are backend
+options); the session publishes iff ``result.ok`` and the covariance passes the checks a fusing
+filter needs.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import threading
+import time
+from collections.abc import Callable
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+import cv2
+import numpy as np
+
+from ..config import setting
+from ..errors import ConfigError, DataError, RelocError
+from ..geometry import Intrinsics, invert_T
+from ..keyframes import Keyframe, KeyframeStore
+from ..localizer.base import Localizer, PosePrior, RelocResult
+from .covariance import covariance_problems, sanitize_covariance
+from .mapping import is_new_keyframe
+
+__all__ = ["MappingConfig", "SessionConfig", "Published", "Rejected", "KeyframeOutcome", "Session"]
+
+logger = logging.getLogger(__name__)
+
+LocalizerFactory = Callable[[KeyframeStore], Localizer]
+
+
+@dataclass(frozen=True)
+class MappingConfig:
+    """Live mapping: which posed images become keyframes."""
+
+    enabled: bool = setting(False, "add keyframes from keyframe_pose + images")
+    min_distance_m: float = setting(0.25, "a new keyframe must be this far from every keyframe ...")
+    min_angle_rad: float = setting(0.26, "... or rotated this much from the nearest one")
+    max_queue: int = setting(1000, "keyframes waiting to be written before new ones are refused")
+
+    def __post_init__(self) -> None:
+        for name in ("min_distance_m", "min_angle_rad"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"mapping.{name} must be >= 0, got {getattr(self, name)}")
+        if self.max_queue < 1:
+            raise ConfigError(f"mapping.max_queue must be >= 1, got {self.max_queue}")
+        if self.min_angle_rad > math.pi:
+            raise ConfigError(f"mapping.min_angle_rad is in radians (<= pi), got {self.min_angle_rad}")
+
+
+@dataclass(frozen=True)
+class SessionConfig:
+    """The policy settings (the node's parameters of the same names)."""
+
+    min_variance_m2: float = setting(1e-6, "floor on positional variances of the published covariance (m^2)")
+    min_variance_rad2: float = setting(1e-6, "floor on rotational variances of the published covariance (rad^2)")
+    prior_timeout_s: float = setting(30.0, "an /initialpose prior narrows retrieval this long; "
+                                           "0 = until the next fix")
+    mapping: MappingConfig = setting(factory=MappingConfig, doc="live mapping")
+
+    def __post_init__(self) -> None:
+        for name in ("min_variance_m2", "min_variance_rad2"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if not self.prior_timeout_s >= 0:
+            raise ConfigError(f"prior_timeout_s must be >= 0, got {self.prior_timeout_s}")
+
+
+@dataclass(frozen=True)
+class Published:
+    """A pose to publish: camera in map, its sanitized covariance, and map->odom in odom mode."""
+
+    T_map_cam: np.ndarray
+    covariance: np.ndarray
+    result: RelocResult
+    T_map_odom: np.ndarray | None = None
+
+
+@dataclass(frozen=True)
+class Rejected:
+    """A frame that is not published, and why."""
+
+    reason: str
+    result: RelocResult | None = None      # None: the backend never answered (bad input, empty map)
+    warn: bool = False                     # a problem for the operator (log it), not a weak view
+    error: BaseException | None = None     # the backend raised this
+
+
+@dataclass(frozen=True)
+class KeyframeOutcome:
+    """What happened to one offered keyframe."""
+
+    added: bool
+    reason: str
+    warn: bool = False
+    kf_id: int | None = None
+
+
+class Session:
+    """Store + localizer + policy state (prior, known keyframe poses, pending re-index).
+
+    Thread-safe: the node's worker localizes and adds keyframes while services save or reload.
+    ``on_warning`` receives operator-facing warnings (image size change, TF lookup failure,
+    refresh failure); ``log`` gets info messages (any object with ``info``/``warning``).
+    """
+
+    def __init__(self, config: SessionConfig, build_localizer: LocalizerFactory,
+                 clock: Callable[[], float] = time.monotonic,
+                 on_warning: Callable[[str], None] | None = None, log: Any = logger) -> None:
+        self.config = config
+        self._build = build_localizer
+        self._clock = clock
+        self._on_warning = on_warning or logger.warning
+        self._log = log
+        self._lock = threading.RLock()
+        self._store: KeyframeStore | None = None
+        self._localizer: Localizer | None = None
+        self._kf_poses: list[np.ndarray] = []
+        self._dirty = False
+        self._prior: tuple[PosePrior, float] | None = None
+        self._last_size: tuple[int, int] | None = None
+
+    # ----------------------------------------------------------------- database
+    def open(self, path: Path | str, readonly: bool) -> None:
+        """Open (or re-open) the database and build the localizer over it (none if it is empty).
+
+        KeyframeDBError / ConfigError / ImportError propagate: the node's configure fails on them.
+        """
+        with self._lock:
+            self.close()
+            self._store = KeyframeStore.open(path, readonly=readonly)
+            self._kf_poses = list(self._store.poses()[1])
+            self._dirty = False
+            if len(self._store) == 0:
+                self._log.warning(f"keyframe database {path} is empty: nothing to localize against "
+                                  "until keyframes are added (mapping.enabled)")
+                return
+            t0 = time.monotonic()
+            self._localizer = self._build(self._store)
+            self._log.info(f"{self._localizer.name} localizer over {len(self._store)} keyframes ready "
+                           f"in {time.monotonic() - t0:.1f} s")
+
+    def reload(self) -> None:
+        """Re-open the same database (keyframes written by another process become visible)."""
+        with self._lock:
+            if self._store is None:
+                raise DataError("no database open")
+            self.open(self._store.path, self._store.readonly)
+
+    def close(self) -> None:
+        with self._lock:
+            self._localizer = None
+            if self._store is not None:
+                self._store.close()
+                self._store = None
+
+    @property
+    def size(self) -> int:
+        """Keyframes in the open database (0 when none is open)."""
+        with self._lock:
+            return len(self._store) if self._store is not None else 0
+
+    @property
+    def path(self) -> Path | None:
+        return self._store.path if self._store is not None else None
+
+    def save(self, target: Path | str | None = None) -> str:
+        """Copy the database to ``target`` (SQLite backup API) or checkpoint it in place; the
+        message says which. KeyframeDBError on failure."""
+        with self._lock:
+            if self._store is None:
+                raise DataError("no database open")
+            self._store.backup(target or None)
+            if target:
+                return f"copied {len(self._store)} keyframes to {target}"
+            return f"{len(self._store)} keyframes checkpointed in {self._store.path}"
+
+    # ----------------------------------------------------------------- prior
+    def set_prior(self, T_map_cam: np.ndarray, covariance: np.ndarray | None = None) -> PosePrior:
+        """A prior for the next queries (an all-zero covariance means none was given)."""
+        cov = None if covariance is None or not np.any(covariance) else np.asarray(covariance, float).reshape(6, 6)
+        prior = PosePrior(np.asarray(T_map_cam, float), cov)
+        with self._lock:
+            self._prior = (prior, self._clock())
+        return prior
+
+    def current_prior(self) -> PosePrior | None:
+        """The prior unless it expired (``prior_timeout_s`` > 0 and older than that)."""
+        with self._lock:
+            if self._prior is None:
+                return None
+            prior, since = self._prior
+            timeout = self.config.prior_timeout_s
+            if timeout > 0 and self._clock() - since > timeout:
+                self._prior = None
+                return None
+            return prior
+
+    # ----------------------------------------------------------------- queries
+    def check_frame(self, image: np.ndarray, intrinsics: Intrinsics) -> None:
+        """DataError if the intrinsics are for another image size; a warning when the size changes."""
+        h, w = image.shape[:2]
+        if (w, h) != (intrinsics.width, intrinsics.height):
+            raise DataError(f"camera_info is for {intrinsics.width}x{intrinsics.height} but the image is {w}x{h}")
+        if self._last_size is not None and self._last_size != (w, h):
+            self._on_warning(f"image size changed from {self._last_size[0]}x{self._last_size[1]} to {w}x{h}")
+        self._last_size = (w, h)
+
+    def localize(self, image: np.ndarray, intrinsics: Intrinsics, stamp_ns: int,
+                 T_odom_cam: np.ndarray | Callable[[], np.ndarray] | None = None,
+                 keyframes_pending: int = 0) -> Published | Rejected:
+        """One query through the whole policy.
+
+        ``T_odom_cam`` (odom mode) is the odom->camera transform at ``stamp_ns``, or a callable
+        looked up only once the pose is accepted (TF has had the inference time to arrive); a
+        LookupError from it is a warning and the pose is still published. The map is
+        re-indexed first if keyframes were added and none is pending (once per burst).
+        """
+        try:
+            self.check_frame(image, intrinsics)
+        except DataError as err:
+            return Rejected(str(err), warn=True)
+        with self._lock:
+            if self._dirty and keyframes_pending == 0:
+                self._dirty = False
+                self._refresh()
+            if self._localizer is None:
+                return Rejected("keyframe database is empty", warn=True)
+            try:
+                result = self._localizer.localize(image, intrinsics, stamp_ns=stamp_ns, prior=self.current_prior())
+            except Exception as err:  # noqa: BLE001 - one failing frame must not go silent or stop the node
+                return Rejected(f"localizer failed: {err}", warn=True, error=err)
+        return self.accept(result, T_odom_cam)
+
+    def accept(self, result: RelocResult, T_odom_cam: np.ndarray | Callable[[], np.ndarray] | None = None
+               ) -> Published | Rejected:
+        """Publish iff the backend said OK and the covariance is usable; map->odom in odom mode."""
+        if not result.ok:
+            return Rejected(f"{result.status.value}: {result.reason}", result)
+        try:
+            cov = sanitize_covariance(result.covariance, self.config.min_variance_m2, self.config.min_variance_rad2)
+            problems = covariance_problems(cov, "map", "map")
+            if problems:
+                raise DataError("; ".join(problems))
+        except DataError as err:
+            return Rejected(f"unusable covariance: {err}", result)
+        T_map_cam = np.asarray(result.T_world_cam, float)
+        T_map_odom = None
+        if T_odom_cam is not None:
+            try:
+                T_odom = T_odom_cam() if callable(T_odom_cam) else T_odom_cam
+                T_map_odom = T_map_cam @ invert_T(np.asarray(T_odom, float))
+            except LookupError as err:
+                self._on_warning(str(err))
+        with self._lock:
+            if self._prior is not None and self.config.prior_timeout_s == 0:
+                self._prior = None  # used by this fix
+        return Published(T_map_cam, cov, result, T_map_odom)
+
+    # ----------------------------------------------------------------- live mapping
+    def add_keyframe(self, image: np.ndarray, intrinsics: Intrinsics, T_map_cam: np.ndarray,
+                     stamp_ns: int) -> KeyframeOutcome:
+        """Store a posed image if it is far enough from every stored keyframe (never silently)."""
+        T = np.asarray(T_map_cam, float)
+        try:
+            self.check_frame(image, intrinsics)
+            ok, jpeg = cv2.imencode(".jpg", image, [cv2.IMWRITE_JPEG_QUALITY, 95])
+            if not ok:
+                raise DataError("keyframe image does not encode as JPEG")
+        except DataError as err:
+            return KeyframeOutcome(False, f"keyframe rejected: {err}", warn=True)
+        m = self.config.mapping
+        with self._lock:
+            if not is_new_keyframe(T, self._kf_poses, m.min_distance_m, m.min_angle_rad):
+                return KeyframeOutcome(False, "keyframe skipped: too close to an existing one")
+            if self._store is None:
+                return KeyframeOutcome(False, "keyframe rejected: no database open", warn=True)
+            kf = Keyframe(name=f"live_{stamp_ns}", image_jpeg=jpeg.tobytes(), intrinsics=intrinsics,
+                          T_world_cam=T, stamp_ns=stamp_ns)
+            try:
+                kf_id = self._store.add_keyframe(kf)
+            except RelocError as err:
+                return KeyframeOutcome(False, f"keyframe rejected by the database: {err}", warn=True)
+            self._kf_poses.append(T)
+            self._dirty = True  # re-indexed before the next query, not per keyframe
+        return KeyframeOutcome(True, f"keyframe {kf_id} added", kf_id=kf_id)
+
+    def _refresh(self) -> None:
+        """Index keyframes added live (building the localizer when the map was empty)."""
+        t0 = time.monotonic()
+        try:
+            if self._localizer is None:
+                self._localizer = self._build(self._store)  # first keyframe of an empty map
+            else:
+                self._localizer.refresh()
+        except (RelocError, ImportError) as err:  # keep mapping; the reason is in diagnostics
+            self._on_warning(f"localizer refresh failed: {err}")
+            return
+        self._log.info(f"map refreshed: {self.size} keyframes in {time.monotonic() - t0:.2f} s")
