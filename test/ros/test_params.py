@@ -82,11 +82,11 @@ def test_backend_namespace_comes_from_the_registry():
     params = backend_parameters("vggt_align")
     cls = registry.config_type("vggt_align")
     assert list(params) == [f"vggt_align.{n}" for n in ("image_hw", "ransac_threshold_rel", "max_rot_residual_deg",
-                                                         "min_inliers", "device")]
+                                                         "min_inliers", "min_confidence", "device")]
     assert params["vggt_align.image_hw"][0] == list(cls().image_hw)        # num_keyframes/weights: top_k/engine
     geo = backend_parameters("geometric", "realtime")
     assert next(iter(geo)) == "geometric.preset" and geo["geometric.preset"][0] == "realtime"
-    assert "geometric.top_k" not in geo                                    # node-level top_k sets it
+    assert "geometric.query.top_k" not in geo and "geometric.query.match_ratio" in geo                                   # node-level top_k sets it
     realtime = flatten(registry.presets("geometric")["realtime"])
     for name, (default, _) in geo.items():                                 # leaves default to the preset
         if name != "geometric.preset":
@@ -176,7 +176,7 @@ def test_declare_params_on_a_real_node():
         assert node.describe_parameter("top_k").description == node_parameters()["top_k"][1]
         fast = registry.presets("geometric")["fast"]
         assert node.get_parameter("geometric.preset").value == "fast"
-        assert node.get_parameter("geometric.match_ratio").value == fast.match_ratio    # the preset's value
+        assert node.get_parameter("geometric.query.match_ratio").value == fast.query.match_ratio    # the preset's value
         node.set_parameters([Parameter("top_k", value=0)])
         with pytest.raises(ConfigError, match="top_k must be in 1..100"):
             declare_params(node)
