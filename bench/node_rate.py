@@ -36,7 +36,7 @@ def build_db(path: Path) -> Path:
 
 
 def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Path,
-        backend_options: str = "") -> dict:
+        backend_params: dict[str, str] | None = None) -> dict:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
@@ -54,8 +54,7 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
     queries = read_posed_folder(SCENE, "query")
     images = [(cv2.imread(str(q.path)), q.intrinsics, q.T_world_cam) for q in queries]
     proc = start_node(db, None, domain, out_dir / "node_rate.log",
-                      {"diagnostics_rate_hz": 5.0,
-                       "backend_options": f"'{backend_options}'"})  # YAML string
+                      {"diagnostics_rate_hz": 5.0, **(backend_params or {})})
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node("node_rate_bench", context=context)
@@ -150,16 +149,17 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--frames", type=int, default=12, help="frames per rate")
     ap.add_argument("--domain-id", type=int, default=97)
     ap.add_argument("--growth", type=float, default=1.5, help="allowed p95 growth vs the lowest rate")
-    ap.add_argument("--backend-options", default="{preset: realtime}",
-                    help="node backend_options (default: what config/reloc_vggt.yaml ships)")
+    ap.add_argument("-p", "--param", action="append", default=["geometric.preset:=realtime"], metavar="NAME:=VALUE",
+                    help="node parameter, repeatable (default geometric.preset:=realtime, what "
+                         "config/reloc_vggt.yaml ships)")
     ap.add_argument("--json", type=Path, help="write the results here")
     args = ap.parse_args(argv)
     ensure_localhost_dds()
     out_dir = ROOT / "out" / "bench"
     out_dir.mkdir(parents=True, exist_ok=True)
     print(f"{'input':>11}  answered   dropped  latency (publish -> pose)           throughput")
-    result = run(sorted(args.rates), args.frames, args.domain_id, args.growth, out_dir,
-                 args.backend_options)
+    params = dict(p.split(":=", 1) for p in args.param)
+    result = run(sorted(args.rates), args.frames, args.domain_id, args.growth, out_dir, params)
     print(f"highest input rate sustained without drops or growing latency: {result['max_sustained_hz']} Hz "
           f"(load average {result['load_average_1min']:.1f} on {result['cpu_count']} cores)")
     if args.json:
