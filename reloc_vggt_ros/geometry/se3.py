@@ -1,6 +1,6 @@
 """SE(3) / Sim(3) pose maths: the one place poses are composed, inverted and converted.
 
-Conventions (DESIGN.md §5): ``T_a_b`` is a 4x4 matrix mapping points from frame b to frame a.
+Conventions (README "Conventions"): ``T_a_b`` is a 4x4 matrix mapping points from frame b to frame a.
 Quaternions are Hamilton, scalar first ``(w, x, y, z)`` everywhere inside the package; the order
 ``(x, y, z, w)`` of ROS messages and of VGGT's pose encoding appears only through
 :func:`quat_wxyz_to_xyzw` / :func:`quat_xyzw_to_wxyz` at those edges. Batched torch versions of

@@ -8,7 +8,6 @@ when that module exists; the store itself never depends on a backend.
 
 from __future__ import annotations
 
-import importlib
 import logging
 import os
 from pathlib import Path
@@ -21,11 +20,10 @@ from ..errors import DataError, KeyframeDBError
 from .store import KeyframeStore
 from .types import Keyframe
 
-__all__ = ["build_keyframe_db", "index_with_backend", "registry_available", "keyframe_from_posed"]
+__all__ = ["build_keyframe_db", "index_with_backend", "keyframe_from_posed"]
 
 logger = logging.getLogger(__name__)
 
-REGISTRY_MODULE = "reloc_vggt_ros.localizer.registry"
 JPEG_QUALITY = 95
 _BATCH = 32
 
@@ -72,25 +70,12 @@ def _encode_jpeg(img: np.ndarray, source: Path) -> bytes:
     return buf.tobytes()
 
 
-def registry_available() -> bool:
-    """True if the localizer registry (owner of backend indexing) is importable."""
-    try:
-        importlib.import_module(REGISTRY_MODULE)
-    except ModuleNotFoundError as err:
-        if err.name in (REGISTRY_MODULE, REGISTRY_MODULE.rsplit(".", 1)[0]):
-            return False
-        raise
-    return True
+def index_with_backend(store: KeyframeStore, backend: str) -> None:
+    """Let ``backend`` precompute its blobs into ``store`` (the registry owns backend indexing;
+    imported here, not at module level, because the localizer package imports keyframes)."""
+    from ..localizer.registry import index_database
 
-
-def index_with_backend(store: KeyframeStore, backend: str) -> bool:
-    """Let ``backend`` precompute its blobs into ``store``; False (and a warning) if no registry."""
-    if not registry_available():
-        logger.warning("%s not available: database built without '%s' indexing", REGISTRY_MODULE, backend)
-        return False
-    registry = importlib.import_module(REGISTRY_MODULE)
-    registry.index_database(store, backend)
-    return True
+    index_database(store, backend)
 
 
 def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None = "db",

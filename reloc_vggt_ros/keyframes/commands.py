@@ -5,7 +5,7 @@ from __future__ import annotations
 import argparse
 import json
 
-from .build import build_keyframe_db, registry_available
+from .build import build_keyframe_db
 from .store import KeyframeStore
 from .summary import format_summary, summarize
 
@@ -39,8 +39,6 @@ def register(subparsers: argparse._SubParsersAction) -> None:
 
 def _build(args: argparse.Namespace) -> int:
     backend = None if args.backend == "none" else args.backend
-    if backend and not registry_available():
-        print(f"note: no localizer registry yet; building without '{backend}' indexing")
     path = build_keyframe_db(args.images, args.out, split=None if args.split == "all" else args.split,
                              overwrite=args.overwrite, max_side=args.max_side, backend=backend,
                              thumbnails=not args.no_thumbnails)

@@ -26,7 +26,7 @@ from typing import Any
 import yaml
 
 from ..config import flatten, from_mapping, leaf_fields, merge, setting, to_mapping, unflatten
-from ..engine.base import ENGINE_KINDS
+from ..engine.factory import check_engine_choice
 from ..errors import ConfigError
 from ..session import SessionConfig
 
@@ -75,11 +75,7 @@ class NodeConfig(SessionConfig):
             raise ConfigError("database_path is required (a keyframe .db file, see `reloc-vggt db build`)")
         if not self.backend.strip():
             raise ConfigError("backend must name a localizer backend, got ''")
-        if self.engine_kind not in ("auto", *ENGINE_KINDS):
-            raise ConfigError(f"engine_kind must be one of {('auto', *ENGINE_KINDS)}, got {self.engine_kind!r}")
-        for kind in self.engine_fallback:
-            if kind not in ENGINE_KINDS:
-                raise ConfigError(f"engine_fallback entries must be in {ENGINE_KINDS}, got {kind!r}")
+        check_engine_choice(self.engine_kind, self.engine_fallback)
         if not self.engine and (self.engine_kind != "auto" or self.engine_fallback):
             raise ConfigError("engine_kind / engine_fallback choose how the engine file runs, but engine is ''")
         self.legacy_options()  # raises ConfigError if backend_options is not a mapping

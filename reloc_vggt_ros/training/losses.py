@@ -1,6 +1,6 @@
 """Pose losses on VGGT pose encodings ``[B, S, 9] = [t(3), q_xyzw(4), fov_h, fov_w]``.
 
-Terms (weights in the config, DESIGN.md §1 / the Reloc-VGGT paper):
+Terms (weights in the config; as in the Reloc-VGGT paper):
 * ``t``: L1 on translations. Targets are already in the tuple's normalised scale (see
   :mod:`.datasets`), so the term is scale-free across scenes;
 * ``q``: L1 between the unit-normalised predicted quaternion and the target, sign-invariant

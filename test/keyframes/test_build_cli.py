@@ -3,8 +3,6 @@
 from __future__ import annotations
 
 import json
-import sys
-import types
 from pathlib import Path
 
 import cv2
@@ -13,10 +11,11 @@ import pytest
 
 from reloc_vggt_ros.cli import main
 from reloc_vggt_ros.data import read_posed_folder
-from reloc_vggt_ros.errors import KeyframeDBError
+from reloc_vggt_ros.errors import ConfigError, KeyframeDBError
 from reloc_vggt_ros.keyframes import KeyframeStore, build_keyframe_db
-from reloc_vggt_ros.keyframes import build as build_mod
 from reloc_vggt_ros.keyframes.summary import median_nn_baseline
+from reloc_vggt_ros.localizer.geometric import PRESETS
+from reloc_vggt_ros.localizer.geometric.indexing import fingerprints
 
 DATA = Path(__file__).resolve().parents[2] / ".." / "shared" / "data"
 SCENE = DATA / "fountain-P11"
@@ -85,27 +84,14 @@ def test_build_with_max_side_scales_intrinsics(tmp_path: Path) -> None:
         assert diff.mean() < 3.0
 
 
-def test_backend_hook_calls_the_registry_when_present(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
-    calls: list[tuple[int, str]] = []
-
-    def index_database(store: KeyframeStore, backend: str) -> None:
-        calls.append((len(store), backend))
-        for kf_id in store.keyframe_ids():
-            store.put_blob(kf_id, backend, "marker", b"1", fingerprint="fake-v1")
-
-    fake = types.ModuleType("fake_registry")
-    fake.index_database = index_database  # type: ignore[attr-defined]
-    monkeypatch.setitem(sys.modules, "fake_registry", fake)
-    monkeypatch.setattr(build_mod, "REGISTRY_MODULE", "fake_registry")
-    out = build_keyframe_db(SCENE, tmp_path / "a.db", max_side=64, backend="geometric", thumbnails=False)
-    assert calls == [(7, "geometric")]
+def test_backend_indexing_goes_through_the_registry(tmp_path: Path) -> None:
+    out = build_keyframe_db(SCENE, tmp_path / "a.db", max_side=320, backend="geometric", thumbnails=False)
+    features_fp = fingerprints(PRESETS["default"].map)["features"]
     with KeyframeStore.open(out) as store:
-        assert store.backends() == {"geometric": {"fake-v1"}}
-
-    monkeypatch.setattr(build_mod, "REGISTRY_MODULE", "reloc_vggt_ros.localizer.no_such_registry")
-    out = build_keyframe_db(SCENE, tmp_path / "b.db", max_side=64, backend="geometric", thumbnails=False)
-    with KeyframeStore.open(out) as store:   # built, just not indexed
-        assert len(store) == 7 and store.backends() == {}
+        assert set(store.backends()) == {"geometric"}
+        assert sorted(i for i, _ in store.iter_blobs("geometric", "features", features_fp)) == store.keyframe_ids()
+    with pytest.raises(ConfigError, match="unknown localizer backend 'nope'"):
+        build_keyframe_db(SCENE, tmp_path / "b.db", max_side=64, backend="nope", thumbnails=False)
 
 
 def test_build_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> None:

@@ -1,7 +1,7 @@
 """VGGT conformance against the golden tensors of the official reference (shared/golden/vggt).
 
 Every stored tensor of both tiny models (conv and DINOv2 patch embedding) is compared with the
-README's strict bound on e = max|ours - golden| / max|golden| (fp32, CPU), plus the VGGT-1B
+the golden data's strict bound on e = max|ours - golden| / max|golden| (fp32, CPU), plus the VGGT-1B
 state-dict key list, shapes and parameter counts built on the meta device.
 """
 
@@ -32,7 +32,7 @@ pytestmark = pytest.mark.skipif(not GOLDEN.is_dir(), reason=f"golden data not fo
 
 
 def strict_bound(key: str) -> float:
-    """README section 9: strict bound on the normalised error for a tensor key."""
+    """The golden data's strict bound on the normalised error for a tensor key."""
     name = key.split(".out.", 1)[-1]
     if name.startswith(("track_vis", "track_conf")):
         return 3e-3

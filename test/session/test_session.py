@@ -59,12 +59,8 @@ class ScriptedLocalizer:
 def scene():
     recs = {r.name: r for r in read_posed_folder(SAMPLE)}
     kfs = [keyframe_from_posed(recs[n], MAX_SIDE) for n in ("0000.jpg", "0002.jpg", "0003.jpg")]
-    q = recs["0001.jpg"]
-    img = cv2.imread(str(q.path))
-    s = MAX_SIDE / max(img.shape[:2])
-    intr = q.intrinsics.scaled(round(img.shape[1] * s) / img.shape[1], round(img.shape[0] * s) / img.shape[0])
-    img = cv2.resize(img, (intr.width, intr.height), interpolation=cv2.INTER_AREA)
-    return kfs, img, intr, q.T_world_cam
+    query = keyframe_from_posed(recs["0001.jpg"], MAX_SIDE)      # the query image at the keyframes' size
+    return kfs, query.decode_image(), query.intrinsics, query.T_world_cam
 
 
 @pytest.fixture()
