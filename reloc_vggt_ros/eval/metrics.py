@@ -92,23 +92,27 @@ def summarize(t_err: Sequence[float] | np.ndarray, r_err_deg: Sequence[float] | 
     }
 
 
-def median_baseline(T_world_cams: np.ndarray) -> float:
+def median_baseline(T_world_cams: np.ndarray, chunk: int = 1024) -> float:
     """The scene scale: median distance from each map camera to its nearest other (distinct) one.
 
     Relative thresholds (``1pct``, ``5pct``) are fractions of this. It is the map's camera
     spacing, i.e. how far a query can be from the keyframe it is localized against, so "1 % of
     the baseline" means the same accuracy on a 3-view desk scene and a 300-view building; the
     map extent (largest camera distance) instead grows with every keyframe added, making the
-    same pose error pass on a big map and fail on a small one. The README tables use it too.
-    ``T_world_cams`` [N,4,4] camera-to-world of the map (db) cameras. Coincident cameras
-    (distance 0) are ignored.
+    same pose error pass on a big map and fail on a small one. The README tables use it too, and
+    so does ``db info``. ``T_world_cams`` [N,4,4] camera-to-world of the map (db) cameras (or
+    camera centres [N,3]); coincident cameras (distance 0) are ignored; distances are computed
+    ``chunk`` rows at a time so that a 100k-keyframe map needs no N x N matrix.
     """
-    C = np.asarray(T_world_cams, float)[:, :3, 3]
+    T = np.asarray(T_world_cams, float)
+    C = T[:, :3, 3] if T.ndim == 3 else T.reshape(-1, 3)
     if len(C) < 2:
         raise ConfigError("need at least two cameras for a baseline")
-    d = np.linalg.norm(C[:, None] - C[None], axis=-1)
-    d[d <= 1e-12] = np.inf
-    nearest = d.min(axis=1)
+    nearest = np.empty(len(C))
+    for i in range(0, len(C), chunk):
+        d = np.linalg.norm(C[i:i + chunk, None, :] - C[None, :, :], axis=2)
+        d[d <= 1e-12] = np.inf
+        nearest[i:i + chunk] = d.min(axis=1)
     nearest = nearest[np.isfinite(nearest)]
     if nearest.size == 0:
         raise ConfigError("all cameras coincide; no baseline")

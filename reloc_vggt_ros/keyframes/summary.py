@@ -7,22 +7,19 @@ from typing import Any
 
 import numpy as np
 
+from ..errors import ConfigError
+from ..eval.metrics import median_baseline
 from .store import KeyframeStore
 
 __all__ = ["summarize", "median_nn_baseline", "format_summary"]
 
 
-def median_nn_baseline(centres: np.ndarray, chunk: int = 1024) -> float:
-    """Median over cameras of the distance to the nearest other camera (NaN for < 2 cameras)."""
-    centres = np.asarray(centres, dtype=float).reshape(-1, 3)
-    if len(centres) < 2:
+def median_nn_baseline(centres: np.ndarray) -> float:
+    """The scene scale of ``eval.metrics.median_baseline`` (NaN where it has none: < 2 distinct cameras)."""
+    try:
+        return median_baseline(np.asarray(centres, dtype=float).reshape(-1, 3))
+    except ConfigError:
         return float("nan")
-    nn = np.empty(len(centres))
-    for i in range(0, len(centres), chunk):
-        d = np.linalg.norm(centres[i:i + chunk, None, :] - centres[None, :, :], axis=2)
-        d[np.arange(len(d)), np.arange(i, i + len(d))] = np.inf
-        nn[i:i + chunk] = d.min(axis=1)
-    return float(np.median(nn))
 
 
 def summarize(store: KeyframeStore) -> dict[str, Any]:

@@ -14,7 +14,7 @@ from typing import Any
 
 import yaml
 
-from ..config import from_mapping
+from ..config import from_mapping, merge, parse_overrides, to_mapping
 from ..errors import ConfigError
 from .augment import AugmentConfig
 from .losses import LossConfig
@@ -148,18 +148,10 @@ class TrainConfig:
             raise ConfigError(f"stage must be 1 (backbone frozen) or 2 (fine-tune all), got {self.stage}")
 
     def to_dict(self) -> dict[str, Any]:
-        return _plain(dataclasses.asdict(self))
+        return to_mapping(self)
 
     def replace(self, **sections: Any) -> "TrainConfig":
         return dataclasses.replace(self, **sections)
-
-
-def _plain(x: Any) -> Any:
-    if isinstance(x, dict):
-        return {k: _plain(v) for k, v in x.items()}
-    if isinstance(x, (list, tuple)):
-        return [_plain(v) for v in x]
-    return x
 
 
 def load_train_config(path: Path | str, overrides: list[str] | tuple[str, ...] = ()) -> TrainConfig:
@@ -173,15 +165,7 @@ def load_train_config(path: Path | str, overrides: list[str] | tuple[str, ...] =
         raw = yaml.safe_load(path.read_text()) or {}
     except (OSError, yaml.YAMLError) as err:
         raise ConfigError(f"cannot read training config {path}: {err}") from err
-    for item in overrides:
-        key, sep, value = item.partition("=")
-        if not sep or not key:
-            raise ConfigError(f"override must be dotted.key=value, got {item!r}")
-        node = raw
-        *parents, leaf = key.split(".")
-        for part in parents:
-            node = node.setdefault(part, {})
-            if not isinstance(node, dict):
-                raise ConfigError(f"override {item!r}: {part!r} is not a section")
-        node[leaf] = yaml.safe_load(value)
+    if not isinstance(raw, dict):
+        raise ConfigError(f"training config {path} must be a YAML mapping, got {type(raw).__name__}")
+    raw = merge(raw, parse_overrides(overrides))
     return from_mapping(TrainConfig, raw, str(path))

@@ -58,3 +58,13 @@ def test_median_baseline_of_real_scenes() -> None:
     assert median_baseline(np.stack([r.T_world_cam for r in temple])) > 0.01
     with pytest.raises(ConfigError, match="at least two"):
         median_baseline(np.eye(4)[None])
+
+
+def test_median_baseline_chunks_give_the_same_answer() -> None:
+    rng = np.random.default_rng(3)
+    C = rng.normal(size=(50, 3))
+    C[7] = C[3]                                          # coincident cameras are ignored
+    assert median_baseline(C, chunk=7) == median_baseline(C) == median_baseline(C, chunk=1000)
+    T = np.tile(np.eye(4), (50, 1, 1))
+    T[:, :3, 3] = C
+    assert median_baseline(T) == median_baseline(C)

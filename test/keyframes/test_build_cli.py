@@ -104,4 +104,4 @@ def test_build_errors(tmp_path: Path, capsys: pytest.CaptureFixture[str]) -> Non
 def test_median_nn_baseline() -> None:
     assert np.isnan(median_nn_baseline(np.zeros((1, 3))))
     pts = np.array([[0, 0, 0], [1, 0, 0], [3, 0, 0], [3, 4, 0]], float)
-    assert median_nn_baseline(pts, chunk=3) == pytest.approx(np.median([1, 1, 2, 4]))
+    assert median_nn_baseline(pts) == pytest.approx(np.median([1, 1, 2, 4]))
