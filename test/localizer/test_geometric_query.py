@@ -37,9 +37,9 @@ def test_realtime_preset_is_what_the_node_and_node_rate_ship() -> None:
     assert node["backend"] == "geometric"
     assert node["geometric"] == {"preset": "realtime"}
     tree = ast.parse((ROOT / "bench" / "node_rate.py").read_text())
-    defaults = [kw.value.value for call in ast.walk(tree) if isinstance(call, ast.Call)
-                for kw in call.keywords if kw.arg == "default" and isinstance(kw.value, ast.Constant)]
-    assert "{preset: realtime}" in defaults
+    defaults = [ast.literal_eval(kw.value) for call in ast.walk(tree) if isinstance(call, ast.Call)
+                for kw in call.keywords if kw.arg == "default" and isinstance(kw.value, (ast.Constant, ast.List))]
+    assert ["geometric.preset:=realtime"] in defaults                # node_rate's default -p
 
 
 def test_feature_options_are_validated_and_old_settings_keep_their_fingerprint() -> None:
