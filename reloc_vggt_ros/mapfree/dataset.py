@@ -23,7 +23,7 @@ from ..errors import DataError
 from ..geometry import Intrinsics, invert_T, T_from_quat_t, T_to_quat_t
 
 __all__ = ["REFERENCE", "MapfreeFrame", "MapfreeScene", "read_scene", "read_dataset",
-           "read_pose_file", "write_pose_file", "write_intrinsics", "load_depth", "frame_name",
+           "read_pose_file", "write_pose_file", "write_intrinsics", "load_depth", "frame_name", "frame_number",
            "INFO_FILE", "read_info"]
 
 logger = logging.getLogger(__name__)
@@ -35,6 +35,12 @@ _IDENTITY_TOL = 1e-6
 
 def frame_name(seq: int, index: int) -> str:
     return f"seq{seq}/frame_{index:05d}.jpg"
+
+
+def frame_number(name: str) -> int | None:
+    """5-digit frame number before the extension (the benchmark's ``int(name[-9:-4])``)."""
+    digits = name[-9:-4]
+    return int(digits) if len(digits) == 5 and digits.isdigit() else None
 
 
 @dataclass(frozen=True)
@@ -158,6 +164,10 @@ def read_scene(root: Path | str, check_images: bool = True) -> MapfreeScene:
                         "(query poses are relative to it)")
     ref = MapfreeFrame(ref.name, ref.path, ref.intrinsics, np.eye(4))
     queries = tuple(f for f in frames if not f.name.startswith("seq0/"))
+    numbers = [frame_number(q.name) for q in queries]
+    if None in numbers or len(set(numbers)) != len(numbers):
+        raise DataError(f"{poses_path}: query frames must be named like seq1/frame_00000.jpg with "
+                        "distinct numbers (submissions are matched by frame number)")
     device: dict[str, np.ndarray] = {}
     if (root / "poses_device.txt").is_file():
         device = {n: T for n, T, _ in read_pose_file(root / "poses_device.txt") if T is not None}

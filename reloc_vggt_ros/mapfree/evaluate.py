@@ -18,7 +18,7 @@ import numpy as np
 from ..errors import DataError
 from ..eval.mapfree_metrics import (SCANNET_AUC_THRESHOLDS_DEG, FrameErrors, aggregate,
                                     frame_errors, pose_auc, relative_pose_errors)
-from .dataset import MapfreeFrame, MapfreeScene, read_dataset, read_info
+from .dataset import MapfreeFrame, MapfreeScene, frame_number, read_dataset, read_info
 from .submission import read_submission
 
 __all__ = ["TRACK_FRAMES", "evaluated_frames", "evaluate", "EvalResult"]
@@ -81,10 +81,11 @@ def evaluate(dataset: Path | str, submission: Path | str, track: int = 1,
             pair_errors += [np.inf] * len(frames)
             per_scene[scene.name] = {"frames": len(frames), "estimates": 0, "missing_scene": True}
             continue
+        by_number = {frame_number(n): e for n, e in est[scene.name].items()}
         errs: list[FrameErrors] = []
         missing = 0
         for f in frames:
-            e = est[scene.name].get(f.name)
+            e = by_number.get(frame_number(f.name))
             if e is None:
                 missing += 1
                 pair_errors.append(np.inf)

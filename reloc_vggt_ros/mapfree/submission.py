@@ -6,7 +6,8 @@ frames for the AUCs). Records hold ``T_world_cam`` (package convention), convert
 
 Reading follows the benchmark: a line with the wrong number of fields, a '#' in the name, a
 non-finite value or a zero quaternion is skipped with a warning (its frame then counts as
-missing); a negative confidence rejects the file.
+missing); a negative confidence rejects the file. Estimates are matched to ground truth by
+frame number (``frame_00005.jpg`` -> 5), as the benchmark does.
 """
 
 from __future__ import annotations
@@ -21,6 +22,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..geometry import invert_T, T_from_quat_t, T_to_quat_t
+from .dataset import frame_number
 
 __all__ = ["Estimate", "write_submission", "read_submission", "submission_file"]
 
@@ -75,6 +77,10 @@ def _parse(text: str, where: str) -> dict[str, Estimate]:
             logger.warning("%s: expected 9 fields, got %d; line ignored", at, len(parts))
             continue
         if "#" in parts[0]:
+            continue
+        if frame_number(parts[0]) is None:
+            logger.warning("%s: frame name %r does not end in a 5-digit number like "
+                           "'seq1/frame_00000.jpg'; line ignored", at, parts[0])
             continue
         try:
             vals = [float(v) for v in parts[1:]]
