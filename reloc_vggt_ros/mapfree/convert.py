@@ -85,6 +85,9 @@ def convert_posed_folder(src: Path | str, out: Path | str,
         raise DataError(f"angle bucket edges must increase from >= 0, got {edges}")
     if window < 2:
         raise DataError(f"Track 2 window must hold the query and at least one frame before it, got {window}")
+    if (src / "distortion.txt").is_file():
+        raise DataError(f"{src / 'distortion.txt'}: map-free scenes are undistorted pinhole images; "
+                        "undistort the folder first")
     images = read_posed_folder(src)            # sorted by name = capture order
     if len(images) < 2:
         raise DataError(f"{src}: need at least 2 posed images, found {len(images)}")
@@ -142,6 +145,7 @@ def convert_posed_folder(src: Path | str, out: Path | str,
     if not made["track1"]:
         raise DataError(f"{src}: no image pair falls in any angle bucket {edges}")
     _update_info(out / "track1", 1, 0, 1, edges, src.name, info1)
-    if made["track2"]:
+    if made["track2"] or (out / "track2" / INFO_FILE).is_file():
+        (out / "track2").mkdir(parents=True, exist_ok=True)
         _update_info(out / "track2", 2, window - 1, window, edges, src.name, info2)
     return made

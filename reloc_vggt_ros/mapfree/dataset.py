@@ -68,34 +68,35 @@ class MapfreeScene:
         raise KeyError(f"{self.root}: no query frame {name!r}")
 
 
-def read_pose_file(path: Path, n_extra: int = 0) -> list[tuple[str, np.ndarray | None, list[float]]]:
-    """``name qw qx qy qz tx ty tz [extra...]`` lines -> (name, T_world_cam or None, extras).
-
-    A zero quaternion (the hidden test-set ground truth) gives None; malformed lines raise
-    DataError naming file and line.
-    """
+def _fields(path: Path, spec: str) -> list[tuple[str, list[float]]]:
+    """(name, numbers) of every non-comment line of ``path`` laid out as ``spec`` (field names);
+    DataError naming file and line for a wrong count, a non-number or a non-finite value."""
+    n = len(spec.split())
     out = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
+        parts = line.split()
+        if not parts or parts[0].startswith("#"):
             continue
         where = f"{path}:{lineno}"
-        parts = line.split()
-        if len(parts) != 8 + n_extra:
-            raise DataError(f"{where}: expected {8 + n_extra} fields 'name qw qx qy qz tx ty tz"
-                            f"{' ...' if n_extra else ''}', got {len(parts)}")
+        if len(parts) != n:
+            raise DataError(f"{where}: expected {n} fields '{spec}', got {len(parts)}")
         try:
             vals = [float(v) for v in parts[1:]]
         except ValueError as err:
             raise DataError(f"{where}: non-numeric field: {err}") from err
         if not all(math.isfinite(v) for v in vals):
             raise DataError(f"{where}: non-finite value")
+        out.append((parts[0], vals))
+    return out
+
+
+def read_pose_file(path: Path) -> list[tuple[str, np.ndarray | None]]:
+    """``name qw qx qy qz tx ty tz`` lines -> (name, T_world_cam), None for a zero quaternion
+    (the hidden test-set ground truth)."""
+    out = []
+    for name, vals in _fields(path, "name qw qx qy qz tx ty tz"):
         q = np.array(vals[:4])
-        if np.linalg.norm(q) < 1e-12:
-            out.append((parts[0], None, vals[7:]))
-            continue
-        T_cam_world = T_from_quat_t(q, vals[4:7])
-        out.append((parts[0], invert_T(T_cam_world), vals[7:]))
+        out.append((name, None if np.linalg.norm(q) < 1e-12 else invert_T(T_from_quat_t(q, vals[4:7]))))
     return out
 
 
@@ -118,19 +119,11 @@ def _read_intrinsics(path: Path) -> dict[str, Intrinsics]:
     if not path.is_file():
         raise DataError(f"no intrinsics.txt in {path.parent}")
     out: dict[str, Intrinsics] = {}
-    for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
-        line = line.strip()
-        if not line or line.startswith("#"):
-            continue
-        parts = line.split()
-        where = f"{path}:{lineno}"
-        if len(parts) != 7:
-            raise DataError(f"{where}: expected 7 fields 'name fx fy cx cy width height', got {len(parts)}")
+    for name, (fx, fy, cx, cy, w, h) in _fields(path, "name fx fy cx cy width height"):
         try:
-            fx, fy, cx, cy, w, h = (float(v) for v in parts[1:])
-            out[parts[0]] = Intrinsics(fx, fy, cx, cy, int(round(w)), int(round(h)))
+            out[name] = Intrinsics(fx, fy, cx, cy, int(round(w)), int(round(h)))
         except ValueError as err:
-            raise DataError(f"{where}: {err}") from err
+            raise DataError(f"{path}: frame {name}: {err}") from err
     return out
 
 
@@ -145,7 +138,7 @@ def read_scene(root: Path | str, check_images: bool = True) -> MapfreeScene:
         raise DataError(f"no poses.txt in {root}")
     frames: list[MapfreeFrame] = []
     seen: set[str] = set()
-    for name, T, _ in read_pose_file(poses_path):
+    for name, T in read_pose_file(poses_path):
         if name in seen:
             raise DataError(f"{poses_path}: duplicate frame {name!r}")
         seen.add(name)
@@ -170,7 +163,7 @@ def read_scene(root: Path | str, check_images: bool = True) -> MapfreeScene:
                         "distinct numbers (submissions are matched by frame number)")
     device: dict[str, np.ndarray] = {}
     if (root / "poses_device.txt").is_file():
-        device = {n: T for n, T, _ in read_pose_file(root / "poses_device.txt") if T is not None}
+        device = {n: T for n, T in read_pose_file(root / "poses_device.txt") if T is not None}
     return MapfreeScene(root.name, root, ref, queries, device)
 
 

@@ -90,7 +90,7 @@ def _parse(text: str, where: str) -> dict[str, Estimate]:
         if not all(math.isfinite(v) for v in vals):
             logger.warning("%s: non-finite value; line ignored", at)
             continue
-        if np.linalg.norm(vals[:4]) < 1e-12 or np.isclose(np.linalg.norm(vals[:4]), 0.0):
+        if np.isclose(np.linalg.norm(vals[:4]), 0.0):
             logger.warning("%s: zero quaternion; line ignored", at)
             continue
         if vals[7] < 0:

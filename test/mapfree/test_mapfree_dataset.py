@@ -154,3 +154,7 @@ def test_convert_rejects_bad_buckets(tmp_path: Path) -> None:
         convert_posed_folder(FOUNTAIN, tmp_path, [0.0, 20.0, 10.0])
     with pytest.raises(DataError, match="window"):
         convert_posed_folder(FOUNTAIN, tmp_path, window=1)
+    (tmp_path / "distorted").mkdir()
+    (tmp_path / "distorted" / "distortion.txt").write_text("plumb_bob 0.1 0 0 0 0\n")
+    with pytest.raises(DataError, match="undistort"):
+        convert_posed_folder(tmp_path / "distorted", tmp_path / "out")
