@@ -11,7 +11,6 @@ camera, converted here once.
 from __future__ import annotations
 
 import json
-import logging
 import math
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -26,7 +25,6 @@ __all__ = ["REFERENCE", "MapfreeFrame", "MapfreeScene", "read_scene", "read_data
            "read_pose_file", "write_pose_file", "write_intrinsics", "load_depth", "frame_name", "frame_number",
            "INFO_FILE", "read_info"]
 
-logger = logging.getLogger(__name__)
 
 REFERENCE = "seq0/frame_00000.jpg"
 INFO_FILE = "mapfree.json"         # written by `reloc-vggt mapfree convert` beside its scenes

@@ -13,7 +13,7 @@ import pytest
 
 from reloc_vggt_ros.data import read_posed_folder
 from reloc_vggt_ros.errors import DataError
-from reloc_vggt_ros.geometry import invert_T, make_T, quat_to_R, so3_exp
+from reloc_vggt_ros.geometry import invert_T, quat_to_R
 from reloc_vggt_ros.mapfree import (Estimate, load_depth, read_dataset, read_scene,
                                     read_submission, write_submission)
 from reloc_vggt_ros.mapfree.convert import convert_posed_folder
