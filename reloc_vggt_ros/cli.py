@@ -22,6 +22,7 @@ COMMAND_MODULES = (
     "reloc_vggt_ros.engine.commands",       # export onnx, engine build
     "reloc_vggt_ros.training.commands",     # train
     "reloc_vggt_ros.model.commands",        # weights info / convert
+    "reloc_vggt_ros.mapfree.commands",      # mapfree convert / evaluate
 )
 
 
