@@ -66,10 +66,10 @@ def generate_launch_description():  # -> launch.LaunchDescription (imported here
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
 
-    share_params = os.path.join(get_package_share_directory(PACKAGE), "config", PARAMS_FILE)
-    args = [DeclareLaunchArgument(name, default_value=default or (share_params if name == "params_file" else ""),
-                                  description=description)
-            for name, (default, description) in ARGUMENTS.items()]
+    defaults = {name: default for name, (default, _) in ARGUMENTS.items()}
+    defaults["params_file"] = os.path.join(get_package_share_directory(PACKAGE), "config", PARAMS_FILE)
+    args = [DeclareLaunchArgument(name, default_value=defaults[name], description=description)
+            for name, (_, description) in ARGUMENTS.items()]
     node = Node(
         package=PACKAGE,
         executable=EXECUTABLE,
