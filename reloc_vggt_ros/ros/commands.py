@@ -24,11 +24,17 @@ SAMPLE_DIR = REPO_ROOT / "sample"
 
 
 def register(subparsers: Any) -> None:
-    run = subparsers.add_parser("run", help="start reloc_vggt_node (same as the launch file)")
-    run.add_argument("--params-file", type=Path, default=DEFAULT_PARAMS, help="ROS 2 parameter YAML")
+    run = subparsers.add_parser(
+        "run", help="start reloc_vggt_node (same as the launch file)", epilog=RUN_EPILOG,
+        formatter_class=argparse.RawDescriptionHelpFormatter,
+        usage="reloc-vggt run [--params-file FILE] [-p NAME:=VALUE ...] [--ros-args ROS_ARGS ...]")
+    run.__class__ = _RunParser  # its own message for arguments it does not know (see _RunParser)
+    run.add_argument("--params-file", type=Path, default=DEFAULT_PARAMS, help="ROS 2 parameter YAML, loaded first")
     run.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE",
-                     help="override one parameter (after the file, so it wins)")
-    run.add_argument("ros_args", nargs=argparse.REMAINDER, help="extra ROS arguments after --ros-args")
+                     help="same as -p NAME:=VALUE after --ros-args")
+    run.add_argument("--ros-args", dest="ros_args", nargs=argparse.REMAINDER, default=[], metavar="ROS_ARGS",
+                     help="everything after it goes to rclpy unchanged, as with `ros2 run`")
+    run.add_argument("legacy_ros_args", nargs=argparse.REMAINDER, help=argparse.SUPPRESS)  # `-- ARGS`, deprecated
     run.set_defaults(func=cmd_run)
 
     bag = subparsers.add_parser("bag", help="rosbag2 (.mcap) tools").add_subparsers(dest="bag_command", required=True)
@@ -85,16 +91,56 @@ def _parse_overrides(items: list[str]) -> dict[str, Any]:
     return out
 
 
+RUN_EPILOG = """\
+ROS arguments go after --ros-args, exactly as for `ros2 run reloc_vggt_ros reloc_vggt_node`;
+they come after --params-file and -p, so they win:
+  reloc-vggt run --params-file config/reloc_vggt.yaml --ros-args \\
+      -r image:=/cam/image_raw -r camera_info:=/cam/camera_info -r __ns:=/robot1 \\
+      -p top_k:=8 -p geometric.preset:=fast --log-level debug
+"""
+
+
+class _RunParser(argparse.ArgumentParser):
+    """``run``'s parser: a flag it does not know (``-r`` before ``--ros-args``, a typo) is an
+    error that says where ROS arguments go, instead of argparse's bare "unrecognized arguments"."""
+
+    def parse_known_args(self, args: Any = None, namespace: Any = None) -> tuple[argparse.Namespace, list[str]]:
+        ns, unknown = super().parse_known_args(args, namespace)
+        if unknown:
+            self.error(f"unknown argument(s) {' '.join(unknown)}: `reloc-vggt run` takes only --params-file and "
+                       "-p NAME:=VALUE; ROS arguments go after --ros-args "
+                       "(e.g. --ros-args -r image:=/cam/image_raw -p top_k:=8)")
+        return ns, unknown
+
+
+def run_argv(params_file: Path, params: list[str], ros_args: list[str]) -> list[str]:
+    """The node's argv: the params file, then the ``-p`` overrides, then the ROS arguments as given
+    (later ones win in rcl, so the command line beats the file)."""
+    for item in params:
+        if ":=" not in item:
+            raise DataError(f"-p expects NAME:=VALUE, got {item!r}")
+    argv = ["reloc_vggt_node", "--ros-args", "--params-file", str(params_file)]
+    for item in params:
+        argv += ["-p", item]
+    return argv + list(ros_args)
+
+
 def cmd_run(args: argparse.Namespace) -> int:
-    from .node import NODE_NAME, main
+    from .node import main
 
     if not args.params_file.is_file():
         raise DataError(f"params file not found: {args.params_file}")
-    argv = ["reloc_vggt_node", "--ros-args", "--params-file", str(args.params_file)]
-    for name, value in _parse_overrides(args.param).items():
-        argv += ["-p", f"{NODE_NAME}:{name}:={str(value).lower() if isinstance(value, bool) else value}"]
-    extra = [a for a in args.ros_args if a not in ("--", "--ros-args")]
-    return main(argv + extra)
+    ros_args = list(args.ros_args)
+    legacy = list(args.legacy_ros_args)
+    if legacy:
+        if legacy[0] != "--":
+            raise DataError(f"unexpected argument(s) {' '.join(legacy)}: ROS arguments go after --ros-args "
+                            "(e.g. reloc-vggt run --ros-args -r image:=/cam/image_raw)")
+        legacy = legacy[1:]
+        legacy = legacy[1:] if legacy[:1] == ["--ros-args"] else legacy
+        logger.warning("`reloc-vggt run -- %s` is deprecated and will be removed in the next release: "
+                       "write `reloc-vggt run --ros-args %s`", " ".join(legacy), " ".join(legacy))
+    return main(run_argv(args.params_file, args.param, legacy + ros_args))
 
 
 def cmd_bag_from_images(args: argparse.Namespace) -> int:

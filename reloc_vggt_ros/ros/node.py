@@ -29,8 +29,10 @@ from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rcl_interfaces.msg import SetParametersResult
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
+from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
+from rclpy.utilities import remove_ros_args
 from sensor_msgs.msg import CameraInfo, CompressedImage, Image
 
 from ..dds import ensure_localhost_dds
@@ -485,10 +487,29 @@ class RelocNode(LifecycleNode):
 
 
 def main(argv: list[str] | None = None) -> int:
-    """Run the node until SIGINT/SIGTERM; queued keyframes are written before exit."""
+    """Run the node until SIGINT/SIGTERM; queued keyframes are written before exit.
+
+    ``argv`` (default ``sys.argv``) is what ``ros2 run reloc_vggt_ros reloc_vggt_node --ros-args ...``
+    or ``ros2 launch`` gives: the program name, then ROS arguments only, parsed by rcl. The node has
+    no options of its own, so anything else is refused (exit code 2) rather than silently ignored.
+    """
     ensure_localhost_dds()
     args = sys.argv if argv is None else argv
-    rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    try:
+        own = remove_ros_args(args)[1:]
+        if not own:
+            rclpy.init(args=args, signal_handler_options=SignalHandlerOptions.NO)
+    except _rclpy.UnknownROSArgsError as err:
+        print(f"ERROR: {NODE_NAME}: unknown ROS argument(s) {err} after --ros-args (ROS takes -r/--remap FROM:=TO, "
+              "-p/--param NAME:=VALUE, --params-file FILE, --log-level LEVEL, -e/--enclave NAME, ...)", file=sys.stderr)
+        return 2
+    except _rclpy.RCLError as err:
+        print(f"ERROR: {NODE_NAME}: bad ROS arguments {' '.join(args[1:])!r}: {err}", file=sys.stderr)
+        return 2
+    if own:
+        print(f"ERROR: {NODE_NAME} takes no arguments of its own, got {' '.join(own)!r}; ROS arguments go "
+              "after --ros-args (e.g. --ros-args -r image:=/cam/image_raw -p top_k:=8)", file=sys.stderr)
+        return 2
     stop = threading.Event()
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
