@@ -2,14 +2,16 @@
 """UTM precision table: the same scene localized at its own origin and shifted by a huge offset.
 
     .venv/bin/python -m bench.huge_coordinates [--scene ../shared/data/fountain-P11] \
-        [--shift 5e6 5e6 120] [--size 768x512] [--json FILE]
+        [--shift 5e6 5e6 120] [--size 768x512] [--options JSON] [--json FILE]
 
 Two databases are built from the scene's db split, one with the poses as stored and one with
 every keyframe *and* query pose shifted by ``--shift`` metres (UTM-like world frames put camera
 centres near 5e6 m). Every query is localized in both (geometric backend, ``--size`` images), its
 error taken against its own frame's ground truth. A map that keeps its precision gives the same
 errors and inlier counts in both; the table prints per query the errors at the origin and
-shifted (mm, deg), the inliers, the differences, and their maximum.
+shifted (mm, deg), the inliers, the differences, and their maximum. ``--options``: the nested
+geometric config as JSON (``registry.make_config``), e.g.
+``'{"map": {"triangulation": {"max_view_angle_deg": 0.001}}}'`` (no map points: the relative fallback).
 """
 
 from __future__ import annotations
@@ -108,9 +110,10 @@ def main(argv: list[str] | None = None) -> int:
     parser.add_argument("--shift", type=float, nargs=3, default=DEFAULT_SHIFT, metavar=("X", "Y", "Z"),
                         help="offset added to every camera centre, metres (default: 5e6 5e6 120)")
     parser.add_argument("--size", type=parse_size, help="image size WIDTHxHEIGHT (default: native)")
+    parser.add_argument("--options", type=json.loads, default={}, help="nested geometric options as JSON")
     parser.add_argument("--json", type=Path, help="write the table's numbers here")
     args = parser.parse_args(argv)
-    m = compare_shift(args.scene, tuple(args.shift), args.size)
+    m = compare_shift(args.scene, tuple(args.shift), args.size, args.options)
     print(format_table(m))
     if args.json:
         args.json.write_text(json.dumps(m, indent=1))
