@@ -16,7 +16,8 @@ __all__ = [
     "make_T", "invert_T", "compose", "is_valid_T", "quat_to_R", "R_to_quat",
     "quat_wxyz_to_xyzw", "quat_xyzw_to_wxyz", "T_from_quat_t", "T_to_quat_t",
     "make_sim3", "invert_sim3", "apply_T", "project_to_SO3", "so3_exp", "so3_log",
-    "se3_exp", "relative_pose", "absolute_from_relative", "camera_centre",
+    "se3_exp", "relative_pose", "absolute_from_relative", "camera_centre", "shift_T",
+    "shift_transform", "local_origin",
 ]
 
 
@@ -166,3 +167,34 @@ def absolute_from_relative(T_world_anchor: np.ndarray, T_anchor_query: np.ndarra
 def camera_centre(T_world_cam: np.ndarray) -> np.ndarray:
     """Camera centre in world coordinates for a camera-to-world pose."""
     return np.asarray(T_world_cam)[:3, 3].copy()
+
+
+def shift_T(T_world_cam: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """Pose(s) [...,4,4] with the camera centre moved by ``offset`` (rotation unchanged), float64.
+
+    A pose in a local frame whose origin lies at ``offset`` in the world becomes the world pose;
+    ``shift_T(T_world_cam, -offset)`` is the local one. With a whole-metre ``offset`` both ways
+    are exact, so solvers can work on small numbers and the world pose loses nothing.
+    """
+    T = np.array(T_world_cam, dtype=np.float64)
+    T[..., :3, 3] += np.asarray(offset, np.float64)
+    return T
+
+
+def shift_transform(D: np.ndarray, offset: np.ndarray) -> np.ndarray:
+    """A transform ``D`` acting on poses of a frame, re-expressed for that frame translated by
+    ``+offset``: ``shift_transform(D, o) @ shift_T(T, o) == shift_T(D @ T, o)``."""
+    D = np.asarray(D, np.float64)
+    o = np.asarray(offset, np.float64)
+    return make_T(D[:3, :3], D[:3, 3] + o - D[:3, :3] @ o)
+
+
+def local_origin(centres: np.ndarray) -> np.ndarray:
+    """Origin [3] of a local frame for points near ``centres`` [N,3]: their median, rounded to
+    whole metres so that ``X - origin`` is exact in float64 (both are multiples of the ulp of X),
+    zeros for no centres. Solving in that frame keeps large world coordinates (UTM, ~5e6 m)
+    out of the solvers, where they cost precision (poselib's P3P lost 1.4 -> 8.7 mm at 5e6 m)."""
+    centres = np.asarray(centres, np.float64).reshape(-1, 3)
+    if len(centres) == 0:
+        return np.zeros(3)
+    return np.round(np.median(centres, axis=0))

@@ -75,11 +75,12 @@ def test_config_validation_and_options() -> None:
 def test_default_map_fingerprints_are_those_of_existing_databases() -> None:
     """The map blobs' fingerprints of every preset, as databases built before the nested config
     hold them (computed on main before it): existing databases are reused, not re-indexed."""
-    old_default = {"features": "7fa9ce7cab6663b2", "points": "23b2006d32091c59", "vocabulary": "b6d3480931475ae4"}
+    # geometric-4 (points solved in the map's local frame: UTM maps' old points lost precision)
+    old_default = {"features": "20cbd7102b924292", "points": "15bf6e196fc6f9bd", "vocabulary": "6e6f7e47bffc0171"}
     assert {name: fingerprints(cfg.map) for name, cfg in PRESETS.items()} == {
         "default": old_default, "fast": old_default, "realtime": old_default,
-        "accurate": {"features": "487e1f33dc1986b3", "points": "7609f7a773e1a510",
-                     "vocabulary": "1f8b6c5faf57d82c"}}
+        "accurate": {"features": "5ee9573faf344dc4", "points": "f6e5151f35162460",
+                     "vocabulary": "3fa2c7a5501915fe"}}
 
 
 def test_legacy_flat_options_give_the_configs_they_gave() -> None:

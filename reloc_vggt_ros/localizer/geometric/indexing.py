@@ -14,6 +14,12 @@ vocabulary is retrained once the database has doubled since it was trained. Poin
 two passes: every keyframe's pair statistics first (stored ones reused), then the map-wide
 pair level decides which neighbour pairs are consistent (see ``triangulation``), and a keyframe
 is re-triangulated only if its neighbours or that decision changed.
+
+Large coordinates (UTM-like world frames, centres ~5e6 m): the map is held and computed in a
+local frame, the world shifted by :attr:`GeometricMap.origin` (``geometry.local_origin`` of the
+keyframe centres, whole metres, so the shift is exact in float64). Triangulation, re-anchoring
+and every query-side solver see small numbers; blobs store world float64 points (1e-9 m
+resolution at 5e6 m), so they do not depend on the origin, which may move as keyframes are added.
 """
 
 from __future__ import annotations
@@ -27,7 +33,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
-from ...geometry import Intrinsics
+from ...geometry import Intrinsics, local_origin, shift_T, shift_transform
 from ...keyframes.blobs import pack_arrays, unpack_arrays
 from .features import Features, extract_features, fingerprint_fields
 from .vocabulary import train_vocabulary, vlad
@@ -43,7 +49,7 @@ __all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_st
 logger = logging.getLogger(__name__)
 
 BACKEND = "geometric"
-CODE_VERSION = "geometric-3"   # 3: pair-consistency check + re-anchoring
+CODE_VERSION = "geometric-4"   # 3: pair-consistency check + re-anchoring; 4: points solved in a local frame
 
 
 def _digest(*parts: Any) -> str:
@@ -62,13 +68,14 @@ def fingerprints(config: "MapSettings") -> dict[str, str]:
 
 @dataclass
 class KeyframeEntry:
-    """Everything the query side needs from one keyframe, in memory."""
+    """Everything the query side needs from one keyframe, in memory, in the map's local frame
+    (world shifted by :attr:`GeometricMap.origin`)."""
 
     kf_id: int
-    T_world_cam: np.ndarray
+    T_local_cam: np.ndarray
     intrinsics: Intrinsics
     features: Features
-    points_world: np.ndarray        # [N,3], NaN where the keypoint has no 3D point
+    points_local: np.ndarray        # [N,3], NaN where the keypoint has no 3D point
     vlad: np.ndarray
     # the subset with 3D points, precomputed for 2D-3D matching
     point_index: np.ndarray
@@ -84,6 +91,7 @@ class GeometricMap:
     revision: int                               # store revision the map reflects
     computed: dict[str, int] = field(default_factory=dict)   # what this indexing had to compute
     features_fingerprint: str = ""
+    origin: np.ndarray = field(default_factory=lambda: np.zeros(3))   # world position of the local frame
 
     def ids(self) -> np.ndarray:
         return np.array(sorted(self.entries), np.int64)
@@ -103,16 +111,24 @@ def _load_or_extract(store: "KeyframeStore", kf_id: int, config: "MapSettings", 
 
 @dataclass
 class _PointSet:
-    points: np.ndarray              # [N,3] world point per keypoint, NaN where none
+    points: np.ndarray              # [N,3] local-frame point per keypoint, NaN where none
     track_len: np.ndarray           # [N] views per point (depth points count 1)
     inconsistent_ids: frozenset[int]
 
 
+def _as_stored(points_local: np.ndarray, origin: np.ndarray) -> np.ndarray:
+    """Local points rounded as their stored world copy reads back (a fresh map equals a reloaded one)."""
+    return (points_local + origin) - origin
+
+
 def _point_sets(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr: dict[int, Intrinsics],
                 feats: dict[int, Features], config: "MapSettings", fp: str, writable: bool,
-                stats: dict[str, int]) -> dict[int, _PointSet]:
+                stats: dict[str, int], origin: np.ndarray) -> dict[int, _PointSet]:
     """Every keyframe's points: pair statistics of all keyframes first, then triangulation of those
-    whose neighbour set or consistency decision changed (the decision needs the map-wide level)."""
+    whose neighbour set or consistency decision changed (the decision needs the map-wide level).
+
+    ``poses`` and the points returned are in the local frame at ``origin``; blobs hold world points.
+    """
     tc = config.triangulation
     pos_of = {int(i): p for p, i in enumerate(ids)}
 
@@ -127,15 +143,15 @@ def _point_sets(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr
         blob = store.get_blob(i, BACKEND, "points", fp)
         arrays = unpack_arrays(blob) if blob is not None else None
         if arrays is not None and bool(arrays["from_depth"]):
-            out[i] = _PointSet(arrays["points_world"], arrays["track_len"], frozenset())
+            out[i] = _PointSet(arrays["points_world"] - origin, arrays["track_len"], frozenset())
         elif arrays is not None and arrays["neighbour_ids"].tolist() == neighbours[i]:
             stored[i] = arrays
         elif (depth := store.get_keyframe(i).depth_m) is not None:
-            pts = backproject_depth(feats[i], intr[i], poses[pos_of[i]], depth)
+            pts = _as_stored(backproject_depth(feats[i], intr[i], poses[pos_of[i]], depth), origin)
             track = np.isfinite(pts[:, 0]).astype(np.int32)
             if writable:
                 store.put_blob(i, BACKEND, "points", pack_arrays(
-                    {"points_world": pts, "track_len": track, "neighbour_ids": np.zeros(0, np.int64),
+                    {"points_world": pts + origin, "track_len": track, "neighbour_ids": np.zeros(0, np.int64),
                      "from_depth": np.array(True)}), fp)
             stats["points"] += 1
             out[i] = _PointSet(pts, track, frozenset())
@@ -150,15 +166,18 @@ def _point_sets(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr
         if a is not None and np.array_equal(
                 consistent_neighbours(a["pair_median_px"], a["pair_matches"], level, tc), a["state"] == 1):
             state = a["state"]
-            out[i] = _PointSet(a["points_world"], a["track_len"], frozenset(np.array(nbs)[state != 1].tolist()))
+            out[i] = _PointSet(a["points_world"] - origin, a["track_len"],
+                               frozenset(np.array(nbs)[state != 1].tolist()))
             continue
         obs = fresh.get(i) or observe(view(i), [view(n) for n in nbs], tc)
         pts, track, state, D = triangulate_consistent(view(i), [view(n) for n in nbs], obs, level, tc)
+        pts = _as_stored(pts, origin)
         if writable:
             store.put_blob(i, BACKEND, "points", pack_arrays(
-                {"points_world": pts, "track_len": track, "neighbour_ids": np.array(nbs, np.int64),
+                {"points_world": pts + origin, "track_len": track, "neighbour_ids": np.array(nbs, np.int64),
                  "from_depth": np.array(False), "pair_median_px": obs.pair_median_px,
-                 "pair_matches": obs.pair_matches, "state": state, "reanchor_T": D}), fp)
+                 "pair_matches": obs.pair_matches, "state": state,
+                 "reanchor_T": shift_transform(D, origin)}), fp)
         stats["points"] += 1
         if (state != 1).any():
             logger.info("keyframe %d: neighbours %s inconsistent (pair median %s px, map level %.3f px); "
@@ -199,7 +218,8 @@ def _reusable(previous: GeometricMap | None, fp: str, kf_id: int, T: np.ndarray,
     if previous is None or previous.features_fingerprint != fp or kf_id not in previous.entries:
         return None
     e = previous.entries[kf_id]
-    same = np.array_equal(e.T_world_cam, T) and e.intrinsics == intr   # ids can be reused after removal
+    # ids can be reused after removal
+    same = np.array_equal(shift_T(e.T_local_cam, previous.origin), T) and e.intrinsics == intr
     return e.features if same else None
 
 
@@ -211,17 +231,19 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
     features are reused instead of re-read (live mapping refreshes after every new keyframe).
     """
     t0 = time.perf_counter()
-    ids, poses = store.poses()
+    ids, world_poses = store.poses()
+    origin = local_origin(world_poses[:, :3, 3])
+    poses = shift_T(world_poses, -origin)
     intr = store.intrinsics()
     fps = fingerprints(config)
     writable = not getattr(store, "readonly", False)
     stats = {"features": 0, "points": 0, "vocabulary": 0, "vlad": 0}
     feats: dict[int, Features] = {}
     for pos, i in enumerate(int(v) for v in ids):
-        reused = _reusable(previous, fps["features"], i, poses[pos], intr[i])
+        reused = _reusable(previous, fps["features"], i, world_poses[pos], intr[i])
         feats[i] = reused if reused is not None else _load_or_extract(store, i, config, fps["features"],
                                                                       writable, stats)
-    sets = _point_sets(store, ids, poses, intr, feats, config, fps["points"], writable, stats)
+    sets = _point_sets(store, ids, poses, intr, feats, config, fps["points"], writable, stats, origin)
     if len(ids) == 0:
         return GeometricMap({}, np.zeros((0, 128), np.float32), store.revision, stats, fps["features"])
     centroids = _vocabulary(store, feats, config, fps["vocabulary"], writable, stats)
@@ -243,5 +265,5 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
     n_points = sum(len(e.point_index) for e in entries.values())
     logger.info("geometric map: %d keyframes, %d keyframe points; computed %s in %.1f s",
                 len(entries), n_points, stats, time.perf_counter() - t0)
-    return GeometricMap(entries, centroids, store.revision, stats, fps["features"])  # revision after our writes
+    return GeometricMap(entries, centroids, store.revision, stats, fps["features"], origin)  # revision after writes
 

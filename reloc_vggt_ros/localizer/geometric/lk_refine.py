@@ -182,14 +182,14 @@ def track_into_query(query_image: np.ndarray, kf_grays: list[np.ndarray], kf_ind
 
 
 def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, image_bgr: np.ndarray,
-                  T_world_cam: np.ndarray, x2d: np.ndarray, sigma: np.ndarray, kf_of: np.ndarray,
+                  T_local_cam: np.ndarray, x2d: np.ndarray, sigma: np.ndarray, kf_of: np.ndarray,
                   kf_kp: np.ndarray, inliers: np.ndarray, settings: LKRefineSettings
                   ) -> tuple[np.ndarray, np.ndarray, int]:
     """2D points [M,2] and sigmas [M] of the matches with the PnP inliers' tracks put in.
 
     Match ``i`` is keypoint ``kf_kp[i]`` of keyframe ``kf_of[i]`` (whose 3D point it carries),
     ``x2d[i]`` its query keypoint, ``inliers`` [M] bool. Tracked: the inliers whose 3D point is
-    seen from the keyframe and from the query centre (``T_world_cam``) within
+    seen from the keyframe and from the query centre (``T_local_cam``, the map's local frame) within
     ``max_angle_deg``; a kept track replaces ``x2d[i]`` with ``sigma_px``. The rest (views
     farther apart, keyframe image missing, LK failed or disagreed) keep point and sigma.
     Returns ``(x2d, sigma, number of tracks kept)``; the inputs are not modified.
@@ -202,8 +202,8 @@ def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, i
     for kf_id in np.unique(kf_of[inl_idx]):
         rows = inl_idx[kf_of[inl_idx] == kf_id]
         e = entries[int(kf_id)]
-        X = e.points_world[kf_kp[rows]]
-        rays_kf, rays_q = X - e.T_world_cam[:3, 3], X - T_world_cam[:3, 3]
+        X = e.points_local[kf_kp[rows]]
+        rays_kf, rays_q = X - e.T_local_cam[:3, 3], X - T_local_cam[:3, 3]
         cos = np.sum(rays_kf * rays_q, axis=1) / (np.linalg.norm(rays_kf, axis=1) * np.linalg.norm(rays_q, axis=1))
         rows, X = rows[cos >= cos_max], X[cos >= cos_max]
         gray = images.get(int(kf_id)) if len(rows) else None     # never decoded if nothing to track
@@ -211,7 +211,7 @@ def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, i
             continue
         # the keyframe pixel of the 3D point, not its keypoint: the point is the map's estimate
         # from all its observations, the keypoint one noisy observation of it
-        pts_l.append(e.intrinsics.project(apply_T(invert_T(e.T_world_cam), X)))
+        pts_l.append(e.intrinsics.project(apply_T(invert_T(e.T_local_cam), X)))
         rows_l.append(rows)
         which_l.append(np.full(len(rows), len(grays)))
         grays.append(gray)

@@ -16,10 +16,15 @@ Per query (:meth:`GeometricLocalizer._localize`), each stage a function of its o
 When the retrieved keyframes hold too few 3D points, relative poses to several keyframes
 (essential matrices) are intersected instead (``relative_pose.relative_fallback``). Timings
 and diagnostics are collected by one :class:`StageTrace` per query.
+
+Every stage works in the map's local frame (``GeometricMap.origin``, see ``indexing``): the
+prior is shifted into it and the pose out of it (``geometry.shift_T``), so world coordinates of
+any size (UTM) give the same precision as a map at the origin.
 """
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import threading
 import time
@@ -32,7 +37,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
-from ...geometry import Intrinsics
+from ...geometry import Intrinsics, shift_T
 from ..base import PosePrior, RelocResult, RelocStatus
 from ..retrieval import VLADRetriever
 from .config import PRESETS, GeometricConfig
@@ -122,20 +127,27 @@ class GeometricLocalizer:
 
     def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
                  prior: PosePrior | None = None) -> RelocResult:
+        state = self._state                     # one snapshot (and local frame) for the whole query
+        origin = state.map.origin
+        T_prior = None if prior is None else shift_T(prior.T_world_cam, -origin)
         # Every product of a query is small; OpenBLAS's own workers, once woken, spin on the
         # other core after it (measured on temple with the rest of the machine stopped: p50 75-84
         # -> 60-63 ms, CPU 146-166 -> 88-91 ms per query), so the whole query runs BLAS on the
         # calling thread; the match pool parallelises instead.
         with single_thread_blas():
-            return self._localize(image_bgr, intrinsics, stamp_ns, prior)
+            res = self._localize(state, image_bgr, intrinsics, stamp_ns, T_prior)
+        if res.T_world_cam is not None:
+            res = dataclasses.replace(res, T_world_cam=shift_T(res.T_world_cam, origin))
+        return res
 
-    def _localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int,
-                  prior: PosePrior | None) -> RelocResult:
+    def _localize(self, state: "_Snapshot", image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int,
+                  T_prior: np.ndarray | None) -> RelocResult:
+        """The query in the map's local frame (``T_prior`` and the pose returned are local)."""
         trace = StageTrace(stamp_ns=stamp_ns)
         bad = _check_input(image_bgr, intrinsics)
         if bad:
             return RelocResult(RelocStatus.INVALID_INPUT, reason=bad)
-        state, cfg, q, acc = self._state, self.config, self.config.query, self.config.acceptance
+        cfg, q, acc = self.config, self.config.query, self.config.acceptance
         if len(state.retriever) == 0:
             return RelocResult(RelocStatus.EMPTY_DATABASE, reason="the keyframe database is empty")
         entries = state.map.entries
@@ -143,8 +155,7 @@ class GeometricLocalizer:
         with trace.stage("feature"):
             feats = extract_features(image_bgr, q.features)
         with trace.stage("retrieval"):
-            retrieved = state.retriever.retrieve(feats.descriptors, q.top_k,
-                                                 None if prior is None else prior.T_world_cam)
+            retrieved = state.retriever.retrieve(feats.descriptors, q.top_k, T_prior)
         with trace.stage("match"):
             matches = match_2d3d(entries, feats.descriptors, retrieved, q.match_ratio, self._pool)
         trace.note(num_features=len(feats), retrieved=retrieved, num_matches_2d3d=len(matches))
@@ -228,7 +239,7 @@ class _Snapshot:
         ids = gmap.ids()
         if len(ids) == 0:
             return cls(gmap, VLADRetriever(ids, np.zeros((0, 4, 4)), np.zeros((0, 0), np.float32), gmap.vocabulary))
-        return cls(gmap, VLADRetriever(ids, np.stack([gmap.entries[i].T_world_cam for i in ids]),
+        return cls(gmap, VLADRetriever(ids, np.stack([gmap.entries[i].T_local_cam for i in ids]),
                                        np.stack([gmap.entries[i].vlad for i in ids]), gmap.vocabulary))
 
 

@@ -102,7 +102,7 @@ class Matches2D3D:
     """2D-3D correspondences of a query, one row per (query keypoint, keyframe point) pair."""
 
     q_idx: np.ndarray        # [M] query keypoint index
-    x3d: np.ndarray          # [M,3] world point
+    x3d: np.ndarray          # [M,3] point in the map's local frame
     kf_id: np.ndarray        # [M] keyframe the point was matched through
     kf_kp: np.ndarray        # [M] that keyframe's keypoint index
 
@@ -137,6 +137,6 @@ def match_2d3d(entries: Mapping[int, "KeyframeEntry"], descriptors: np.ndarray, 
         e = entries[kf_id]
         q_idx.append(m[:, 0])
         kf_kp.append(e.point_index[m[:, 1]])
-        x3d.append(e.points_world[kf_kp[-1]])
+        x3d.append(e.points_local[kf_kp[-1]])
         kf_of.append(np.full(len(m), kf_id))
     return Matches2D3D(np.concatenate(q_idx), np.concatenate(x3d), np.concatenate(kf_of), np.concatenate(kf_kp))

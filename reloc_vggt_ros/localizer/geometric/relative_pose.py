@@ -205,7 +205,7 @@ def relative_fallback(entries: Mapping[int, "KeyframeEntry"], feats: Features, i
         m = match_descriptors(feats.descriptors, e.features.descriptors, query.match_ratio)
         if len(m) < query.fallback_min_inliers:
             continue
-        o = relative_observation(kf_id, e.features.keypoints_px[m[:, 1]], e.intrinsics, e.T_world_cam,
+        o = relative_observation(kf_id, e.features.keypoints_px[m[:, 1]], e.intrinsics, e.T_local_cam,
                                  feats.keypoints_px[m[:, 0]], intr, max_epipolar_px)
         if o is not None and o.num_inliers >= query.fallback_min_inliers:
             obs.append(o)
