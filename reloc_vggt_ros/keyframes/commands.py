@@ -66,8 +66,8 @@ def _info(args: argparse.Namespace) -> int:
 
 def _blob_problem(backend: str, key: str, data: bytes) -> str | None:
     """Content check of a blob in the array format: it unpacks, and the backend accepts its arrays."""
-    if not data.startswith(b"PK\x03\x04"):
-        return None  # not an array archive: only its checksum can be judged
+    if backend != "geometric" and not data.startswith(b"PK\x03\x04"):
+        return None  # not an array archive (another backend's format): only its checksum can be judged
     try:
         arrays = unpack_arrays(data)
     except KeyframeDBError as err:
