@@ -320,10 +320,10 @@ def run_case(name: str, intact: Path, workdir: Path, scene: Path = SCENE, max_si
         out.open_error = str(err)
     finally:
         session.close()
+        out.warnings = list(handler.messages)
+        out.check_problems = check_database(str(path))["problems"]   # its warnings are not the node's
         log.removeHandler(handler)
         log.setLevel(level)
-    out.warnings = handler.messages
-    out.check_problems = check_database(str(path))["problems"]
     return out
 
 
