@@ -175,6 +175,7 @@ class KeyframeStore:
         self._lock = threading.RLock()
         self.schema_version = SCHEMA_VERSION
         self._warned: set[int] = set()   # damaged keyframes already reported
+        self._meta_checked: dict[tuple, str | None] = {}   # small-column row -> its problem (None: fine)
 
     # ----------------------------------------------------------------- open / create / close
     @classmethod
@@ -393,7 +394,13 @@ class KeyframeStore:
         return f"SELECT k.id, {_META_COLUMNS}, {crc} FROM keyframes k{join} {where} ORDER BY k.id"
 
     def _meta_problem(self, row: tuple) -> str | None:
-        """What is wrong with a keyframe's small columns (checksum, pose, intrinsics), or None."""
+        """What is wrong with a keyframe's small columns (checksum, pose, intrinsics), or None;
+        remembered per row value (poses() of 1000 keyframes must not re-validate 1000 poses)."""
+        if row not in self._meta_checked:
+            self._meta_checked[row] = self._judge_meta(row)
+        return self._meta_checked[row]
+
+    def _judge_meta(self, row: tuple) -> str | None:
         meta, crc = row[1:1 + _META_SIZE], row[1 + _META_SIZE]
         try:
             if self._checksums and crc != _meta_crc(*meta):
