@@ -17,8 +17,10 @@ is re-triangulated only if its neighbours or that decision changed.
 
 Damage is never trusted: a blob failing its checksum, its archive or :func:`blob_problem` (shapes,
 dimensions, finiteness) is a warning and recomputed like a missing one (in memory when the store
-is read-only), and a keyframe whose row or image is damaged is skipped with a warning (the store
-already leaves damaged pose rows out of ``poses()``).
+is read-only); a keyframe whose features must be recomputed from a damaged image is skipped with
+a warning (the store already leaves damaged pose rows out of ``poses()``). An image is verified
+only when read: a keyframe with intact blobs and a damaged image keeps matching, only its LK
+tracking is lost (``lk_refine.KeyframeImages``).
 """
 
 from __future__ import annotations
@@ -277,11 +279,9 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
     feats: dict[int, Features] = {}
     for pos, i in enumerate(int(v) for v in ids):
         reused = _reusable(previous, fps["features"], i, poses[pos], intr[i])
-        try:  # a fresh keyframe's stored bytes are verified once (image SHA-256, depth) before use
+        try:  # damaged features blob and damaged image: nothing to build this keyframe from
             feats[i] = reused if reused is not None else _load_or_extract(store, i, config, fps["features"],
                                                                           writable, stats)
-            if reused is None:
-                store.get_keyframe(i)
         except KeyframeDBError as err:
             logger.warning("keyframe %d left out of the geometric map: %s", i, err)
             feats.pop(i, None)
