@@ -21,6 +21,7 @@ from bench.corrupt_db import CASES, SCENE, VICTIM, Outcome, build, ignored_blob_
 from reloc_vggt_ros.cli import main
 from reloc_vggt_ros.errors import KeyframeDBError
 from reloc_vggt_ros.keyframes import SCHEMA_VERSION, KeyframeStore
+from reloc_vggt_ros.keyframes.summary import summarize
 from reloc_vggt_ros.session import Session, SessionConfig
 
 N_QUERIES = 4
@@ -126,17 +127,25 @@ def test_flipped_bit_in_a_pose_skips_the_keyframe(intact: Path, tmp_path: Path) 
     _all_queries_right(o, N_KEYFRAMES - 1)
     with KeyframeStore.open(tmp_path / "flipped_bit_in_pose.db", readonly=True) as store:
         assert VICTIM not in store.poses()[0] and VICTIM not in store.intrinsics()
+        assert list(store.damaged_keyframes()) == [VICTIM] and summarize(store)["keyframes"] == N_KEYFRAMES - 1
         assert VICTIM not in [kf.kf_id for kf in store.iter_keyframes()]
         with pytest.raises(KeyframeDBError, match=f"keyframe {VICTIM} .* is damaged: pose/intrinsics"):
             store.get_keyframe(VICTIM)
 
 
-def test_flipped_bit_in_a_blob_recomputes_it(intact: Path, tmp_path: Path) -> None:
+def test_flipped_bit_in_a_blob_recomputes_it(intact: Path, tmp_path: Path, capsys: pytest.CaptureFixture[str]
+                                              ) -> None:
     o = _case("flipped_bit_in_blob", intact, tmp_path)
     assert len(o.warnings) == 1 and o.warnings[0].startswith(ignored_blob_warning(VICTIM, "features"))
     assert "fails its checksum (stored CRC32" in o.warnings[0]
     assert len(o.check_problems) == 1 and f"blob geometric/features of keyframe {VICTIM}" in o.check_problems[0]
     _all_queries_right(o, N_KEYFRAMES)
+    # opened writable (the node with mapping), the recomputed blob replaces the damaged one
+    from reloc_vggt_ros.localizer.registry import make_localizer
+
+    with KeyframeStore.open(tmp_path / "flipped_bit_in_blob.db") as store:
+        make_localizer("geometric", store)
+    assert _check_cli(tmp_path / "flipped_bit_in_blob.db", capsys)["ok"]
 
 
 def test_blob_whose_shape_field_lies(intact: Path, tmp_path: Path) -> None:
