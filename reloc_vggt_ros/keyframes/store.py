@@ -8,6 +8,12 @@ costs nothing that matters. One connection guarded by a re-entrant lock makes a 
 share between the node's inference thread (reads) and its keyframe thread (writes); other
 processes may open the same file (WAL: many readers, one writer, ``busy_timeout`` waits).
 
+Damage (bit rot, a truncated copy, hostile edits) is detected, not trusted: every blob carries a
+CRC32 of its bytes and every keyframe a CRC32 of its small columns (pose, intrinsics, image
+SHA-256), verified on read; a keyframe whose row is damaged is left out of :meth:`poses` /
+:meth:`intrinsics` / :meth:`iter_keyframes` with a warning, a damaged blob or page is a
+KeyframeDBError naming the file and saying what to do (``docs/database.md``, "Damaged databases").
+
 Table layout and blob formats are documented in ``docs/database.md``; bump
 :data:`SCHEMA_VERSION` on any incompatible change.
 """
@@ -18,10 +24,14 @@ import contextlib
 import datetime as _dt
 import hashlib
 import importlib.metadata
+import json
 import logging
+import os
 import sqlite3
+import struct
 import threading
-from collections.abc import Iterable, Iterator
+import zlib
+from collections.abc import Callable, Iterable, Iterator
 from pathlib import Path
 
 import numpy as np
@@ -30,15 +40,26 @@ from ..errors import KeyframeDBError
 from ..geometry import Intrinsics, is_valid_T
 from .types import Keyframe
 
-__all__ = ["KeyframeStore", "SCHEMA_VERSION", "image_format"]
+__all__ = ["KeyframeStore", "SCHEMA_VERSION", "image_format", "DAMAGED_HINT", "REPAIR_HINT"]
 
 logger = logging.getLogger(__name__)
 
-SCHEMA_VERSION = 1
+SCHEMA_VERSION = 2          # 2: CRC32 per blob and per keyframe row (1 is read, and migrated when opened writable)
+_OLDEST_READABLE = 1
+REPAIR_HINT = "restore a backup copy or rebuild it with `reloc-vggt db build`"
+DAMAGED_HINT = "run `reloc-vggt db check {path}` to list the damage, then " + REPAIR_HINT
 _RESERVED_METADATA = ("schema_version", "revision")
 _POSE_TOL = 1e-6
 _BUSY_TIMEOUT_MS = 10_000
 
+# what schema 2 adds to a schema 1 file (the migration); new files get the same layout
+_V2_ADDITIONS = (
+    "ALTER TABLE blobs ADD COLUMN crc32 INTEGER",
+    "ALTER TABLE map_blobs ADD COLUMN crc32 INTEGER",
+    # a table of its own: a column added to keyframes would sit after the image (slow poses())
+    "CREATE TABLE keyframe_crc (kf_id INTEGER PRIMARY KEY REFERENCES keyframes(id) ON DELETE CASCADE, "
+    "meta_crc32 INTEGER NOT NULL, depth_crc32 INTEGER)",
+)
 _SCHEMA = """
 CREATE TABLE metadata (key TEXT PRIMARY KEY, value TEXT NOT NULL);
 CREATE TABLE keyframes (
@@ -58,15 +79,65 @@ CREATE INDEX keyframes_name ON keyframes(name);
 CREATE TABLE blobs (
     kf_id INTEGER NOT NULL REFERENCES keyframes(id) ON DELETE CASCADE,
     backend TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL, data BLOB NOT NULL,
+    crc32 INTEGER,
     PRIMARY KEY (kf_id, backend, key)
 );
 CREATE TABLE map_blobs (
     backend TEXT NOT NULL, key TEXT NOT NULL, fingerprint TEXT NOT NULL, data BLOB NOT NULL,
+    crc32 INTEGER,
     PRIMARY KEY (backend, key)
 );
-"""
-_KF_COLUMNS = ("id, name, stamp_ns, image, width, height, fx, fy, cx, cy, T_world_cam, "
-               "depth, depth_height, depth_width")
+""" + "".join(f"{stmt};" for stmt in _V2_ADDITIONS if not stmt.startswith("ALTER"))
+# the small columns of a keyframe (all before depth and image in the row), in _meta_crc order
+_META_COLUMNS = ("k.name, k.stamp_ns, k.image_format, k.image_sha256, k.width, k.height, k.fx, k.fy, k.cx, "
+                 "k.cy, k.T_world_cam, k.depth_height, k.depth_width")
+_META_SIZE = 13
+
+
+def _crc(data: bytes | None) -> int | None:
+    return None if data is None else zlib.crc32(data)
+
+
+def _meta_crc(*meta: object) -> int:
+    """CRC32 of a keyframe's small columns (typed as stored, so a value read back gives the same)."""
+    name, stamp, fmt, sha, w, h, fx, fy, cx, cy, pose, dh, dw = meta
+    head = json.dumps([str(name), int(stamp), str(fmt), str(sha), int(w), int(h), float(fx), float(fy),
+                       float(cx), float(cy), None if dh is None else int(dh), None if dw is None else int(dw)])
+    return zlib.crc32(bytes(pose), zlib.crc32(head.encode()))  # type: ignore[arg-type]
+
+
+def _without_hint(err: Exception) -> str:
+    """An error's message without the trailing what-to-do (``db check`` prints it once)."""
+    return str(err).split("; run `reloc-vggt db check")[0]
+
+
+def _is_corruption(err: sqlite3.Error) -> bool:
+    """SQLITE_CORRUPT / SQLITE_NOTADB (a damaged file), not a lock or a misuse."""
+    return (getattr(err, "sqlite_errorcode", 0) & 0xFF) in (11, 26) or type(err) is sqlite3.DatabaseError
+
+
+def _sqlite_header_problem(path: Path) -> str | None:
+    """What the 100-byte SQLite header says is wrong with the file size (a truncated copy), or None.
+
+    The header's page count is trusted only when SQLite marks it valid (bytes 92-95 equal the change
+    counter, bytes 24-27) and no WAL file may hold pages not yet copied into the main file.
+    """
+    try:
+        with open(path, "rb") as f:
+            head = f.read(100)
+        size = path.stat().st_size
+    except OSError as err:
+        return f"cannot read it: {err}"
+    if len(head) < 100 or not head.startswith(b"SQLite format 3\x00"):
+        return None  # not SQLite at all: the connection reports it
+    page = struct.unpack(">H", head[16:18])[0]
+    page = 65536 if page == 1 else page
+    counter, pages, valid_for = (struct.unpack(">I", head[o:o + 4])[0] for o in (24, 28, 92))
+    wal = Path(f"{path}-wal")
+    if counter == valid_for and pages and size < pages * page and not (wal.is_file() and wal.stat().st_size):
+        return (f"file is truncated: its header says {pages} pages of {page} bytes ({pages * page} bytes), "
+                f"the file has {size} bytes")
+    return None
 
 
 def image_format(data: bytes) -> str:
@@ -102,6 +173,9 @@ class KeyframeStore:
         self.readonly = readonly
         self._conn: sqlite3.Connection | None = conn
         self._lock = threading.RLock()
+        self.schema_version = SCHEMA_VERSION
+        self._warned: set[int] = set()   # damaged keyframes already reported
+        self._meta_checked: dict[tuple, str | None] = {}   # small-column row -> its problem (None: fine)
 
     # ----------------------------------------------------------------- open / create / close
     @classmethod
@@ -130,23 +204,64 @@ class KeyframeStore:
 
     @classmethod
     def open(cls, path: Path | str, readonly: bool = False) -> "KeyframeStore":
-        """Open an existing database; KeyframeDBError if missing, corrupt or of another schema."""
+        """Open an existing database; KeyframeDBError if missing, truncated, corrupt or of another schema.
+
+        A schema 1 file (no checksums) is read as it is when ``readonly``, and migrated to the
+        current schema (checksums computed from the stored bytes) when opened writable.
+        """
         path = Path(path)
         if not path.is_file():
             raise KeyframeDBError(f"keyframe database not found: {path}")
+        problem = _sqlite_header_problem(path)
+        if problem:
+            raise KeyframeDBError(f"{path} is damaged: {problem}; {DAMAGED_HINT.format(path=path)}")
         conn = cls._connect(path, readonly)
         try:
             rows = conn.execute("SELECT key, value FROM metadata WHERE key = 'schema_version'").fetchall()
         except sqlite3.DatabaseError as err:
             conn.close()
             raise KeyframeDBError(f"{path} is not a keyframe database (not SQLite, corrupt, or no "
-                                  f"metadata table): {err}") from err
+                                  f"metadata table): {err}; if it was one, {DAMAGED_HINT.format(path=path)}"
+                                  ) from err
         found = rows[0][1] if rows else None
-        if found != str(SCHEMA_VERSION):
+        version = int(found) if isinstance(found, str) and found.isdigit() else None
+        if version is None or not _OLDEST_READABLE <= version <= SCHEMA_VERSION:
             conn.close()
+            newer = version is not None and version > SCHEMA_VERSION
+            why = ("it was written by a newer reloc_vggt_ros: upgrade this one, or " if newer else "")
             raise KeyframeDBError(f"{path}: keyframe database schema version {found}, this reloc_vggt_ros "
-                                  f"reads version {SCHEMA_VERSION}; rebuild it with `reloc-vggt db build`")
-        return cls(path, conn, readonly)
+                                  f"reads version {SCHEMA_VERSION} (and {_OLDEST_READABLE}..{SCHEMA_VERSION}); "
+                                  f"{why}rebuild it with `reloc-vggt db build`")
+        store = cls(path, conn, readonly)
+        store.schema_version = version
+        if version < SCHEMA_VERSION:
+            if readonly:
+                logger.warning("%s: schema version %d has no checksums: damage cannot be detected until it is "
+                               "opened writable once (`reloc-vggt db check --migrate %s`)", path, version, path)
+            else:
+                store._migrate()
+        return store
+
+    def _migrate(self) -> None:
+        """Schema 1 -> 2: add the checksum column/table and fill them from the stored bytes."""
+        assert self._conn is not None
+        self._conn.create_function("crc32_of", 1, _crc, deterministic=True)
+        self._conn.create_function("meta_crc32_of", _META_SIZE, _meta_crc, deterministic=True)
+        with self._tx() as cur:
+            for stmt in _V2_ADDITIONS:
+                cur.execute(stmt)
+            cur.execute("UPDATE blobs SET crc32 = crc32_of(data)")
+            cur.execute("UPDATE map_blobs SET crc32 = crc32_of(data)")
+            cur.execute(f"INSERT INTO keyframe_crc(kf_id, meta_crc32, depth_crc32) SELECT k.id, "
+                        f"meta_crc32_of({_META_COLUMNS}), crc32_of(k.depth) FROM keyframes k")
+            cur.execute("UPDATE metadata SET value = ? WHERE key = 'schema_version'", (str(SCHEMA_VERSION),))
+        logger.warning("%s: migrated from schema version %d to %d (checksums of %d keyframes computed from "
+                       "the stored bytes)", self.path, self.schema_version, SCHEMA_VERSION, len(self))
+        self.schema_version = SCHEMA_VERSION
+
+    @property
+    def _checksums(self) -> bool:
+        return self.schema_version >= 2
 
     @staticmethod
     def _connect(path: Path, readonly: bool) -> sqlite3.Connection:
@@ -192,6 +307,9 @@ class KeyframeStore:
             try:
                 yield self._conn.cursor()
             except sqlite3.Error as err:
+                if _is_corruption(err):
+                    raise KeyframeDBError(f"{self.path} is damaged: {err}; "
+                                          f"{DAMAGED_HINT.format(path=self.path)}") from err
                 raise KeyframeDBError(f"{self.path}: {err}") from err
 
     @contextlib.contextmanager
@@ -229,6 +347,11 @@ class KeyframeStore:
                     raise KeyframeDBError(f"{self.path}: cannot insert keyframe {row[0]!r} "
                                           f"(id {kf_id}): {err}") from err
                 ids.append(int(cur.lastrowid or kf_id or 0))
+                if self._checksums:
+                    name, stamp, _image, fmt, sha, w, h, fx, fy, cx, cy, pose, depth, dh, dw = row
+                    cur.execute("INSERT INTO keyframe_crc(kf_id, meta_crc32, depth_crc32) VALUES (?, ?, ?)",
+                                (ids[-1], _meta_crc(name, stamp, fmt, sha, w, h, fx, fy, cx, cy, pose, dh, dw),
+                                 _crc(depth)))
         return ids
 
     @staticmethod
@@ -265,19 +388,83 @@ class KeyframeStore:
                        intr.width, intr.height, intr.fx, intr.fy, intr.cx, intr.cy,
                        _pose_to_blob(T), depth, dh, dw)
 
-    @staticmethod
-    def _keyframe(row: tuple) -> Keyframe:
-        kf_id, name, stamp, image, w, h, fx, fy, cx, cy, pose, depth, dh, dw = row
-        depth_m = None if depth is None else np.frombuffer(depth, dtype="<f4").reshape(dh, dw).copy()
-        return Keyframe(name=name, image_jpeg=bytes(image), intrinsics=Intrinsics(fx, fy, cx, cy, w, h),
-                        T_world_cam=_pose_from_blob(pose), stamp_ns=stamp, depth_m=depth_m, kf_id=kf_id)
+    def _meta_sql(self, where: str = "") -> str:
+        crc = "c.meta_crc32, c.depth_crc32" if self._checksums else "NULL, NULL"
+        join = " LEFT JOIN keyframe_crc c ON c.kf_id = k.id" if self._checksums else ""
+        return f"SELECT k.id, {_META_COLUMNS}, {crc} FROM keyframes k{join} {where} ORDER BY k.id"
+
+    def _meta_problem(self, row: tuple) -> str | None:
+        """What is wrong with a keyframe's small columns (checksum, pose, intrinsics), or None;
+        remembered per row value (poses() of 1000 keyframes must not re-validate 1000 poses)."""
+        if row not in self._meta_checked:
+            self._meta_checked[row] = self._judge_meta(row)
+        return self._meta_checked[row]
+
+    def _judge_meta(self, row: tuple) -> str | None:
+        meta, crc = row[1:1 + _META_SIZE], row[1 + _META_SIZE]
+        try:
+            if self._checksums and crc != _meta_crc(*meta):
+                return "pose/intrinsics/name columns fail their CRC32 check (bit rot or an edit)"
+            pose = meta[10]
+            if not isinstance(pose, bytes) or len(pose) != 128:
+                return f"T_world_cam is {len(pose) if isinstance(pose, bytes) else type(pose).__name__} bytes, not 128"
+            if not is_valid_T(_pose_from_blob(pose), tol=_POSE_TOL):
+                return "T_world_cam is not a finite rigid transform"
+            Intrinsics(*(float(v) for v in meta[6:10]), int(meta[4]), int(meta[5]))
+        except (TypeError, ValueError) as err:
+            return f"invalid column value: {err}"
+        return None
+
+    def _damage(self, kf_id: int, name: object, problem: str) -> str:
+        return f"keyframe {kf_id} ({name}) in {self.path} is damaged: {problem}"
+
+    def _valid_meta(self) -> list[tuple]:
+        """Small-column rows of the usable keyframes; each damaged one is a warning (once) and left out."""
+        with self._read() as cur:
+            rows = cur.execute(self._meta_sql()).fetchall()
+        good = []
+        for row in rows:
+            problem = self._meta_problem(row)
+            if problem is None:
+                good.append(row)
+            elif row[0] not in self._warned:
+                self._warned.add(row[0])
+                logger.warning("%s; it is skipped (%s)", self._damage(row[0], row[1], problem),
+                               DAMAGED_HINT.format(path=self.path))
+        return good
+
+    def damaged_keyframes(self) -> dict[int, str]:
+        """``{kf_id: what is wrong}`` for keyframes whose small columns are damaged (no image reads)."""
+        with self._read() as cur:
+            rows = cur.execute(self._meta_sql()).fetchall()
+        return {r[0]: p for r in rows if (p := self._meta_problem(r)) is not None}
 
     def _find_keyframe(self, kf_id: int) -> Keyframe | None:
+        """The keyframe with every stored byte verified; KeyframeDBError if it is damaged."""
         with self._read() as cur:
-            row = cur.execute(f"SELECT {_KF_COLUMNS} FROM keyframes WHERE id = ?", (int(kf_id),)).fetchone()
-        return None if row is None else self._keyframe(row)
+            row = cur.execute(self._meta_sql("WHERE k.id = ?"), (int(kf_id),)).fetchone()
+            if row is None:
+                return None
+            depth, image = cur.execute("SELECT depth, image FROM keyframes WHERE id = ?", (int(kf_id),)).fetchone()
+        name, stamp, _fmt, sha, w, h, fx, fy, cx, cy, pose, dh, dw = row[1:1 + _META_SIZE]
+        problem = self._meta_problem(row)
+        if problem is None and (not isinstance(image, bytes) or hashlib.sha256(image).hexdigest() != sha):
+            problem = "image bytes do not match their SHA-256 (bit rot or an edit)"
+        depth_m = None
+        if problem is None and depth is not None:
+            if self._checksums and row[-1] != _crc(depth):
+                problem = "depth bytes fail their CRC32 check"
+            elif not isinstance(dh, int) or not isinstance(dw, int) or dh * dw * 4 != len(depth):
+                problem = f"depth is {len(depth)} bytes, not {dh}x{dw} float32"
+            else:
+                depth_m = np.frombuffer(depth, dtype="<f4").reshape(dh, dw).copy()
+        if problem is not None:
+            raise KeyframeDBError(f"{self._damage(kf_id, name, problem)}; {DAMAGED_HINT.format(path=self.path)}")
+        return Keyframe(name=name, image_jpeg=image, intrinsics=Intrinsics(fx, fy, cx, cy, w, h),
+                        T_world_cam=_pose_from_blob(pose), stamp_ns=stamp, depth_m=depth_m, kf_id=kf_id)
 
     def get_keyframe(self, kf_id: int) -> Keyframe:
+        """The keyframe; KeyframeDBError if there is none or its row is damaged (checksums, pose)."""
         kf = self._find_keyframe(kf_id)
         if kf is None:
             raise KeyframeDBError(f"{self.path}: no keyframe with id {kf_id}")
@@ -288,25 +475,28 @@ class KeyframeStore:
             return [r[0] for r in cur.execute("SELECT id FROM keyframes ORDER BY id")]
 
     def iter_keyframes(self) -> Iterator[Keyframe]:
-        """Keyframes in id order, fetched one at a time (the lock is not held between them)."""
+        """Usable keyframes in id order, fetched one at a time (the lock is not held between them);
+        a damaged one is a warning and skipped."""
         for kf_id in self.keyframe_ids():
-            kf = self._find_keyframe(kf_id)
+            try:
+                kf = self._find_keyframe(kf_id)
+            except KeyframeDBError as err:
+                logger.warning("%s; it is skipped", err)
+                continue
             if kf is not None:  # else removed meanwhile by another thread
                 yield kf
 
     def poses(self) -> tuple[np.ndarray, np.ndarray]:
-        """``(ids [N] int64, T_world_cam [N,4,4] float64)`` in id order, without touching images."""
-        with self._read() as cur:
-            rows = cur.execute("SELECT id, T_world_cam FROM keyframes ORDER BY id").fetchall()
+        """``(ids [N] int64, T_world_cam [N,4,4] float64)`` of the usable keyframes in id order,
+        without touching images (a keyframe with a damaged pose row is a warning and left out)."""
+        rows = self._valid_meta()
         ids = np.array([r[0] for r in rows], dtype=np.int64)
-        Ts = np.frombuffer(b"".join(r[1] for r in rows), dtype="<f8").reshape(-1, 4, 4).astype(np.float64)
+        Ts = np.frombuffer(b"".join(r[11] for r in rows), dtype="<f8").reshape(-1, 4, 4).astype(np.float64)
         return ids, Ts
 
     def intrinsics(self) -> dict[int, Intrinsics]:
-        """``{id: Intrinsics}`` of every keyframe, without touching images."""
-        with self._read() as cur:
-            rows = cur.execute("SELECT id, fx, fy, cx, cy, width, height FROM keyframes ORDER BY id").fetchall()
-        return {r[0]: Intrinsics(*r[1:]) for r in rows}
+        """``{id: Intrinsics}`` of the usable keyframes (as :meth:`poses`), without touching images."""
+        return {r[0]: Intrinsics(r[7], r[8], r[9], r[10], r[5], r[6]) for r in self._valid_meta()}
 
     def remove_keyframe(self, kf_id: int) -> None:
         """Delete a keyframe and (cascade) its blobs; KeyframeDBError if there is no such id."""
@@ -325,44 +515,69 @@ class KeyframeStore:
             if not isinstance(value, str) or not value:
                 raise KeyframeDBError(f"blob {label} must be a non-empty string, got {value!r}")
 
+    def _crc_sql(self) -> str:
+        return "crc32" if self._checksums else "NULL"
+
+    def _verified(self, data: bytes, crc: int | None, what: str) -> bytes:
+        """The blob's bytes if they match their CRC32; KeyframeDBError (damaged file) otherwise."""
+        data = bytes(data)
+        if self._checksums and crc != zlib.crc32(data):
+            found = "no checksum" if crc is None else f"stored CRC32 {crc:08x}, bytes give {zlib.crc32(data):08x}"
+            raise KeyframeDBError(f"{self.path} is damaged: {what} ({len(data)} bytes) fails its checksum "
+                                  f"({found}); {DAMAGED_HINT.format(path=self.path)}")
+        return data
+
     def put_blob(self, kf_id: int, backend: str, key: str, data: bytes, fingerprint: str) -> None:
         """Store (replace) one keyframe's blob; a new fingerprint supersedes the old blob."""
         self._check_blob_args(backend, key, fingerprint)
+        data = bytes(data)
         with self._tx() as cur:
             try:
-                cur.execute("INSERT OR REPLACE INTO blobs(kf_id, backend, key, fingerprint, data) "
-                            "VALUES (?, ?, ?, ?, ?)", (int(kf_id), backend, key, fingerprint, bytes(data)))
+                if self._checksums:
+                    cur.execute("INSERT OR REPLACE INTO blobs(kf_id, backend, key, fingerprint, data, crc32) "
+                                "VALUES (?, ?, ?, ?, ?, ?)", (int(kf_id), backend, key, fingerprint, data, _crc(data)))
+                else:
+                    cur.execute("INSERT OR REPLACE INTO blobs(kf_id, backend, key, fingerprint, data) "
+                                "VALUES (?, ?, ?, ?, ?)", (int(kf_id), backend, key, fingerprint, data))
             except sqlite3.IntegrityError as err:
                 raise KeyframeDBError(f"{self.path}: no keyframe with id {kf_id} for blob "
                                       f"{backend}/{key}") from err
 
     def get_blob(self, kf_id: int, backend: str, key: str, fingerprint: str) -> bytes | None:
-        """The blob, or None if absent or written with another fingerprint (= stale)."""
+        """The blob, or None if absent or written with another fingerprint (= stale);
+        KeyframeDBError if its bytes fail their checksum."""
         with self._read() as cur:
-            row = cur.execute("SELECT data FROM blobs WHERE kf_id = ? AND backend = ? AND key = ? "
-                              "AND fingerprint = ?", (int(kf_id), backend, key, fingerprint)).fetchone()
-        return None if row is None else bytes(row[0])
+            row = cur.execute(f"SELECT data, {self._crc_sql()} FROM blobs WHERE kf_id = ? AND backend = ? AND "
+                              "key = ? AND fingerprint = ?", (int(kf_id), backend, key, fingerprint)).fetchone()
+        return None if row is None else self._verified(row[0], row[1], f"blob {backend}/{key} of keyframe {kf_id}")
 
     def iter_blobs(self, backend: str, key: str, fingerprint: str) -> Iterator[tuple[int, bytes]]:
-        """``(kf_id, data)`` of every keyframe holding this blob with this fingerprint, id order."""
+        """``(kf_id, data)`` of every keyframe holding this blob with this fingerprint, id order
+        (KeyframeDBError at the first blob failing its checksum)."""
         with self._read() as cur:
-            rows = cur.execute("SELECT kf_id, data FROM blobs WHERE backend = ? AND key = ? AND "
-                               "fingerprint = ? ORDER BY kf_id", (backend, key, fingerprint)).fetchall()
-        for kf_id, data in rows:
-            yield int(kf_id), bytes(data)
+            rows = cur.execute(f"SELECT kf_id, data, {self._crc_sql()} FROM blobs WHERE backend = ? AND key = ? "
+                               "AND fingerprint = ? ORDER BY kf_id", (backend, key, fingerprint)).fetchall()
+        for kf_id, data, crc in rows:
+            yield int(kf_id), self._verified(data, crc, f"blob {backend}/{key} of keyframe {kf_id}")
 
     def put_map_blob(self, backend: str, key: str, data: bytes, fingerprint: str) -> None:
         """Store (replace) a database-wide blob such as a vocabulary or a retrieval index."""
         self._check_blob_args(backend, key, fingerprint)
+        data = bytes(data)
         with self._tx() as cur:
-            cur.execute("INSERT OR REPLACE INTO map_blobs(backend, key, fingerprint, data) VALUES (?, ?, ?, ?)",
-                        (backend, key, fingerprint, bytes(data)))
+            if self._checksums:
+                cur.execute("INSERT OR REPLACE INTO map_blobs(backend, key, fingerprint, data, crc32) "
+                            "VALUES (?, ?, ?, ?, ?)", (backend, key, fingerprint, data, _crc(data)))
+            else:
+                cur.execute("INSERT OR REPLACE INTO map_blobs(backend, key, fingerprint, data) VALUES (?, ?, ?, ?)",
+                            (backend, key, fingerprint, data))
 
     def get_map_blob(self, backend: str, key: str, fingerprint: str) -> bytes | None:
+        """As :meth:`get_blob`, for a database-wide blob."""
         with self._read() as cur:
-            row = cur.execute("SELECT data FROM map_blobs WHERE backend = ? AND key = ? AND fingerprint = ?",
-                              (backend, key, fingerprint)).fetchone()
-        return None if row is None else bytes(row[0])
+            row = cur.execute(f"SELECT data, {self._crc_sql()} FROM map_blobs WHERE backend = ? AND key = ? AND "
+                              "fingerprint = ?", (backend, key, fingerprint)).fetchone()
+        return None if row is None else self._verified(row[0], row[1], f"map blob {backend}/{key}")
 
     def backends(self) -> dict[str, set[str]]:
         """``{backend: {fingerprints}}`` over keyframe and map blobs."""
@@ -431,6 +646,49 @@ class KeyframeStore:
             except sqlite3.Error as err:
                 where = f"{self.path} -> {target}" if target is not None else str(self.path)
                 raise KeyframeDBError(f"backup of {where} failed: {err}") from err
+
+    def check(self, blob_problem: Callable[[str, str, bytes], str | None] | None = None) -> list[str]:
+        """Every problem of the file, one line each (empty = healthy): SQLite's full
+        ``integrity_check``, every keyframe row (checksums, pose, intrinsics, image SHA-256 and
+        decoding, depth) and every blob's checksum; ``blob_problem(backend, key, data)`` judges
+        the content of each blob that passed (the backends' checks, ``db check``). Reads the whole file."""
+        import cv2
+
+        problems: list[str] = []
+        if self.schema_version < SCHEMA_VERSION:
+            problems.append(f"{self.path}: schema version {self.schema_version} has no checksums (bit rot in "
+                            "blobs cannot be detected); open it writable once: `reloc-vggt db check --migrate`")
+        try:
+            result = self.integrity_check()
+            if result != "ok":
+                problems += [f"{self.path}: SQLite integrity_check: {line}" for line in result.splitlines()]
+            for kf_id in self.keyframe_ids():
+                try:
+                    kf = self.get_keyframe(kf_id)
+                except KeyframeDBError as err:
+                    problems.append(_without_hint(err))
+                    continue
+                if cv2.imdecode(np.frombuffer(kf.image_jpeg, np.uint8), cv2.IMREAD_UNCHANGED) is None:
+                    problems.append(self._damage(kf_id, kf.name, "image bytes do not decode"))
+            with self._read() as cur:
+                keys = cur.execute("SELECT kf_id, backend, key, fingerprint FROM blobs ORDER BY kf_id").fetchall()
+                map_keys = cur.execute("SELECT backend, key, fingerprint FROM map_blobs").fetchall()
+            blobs = [(f"blob {b}/{k} of keyframe {i}", b, k, lambda i=i, b=b, k=k, f=f: self.get_blob(i, b, k, f))
+                     for i, b, k, f in keys]
+            blobs += [(f"map blob {b}/{k}", b, k, lambda b=b, k=k, f=f: self.get_map_blob(b, k, f))
+                      for b, k, f in map_keys]
+            for what, backend, key, read in blobs:
+                try:
+                    data = read()
+                except KeyframeDBError as err:
+                    problems.append(_without_hint(err))
+                    continue
+                problem = blob_problem(backend, key, data) if blob_problem and data is not None else None
+                if problem:
+                    problems.append(f"{self.path}: {what}: {problem}")
+        except KeyframeDBError as err:  # a page so damaged that a table cannot be read at all
+            problems.append(_without_hint(err))
+        return problems
 
     def integrity_check(self) -> str:
         """SQLite's ``PRAGMA integrity_check`` result ('ok' for a healthy file); reads every page."""

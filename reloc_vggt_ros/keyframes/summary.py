@@ -36,6 +36,7 @@ def summarize(store: KeyframeStore) -> dict[str, Any]:
         "creator": meta.get("creator", ""),
         "revision": store.revision,
         "keyframes": int(len(ids)),
+        "damaged_keyframes": store.damaged_keyframes(),   # left out of the count above (`db check`)
         "image_sizes": dict(sorted(sizes.items())),
         "extent": None,
         "backends": {b: {fp: store.blob_counts().get((b, fp), 0) for fp in sorted(fps)}
@@ -56,7 +57,8 @@ def format_summary(s: dict[str, Any]) -> str:
              f"schema version: {s['schema_version']}   revision: {s['revision']}",
              f"created:        {s['created_utc']} by {s['creator'] or '?'}",
              f"units:          {u}",
-             f"keyframes:      {s['keyframes']}",
+             f"keyframes:      {s['keyframes']}" + (f" (+{len(s['damaged_keyframes'])} damaged, left out: "
+                                                    f"run `reloc-vggt db check`)" if s["damaged_keyframes"] else ""),
              "image sizes:    " + (", ".join(f"{k} ({n})" for k, n in s["image_sizes"].items()) or "-")]
     ext = s["extent"]
     if ext is None:

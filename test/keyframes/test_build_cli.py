@@ -12,7 +12,7 @@ import pytest
 from reloc_vggt_ros.cli import main
 from reloc_vggt_ros.data import read_posed_folder
 from reloc_vggt_ros.errors import ConfigError, KeyframeDBError
-from reloc_vggt_ros.keyframes import KeyframeStore, build_keyframe_db
+from reloc_vggt_ros.keyframes import SCHEMA_VERSION, KeyframeStore, build_keyframe_db
 from reloc_vggt_ros.keyframes.summary import median_nn_baseline
 from reloc_vggt_ros.localizer.geometric import PRESETS
 from reloc_vggt_ros.localizer.geometric.indexing import fingerprints
@@ -38,7 +38,7 @@ def test_db_build_then_info(tmp_path: Path, capsys: pytest.CaptureFixture[str]) 
     assert main(["db", "info", str(out)]) == 0
     text = capsys.readouterr().out
     assert "keyframes:      7" in text and "1536x1024 (7)" in text and "units:          m" in text
-    assert "schema version: 1" in text
+    assert f"schema version: {SCHEMA_VERSION}" in text
     assert "backend:        thumbnail  fingerprint thumb-16x12-grey-v1  (7 keyframes with blobs)" in text
 
     assert main(["db", "info", str(out), "--json"]) == 0

@@ -20,6 +20,13 @@ local frame, the world shifted by :attr:`GeometricMap.origin` (``geometry.local_
 keyframe centres, whole metres, so the shift is exact in float64). Triangulation, re-anchoring
 and every query-side solver see small numbers; blobs store world float64 points (1e-9 m
 resolution at 5e6 m), so they do not depend on the origin, which may move as keyframes are added.
+
+Damage is never trusted: a blob failing its checksum, its archive or :func:`blob_problem` (shapes,
+dimensions, finiteness) is a warning and recomputed like a missing one (in memory when the store
+is read-only); a keyframe whose features must be recomputed from a damaged image is skipped with
+a warning (the store already leaves damaged pose rows out of ``poses()``). An image is verified
+only when read: a keyframe with intact blobs and a damaged image keeps matching, only its LK
+tracking is lost (``lk_refine.KeyframeImages``).
 """
 
 from __future__ import annotations
@@ -33,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 
 import numpy as np
 
+from ...errors import KeyframeDBError
 from ...geometry import Intrinsics, local_origin, shift_T, shift_transform
 from ...keyframes.blobs import pack_arrays, unpack_arrays
 from .features import Features, extract_features, fingerprint_fields
@@ -44,7 +52,8 @@ if TYPE_CHECKING:
     from ...keyframes import KeyframeStore
     from .config import MapSettings
 
-__all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_store", "fingerprints"]
+__all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_store", "fingerprints",
+           "blob_problem"]
 
 logger = logging.getLogger(__name__)
 
@@ -97,11 +106,64 @@ class GeometricMap:
         return np.array(sorted(self.entries), np.int64)
 
 
+_DESC_DIM = 128
+_BLOB_SHAPES: dict[str, dict[str, tuple]] = {   # key -> array -> shape ("n": keypoints, "k": neighbours)
+    "features": {"keypoints_px": ("n", 2), "descriptors": ("n", _DESC_DIM), "scales_px": ("n",), "size": (2,)},
+    "points": {"points_world": ("n", 3), "track_len": ("n",), "neighbour_ids": ("k",), "from_depth": ()},
+    "points_pairs": {"pair_median_px": ("k",), "pair_matches": ("k",), "state": ("k",)},
+    "vlad": {"vlad": ("v",)},
+    "vocabulary": {"centroids": ("w", _DESC_DIM), "n_keyframes": ()},
+}
+_FINITE = {"keypoints_px", "descriptors", "scales_px", "size", "vlad", "centroids", "n_keyframes"}  # NaN = none elsewhere
+
+
+def blob_problem(key: str, arrays: dict[str, np.ndarray], n_keypoints: int | None = None) -> str | None:
+    """What is wrong with a geometric blob's arrays (missing, wrong shape or dimension, not
+    finite), or None; ``n_keypoints`` ties a points blob to its keyframe's features."""
+    spec = dict(_BLOB_SHAPES.get(key, {}))
+    if key == "points" and "from_depth" in arrays and not bool(arrays["from_depth"]):
+        spec.update(_BLOB_SHAPES["points_pairs"])
+    sizes: dict[str, int] = {} if n_keypoints is None else {"n": n_keypoints}
+    for name, shape in spec.items():
+        a = arrays.get(name)
+        if a is None:
+            return f"{key} blob has no array {name!r}"
+        if a.ndim != len(shape) or a.dtype.kind not in "biuf":
+            return f"{key} blob: {name} has shape {a.shape} of {a.dtype}, expected {len(shape)}-D numbers"
+        for dim, want in zip(a.shape, shape):
+            want = sizes.setdefault(want, dim) if isinstance(want, str) else want
+            if dim != want:
+                return f"{key} blob: {name} has shape {a.shape}, expected {shape} (sizes {sizes})"
+        if name in _FINITE and not np.all(np.isfinite(a)):
+            return f"{key} blob: {name} holds NaN or infinite values"
+    if key == "vocabulary" and (sizes.get("w", 0) == 0 or int(arrays["n_keyframes"]) < 1):
+        return "vocabulary blob is empty (no words or trained on no keyframe)"
+    return None
+
+
+def _arrays(store: "KeyframeStore", kf_id: int | None, key: str, fp: str, n_keypoints: int | None = None
+            ) -> dict[str, np.ndarray] | None:
+    """A blob's checked arrays; None if absent, or damaged (a warning: it is recomputed)."""
+    try:
+        blob = (store.get_map_blob(BACKEND, key, fp) if kf_id is None else store.get_blob(kf_id, BACKEND, key, fp))
+        if blob is None:
+            return None
+        arrays = unpack_arrays(blob)
+        problem = blob_problem(key, arrays, n_keypoints)
+        if problem:
+            raise KeyframeDBError(problem)
+        return arrays
+    except KeyframeDBError as err:
+        where = "map" if kf_id is None else f"keyframe {kf_id}"
+        logger.warning("%s: damaged %s blob ignored and recomputed: %s", where, key, err)
+        return None
+
+
 def _load_or_extract(store: "KeyframeStore", kf_id: int, config: "MapSettings", fp: str,
                      writable: bool, stats: dict[str, int]) -> Features:
-    blob = store.get_blob(kf_id, BACKEND, "features", fp)
-    if blob is not None:
-        return Features.from_arrays(unpack_arrays(blob))
+    arrays = _arrays(store, kf_id, "features", fp)
+    if arrays is not None:
+        return Features.from_arrays(arrays)
     feats = extract_features(store.get_keyframe(kf_id).decode_image(), config.features)
     if writable:
         store.put_blob(kf_id, BACKEND, "features", pack_arrays(feats.to_arrays()), fp)
@@ -140,8 +202,7 @@ def _point_sets(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr
     fresh: dict[int, Observations] = {}
     out: dict[int, _PointSet] = {}
     for i in neighbours:
-        blob = store.get_blob(i, BACKEND, "points", fp)
-        arrays = unpack_arrays(blob) if blob is not None else None
+        arrays = _arrays(store, i, "points", fp, len(feats[i].keypoints_px))
         if arrays is not None and bool(arrays["from_depth"]):
             out[i] = _PointSet(arrays["points_world"] - origin, arrays["track_len"], frozenset())
         elif arrays is not None and arrays["neighbour_ids"].tolist() == neighbours[i]:
@@ -199,9 +260,8 @@ def _matchable(points: np.ndarray, track_len: np.ndarray, cap: int) -> np.ndarra
 
 def _vocabulary(store: "KeyframeStore", feats: dict[int, Features], config: "MapSettings", fp: str,
                 writable: bool, stats: dict[str, int]) -> np.ndarray:
-    blob = store.get_map_blob(BACKEND, "vocabulary", fp)
-    if blob is not None:
-        arrays = unpack_arrays(blob)
+    arrays = _arrays(store, None, "vocabulary", fp)
+    if arrays is not None:
         if len(feats) < 2 * int(arrays["n_keyframes"]):
             return arrays["centroids"]
     centroids = train_vocabulary([f.descriptors for f in feats.values()], config.vocabulary_words)
@@ -241,8 +301,14 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
     feats: dict[int, Features] = {}
     for pos, i in enumerate(int(v) for v in ids):
         reused = _reusable(previous, fps["features"], i, world_poses[pos], intr[i])
-        feats[i] = reused if reused is not None else _load_or_extract(store, i, config, fps["features"],
-                                                                      writable, stats)
+        try:  # damaged features blob and damaged image: nothing to build this keyframe from
+            feats[i] = reused if reused is not None else _load_or_extract(store, i, config, fps["features"],
+                                                                          writable, stats)
+        except KeyframeDBError as err:
+            logger.warning("keyframe %d left out of the geometric map: %s", i, err)
+            feats.pop(i, None)
+    keep = np.isin(ids, list(feats))
+    ids, poses, world_poses = ids[keep], poses[keep], world_poses[keep]
     sets = _point_sets(store, ids, poses, intr, feats, config, fps["points"], writable, stats, origin)
     if len(ids) == 0:
         return GeometricMap({}, np.zeros((0, 128), np.float32), store.revision, stats, fps["features"])
@@ -250,14 +316,14 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
     fp_vlad = _digest("vlad", fps["vocabulary"], hashlib.sha1(centroids.tobytes()).hexdigest())
     entries: dict[int, KeyframeEntry] = {}
     for pos, i in enumerate(int(v) for v in ids):
-        blob = store.get_blob(i, BACKEND, "vlad", fp_vlad)
-        if blob is None:
+        arrays = _arrays(store, i, "vlad", fp_vlad)
+        if arrays is None or arrays["vlad"].shape != (centroids.size,):
             vec = vlad(feats[i].descriptors, centroids)
             if writable:
                 store.put_blob(i, BACKEND, "vlad", pack_arrays({"vlad": vec}), fp_vlad)
             stats["vlad"] += 1
         else:
-            vec = unpack_arrays(blob)["vlad"]
+            vec = arrays["vlad"]
         ps = sets[i]
         has_point = _matchable(ps.points, ps.track_len, config.max_points_per_keyframe)
         entries[i] = KeyframeEntry(i, poses[pos], intr[i], feats[i], ps.points, vec, has_point,
