@@ -46,10 +46,13 @@ def load_image(path: Path) -> np.ndarray:
     return img
 
 
-def _parse_pose_line(line: str, where: str) -> tuple[str, list[float]]:
+def parse_named_numbers(line: str, where: str, spec: str) -> tuple[str, list[float]]:
+    """``(name, numbers)`` of a text line laid out as ``spec`` (field names, the first a name);
+    DataError naming ``where`` for a wrong field count, a non-number or a non-finite value."""
     parts = line.split()
-    if len(parts) != 12:
-        raise DataError(f"{where}: expected 12 fields 'name fx fy cx cy qw qx qy qz tx ty tz', got {len(parts)}")
+    n = len(spec.split())
+    if len(parts) != n:
+        raise DataError(f"{where}: expected {n} fields '{spec}', got {len(parts)}")
     try:
         vals = [float(v) for v in parts[1:]]
     except ValueError as err:
@@ -57,6 +60,10 @@ def _parse_pose_line(line: str, where: str) -> tuple[str, list[float]]:
     if not all(math.isfinite(v) for v in vals):
         raise DataError(f"{where}: non-finite value")
     return parts[0], vals
+
+
+def _parse_pose_line(line: str, where: str) -> tuple[str, list[float]]:
+    return parse_named_numbers(line, where, "name fx fy cx cy qw qx qy qz tx ty tz")
 
 
 def _read_split(folder: Path) -> dict[str, str]:

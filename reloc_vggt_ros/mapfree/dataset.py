@@ -11,13 +11,13 @@ camera, converted here once.
 from __future__ import annotations
 
 import json
-import math
 from dataclasses import dataclass, field
 from pathlib import Path
 
 import cv2
 import numpy as np
 
+from ..data.posed_folder import parse_named_numbers
 from ..errors import DataError
 from ..geometry import Intrinsics, invert_T, T_from_quat_t, T_to_quat_t
 
@@ -69,22 +69,12 @@ class MapfreeScene:
 def _fields(path: Path, spec: str) -> list[tuple[str, list[float]]]:
     """(name, numbers) of every non-comment line of ``path`` laid out as ``spec`` (field names);
     DataError naming file and line for a wrong count, a non-number or a non-finite value."""
-    n = len(spec.split())
     out = []
     for lineno, line in enumerate(path.read_text(encoding="utf-8").splitlines(), 1):
         parts = line.split()
         if not parts or parts[0].startswith("#"):
             continue
-        where = f"{path}:{lineno}"
-        if len(parts) != n:
-            raise DataError(f"{where}: expected {n} fields '{spec}', got {len(parts)}")
-        try:
-            vals = [float(v) for v in parts[1:]]
-        except ValueError as err:
-            raise DataError(f"{where}: non-numeric field: {err}") from err
-        if not all(math.isfinite(v) for v in vals):
-            raise DataError(f"{where}: non-finite value")
-        out.append((parts[0], vals))
+        out.append(parse_named_numbers(line, f"{path}:{lineno}", spec))
     return out
 
 
