@@ -9,8 +9,8 @@ good image afterwards. The case -> reason table is printed (``pytest -s``) for d
 
 from __future__ import annotations
 
+import json
 import shutil
-import struct
 import tracemalloc
 from pathlib import Path
 
@@ -21,44 +21,16 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg")
 
-from reloc_vggt_ros.data.posed_folder import read_posed_folder  # noqa: E402
+from bench.hostile_topics import MS, S, T0, build_scene, jpeg_claiming  # noqa: E402
 from reloc_vggt_ros.errors import DataError  # noqa: E402
-from reloc_vggt_ros.keyframes import KeyframeStore  # noqa: E402
-from reloc_vggt_ros.keyframes.build import keyframe_from_posed  # noqa: E402
 from reloc_vggt_ros.ros.sync import StampMatcher  # noqa: E402
 
 from ros_harness import NodeProcess, Probe, next_domain_id  # noqa: E402
 
-SAMPLE = Path(__file__).parents[2] / "sample" / "fountain-P11-small"
-MAX_SIDE = 320
-S = 1_000_000_000
-MS = 1_000_000
-T0 = 1_700_000_000 * S
-
-
-def _jpeg_claiming(img: np.ndarray, width: int, height: int) -> bytes:
-    buf = bytearray(cv2.imencode(".jpg", img)[1].tobytes())
-    sof = buf.index(b"\xff\xc0")
-    buf[sof + 5:sof + 9] = struct.pack(">HH", height, width)
-    return bytes(buf)
-
-
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
     """3 fountain keyframes at 320 px (geometric index) and the held-out query 0001.jpg."""
-    from reloc_vggt_ros.localizer.registry import index_database
-
-    recs = {r.name: r for r in read_posed_folder(SAMPLE)}
-    db = tmp_path_factory.mktemp("db") / "fountain3.db"
-    with KeyframeStore.create(db, creator="test") as store:
-        store.add_keyframes([keyframe_from_posed(recs[n], MAX_SIDE) for n in ("0000.jpg", "0002.jpg", "0003.jpg")])
-        index_database(store, "geometric")
-    q = recs["0001.jpg"]
-    img = cv2.imread(str(q.path))
-    s = MAX_SIDE / max(img.shape[:2])
-    intr = q.intrinsics.scaled(round(img.shape[1] * s) / img.shape[1], round(img.shape[0] * s) / img.shape[0])
-    img = cv2.resize(img, (intr.width, intr.height), interpolation=cv2.INTER_AREA)
-    return db, img, intr, q.T_world_cam
+    return build_scene(tmp_path_factory.mktemp("db"))
 
 
 # ----------------------------------------------------------------------------- no DDS
@@ -84,7 +56,7 @@ def test_compressed_10k_and_foreign_formats_are_refused_from_the_header(scene):
 
     img = scene[1]
     with pytest.raises(DataError, match=r"jpeg image is 10000x10000 = 100.0 MP, over max_image_pixels"):
-        compressed_to_bgr(CompressedImage(format="jpeg", data=_jpeg_claiming(img, 10_000, 10_000)), 25_000_000)
+        compressed_to_bgr(CompressedImage(format="jpeg", data=jpeg_claiming(img, 10_000, 10_000)), 25_000_000)
     with pytest.raises(DataError, match="neither JPEG nor PNG"):
         compressed_to_bgr(CompressedImage(format="bmp", data=cv2.imencode(".bmp", img)[1].tobytes()), 25_000_000)
     for ext in (".jpg", ".png"):
@@ -100,6 +72,20 @@ def test_a_camera_info_flood_stays_at_the_sync_depth():
     assert sync.unmatched_b == 995
     image = object()
     assert sync.add_a(T0 + 999 * MS, image)[1] is image  # the newest still pairs
+
+
+def test_bench_table_has_a_reason_for_every_case(tmp_path, capsys):
+    """The in-process table of bench.hostile_topics (the docs' rows): every case named, then a fix."""
+    from bench.hostile_topics import main
+
+    assert main(["--json", str(tmp_path / "t.json")]) == 0
+    rows = {r["case"]: r["reason"] for r in json.loads((tmp_path / "t.json").read_text())}
+    assert rows["raw Image 10000x10000"].startswith("image is 10000x10000 = 100.0 MP")
+    assert rows["CompressedImage BMP bytes"].startswith("compressed image does not decode: neither JPEG nor PNG")
+    assert rows["1000 camera_info, no image"] == "995 camera_info dropped without a matching image (sync queue depth 5)"
+    assert rows["keyframe_pose in frame base_link"] == "keyframe rejected: keyframe_pose frame 'base_link' is not 'map'"
+    assert rows["good image afterwards"] == "localized"
+    assert "raw Image 10000x10000" in capsys.readouterr().out
 
 
 # ----------------------------------------------------------------------------- one node process
@@ -158,6 +144,7 @@ def _prior(position_x: float = 0.0, quat=(0.0, 0.0, 0.0, 1.0)):
     return msg
 
 
+@pytest.mark.ros
 def test_hostile_topics_one_node_each_transport(tmp_path, scene):
     import time
 
@@ -223,7 +210,7 @@ def test_hostile_topics_one_node_each_transport(tmp_path, scene):
                                               "use_compressed": True}, name="compressed")
         try:
             probe.wait_for_node(node, compressed=True)
-            _send_compressed(probe, _jpeg_claiming(img, 10_000, 10_000), intr, T0 + 5 * S)
+            _send_compressed(probe, jpeg_claiming(img, 10_000, 10_000), intr, T0 + 5 * S)
             expect("CompressedImage jpeg header 10000x10000", r"jpeg image is 10000x10000 = 100.0 MP", node)
             _send_compressed(probe, cv2.imencode(".bmp", img)[1].tobytes(), intr, T0 + 6 * S)
             expect("CompressedImage BMP bytes", r"neither JPEG nor PNG", node)

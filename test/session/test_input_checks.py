@@ -12,6 +12,7 @@ import cv2
 import numpy as np
 import pytest
 
+from bench.hostile_topics import jpeg_claiming
 from reloc_vggt_ros.errors import ConfigError, DataError
 from reloc_vggt_ros.session import SessionConfig, check_image_size, check_stamp, compressed_header
 
@@ -26,14 +27,6 @@ def photo() -> np.ndarray:
     img = cv2.imread(str(path))
     assert img is not None, path
     return img
-
-
-def _jpeg_claiming(photo: np.ndarray, width: int, height: int) -> bytes:
-    """A real JPEG whose SOF0 says ``width x height`` (what a hostile or broken encoder sends)."""
-    buf = bytearray(cv2.imencode(".jpg", photo)[1].tobytes())
-    sof = buf.index(b"\xff\xc0")
-    buf[sof + 5:sof + 9] = struct.pack(">HH", height, width)
-    return bytes(buf)
 
 
 def _png_10k() -> bytes:
@@ -55,7 +48,7 @@ def test_header_sizes_match_what_opencv_decodes(photo):
 
 
 def test_a_10k_image_is_refused_from_its_header_without_allocating(photo):
-    png, jpeg = _png_10k(), _jpeg_claiming(photo, 10_000, 10_000)
+    png, jpeg = _png_10k(), jpeg_claiming(photo, 10_000, 10_000)
     tracemalloc.start()
     for data in (png, jpeg):
         fmt, w, h = compressed_header(data)
