@@ -41,6 +41,18 @@ def jpeg_claiming(img: np.ndarray, width: int, height: int) -> bytes:
     return bytes(buf)
 
 
+def initialpose(x: float = 0.0, quat: tuple[float, ...] = (0.0, 0.0, 0.0, 1.0)) -> Any:
+    """A /initialpose in map at ``(x, 0, 0)`` with orientation ``quat`` (x, y, z, w)."""
+    from geometry_msgs.msg import PoseWithCovarianceStamped
+
+    msg = PoseWithCovarianceStamped()
+    msg.header.frame_id = "map"
+    msg.pose.pose.position.x = x
+    o = msg.pose.pose.orientation
+    o.x, o.y, o.z, o.w = quat
+    return msg
+
+
 def build_scene(folder: Path) -> tuple[Path, np.ndarray, Any, np.ndarray]:
     """3 fountain keyframes at 320 px (geometric index) and the held-out query 0001.jpg."""
     from reloc_vggt_ros.data.posed_folder import read_posed_folder
@@ -62,7 +74,7 @@ def build_scene(folder: Path) -> tuple[Path, np.ndarray, Any, np.ndarray]:
 
 def run(folder: Path) -> list[dict[str, str]]:
     import rclpy
-    from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
+    from geometry_msgs.msg import PoseStamped
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
     from sensor_msgs.msg import CameraInfo, CompressedImage, Image
@@ -90,14 +102,6 @@ def run(folder: Path) -> list[dict[str, str]]:
         msg = CompressedImage(format="jpeg", data=data)
         msg.header.frame_id = "camera"
         ns_to_stamp(stamp, msg.header.stamp)
-        return msg
-
-    def prior(x: float = 0.0, quat: tuple[float, ...] = (0.0, 0.0, 0.0, 1.0)) -> Any:
-        msg = PoseWithCovarianceStamped()
-        msg.header.frame_id = "map"
-        msg.pose.pose.position.x = x
-        o = msg.pose.pose.orientation
-        o.x, o.y, o.z, o.w = quat
         return msg
 
     def keyframe_pose(frame_id: str, stamp: int) -> Any:
@@ -134,9 +138,9 @@ def run(folder: Path) -> list[dict[str, str]]:
             ("image stamp zero", "last_reason", lambda: node.image_callback(raw(0))),
             ("image stamp 1 h ahead", "last_reason", lambda: node.image_callback(raw(now + 3600 * S))),
             ("1000 camera_info, no image", "last_warning", flood),
-            ("initialpose NaN position", "last_warning", lambda: node.initialpose_callback(prior(x=float("nan")))),
+            ("initialpose NaN position", "last_warning", lambda: node.initialpose_callback(initialpose(x=float("nan")))),
             ("initialpose zero quaternion", "last_warning",
-             lambda: node.initialpose_callback(prior(quat=(0.0, 0.0, 0.0, 0.0)))),
+             lambda: node.initialpose_callback(initialpose(quat=(0.0, 0.0, 0.0, 0.0)))),
             ("keyframe_pose in frame base_link", "last_keyframe_reason",
              lambda: node.keyframe_pose_callback(keyframe_pose("base_link", T0 + 3 * S))),
             ("good image afterwards", "last_reason", lambda: frame(raw(T0 + 4 * S), T0 + 4 * S)),

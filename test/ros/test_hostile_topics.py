@@ -21,7 +21,7 @@ import pytest
 pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg")
 
-from bench.hostile_topics import MS, S, T0, build_scene, jpeg_claiming  # noqa: E402
+from bench.hostile_topics import MS, S, T0, build_scene, initialpose, jpeg_claiming  # noqa: E402
 from reloc_vggt_ros.errors import DataError  # noqa: E402
 from reloc_vggt_ros.ros.sync import StampMatcher  # noqa: E402
 
@@ -133,17 +133,6 @@ def _send_raw_claim(probe: Probe, img: np.ndarray, intr, stamp_ns: int, width: i
     probe.image_pub.publish(msg)
 
 
-def _prior(position_x: float = 0.0, quat=(0.0, 0.0, 0.0, 1.0)):
-    from geometry_msgs.msg import PoseWithCovarianceStamped
-
-    msg = PoseWithCovarianceStamped()
-    msg.header.frame_id = "map"
-    msg.pose.pose.position.x = position_x
-    o = msg.pose.pose.orientation
-    o.x, o.y, o.z, o.w = quat
-    return msg
-
-
 @pytest.mark.ros
 def test_hostile_topics_one_node_each_transport(tmp_path, scene):
     import time
@@ -190,9 +179,9 @@ def test_hostile_topics_one_node_each_transport(tmp_path, scene):
                     probe.spin(0.05)
             expect("1000 camera_info in ~1 s, no image", r"camera_info dropped without a matching image", node,
                    key="last_warning")
-            probe.prior_pub.publish(_prior(position_x=float("nan")))
+            probe.prior_pub.publish(initialpose(x=float("nan")))
             expect("initialpose NaN position", r"ignored initialpose: pose is not finite", node, key="last_warning")
-            probe.prior_pub.publish(_prior(quat=(0.0, 0.0, 0.0, 0.0)))
+            probe.prior_pub.publish(initialpose(quat=(0.0, 0.0, 0.0, 0.0)))
             expect("initialpose zero quaternion", r"ignored initialpose: pose quaternion is zero", node,
                    key="last_warning")
             probe.send_keyframe_pose(T_gt, T0 + 3 * S, frame_id="base_link")
