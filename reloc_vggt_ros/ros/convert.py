@@ -15,6 +15,7 @@ import numpy as np
 
 from ..errors import DataError
 from ..geometry import Intrinsics, T_from_quat_t, T_to_quat_t, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
+from ..session.input_checks import check_image_size, compressed_header
 
 __all__ = [
     "SUPPORTED_ENCODINGS", "decode_raw_image", "image_to_bgr", "compressed_to_bgr", "bgr_to_image",
@@ -23,13 +24,18 @@ __all__ = [
 ]
 
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "mono8")
+NO_LIMIT = 1 << 62  # max_pixels of the bag tools, which read trusted recordings
 
 
-def decode_raw_image(encoding: str, height: int, width: int, step: int, data: Any) -> np.ndarray:
-    """BGR uint8 [H,W,3] from the fields of a sensor_msgs/Image; DataError with the reason."""
+def decode_raw_image(encoding: str, height: int, width: int, step: int, data: Any,
+                     max_pixels: int = NO_LIMIT) -> np.ndarray:
+    """BGR uint8 [H,W,3] from the fields of a sensor_msgs/Image; DataError with the reason.
+
+    The claimed size is checked against ``max_pixels`` and the data length before any copy."""
     enc = encoding.lower()
     if enc not in SUPPORTED_ENCODINGS:
         raise DataError(f"unsupported image encoding {encoding!r} (supported: {', '.join(SUPPORTED_ENCODINGS)})")
+    check_image_size(width, height, max_pixels)
     channels = 1 if enc == "mono8" else 3
     if height <= 0 or width <= 0 or step < width * channels:
         raise DataError(f"invalid image geometry {width}x{height} step {step} for {enc}")
@@ -45,13 +51,18 @@ def decode_raw_image(encoding: str, height: int, width: int, step: int, data: An
     return img.copy()
 
 
-def image_to_bgr(msg: Any) -> np.ndarray:
+def image_to_bgr(msg: Any, max_pixels: int = NO_LIMIT) -> np.ndarray:
     """sensor_msgs/Image -> BGR uint8 [H,W,3]."""
-    return decode_raw_image(msg.encoding, msg.height, msg.width, msg.step, msg.data)
+    return decode_raw_image(msg.encoding, msg.height, msg.width, msg.step, msg.data, max_pixels)
 
 
-def compressed_to_bgr(msg: Any) -> np.ndarray:
-    """sensor_msgs/CompressedImage (jpeg/png) -> BGR uint8 [H,W,3]."""
+def compressed_to_bgr(msg: Any, max_pixels: int = NO_LIMIT) -> np.ndarray:
+    """sensor_msgs/CompressedImage (jpeg/png) -> BGR uint8 [H,W,3].
+
+    The format (magic bytes) and size (JPEG SOF / PNG IHDR) are read from the header first, so
+    another format or an oversized image is refused without decoding a pixel."""
+    fmt, width, height = compressed_header(msg.data)
+    check_image_size(width, height, max_pixels, what=f"{fmt} image")
     img = cv2.imdecode(np.frombuffer(msg.data, np.uint8), cv2.IMREAD_COLOR)
     if img is None:
         raise DataError(f"compressed image ({msg.format!r}, {len(msg.data)} bytes) does not decode")
@@ -116,6 +127,8 @@ def pose_to_T(pose: Any) -> np.ndarray:
         raise DataError(f"pose is not finite: position ({p.x}, {p.y}, {p.z}), orientation ({q.x}, {q.y}, {q.z}, {q.w})")
     q_wxyz = quat_xyzw_to_wxyz([q.x, q.y, q.z, q.w])
     n = float(np.linalg.norm(q_wxyz))
+    if n < 1e-6:
+        raise DataError("pose quaternion is zero (0, 0, 0, 0): no orientation given; identity is (0, 0, 0, 1)")
     if abs(n - 1.0) > 1e-2:
         raise DataError(f"pose quaternion is not unit length (norm {n:.4f})")
     return T_from_quat_t(q_wxyz, [p.x, p.y, p.z])

@@ -41,7 +41,7 @@ from ..geometry import Intrinsics
 from ..keyframes import KeyframeStore
 from ..localizer import registry
 from ..localizer.base import Localizer
-from ..session import KeyframeOutcome, Published, Rejected, Session
+from ..session import KeyframeOutcome, Published, Rejected, Session, check_stamp
 from .convert import camera_info_to_intrinsics, compressed_to_bgr, image_to_bgr, pose_to_T, pose_with_covariance, stamp_to_ns
 from .diagnostics import NodeStats, to_diagnostic_array
 from .params import NodeConfig, declare_backend, check_overrides, declare_params, read_backend_config, read_params
@@ -318,6 +318,11 @@ class RelocNode(LifecycleNode):
     def image_callback(self, msg: Any) -> None:
         self.stats.on_input()
         stamp = stamp_to_ns(msg.header.stamp)
+        cfg = self._require_cfg()
+        try:
+            check_stamp(stamp, self.get_clock().now().nanoseconds, cfg.max_future_stamp_s)
+        except DataError as err:
+            return self._reject_input(str(err))
         before = self._image_sync.unmatched_a
         pair = self._image_sync.add_a(stamp, msg)
         self._note_unmatched(before)
@@ -325,14 +330,27 @@ class RelocNode(LifecycleNode):
             self._offer(*pair)
 
     def camera_info_callback(self, msg: Any) -> None:
-        before = self._image_sync.unmatched_a
+        before, before_info = self._image_sync.unmatched_a, self._image_sync.unmatched_b
         pair = self._image_sync.add_b(stamp_to_ns(msg.header.stamp), msg)
         self._note_unmatched(before)
+        if self._image_sync.unmatched_b > before_info:  # the queue is bounded: a flood only drops
+            self._warn(f"{self._image_sync.unmatched_b} camera_info dropped without a matching image "
+                       f"(sync queue depth {self._image_sync.depth})")
         if pair is not None:
             self._offer(*pair)
 
     def keyframe_pose_callback(self, msg: Any) -> None:
-        pair = self._kf_sync.add_b(stamp_to_ns(msg.header.stamp), msg)
+        """Reject a pose in another frame or without a valid orientation at once (not after pairing)."""
+        stamp = stamp_to_ns(msg.header.stamp)
+        cfg = self._require_cfg()
+        try:
+            if msg.header.frame_id.lstrip("/") != cfg.map_frame:
+                raise DataError(f"keyframe_pose frame {msg.header.frame_id!r} is not {cfg.map_frame!r}")
+            pose_to_T(msg.pose)
+            check_stamp(stamp, self.get_clock().now().nanoseconds, cfg.max_future_stamp_s, what="keyframe_pose")
+        except DataError as err:
+            return self._keyframe_outcome(stamp, KeyframeOutcome(False, f"keyframe rejected: {err}", warn=True))
+        pair = self._kf_sync.add_b(stamp, msg)
         if pair is not None:
             self._offer_keyframe(pair)
 
@@ -342,13 +360,21 @@ class RelocNode(LifecycleNode):
             if msg.header.frame_id.lstrip("/") != cfg.map_frame:
                 raise DataError(f"initialpose frame {msg.header.frame_id!r} is not {cfg.map_frame!r}")
             T = pose_to_T(msg.pose.pose)
+            cov = np.asarray(msg.pose.covariance, float).reshape(6, 6)
+            if not np.all(np.isfinite(cov)):
+                raise DataError("initialpose covariance is not finite")
         except DataError as err:
             self.get_logger().warning(f"ignoring /initialpose: {err}")
             self.stats.warn(f"ignored initialpose: {err}")
             return
         if self._session is not None:
-            self._session.set_prior(T, np.asarray(msg.pose.covariance, float).reshape(6, 6))
+            self._session.set_prior(T, cov)
         self.get_logger().info(f"prior set at ({T[0, 3]:.2f}, {T[1, 3]:.2f}, {T[2, 3]:.2f}): retrieval narrowed")
+
+    def _reject_input(self, reason: str) -> None:
+        """A message refused in its callback: the reason in diagnostics, logged once per kind."""
+        self.stats.on_reject_input(None, reason)
+        self._warn(reason)
 
     def _note_unmatched(self, before: int) -> None:
         lost = self._image_sync.unmatched_a - before
@@ -380,11 +406,11 @@ class RelocNode(LifecycleNode):
             self.stats.warn("keyframe queue full: keyframe refused")
 
     # ----------------------------------------------------------------- worker side: decode, ask, publish
-    @staticmethod
-    def _decode(frame: _Frame) -> tuple[np.ndarray, Intrinsics]:
-        """Image + intrinsics, or DataError with the reason the frame is unusable."""
-        image = compressed_to_bgr(frame.image) if isinstance(frame.image, CompressedImage) else image_to_bgr(frame.image)
-        return image, camera_info_to_intrinsics(frame.info)
+    def _decode(self, frame: _Frame) -> tuple[np.ndarray, Intrinsics]:
+        """Image + intrinsics, or DataError with the reason the frame is unusable (size checked first)."""
+        max_pixels = self._require_cfg().max_image_pixels
+        decode = compressed_to_bgr if isinstance(frame.image, CompressedImage) else image_to_bgr
+        return decode(frame.image, max_pixels), camera_info_to_intrinsics(frame.info)
 
     def _handle_frame(self, frame: _Frame) -> None:
         cfg = self._require_cfg()

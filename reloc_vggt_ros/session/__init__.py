@@ -1,8 +1,9 @@
 """ROS-free node policy: the session the node wires to topics (see session.py)."""
 
 from .covariance import covariance_problems, sanitize_covariance
+from .input_checks import check_image_size, check_stamp, compressed_header
 from .mapping import is_new_keyframe
 from .session import KeyframeOutcome, MappingConfig, Published, Rejected, Session, SessionConfig
 
 __all__ = ["Session", "SessionConfig", "MappingConfig", "Published", "Rejected", "KeyframeOutcome",
-           "is_new_keyframe", "sanitize_covariance", "covariance_problems"]
+           "is_new_keyframe", "check_image_size", "check_stamp", "compressed_header", "sanitize_covariance", "covariance_problems"]

@@ -67,9 +67,17 @@ class SessionConfig:
     min_variance_rad2: float = setting(1e-6, "floor on rotational variances of the published covariance (rad^2)")
     prior_timeout_s: float = setting(30.0, "an /initialpose prior narrows retrieval this long; "
                                            "0 = until the next fix")
+    max_image_pixels: int = setting(25_000_000, "images with more pixels (width x height, from the message "
+                                                "or the JPEG/PNG header) are rejected before decoding")
+    max_future_stamp_s: float = setting(5.0, "images stamped further ahead of the node clock are rejected; "
+                                             "0 = no check (zero stamps are always rejected)")
     mapping: MappingConfig = setting(factory=MappingConfig, doc="live mapping")
 
     def __post_init__(self) -> None:
+        if self.max_image_pixels < 1:
+            raise ConfigError(f"max_image_pixels must be >= 1, got {self.max_image_pixels}")
+        if not self.max_future_stamp_s >= 0:
+            raise ConfigError(f"max_future_stamp_s must be >= 0, got {self.max_future_stamp_s}")
         for name in ("min_variance_m2", "min_variance_rad2"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
