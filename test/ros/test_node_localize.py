@@ -37,19 +37,10 @@ T0 = 1_700_000_000 * S
 
 @pytest.fixture(scope="module")
 def scene(tmp_path_factory):
-    from reloc_vggt_ros.localizer.registry import index_database
+    """3 fountain keyframes at 320 px (geometric index) and the held-out query 0001.jpg."""
+    from bench.hostile_topics import build_scene
 
-    recs = {r.name: r for r in read_posed_folder(SAMPLE)}
-    db = tmp_path_factory.mktemp("db") / "fountain3.db"
-    with KeyframeStore.create(db, creator="test") as store:
-        store.add_keyframes([keyframe_from_posed(recs[n], MAX_SIDE) for n in ("0000.jpg", "0002.jpg", "0003.jpg")])
-        index_database(store, "geometric")
-    q = recs["0001.jpg"]
-    img = cv2.imread(str(q.path))
-    s = MAX_SIDE / max(img.shape[:2])
-    intr = q.intrinsics.scaled(round(img.shape[1] * s) / img.shape[1], round(img.shape[0] * s) / img.shape[0])
-    img = cv2.resize(img, (intr.width, intr.height), interpolation=cv2.INTER_AREA)
-    return db, img, intr, q.T_world_cam
+    return build_scene(tmp_path_factory.mktemp("db"))
 
 
 def test_pose_accuracy_and_map_odom_tf(tmp_path, scene):
