@@ -8,19 +8,14 @@ republishing it between fixes.
 
 from __future__ import annotations
 
-from pathlib import Path
 
-import cv2
 import numpy as np
 import pytest
 
 pytest.importorskip("rclpy")
 pytest.importorskip("tf2_msgs.msg")
 
-from reloc_vggt_ros.data.posed_folder import read_posed_folder  # noqa: E402
 from reloc_vggt_ros.geometry import make_T, pose_error, so3_exp  # noqa: E402
-from reloc_vggt_ros.keyframes import KeyframeStore  # noqa: E402
-from reloc_vggt_ros.keyframes.build import keyframe_from_posed  # noqa: E402
 from reloc_vggt_ros.ros.convert import pose_to_T, stamp_to_ns, transform_stamped, transform_to_T  # noqa: E402
 from reloc_vggt_ros.session import covariance_problems  # noqa: E402
 from reloc_vggt_ros.ros.tf import interpolate_T  # noqa: E402
@@ -29,8 +24,6 @@ from ros_harness import NodeProcess, Probe, next_domain_id  # noqa: E402
 
 pytestmark = pytest.mark.ros
 
-SAMPLE = Path(__file__).parents[2] / "sample" / "fountain-P11-small"
-MAX_SIDE = 320
 S = 1_000_000_000
 T0 = 1_700_000_000 * S
 
