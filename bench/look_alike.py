@@ -87,16 +87,23 @@ def _row(res: Any, name: str, prior_copy: int | None, gts: list[np.ndarray], t_o
 
 
 def run_look_alike(scene: Path | str, size: tuple[int, int] | None, shift_m: float = 100.0,
-                   yaw_deg: float = 90.0, options: dict[str, Any] | None = None) -> dict[str, Any]:
-    """Every query of ``scene`` without a prior and with a prior in each copy, in a two-copy map."""
+                   yaw_deg: float = 90.0, options: dict[str, Any] | None = None, db_path: Path | None = None
+                   ) -> dict[str, Any]:
+    """Every query of ``scene`` without a prior and with a prior in each copy, in a two-copy map.
+
+    ``db_path``: keep the two-copy database there; one an earlier call with the same scene, size,
+    shift and yaw left there is reused (only missing blobs are indexed)."""
     scene, options = Path(scene), dict(options or {})
     db, queries = read_posed_folder(scene, "db"), read_posed_folder(scene, "query")
     D = copy_transform(db, shift_m, yaw_deg)
     t_ok = 0.05 * median_baseline(np.stack([r.T_world_cam for r in db]))
     rows = []
     with tempfile.TemporaryDirectory(prefix="reloc-lookalike-") as tmp:
-        with KeyframeStore.create(Path(tmp) / "two.db", units="m", creator="bench look_alike") as store:
-            store.add_keyframes([keyframe_at(r, size) for r in two_copies(db, D)])
+        path = Path(db_path) if db_path else Path(tmp) / "two.db"
+        with (KeyframeStore.open(path) if path.exists() else
+              KeyframeStore.create(path, units="m", creator="bench look_alike")) as store:
+            if len(store) == 0:
+                store.add_keyframes([keyframe_at(r, size) for r in two_copies(db, D)])
             index_database(store, "geometric", **options)
             loc = make_localizer("geometric", store, **options)
             for q in queries:

@@ -82,18 +82,20 @@ def other_places(entries: Mapping[int, "KeyframeEntry"], matches: Matches2D3D, k
     """The places other than ``first``: PnP on the matches of the keyframes farther than
     ``radius_m`` from every pose found so far, repeated while they hold ``min_inliers`` query
     keypoints. Each place found takes its inlier keyframes out of the search (so it ends)."""
-    if radius_m <= 0:
+    if radius_m <= 0 or len(matches) == 0:
         return []
-    centres = np.stack([entries[int(k)].T_local_cam[:3, 3] for k in matches.kf_id]) if len(matches) else None
+    kf_ids = np.unique(matches.kf_id)
+    centres = np.stack([entries[int(k)].T_local_cam[:3, 3] for k in kf_ids])
     found: list[Place] = []
     poses = [first.centre]
-    taken: set[int] = set(first.keyframes)
-    while centres is not None:
-        far = np.ones(len(matches), bool)
+    taken = np.isin(kf_ids, first.keyframes)
+    while True:
+        far = ~taken
         for c in poses:
             far &= np.linalg.norm(centres - c, axis=1) > radius_m
-        far &= ~np.isin(matches.kf_id, list(taken))
-        rest = matches.subset(far)
+        if not far.any():
+            break
+        rest = matches.subset(np.isin(matches.kf_id, kf_ids[far]))
         if rest.num_query_keypoints < min_inliers:
             break
         place = solve_place(entries, rest, keypoints_px, intr, max_reproj_px, min_inliers)
@@ -102,5 +104,5 @@ def other_places(entries: Mapping[int, "KeyframeEntry"], matches: Matches2D3D, k
         if place.num_inliers >= min_inliers:
             found.append(place)
         poses.append(place.centre)
-        taken |= set(place.keyframes)
+        taken |= np.isin(kf_ids, place.keyframes)
     return found
