@@ -4,7 +4,8 @@ The db split goes in twice (``bench.look_alike``): copy 0 at the stored poses, c
 images) turned 90 degrees about the vertical and moved 100 m. Every query matches both copies
 equally, so without a prior the answer must be LOW_CONFIDENCE "ambiguous" naming both poses, and
 with a prior in either copy it must be OK in that copy. Before ``places`` existed, 5 of the 12
-answers at this size were OK in the wrong copy; with the place search off they still are.
+answers at this size were OK in the wrong copy; with the place search off they still are. The
+relative-pose fallback (a map without points) mixed both copies into poses 67-81 m off, OK.
 """
 
 from __future__ import annotations
@@ -24,6 +25,7 @@ from reloc_vggt_ros.localizer.geometric.judge import choose_place
 
 FOUNTAIN = Path(__file__).parents[2] / ".." / "shared" / "data" / "fountain-P11"
 SIZE = (768, 512)
+NO_POINTS = {"map": {"triangulation": {"max_view_angle_deg": 1e-3}}}    # no neighbours: relative fallback
 
 
 @pytest.fixture(scope="module")
@@ -69,6 +71,17 @@ def test_without_the_place_search_answers_are_ok_in_the_wrong_copy(table: dict[s
     off = run_look_alike(FOUNTAIN, SIZE, options={"preset": "realtime", "acceptance": {"place_radius": 0.0}},
                          db_path=db_path)
     assert off["n_ok_but_wrong"] >= 2, off["per_query"]
+
+
+def test_relative_fallback_answers_per_place() -> None:
+    """Without map points (relative-pose fallback) the copies' keyframes are not mixed in one answer."""
+    m = run_look_alike(FOUNTAIN, SIZE, options={"preset": "realtime", **NO_POINTS})
+    assert m["n_ok_but_wrong"] == 0, m["per_query"]
+    for r in m["per_query"]:
+        if r["prior"] is None:
+            assert r["status"] == "low_confidence" and r["ambiguous"], r
+        else:
+            assert r["status"] == "ok" and r["copy"] == r["prior"] and r["t_err_m"] < 0.05, r
 
 
 def test_choose_place_rules() -> None:

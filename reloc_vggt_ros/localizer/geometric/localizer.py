@@ -48,7 +48,7 @@ from .indexing import GeometricMap, index_store
 from .judge import PlaceChoice, choose_place, judge, pnp_confidence, relative_confidence
 from .lk_refine import KeyframeImages, track_inliers
 from .matching import match_2d3d, single_thread_blas
-from .places import Place, keyframe_spacing, other_places, solve_place
+from .places import Place, group_by_place, keyframe_spacing, other_places, solve_place
 from .pnp import covariance, inlier_spread, keypoint_sigma_px, other_session_offset, refine_weighted
 from .relative_pose import relative_fallback
 
@@ -163,7 +163,7 @@ class GeometricLocalizer:
         trace.note(num_features=len(feats), retrieved=retrieved, num_matches_2d3d=len(matches))
         if matches.num_query_keypoints < acc.min_inliers:
             if q.relative_fallback:
-                return self._fallback(trace, state.map, feats, intrinsics, retrieved)
+                return self._fallback(trace, state, feats, intrinsics, retrieved, T_prior, prior_cov)
             return trace.result(RelocStatus.NO_MATCH, reason=f"only {len(matches)} 2D-3D matches "
                                 f"(< min_inliers {acc.min_inliers})")
 
@@ -236,18 +236,32 @@ class GeometricLocalizer:
                    place_chosen=choice.index, place_rivals=choice.rivals, place_radius_m=radius)
         return places[choice.index], choice
 
-    def _fallback(self, trace: StageTrace, gmap: GeometricMap, feats: Any, intrinsics: Intrinsics,
-                  retrieved: list[int]) -> RelocResult:
-        """Relative poses to the retrieved keyframes instead of PnP (too few map points)."""
-        cfg = self.config
+    def _fallback(self, trace: StageTrace, state: "_Snapshot", feats: Any, intrinsics: Intrinsics,
+                  retrieved: list[int], T_prior: np.ndarray | None, prior_cov: np.ndarray | None
+                  ) -> RelocResult:
+        """Relative poses to the retrieved keyframes instead of PnP (too few map points), one
+        answer per look-alike place they lie in (``places.group_by_place``), chosen like PnP's."""
+        cfg, acc, gmap = self.config, self.config.acceptance, state.map
+        radius = acc.place_radius * state.spacing
+        groups = group_by_place(gmap.entries, retrieved, radius)
         with trace.stage("relative"):
-            rel = relative_fallback(gmap.entries, feats, intrinsics, retrieved, cfg.query,
-                                    cfg.map.triangulation.max_epipolar_px)
+            answers = [relative_fallback(gmap.entries, feats, intrinsics, g, cfg.query,
+                                         cfg.map.triangulation.max_epipolar_px) for g in groups]
+        found = [r for r in answers if r.T_world_cam is not None]
+        choice = PlaceChoice(0, [0], "")
+        if len(found) > 1:
+            origin = gmap.origin
+            choice = choose_place([r.num_inliers for r in found], [r.T_world_cam[:3, 3] + origin for r in found],
+                                  radius, acc, None if T_prior is None else T_prior[:3, 3] + origin, prior_cov)
+            trace.note(places=[{"T_world_cam": shift_T(r.T_world_cam, origin).tolist(), "num_inliers": r.num_inliers,
+                                "keyframes": r.diagnostics["relative_keyframes"]} for r in found],
+                       place_chosen=choice.index, place_rivals=choice.rivals, place_radius_m=radius)
+        rel = found[choice.index] if found else answers[0]
         trace.note(**rel.diagnostics)
         if rel.T_world_cam is None:
             return trace.result(RelocStatus.NO_MATCH, reason=rel.reason)
-        confidence = relative_confidence(rel.num_inliers, cfg.acceptance)
-        verdict = judge(rel.num_inliers, confidence, rel.covariance, cfg.acceptance)
+        confidence = relative_confidence(rel.num_inliers, acc)
+        verdict = judge(rel.num_inliers, confidence, rel.covariance, acc, choice.reason)
         return trace.result(verdict.status, rel.T_world_cam, rel.covariance, confidence, rel.num_inliers,
                             verdict.reason)
 

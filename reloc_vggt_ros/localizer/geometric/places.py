@@ -13,7 +13,8 @@ pose prior when there is one.
 Keyframes far from the pose that agree with it (a distant landmark seen from far away) give a
 pose near the first one, which is no second place. A map of one place spans less than the radius
 from any query pose (the shared scenes: at most 15 spacings, the radius is 20), so nothing is
-searched there and the first PnP stays the answer, unchanged.
+searched there and the first PnP stays the answer, unchanged. The relative-pose fallback
+(no map points) answers once per place of the retrieved keyframes (:func:`group_by_place`).
 """
 
 from __future__ import annotations
@@ -34,7 +35,7 @@ from .pnp import PnPResult, solve_pnp, unique_inliers
 if TYPE_CHECKING:
     from .indexing import KeyframeEntry
 
-__all__ = ["Place", "solve_place", "other_places", "keyframe_spacing"]
+__all__ = ["Place", "solve_place", "other_places", "group_by_place", "keyframe_spacing"]
 
 
 @dataclass(frozen=True)
@@ -106,3 +107,20 @@ def other_places(entries: Mapping[int, "KeyframeEntry"], matches: Matches2D3D, k
         poses.append(place.centre)
         taken |= np.isin(kf_ids, place.keyframes)
     return found
+
+
+def group_by_place(entries: Mapping[int, "KeyframeEntry"], kf_ids: list[int], radius_m: float) -> list[list[int]]:
+    """``kf_ids`` in groups of one place each, in order: a keyframe joins the first group whose
+    first keyframe is within ``radius_m``, else starts one (one group when ``radius_m`` <= 0)."""
+    if radius_m <= 0 or not kf_ids:
+        return [list(kf_ids)]
+    groups: list[list[int]] = []
+    for k in kf_ids:
+        c = entries[k].T_local_cam[:3, 3]
+        for g in groups:
+            if np.linalg.norm(entries[g[0]].T_local_cam[:3, 3] - c) <= radius_m:
+                g.append(k)
+                break
+        else:
+            groups.append([k])
+    return groups
