@@ -228,13 +228,23 @@ class GeometricLocalizer:
                               q.pnp_max_reproj_px, acc.min_inliers)
         if not others:
             return first, PlaceChoice(0, [0], "")
-        places, origin = [first, *others], state.map.origin
-        choice = choose_place([p.num_inliers for p in places], [p.centre + origin for p in places], radius, acc,
-                              None if T_prior is None else T_prior[:3, 3] + origin, prior_cov)
-        trace.note(places=[{"T_world_cam": shift_T(p.pnp.T_world_cam, origin).tolist(), "num_inliers": p.num_inliers,
-                            "keyframes": p.keyframes} for p in places],
-                   place_chosen=choice.index, place_rivals=choice.rivals, place_radius_m=radius)
+        places = [first, *others]
+        choice = self._pick(state, trace, [p.pnp.T_world_cam for p in places], [p.num_inliers for p in places],
+                            [p.keyframes for p in places], T_prior, prior_cov)
         return places[choice.index], choice
+
+    def _pick(self, state: "_Snapshot", trace: StageTrace, poses: list[np.ndarray], inliers: list[int],
+              keyframes: list[list[int]], T_prior: np.ndarray | None, prior_cov: np.ndarray | None
+              ) -> PlaceChoice:
+        """``judge.choose_place`` over the places' (local) poses, noted in world coordinates."""
+        acc, origin = self.config.acceptance, state.map.origin
+        radius = acc.place_radius * state.spacing
+        choice = choose_place(inliers, [T[:3, 3] + origin for T in poses], radius, acc,
+                              None if T_prior is None else T_prior[:3, 3] + origin, prior_cov)
+        trace.note(places=[{"T_world_cam": shift_T(T, origin).tolist(), "num_inliers": n, "keyframes": k}
+                           for T, n, k in zip(poses, inliers, keyframes)],
+                   place_chosen=choice.index, place_rivals=choice.rivals, place_radius_m=radius)
+        return choice
 
     def _fallback(self, trace: StageTrace, state: "_Snapshot", feats: Any, intrinsics: Intrinsics,
                   retrieved: list[int], T_prior: np.ndarray | None, prior_cov: np.ndarray | None
@@ -242,20 +252,15 @@ class GeometricLocalizer:
         """Relative poses to the retrieved keyframes instead of PnP (too few map points), one
         answer per look-alike place they lie in (``places.group_by_place``), chosen like PnP's."""
         cfg, acc, gmap = self.config, self.config.acceptance, state.map
-        radius = acc.place_radius * state.spacing
-        groups = group_by_place(gmap.entries, retrieved, radius)
+        groups = group_by_place(gmap.entries, retrieved, acc.place_radius * state.spacing)
         with trace.stage("relative"):
             answers = [relative_fallback(gmap.entries, feats, intrinsics, g, cfg.query,
                                          cfg.map.triangulation.max_epipolar_px) for g in groups]
         found = [r for r in answers if r.T_world_cam is not None]
         choice = PlaceChoice(0, [0], "")
         if len(found) > 1:
-            origin = gmap.origin
-            choice = choose_place([r.num_inliers for r in found], [r.T_world_cam[:3, 3] + origin for r in found],
-                                  radius, acc, None if T_prior is None else T_prior[:3, 3] + origin, prior_cov)
-            trace.note(places=[{"T_world_cam": shift_T(r.T_world_cam, origin).tolist(), "num_inliers": r.num_inliers,
-                                "keyframes": r.diagnostics["relative_keyframes"]} for r in found],
-                       place_chosen=choice.index, place_rivals=choice.rivals, place_radius_m=radius)
+            choice = self._pick(state, trace, [r.T_world_cam for r in found], [r.num_inliers for r in found],
+                                [r.diagnostics["relative_keyframes"] for r in found], T_prior, prior_cov)
         rel = found[choice.index] if found else answers[0]
         trace.note(**rel.diagnostics)
         if rel.T_world_cam is None:
