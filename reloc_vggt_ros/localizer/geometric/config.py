@@ -186,8 +186,22 @@ class AcceptanceSettings:
     inliers_scale: float = setting(40.0, "confidence term 1 - exp(-inliers / inliers_scale)")
     good_inlier_ratio: float = setting(0.25, "inlier ratio at which that confidence term saturates")
     good_spread: float = setting(0.05, "inlier hull / image area at which that term saturates")
+    # Look-alike places (``places``): keyframes farther than place_radius median keyframe spacings
+    # from the pose belong to another place; their matches get a PnP of their own. A place holding
+    # ambiguity_ratio of the best one's inliers at a pose farther than the radius from it makes the
+    # answer ambiguous unless exactly one of them fits the prior: within the radius, or within
+    # prior_gate_sigmas of the prior's largest position sigma.
+    place_radius: float = setting(20.0, "another place: farther than this many median keyframe spacings (0 = off)")
+    ambiguity_ratio: float = setting(0.5, "another place with this fraction of the inliers is a rival, (0, 1]")
+    prior_gate_sigmas: float = setting(4.0, "a place fits the prior within this many of its position sigmas")
 
     def __post_init__(self) -> None:
+        if self.place_radius < 0:
+            raise ConfigError(f"place_radius must be >= 0 (0 = off), got {self.place_radius}")
+        if not 0.0 < self.ambiguity_ratio <= 1.0:
+            raise ConfigError(f"ambiguity_ratio must be in (0, 1], got {self.ambiguity_ratio}")
+        if self.prior_gate_sigmas < 0:
+            raise ConfigError(f"prior_gate_sigmas must be >= 0, got {self.prior_gate_sigmas}")
         if self.min_inliers < 6:
             raise ConfigError(f"min_inliers must be >= 6, got {self.min_inliers}")
         if not 0.0 <= self.min_confidence <= 1.0:

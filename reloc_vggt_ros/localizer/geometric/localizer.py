@@ -7,7 +7,9 @@ Per query (:meth:`GeometricLocalizer._localize`), each stage a function of its o
    by distance to the prior pose when one is given;
 3. 2D-3D matching (``matching.match_2d3d``): ratio + mutual against each keyframe's points;
 4. local-map selection (``local_map``): only keyframes consistent with the best-matched one;
-5. PnP RANSAC (``pnp.solve_pnp``): poselib LO-RANSAC P3P with Cauchy refinement;
+5. PnP RANSAC (``pnp.solve_pnp``): poselib LO-RANSAC P3P with Cauchy refinement, then a PnP of
+   every other place the matches fit (``places``: keyframes far from that pose) and the choice
+   between look-alike places (``judge.choose_place``: by the prior, else "ambiguous");
 6. refinement (``pnp.refine_weighted``, optionally on ``lk_refine`` tracks): each match
    weighted by its expected localisation error;
 7. covariance (``pnp.covariance``): from the refinement Jacobian plus the map terms;
@@ -43,12 +45,11 @@ from ..retrieval import VLADRetriever
 from .config import PRESETS, GeometricConfig
 from .features import extract_features
 from .indexing import GeometricMap, index_store
-from .judge import judge, pnp_confidence, relative_confidence
+from .judge import PlaceChoice, choose_place, judge, pnp_confidence, relative_confidence
 from .lk_refine import KeyframeImages, track_inliers
-from .local_map import select_local_map
 from .matching import match_2d3d, single_thread_blas
-from .pnp import (covariance, inlier_spread, keypoint_sigma_px, other_session_offset, refine_weighted, solve_pnp,
-                  unique_inliers)
+from .places import Place, group_by_place, keyframe_spacing, other_places, solve_place
+from .pnp import covariance, inlier_spread, keypoint_sigma_px, other_session_offset, refine_weighted
 from .relative_pose import relative_fallback
 
 if TYPE_CHECKING:
@@ -130,18 +131,19 @@ class GeometricLocalizer:
         state = self._state                     # one snapshot (and local frame) for the whole query
         origin = state.map.origin
         T_prior = None if prior is None else shift_T(prior.T_world_cam, -origin)
+        prior_cov = None if prior is None else prior.covariance
         # Every product of a query is small; OpenBLAS's own workers, once woken, spin on the
         # other core after it (measured on temple with the rest of the machine stopped: p50 75-84
         # -> 60-63 ms, CPU 146-166 -> 88-91 ms per query), so the whole query runs BLAS on the
         # calling thread; the match pool parallelises instead.
         with single_thread_blas():
-            res = self._localize(state, image_bgr, intrinsics, stamp_ns, T_prior)
+            res = self._localize(state, image_bgr, intrinsics, stamp_ns, T_prior, prior_cov)
         if res.T_world_cam is not None:
             res = dataclasses.replace(res, T_world_cam=shift_T(res.T_world_cam, origin))
         return res
 
     def _localize(self, state: "_Snapshot", image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int,
-                  T_prior: np.ndarray | None) -> RelocResult:
+                  T_prior: np.ndarray | None, prior_cov: np.ndarray | None = None) -> RelocResult:
         """The query in the map's local frame (``T_prior`` and the pose returned are local)."""
         trace = StageTrace(stamp_ns=stamp_ns)
         bad = _check_input(image_bgr, intrinsics)
@@ -161,20 +163,23 @@ class GeometricLocalizer:
         trace.note(num_features=len(feats), retrieved=retrieved, num_matches_2d3d=len(matches))
         if matches.num_query_keypoints < acc.min_inliers:
             if q.relative_fallback:
-                return self._fallback(trace, state.map, feats, intrinsics, retrieved)
+                return self._fallback(trace, state, feats, intrinsics, retrieved, T_prior, prior_cov)
             return trace.result(RelocStatus.NO_MATCH, reason=f"only {len(matches)} 2D-3D matches "
                                 f"(< min_inliers {acc.min_inliers})")
 
         with trace.stage("pnp"):
-            local = select_local_map(entries, matches, acc.min_inliers)
-            m = local.matches
-            x2d = feats.keypoints_px[m.q_idx]
-            pnp = solve_pnp(x2d, m.x3d, intrinsics, q.pnp_max_reproj_px)
+            first = solve_place(entries, matches, feats.keypoints_px, intrinsics, q.pnp_max_reproj_px,
+                                acc.min_inliers)
+        if first is None:
+            return trace.result(RelocStatus.NO_MATCH, reason="PnP RANSAC found no pose")
+        with trace.stage("places"):
+            place, choice = self._choose_place(state, trace, matches, feats.keypoints_px, intrinsics, first,
+                                               T_prior, prior_cov)
+        local, pnp, keep = place.local, place.pnp, place.keep
         if local.excluded_keyframes:
             trace.note(inconsistent_keyframes=local.excluded_keyframes)
-        if pnp is None:
-            return trace.result(RelocStatus.NO_MATCH, reason="PnP RANSAC found no pose")
-        keep = unique_inliers(m.q_idx, pnp.inliers, pnp.residuals_px)
+        m = local.matches
+        x2d = feats.keypoints_px[m.q_idx]
         n_inl = int(keep.sum())
         T, sigma = pnp.T_world_cam, None
 
@@ -204,25 +209,64 @@ class GeometricLocalizer:
         spread = inlier_spread(x2d[keep], intrinsics)
         ratio = n_inl / max(m.num_query_keypoints, 1)
         confidence = pnp_confidence(n_inl, ratio, spread, acc)
-        verdict = judge(n_inl, confidence, cov.covariance, acc)
+        verdict = judge(n_inl, confidence, cov.covariance, acc, choice.reason)
         trace.note(num_inliers=n_inl, inlier_ratio=ratio, inlier_spread=spread, reproj_rms_px=cov.reproj_rms_px,
                    covariance_inflation=cov.inflation, ransac_iterations=pnp.iterations,
                    inliers_per_keyframe={int(k): int(np.sum(keep & (m.kf_id == k))) for k in retrieved},
                    method="pnp")
         return trace.result(verdict.status, T, cov.covariance, confidence, n_inl, verdict.reason)
 
-    def _fallback(self, trace: StageTrace, gmap: GeometricMap, feats: Any, intrinsics: Intrinsics,
-                  retrieved: list[int]) -> RelocResult:
-        """Relative poses to the retrieved keyframes instead of PnP (too few map points)."""
-        cfg = self.config
+    def _choose_place(self, state: "_Snapshot", trace: StageTrace, matches: Any, keypoints_px: np.ndarray,
+                      intrinsics: Intrinsics, first: Place, T_prior: np.ndarray | None,
+                      prior_cov: np.ndarray | None) -> tuple[Place, PlaceChoice]:
+        """The place the answer is in: ``first`` unless keyframes far from it fit elsewhere
+        (``places``, ``judge.choose_place``); the places found go into the diagnostics in world
+        coordinates (``places``: pose, inliers, keyframes; ``place_chosen``)."""
+        q, acc = self.config.query, self.config.acceptance
+        radius = acc.place_radius * state.spacing
+        others = other_places(state.map.entries, matches, keypoints_px, intrinsics, first, radius,
+                              q.pnp_max_reproj_px, acc.min_inliers)
+        if not others:
+            return first, PlaceChoice(0, [0], "")
+        places = [first, *others]
+        choice = self._pick(state, trace, [p.pnp.T_world_cam for p in places], [p.num_inliers for p in places],
+                            [p.keyframes for p in places], T_prior, prior_cov)
+        return places[choice.index], choice
+
+    def _pick(self, state: "_Snapshot", trace: StageTrace, poses: list[np.ndarray], inliers: list[int],
+              keyframes: list[list[int]], T_prior: np.ndarray | None, prior_cov: np.ndarray | None
+              ) -> PlaceChoice:
+        """``judge.choose_place`` over the places' (local) poses, noted in world coordinates."""
+        acc, origin = self.config.acceptance, state.map.origin
+        radius = acc.place_radius * state.spacing
+        choice = choose_place(inliers, [T[:3, 3] + origin for T in poses], radius, acc,
+                              None if T_prior is None else T_prior[:3, 3] + origin, prior_cov)
+        trace.note(places=[{"T_world_cam": shift_T(T, origin).tolist(), "num_inliers": n, "keyframes": k}
+                           for T, n, k in zip(poses, inliers, keyframes)],
+                   place_chosen=choice.index, place_rivals=choice.rivals, place_radius_m=radius)
+        return choice
+
+    def _fallback(self, trace: StageTrace, state: "_Snapshot", feats: Any, intrinsics: Intrinsics,
+                  retrieved: list[int], T_prior: np.ndarray | None, prior_cov: np.ndarray | None
+                  ) -> RelocResult:
+        """Relative poses to the retrieved keyframes instead of PnP (too few map points), one
+        answer per look-alike place they lie in (``places.group_by_place``), chosen like PnP's."""
+        cfg, acc, gmap = self.config, self.config.acceptance, state.map
+        groups = group_by_place(gmap.entries, retrieved, acc.place_radius * state.spacing)
         with trace.stage("relative"):
-            rel = relative_fallback(gmap.entries, feats, intrinsics, retrieved, cfg.query,
-                                    cfg.map.triangulation.max_epipolar_px)
+            answers = [relative_fallback(gmap.entries, feats, intrinsics, g, cfg.query,
+                                         cfg.map.triangulation.max_epipolar_px) for g in groups]
+        found = [r for r in answers if r.T_world_cam is not None]
+        choice = PlaceChoice(0, [0], "")
+        if len(found) > 1:
+            choice = self._pick(state, trace, [r.T_world_cam for r in found], [r.num_inliers for r in found],
+                                [r.diagnostics["relative_keyframes"] for r in found], T_prior, prior_cov)
+        rel = found[choice.index] if found else answers[0]
         trace.note(**rel.diagnostics)
         if rel.T_world_cam is None:
             return trace.result(RelocStatus.NO_MATCH, reason=rel.reason)
-        confidence = relative_confidence(rel.num_inliers, cfg.acceptance)
-        verdict = judge(rel.num_inliers, confidence, rel.covariance, cfg.acceptance)
+        confidence = relative_confidence(rel.num_inliers, acc)
+        verdict = judge(rel.num_inliers, confidence, rel.covariance, acc, choice.reason)
         return trace.result(verdict.status, rel.T_world_cam, rel.covariance, confidence, rel.num_inliers,
                             verdict.reason)
 
@@ -233,14 +277,17 @@ class _Snapshot:
 
     map: GeometricMap
     retriever: VLADRetriever
+    spacing: float               # median keyframe spacing (``places.keyframe_spacing``), 0 if none
 
     @classmethod
     def of(cls, gmap: GeometricMap) -> "_Snapshot":
         ids = gmap.ids()
         if len(ids) == 0:
-            return cls(gmap, VLADRetriever(ids, np.zeros((0, 4, 4)), np.zeros((0, 0), np.float32), gmap.vocabulary))
-        return cls(gmap, VLADRetriever(ids, np.stack([gmap.entries[i].T_local_cam for i in ids]),
-                                       np.stack([gmap.entries[i].vlad for i in ids]), gmap.vocabulary))
+            return cls(gmap, VLADRetriever(ids, np.zeros((0, 4, 4)), np.zeros((0, 0), np.float32), gmap.vocabulary),
+                       0.0)
+        poses = np.stack([gmap.entries[i].T_local_cam for i in ids])
+        return cls(gmap, VLADRetriever(ids, poses, np.stack([gmap.entries[i].vlad for i in ids]), gmap.vocabulary),
+                   keyframe_spacing(poses[:, :3, 3]))
 
 
 def _check_input(image: np.ndarray, intr: Intrinsics) -> str:
