@@ -92,7 +92,7 @@ def summarize(t_err: Sequence[float] | np.ndarray, r_err_deg: Sequence[float] | 
     }
 
 
-def median_baseline(T_world_cams: np.ndarray, chunk: int = 1024) -> float:
+def median_baseline(T_world_cams: np.ndarray, chunk: int = 256) -> float:
     """The scene scale: median distance from each map camera to its nearest other (distinct) one.
 
     Relative thresholds (``1pct``, ``5pct``) are fractions of this. It is the map's camera
