@@ -12,7 +12,7 @@ computes, and stores where the store is writable, only the missing ones.
 from __future__ import annotations
 
 import logging
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 
 import cv2
 import numpy as np
@@ -20,6 +20,7 @@ import numpy as np
 from ..geometry import rotation_error_deg
 from ..keyframes.blobs import pack_arrays, unpack_arrays
 from ..keyframes.store import KeyframeStore
+from ..keyframes.types import Keyframe
 
 __all__ = ["GlobalIndex", "nearest_by_pose", "Retriever", "VLADRetriever", "ThumbnailRetriever",
            "thumbnail_descriptor", "store_global_descriptors", "thumbnail_descriptors", "GLOBAL_KEY",
@@ -141,6 +142,19 @@ def thumbnail_descriptor(image_bgr: np.ndarray, size: tuple[int, int] = (16, 12)
     return thumb / max(float(np.linalg.norm(thumb)), 1e-6)
 
 
+def _describe(store: KeyframeStore, keyframes: Iterable[Keyframe], backend: str, fingerprint: str,
+              describe: Callable[[np.ndarray], np.ndarray], write: bool) -> dict[int, np.ndarray]:
+    """``describe(image_bgr) -> [D]`` (float32) of each of ``keyframes`` (consumed one at a time),
+    stored as blob ``(backend, "global", fingerprint)`` = ``pack_arrays({"descriptor": ...})``
+    when ``write``."""
+    out: dict[int, np.ndarray] = {}
+    for kf in keyframes:
+        out[kf.kf_id] = np.asarray(describe(kf.decode_image()), dtype=np.float32).reshape(-1)
+        if write:
+            store.put_blob(kf.kf_id, backend, GLOBAL_KEY, pack_arrays({"descriptor": out[kf.kf_id]}), fingerprint)
+    return out
+
+
 def store_global_descriptors(store: KeyframeStore, backend: str, fingerprint: str,
                              describe: Callable[[np.ndarray], np.ndarray], only_missing: bool = True) -> int:
     """Compute ``describe(image_bgr) -> [D]`` for keyframes and store it as blob
@@ -150,13 +164,8 @@ def store_global_descriptors(store: KeyframeStore, backend: str, fingerprint: st
     Returns the number of descriptors written.
     """
     have = {i for i, _ in store.iter_blobs(backend, GLOBAL_KEY, fingerprint)} if only_missing else set()
-    written = 0
-    for kf in store.iter_keyframes():
-        if kf.kf_id in have:
-            continue
-        desc = np.asarray(describe(kf.decode_image()), dtype=np.float32).reshape(-1)
-        store.put_blob(kf.kf_id, backend, GLOBAL_KEY, pack_arrays({"descriptor": desc}), fingerprint)
-        written += 1
+    todo = (kf for kf in store.iter_keyframes() if kf.kf_id not in have)
+    written = len(_describe(store, todo, backend, fingerprint, describe, write=True))
     logger.info("stored %d '%s' global descriptors (%s) in %s", written, backend, fingerprint, store.path)
     return written
 
@@ -174,11 +183,8 @@ def thumbnail_descriptors(store: KeyframeStore, known: Mapping[int, np.ndarray] 
                 out[kf_id] = unpack_arrays(data)["descriptor"]
     missing = [i for i in ids if i not in out]
     writable = not getattr(store, "readonly", False)
-    for kf_id in missing:
-        out[kf_id] = thumbnail_descriptor(store.get_keyframe(kf_id).decode_image())
-        if writable:
-            store.put_blob(kf_id, THUMBNAIL_BACKEND, GLOBAL_KEY, pack_arrays({"descriptor": out[kf_id]}),
-                           THUMBNAIL_FINGERPRINT)
+    out.update(_describe(store, (store.get_keyframe(i) for i in missing), THUMBNAIL_BACKEND,
+                         THUMBNAIL_FINGERPRINT, thumbnail_descriptor, writable))
     if missing:
         logger.info("computed %d thumbnail descriptors (%s) for %s", len(missing),
                     "stored" if writable else "read-only database, not stored", store.path)
