@@ -92,7 +92,7 @@ def summarize(t_err: Sequence[float] | np.ndarray, r_err_deg: Sequence[float] | 
     }
 
 
-def median_baseline(T_world_cams: np.ndarray, chunk: int = 256) -> float:
+def median_baseline(T_world_cams: np.ndarray, chunk: int = 256, default: float | None = None) -> float:
     """The scene scale: median distance from each map camera to its nearest other (distinct) one.
 
     Relative thresholds (``1pct``, ``5pct``) are fractions of this. It is the map's camera
@@ -102,11 +102,14 @@ def median_baseline(T_world_cams: np.ndarray, chunk: int = 256) -> float:
     same pose error pass on a big map and fail on a small one. The README tables use it too, and
     so does ``db info``. ``T_world_cams`` [N,4,4] camera-to-world of the map (db) cameras (or
     camera centres [N,3]); coincident cameras (distance 0) are ignored; distances are computed
-    ``chunk`` rows at a time so that a 100k-keyframe map needs no N x N matrix.
+    ``chunk`` rows at a time so that a 100k-keyframe map needs no N x N matrix. With fewer than
+    two distinct cameras: ``default`` if given, else a ConfigError.
     """
     T = np.asarray(T_world_cams, float)
     C = T[:, :3, 3] if T.ndim == 3 else T.reshape(-1, 3)
     if len(C) < 2:
+        if default is not None:
+            return default
         raise ConfigError("need at least two cameras for a baseline")
     nearest = np.empty(len(C))
     for i in range(0, len(C), chunk):
@@ -115,6 +118,8 @@ def median_baseline(T_world_cams: np.ndarray, chunk: int = 256) -> float:
         nearest[i:i + chunk] = d.min(axis=1)
     nearest = nearest[np.isfinite(nearest)]
     if nearest.size == 0:
+        if default is not None:
+            return default
         raise ConfigError("all cameras coincide; no baseline")
     return float(np.median(nearest))
 

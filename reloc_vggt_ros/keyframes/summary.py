@@ -7,7 +7,6 @@ from typing import Any
 
 import numpy as np
 
-from ..errors import ConfigError
 from ..eval.metrics import median_baseline
 from .store import KeyframeStore
 
@@ -16,10 +15,7 @@ __all__ = ["summarize", "median_nn_baseline", "format_summary"]
 
 def median_nn_baseline(centres: np.ndarray) -> float:
     """The scene scale of ``eval.metrics.median_baseline`` (NaN where it has none: < 2 distinct cameras)."""
-    try:
-        return median_baseline(np.asarray(centres, dtype=float).reshape(-1, 3))
-    except ConfigError:
-        return float("nan")
+    return median_baseline(np.asarray(centres, dtype=float).reshape(-1, 3), default=float("nan"))
 
 
 def summarize(store: KeyframeStore) -> dict[str, Any]:

@@ -25,7 +25,6 @@ from typing import TYPE_CHECKING
 
 import numpy as np
 
-from ...errors import ConfigError
 from ...eval.metrics import median_baseline
 from ...geometry import Intrinsics
 from .local_map import LocalMap, select_local_map
@@ -59,10 +58,7 @@ class Place:
 def keyframe_spacing(centres: np.ndarray) -> float:
     """The map's median keyframe spacing (``eval.metrics.median_baseline``); 0 with fewer than two
     distinct keyframe centres (then no keyframe is ever far: no second place is searched)."""
-    try:
-        return median_baseline(np.asarray(centres, np.float64).reshape(-1, 3))
-    except ConfigError:
-        return 0.0
+    return median_baseline(np.asarray(centres, np.float64).reshape(-1, 3), default=0.0)
 
 
 def solve_place(entries: Mapping[int, "KeyframeEntry"], matches: Matches2D3D, keypoints_px: np.ndarray,
