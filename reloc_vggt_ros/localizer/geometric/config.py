@@ -263,7 +263,9 @@ _LEGACY: dict[str, str] = {
     **{n: f"query.{n}" for n in ("top_k", "match_ratio", "match_threads", "pnp_max_reproj_px", "scale_weighted",
                                  "max_independent_inliers", "relative_fallback", "fallback_min_inliers")},
     "refine_lk": "lk.enabled", **{f"lk_{n}": f"lk.{n}" for n in _names(LKRefineSettings) if n != "enabled"},
-    **{n: f"acceptance.{n}" for n in _names(AcceptanceSettings)},
+    # the acceptance settings the flat form had (later ones, e.g. place_radius, are nested only)
+    **{n: f"acceptance.{n}" for n in ("min_inliers", "min_confidence", "inliers_scale", "good_inlier_ratio",
+                                      "good_spread")},
     "num_threads": "num_threads", "preset": "preset",
 }
 
