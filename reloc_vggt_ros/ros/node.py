@@ -42,7 +42,8 @@ from ..keyframes import KeyframeStore
 from ..localizer import registry
 from ..localizer.base import Localizer
 from ..session import KeyframeOutcome, Published, Rejected, Session, check_stamp
-from .convert import camera_info_to_intrinsics, compressed_to_bgr, image_to_bgr, pose_to_T, pose_with_covariance, stamp_to_ns
+from .convert import (camera_info_to_intrinsics, compressed_to_bgr, image_to_bgr, pose_in_frame_to_T, pose_to_T,
+                      pose_with_covariance, stamp_to_ns)
 from .diagnostics import NodeStats, to_diagnostic_array
 from .params import NodeConfig, declare_backend, check_overrides, declare_params, read_backend_config, read_params
 from .qos import DIAGNOSTICS_QOS, INITIALPOSE_QOS, KEYFRAME_POSE_QOS, POSE_QOS, sensor_qos
@@ -344,9 +345,7 @@ class RelocNode(LifecycleNode):
         stamp = stamp_to_ns(msg.header.stamp)
         cfg = self._require_cfg()
         try:
-            if msg.header.frame_id.lstrip("/") != cfg.map_frame:
-                raise DataError(f"keyframe_pose frame {msg.header.frame_id!r} is not {cfg.map_frame!r}")
-            pose_to_T(msg.pose)
+            pose_in_frame_to_T(msg.pose, msg.header.frame_id, cfg.map_frame, "keyframe_pose")
             check_stamp(stamp, self.get_clock().now().nanoseconds, cfg.max_future_stamp_s, what="keyframe_pose")
         except DataError as err:
             return self._keyframe_outcome(stamp, KeyframeOutcome(False, f"keyframe rejected: {err}", warn=True))
@@ -357,9 +356,7 @@ class RelocNode(LifecycleNode):
     def initialpose_callback(self, msg: Any) -> None:
         cfg = self._require_cfg()
         try:
-            if msg.header.frame_id.lstrip("/") != cfg.map_frame:
-                raise DataError(f"initialpose frame {msg.header.frame_id!r} is not {cfg.map_frame!r}")
-            T = pose_to_T(msg.pose.pose)
+            T = pose_in_frame_to_T(msg.pose.pose, msg.header.frame_id, cfg.map_frame, "initialpose")
             cov = np.asarray(msg.pose.covariance, float).reshape(6, 6)
             if not np.all(np.isfinite(cov)):
                 raise DataError("initialpose covariance is not finite")
@@ -481,12 +478,9 @@ class RelocNode(LifecycleNode):
 
     def _handle_keyframe(self, pair: tuple[int, _Frame, Any]) -> None:
         """Hand one posed image to the session; every outcome is counted with its reason."""
-        cfg = self._require_cfg()
         stamp_ns, frame, pose_msg = pair
         try:
-            if pose_msg.header.frame_id.lstrip("/") != cfg.map_frame:
-                raise DataError(f"keyframe_pose frame {pose_msg.header.frame_id!r} is not {cfg.map_frame!r}")
-            T_map_cam = pose_to_T(pose_msg.pose)
+            T_map_cam = pose_to_T(pose_msg.pose)   # its frame was checked on arrival (keyframe_pose_callback)
             image, intr = self._decode(frame)
         except DataError as err:
             return self._keyframe_outcome(stamp_ns, KeyframeOutcome(False, f"keyframe rejected: {err}", warn=True))
