@@ -560,6 +560,14 @@ class KeyframeStore:
         for kf_id, data, crc in rows:
             yield int(kf_id), self._verified(data, crc, f"blob {backend}/{key} of keyframe {kf_id}")
 
+    def blob_ids(self, backend: str, key: str, fingerprint: str) -> set[int]:
+        """Ids of the keyframes holding this blob with this fingerprint, without reading (or
+        verifying) the blobs: only the columns before ``data`` are touched, so it costs one pass
+        over the table's leaf pages, not over the blobs' bytes (large maps check what is missing)."""
+        with self._read() as cur:
+            return {int(r[0]) for r in cur.execute("SELECT kf_id FROM blobs WHERE backend = ? AND key = ? AND "
+                                                   "fingerprint = ?", (backend, key, fingerprint))}
+
     def put_map_blob(self, backend: str, key: str, data: bytes, fingerprint: str) -> None:
         """Store (replace) a database-wide blob such as a vocabulary or a retrieval index."""
         self._check_blob_args(backend, key, fingerprint)

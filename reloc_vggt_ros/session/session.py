@@ -138,6 +138,7 @@ class Session:
         self._dirty = False
         self._prior: tuple[PosePrior, float] | None = None
         self._last_size: tuple[int, int] | None = None
+        self._refresher: threading.Thread | None = None
 
     # ----------------------------------------------------------------- database
     def open(self, path: Path | str, readonly: bool) -> None:
@@ -167,6 +168,7 @@ class Session:
             self.open(self._store.path, self._store.readonly)
 
     def close(self) -> None:
+        self.wait_for_refresh()
         with self._lock:
             self._localizer = None
             if self._store is not None:
@@ -233,7 +235,8 @@ class Session:
         ``T_odom_cam`` (odom mode) is the odom->camera transform at ``stamp_ns``, or a callable
         looked up only once the pose is accepted (TF has had the inference time to arrive); a
         LookupError from it is a warning and the pose is still published. The map is
-        re-indexed first if keyframes were added and none is pending (once per burst).
+        re-indexed if keyframes were added and none is pending (once per burst): off the frame
+        path (:meth:`_start_refresh`) where the backend swaps its map in atomically.
         """
         try:
             self.check_frame(image, intrinsics)
@@ -241,8 +244,7 @@ class Session:
             return Rejected(str(err), warn=True)
         with self._lock:
             if self._dirty and keyframes_pending == 0:
-                self._dirty = False
-                self._refresh()
+                self._start_refresh()
             if self._localizer is None:
                 return Rejected("keyframe database is empty", warn=True)
             try:
@@ -304,15 +306,48 @@ class Session:
             self._dirty = True  # re-indexed before the next query, not per keyframe
         return KeyframeOutcome(True, f"keyframe {kf_id} added", kf_id=kf_id)
 
-    def _refresh(self) -> None:
-        """Index keyframes added live (building the localizer when the map was empty)."""
+    def _start_refresh(self) -> None:
+        """Index keyframes added live (building the localizer when the map was empty), under the
+        session lock. A backend that swaps its map in atomically (``concurrent_refresh``, the
+        geometric one) and the first build of an empty map run on a background thread, so queries
+        keep answering from the old map meanwhile (at 2k keyframes a refresh took ~15 s on the
+        frame path); one refresh at a time, keyframes added during it start the next."""
+        if self._refresher is not None and self._refresher.is_alive():
+            return                                   # still dirty: the next query starts the next one
+        self._dirty = False
+        store, localizer = self._store, self._localizer
+        if localizer is not None and not getattr(localizer, "concurrent_refresh", False):
+            self._refresh(store, localizer)
+            return
+        self._refresher = threading.Thread(target=self._refresh, args=(store, localizer), name="map-refresh",
+                                           daemon=True)
+        self._refresher.start()
+
+    def wait_for_refresh(self, timeout: float | None = None) -> bool:
+        """Wait for a background refresh to finish; False if it still runs after ``timeout``."""
+        refresher = self._refresher
+        if refresher is not None:
+            refresher.join(timeout)
+            return not refresher.is_alive()
+        return True
+
+    @property
+    def refreshing(self) -> bool:
+        """A background refresh is running (queries use the map before it)."""
+        return self._refresher is not None and self._refresher.is_alive()
+
+    def _refresh(self, store: KeyframeStore | None, localizer: Localizer | None) -> None:
         t0 = time.monotonic()
         try:
-            if self._localizer is None:
-                self._localizer = self._build(self._store)  # first keyframe of an empty map
+            if localizer is None:
+                localizer = self._build(store)       # first keyframes of an empty map
             else:
-                self._localizer.refresh()
+                localizer.refresh()
         except (RelocError, ImportError) as err:  # keep mapping; the reason is in diagnostics
             self._on_warning(f"localizer refresh failed: {err}")
             return
+        with self._lock:
+            if self._store is not store:             # closed or re-opened meanwhile: not ours to set
+                return
+            self._localizer = localizer
         self._log.info(f"map refreshed: {self.size} keyframes in {time.monotonic() - t0:.2f} s")
