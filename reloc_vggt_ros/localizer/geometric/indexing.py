@@ -365,7 +365,7 @@ def _points_row(arrays: dict[str, np.ndarray], row_crc: int, cap: int) -> _Row:
                 arrays["pair_matches"], False, version, len(pts), n_match)
 
 
-def _stored_row(store: "KeyframeStore", kf_id: int, fp: str, n_keypoints: int, row_crc: int, cap: int
+def _stored_row(store: "KeyframeStore", kf_id: int, fp: str, n_keypoints: int | None, row_crc: int, cap: int
                 ) -> _Row | None:
     arrays = _arrays(store, kf_id, "points", fp, n_keypoints)
     return None if arrays is None else _points_row(arrays, row_crc, cap)
@@ -403,8 +403,8 @@ def _point_rows(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr
         row = old_rows.get(i) if i in have and i not in memory_points else None
         if row is not None and row.row_crc != int(row_crcs[p]):
             row = None
-        if row is None and i in have and i not in memory_points:
-            row = _stored_row(store, i, fp, len(feats.get(i)), int(row_crcs[p]), cap)
+        if row is None and i in have and i not in memory_points:   # its tie to the features: checked on load
+            row = _stored_row(store, i, fp, None, int(row_crcs[p]), cap)
         if row is not None and row.from_depth:
             out[i] = row
         elif row is not None and row.neighbours == neighbours[i]:
