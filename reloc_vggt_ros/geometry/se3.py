@@ -17,7 +17,7 @@ __all__ = [
     "quat_wxyz_to_xyzw", "quat_xyzw_to_wxyz", "T_from_quat_t", "T_to_quat_t",
     "make_sim3", "invert_sim3", "apply_T", "project_to_SO3", "so3_exp", "so3_log",
     "se3_exp", "relative_pose", "absolute_from_relative", "camera_centre", "shift_T",
-    "shift_transform", "local_origin",
+    "shift_transform", "local_origin", "interpolate_T",
 ]
 
 
@@ -198,3 +198,11 @@ def local_origin(centres: np.ndarray) -> np.ndarray:
     if len(centres) == 0:
         return np.zeros(3)
     return np.round(np.median(centres, axis=0))
+
+
+def interpolate_T(T0: np.ndarray, T1: np.ndarray, alpha: float) -> np.ndarray:
+    """Pose ``alpha`` of the way from T0 to T1 (0 -> T0, 1 -> T1): linear in translation,
+    geodesic in rotation (as tf2 interpolates)."""
+    R = T0[:3, :3] @ so3_exp(alpha * so3_log(T0[:3, :3].T @ T1[:3, :3]))
+    t = (1.0 - alpha) * T0[:3, 3] + alpha * T1[:3, 3]
+    return make_T(R, t)

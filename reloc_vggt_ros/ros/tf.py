@@ -14,18 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ..geometry import invert_T, make_T, so3_exp, so3_log
+from ..geometry import interpolate_T, invert_T
 from .convert import stamp_to_ns, transform_stamped, transform_to_T
 from .qos import TF_QOS, TF_STATIC_QOS
 
 __all__ = ["TransformBuffer", "interpolate_T", "TfListener", "TfPublisher", "make_tf_lookup"]
-
-
-def interpolate_T(T0: np.ndarray, T1: np.ndarray, alpha: float) -> np.ndarray:
-    """Pose ``alpha`` of the way from T0 to T1 (0 -> T0, 1 -> T1), geodesic in rotation."""
-    R = T0[:3, :3] @ so3_exp(alpha * so3_log(T0[:3, :3].T @ T1[:3, :3]))
-    t = (1.0 - alpha) * T0[:3, 3] + alpha * T1[:3, 3]
-    return make_T(R, t)
 
 
 class _Edge:
