@@ -54,7 +54,7 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
     queries = read_posed_folder(SCENE, "query")
     images = [(cv2.imread(str(q.path)), q.intrinsics, q.T_world_cam) for q in queries]
     proc = start_node(db, None, domain, out_dir / "node_rate.log",
-                      {"diagnostics_rate_hz": 5.0, **(backend_params or {})})
+                      {"diagnostics_rate_hz": 5.0, "base_frame": "''", **(backend_params or {})})
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node("node_rate_bench", context=context)

@@ -68,7 +68,7 @@ def test_run_with_ros_args_remaps_namespace_and_parameters(tmp_path, scene):  # 
         "--params-file", str(YAML), "--ros-args",
         "-r", "image:=/cam/image_raw", "-r", "camera_info:=/cam/camera_info", "-r", "__ns:=/robot1",
         "-p", "top_k:=8", "-p", f"database_path:={db}", "-p", "geometric.preset:=fast",
-        "-p", "diagnostics_rate_hz:=10.0", "--log-level", "warn"])
+        "-p", "diagnostics_rate_hz:=10.0", "-p", "base_frame:=''", "--log-level", "warn"])
     try:
         reliable = probe.image_pub.qos_profile
         image_pub = probe.node.create_publisher(Image, "/cam/image_raw", reliable)
