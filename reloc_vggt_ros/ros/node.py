@@ -490,7 +490,7 @@ class RelocNode(LifecycleNode):
                 if cfg.odom_frame and self._tf_pub is not None and base_frame else None)
         decision = session.localize(image, intr, frame.stamp_ns, odom,
                                     keyframes_pending=self._worker.pending_keyframes() if self._worker else 0,
-                                    T_base_cam=extrinsic)
+                                    T_base_cam=extrinsic, camera=camera_frame)
         if isinstance(decision, Rejected):
             return self._reject(frame, decision)
         if frame.epoch != self._time_epoch:

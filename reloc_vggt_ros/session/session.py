@@ -174,7 +174,7 @@ class Session:
         self._dirty = False
         self._prior: tuple[PosePrior, float] | None = None
         self._last_size: tuple[int, int] | None = None
-        self._last_extrinsic: np.ndarray | None = None
+        self._last_extrinsic: dict[str, np.ndarray] = {}   # per camera frame
 
     # ----------------------------------------------------------------- database
     def open(self, path: Path | str, readonly: bool) -> None:
@@ -257,7 +257,7 @@ class Session:
         in the time that no longer is."""
         with self._lock:
             self._prior = None
-            self._last_extrinsic = None
+            self._last_extrinsic.clear()
 
     # ----------------------------------------------------------------- queries
     def check_frame(self, image: np.ndarray, intrinsics: Intrinsics) -> None:
@@ -271,11 +271,12 @@ class Session:
 
     def localize(self, image: np.ndarray, intrinsics: Intrinsics, stamp_ns: int,
                  T_odom_base: Transform | None = None, keyframes_pending: int = 0,
-                 T_base_cam: Transform | None = None) -> Published | Rejected:
+                 T_base_cam: Transform | None = None, camera: str = "") -> Published | Rejected:
         """One query through the whole policy.
 
         ``T_base_cam`` is the camera extrinsic (base -> camera optical frame) at ``stamp_ns``;
-        None publishes the camera pose. ``T_odom_base`` (odom mode) is odom -> base (the camera
+        None publishes the camera pose; ``camera`` names the camera (its frame), whose extrinsic
+        is expected not to move between frames. ``T_odom_base`` (odom mode) is odom -> base (the camera
         without a base frame) at ``stamp_ns``. Each may be a callable looked up only once the
         pose is accepted (TF has had the inference time to arrive) that raises LookupError: a
         missing extrinsic rejects the frame, a missing odom->base is a warning and the pose is
@@ -296,10 +297,10 @@ class Session:
                 result = self._localizer.localize(image, intrinsics, stamp_ns=stamp_ns, prior=self.current_prior())
             except Exception as err:  # noqa: BLE001 - one failing frame must not go silent or stop the node
                 return Rejected(f"localizer failed: {err}", warn=True, error=err)
-        return self.accept(result, T_odom_base, T_base_cam)
+        return self.accept(result, T_odom_base, T_base_cam, camera)
 
     def accept(self, result: RelocResult, T_odom_base: Transform | None = None,
-               T_base_cam: Transform | None = None) -> Published | Rejected:
+               T_base_cam: Transform | None = None, camera: str = "") -> Published | Rejected:
         """Publish iff the backend said OK, the extrinsic is known and the covariance is usable;
         the base pose and its covariance, map->odom in odom mode."""
         if not result.ok:
@@ -315,7 +316,7 @@ class Session:
         T_map_base = T_map_cam
         if T_base_cam is not None:
             try:
-                T_bc = self._extrinsic(_resolve(T_base_cam))
+                T_bc = self._extrinsic(_resolve(T_base_cam), camera)
             except LookupError as err:
                 return Rejected(str(err), result, warn=True)
             T_map_base, cov = base_pose(T_map_cam, cov, T_bc)
@@ -330,16 +331,17 @@ class Session:
                 self._prior = None  # used by this fix
         return Published(T_map_base, cov, result, T_map_odom, T_map_cam)
 
-    def _extrinsic(self, T_base_cam: np.ndarray) -> np.ndarray:
-        """The extrinsic, with a warning when it moved since the last frame (a camera declared
-        static whose TF changes: a /tf publisher of it, or two /tf_static publishers disagreeing)."""
+    def _extrinsic(self, T_base_cam: np.ndarray, camera: str) -> np.ndarray:
+        """The extrinsic, with a warning when it moved since this camera's last frame (a camera
+        declared static whose TF changes: a /tf publisher of it, or two /tf_static publishers
+        disagreeing)."""
         with self._lock:
-            last, self._last_extrinsic = self._last_extrinsic, T_base_cam
+            last, self._last_extrinsic[camera] = self._last_extrinsic.get(camera), T_base_cam
         if last is not None:
             d = pose_delta(last, T_base_cam)
             moved_m, turned_deg = float(np.linalg.norm(d[:3])), float(np.degrees(np.linalg.norm(d[3:])))
             if moved_m > EXTRINSIC_CHANGE_M or turned_deg > EXTRINSIC_CHANGE_DEG:
-                self._on_warning(f"camera extrinsic changed by {moved_m * 1e3:.1f} mm / {turned_deg:.2f} deg since "
+                self._on_warning(f"camera extrinsic{' of ' + camera if camera else ''} changed by {moved_m * 1e3:.1f} mm / {turned_deg:.2f} deg since "
                                  "the last frame: is the camera mount static? (check who publishes its TF)")
         return T_base_cam
 

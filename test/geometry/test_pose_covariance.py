@@ -6,13 +6,19 @@ from __future__ import annotations
 import numpy as np
 import pytest
 
-from reloc_vggt_ros.geometry import (invert_T, make_T, perturb_pose, pose_delta, so3_exp,
+from reloc_vggt_ros.geometry import (camera_mount, invert_T, make_T, perturb_pose, pose_delta, so3_exp,
                                      transform_pose_covariance)
 
-# REP-105 base_link (x forward, z up) -> camera optical frame (z forward, x right, y down),
-# mounted 0.3 m forward, 1.2 m up and pitched 20 deg down: the non-trivial extrinsic
-R_BASE_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
-T_BASE_CAM = make_T(so3_exp(np.array([0.0, np.radians(20.0), 0.0])) @ R_BASE_OPTICAL, np.array([0.3, 0.0, 1.2]))
+# REP-105 base_link -> camera optical frame mounted 0.3 m forward, 1.2 m up and pitched 20 deg
+# down: the non-trivial extrinsic
+T_BASE_CAM = camera_mount([0.3, 0.0, 1.2], pitch_deg=20.0)
+
+
+def test_camera_mount_looks_forward_and_down():
+    R = T_BASE_CAM[:3, :3]
+    np.testing.assert_allclose(R[:, 2], [np.cos(np.radians(20)), 0.0, -np.sin(np.radians(20))], atol=1e-12)  # z ahead, down
+    np.testing.assert_allclose(R[:, 0], [0.0, -1.0, 0.0], atol=1e-12)                                     # x right
+    np.testing.assert_allclose(T_BASE_CAM[:3, 3], [0.3, 0.0, 1.2])
 
 
 def _camera_covariance() -> np.ndarray:

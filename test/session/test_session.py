@@ -15,7 +15,7 @@ import yaml
 
 from reloc_vggt_ros.config import flatten
 from reloc_vggt_ros.data.posed_folder import read_posed_folder
-from reloc_vggt_ros.geometry import invert_T, make_T, pose_error, so3_exp
+from reloc_vggt_ros.geometry import camera_mount, invert_T, make_T, pose_error, so3_exp
 from reloc_vggt_ros.keyframes import KeyframeStore
 from reloc_vggt_ros.keyframes.build import keyframe_from_posed
 from reloc_vggt_ros.localizer.base import PosePrior, RelocResult, RelocStatus
@@ -176,9 +176,7 @@ def test_map_to_odom_maths(db, scene):
     assert warnings == ["no TF odom -> camera at the image stamp: stamp is 2.000 s after the newest transform"]
 
 
-# REP-105 base_link -> camera optical frame: 0.3 m forward, 1.2 m up, pitched 20 deg down
-T_BASE_CAM = make_T(so3_exp(np.array([0.0, np.radians(20.0), 0.0])) @ np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0],
-                                                                             [0.0, -1.0, 0.0]]), np.array([0.3, 0.0, 1.2]))
+T_BASE_CAM = camera_mount([0.3, 0.0, 1.2], pitch_deg=20.0)   # 0.3 m forward, 1.2 m up, pitched 20 deg down
 
 
 def test_base_pose_covariance_and_map_odom_through_the_extrinsic(db, scene):
