@@ -68,7 +68,8 @@ class NodeConfig(SessionConfig):
     max_rate_hz: float = setting(0.0, "process at most this many frames per second; 0 = as fast as possible")
     transform_tolerance_s: float = setting(0.1, "map->odom is future-dated by this much (as nav2 AMCL)")
     tf_publish_rate_hz: float = setting(20.0, "rate at which the last map->odom is republished between fixes")
-    tf_lookup_timeout_s: float = setting(0.05, "max extrapolation when looking up odom->camera (s)")
+    tf_lookup_timeout_s: float = setting(0.05, "max extrapolation of TF lookups (camera extrinsic, "
+                                               "odom->base_frame) beyond the newest/oldest transform (s)")
     diagnostics_rate_hz: float = setting(1.0, "rate of /diagnostics")
     save_path: str = setting("", "copy target of the save_database service; '' = checkpoint in place")
 
