@@ -9,11 +9,11 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reloc_vggt_ros.data.bag import (GT_TOPIC, IMAGE_TOPIC, TF_STATIC_TOPIC, TF_TOPIC, RobotBag, ground_truth_from_bag,
+from reloc_vggt_ros.data.bag import (IMAGE_TOPIC, TF_STATIC_TOPIC, TF_TOPIC, RobotBag, ground_truth_from_bag,
                                      read_bag, typestore, write_bag_from_folder)
 from reloc_vggt_ros.data.posed_folder import read_posed_folder
 from reloc_vggt_ros.errors import DataError
-from reloc_vggt_ros.geometry import T_from_quat_t, camera_mount, invert_T, pose_error, quat_xyzw_to_wxyz
+from reloc_vggt_ros.geometry import T_from_quat_t, camera_mount, pose_error, quat_xyzw_to_wxyz
 
 SAMPLE = Path(__file__).parents[2] / "sample" / "fountain-P11-small"
 
@@ -94,61 +94,3 @@ def test_sim_time_replay_scores_the_base_pose(tmp_path):
     log = (tmp_path / "eval" / "node.log").read_text()
     assert "no TF" not in log and "jumped back" not in log, log
 
-
-@pytest.mark.ros
-def test_bag_play_clock_and_a_late_joiner_gets_the_static_tree(tmp_path):
-    """`reloc-vggt bag play --clock`: /clock follows the bag time; a /tf_static reader created
-    after the player published it still gets the mount (transient local)."""
-    pytest.importorskip("rclpy")
-    import subprocess
-    import sys
-    import time
-
-    import rclpy
-    from rclpy.executors import SingleThreadedExecutor
-    from rclpy.qos import QoSProfile, ReliabilityPolicy
-    from rosgraph_msgs.msg import Clock
-    from sensor_msgs.msg import Image
-    from tf2_msgs.msg import TFMessage
-
-    from reloc_vggt_ros.data.bag import START_NS
-    from reloc_vggt_ros.dds import localhost_env
-    from reloc_vggt_ros.ros.convert import stamp_to_ns
-    from reloc_vggt_ros.ros.qos import TF_QOS, TF_STATIC_QOS, sensor_qos
-
-    bag = write_bag_from_folder(SAMPLE, tmp_path / "r.mcap", max_side=160, robot=RobotBag(tf_rate_hz=10.0))
-    domain = 97
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain)
-    node = rclpy.create_node("listener", context=context)
-    ex = SingleThreadedExecutor(context=context)
-    ex.add_node(node)
-    images, clock, tf, static = [], [], [], []
-    node.create_subscription(Image, "/camera/image_raw", images.append, sensor_qos(20))
-    node.create_subscription(Clock, "/clock", lambda m: clock.append(stamp_to_ns(m.clock)),
-                             QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
-    node.create_subscription(TFMessage, "/tf", tf.append, TF_QOS)
-    env = localhost_env()
-    env["ROS_DOMAIN_ID"] = str(domain)
-    proc = subprocess.Popen([sys.executable, "-m", "reloc_vggt_ros.cli", "bag", "play", str(bag), "--rate", "1",
-                             "--clock", "50"], env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
-    try:
-        end = time.monotonic() + 60
-        while not tf and proc.poll() is None and time.monotonic() < end:
-            ex.spin_once(timeout_sec=0.02)
-        assert tf, "no /tf from the player"
-        node.create_subscription(TFMessage, "/tf_static", static.append, TF_STATIC_QOS)   # joins late
-        while proc.poll() is None and time.monotonic() < end:
-            ex.spin_once(timeout_sec=0.02)
-        out = proc.communicate(timeout=10)[0]
-    finally:
-        if proc.poll() is None:
-            proc.kill()
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
-    assert proc.returncode == 0, out
-    assert len(images) == 4 and len(static) == 1, (len(images), len(static))
-    assert [(t.header.frame_id, t.child_frame_id) for t in static[0].transforms] == [("base_link", "camera")]
-    assert clock == sorted(clock) and len(clock) > 30, len(clock)        # ~1.5 s at 50 Hz, never backwards
-    assert START_NS - 1 <= clock[0] and clock[-1] == START_NS + 1_500_000_000
