@@ -202,3 +202,47 @@ def _stamp(t: float):
     from reloc_vggt_ros.ros.convert import ns_to_stamp
 
     return ns_to_stamp(int(round(t * S)), Time())
+
+
+def test_keyframe_pose_of_the_base_is_stored_as_the_camera_pose(tmp_path):
+    """Mapping with a base frame: a keyframe_pose of base_link in odom becomes, through map->odom
+    and the extrinsic at its stamp, the camera pose the database keeps (node in-process, TF fed
+    to its buffer directly); without the extrinsic it is rejected with the reason."""
+    import rclpy
+    from geometry_msgs.msg import PoseStamped
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+
+    from reloc_vggt_ros.keyframes import KeyframeStore
+    from reloc_vggt_ros.ros.convert import T_to_pose, ns_to_stamp
+    from reloc_vggt_ros.ros.node import RelocNode
+
+    db = tmp_path / "map.db"
+    KeyframeStore.create(db).close()
+    context = rclpy.Context()
+    rclpy.init(context=context, args=["--ros-args", "-p", "mapping.enabled:=true", "-p", "camera_frame:=camera"])
+    try:
+        node = RelocNode(context=context, parameter_overrides=[Parameter("database_path", value=str(db))])
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        T_map_odom = make_T(so3_exp(np.array([0.0, 0.0, 0.3])), np.array([5.0, -2.0, 0.0]))
+        T_odom_base = make_T(so3_exp(np.array([0.0, 0.0, -1.0])), np.array([1.0, 2.0, 0.0]))
+        stamp = T0 + 3 * S
+
+        def keyframe_pose() -> None:
+            msg = PoseStamped()
+            msg.header.frame_id = "odom"
+            ns_to_stamp(stamp, msg.header.stamp)
+            T_to_pose(T_odom_base, msg.pose)
+            node.keyframe_pose_callback(msg)
+
+        node._tf_lookup.buffer.set_transform(T_map_odom, stamp, "map", "odom")
+        keyframe_pose()
+        assert "no TF base_link -> camera (the camera extrinsic)" in node.stats.last_keyframe_reason
+        node._tf_lookup.buffer.set_transform(T_BASE_CAM, 0, "base_link", "camera", static=True)
+        keyframe_pose()
+        (_, T_map_cam), = node._kf_sync._b                     # waiting for its image
+        np.testing.assert_allclose(T_map_cam, T_map_odom @ T_odom_base @ T_BASE_CAM, atol=1e-9)
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)
