@@ -188,7 +188,7 @@ def cmd_bag_play(args: argparse.Namespace) -> int:
     from .player import BagPlayer
 
     remap = dict(r.split(":=", 1) for r in args.remap)
-    rclpy.init()
+    rclpy.init(args=["reloc_vggt_bag_player"])  # not sys.argv: --remap FROM:=TO is applied by the player
     node = rclpy.create_node("reloc_vggt_bag_player")
     executor = SingleThreadedExecutor()
     executor.add_node(node)

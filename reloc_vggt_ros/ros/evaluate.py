@@ -145,7 +145,7 @@ def _replay(bag: Path, gt: dict[int, np.ndarray], proc: subprocess.Popen, domain
 
     run = EvalRun(gt=gt)
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain)
+    rclpy.init(args=["reloc_vggt_eval"], context=context, domain_id=domain)  # not sys.argv: -p X:=Y is not a remap
     node = rclpy.create_node("reloc_vggt_eval", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
