@@ -99,11 +99,13 @@ class TrackerSettings:
     window_px: int = setting(21, "LK window (odd)")
     pyramid_levels: int = setting(3, "LK pyramid levels above the image")
     max_fb_px: float = setting(0.5, "forward-backward disagreement a track may have (px)")
-    sigma_px: float = setting(0.5, "localisation error of a tracked point (px), for the covariance")
+    sigma_px: float = setting(0.1, "error LK tracking adds to a point's error at the fix (px)")
     max_reproj_px: float = setting(2.0, "PnP inlier threshold on tracked points (px)")
     min_inliers: int = setting(30, "tracking fails below this many PnP inliers")
     refresh_fraction: float = setting(0.5, "relocalize (new map points) once fewer than this fraction of the "
                                            "fix's inliers are still tracked")
+    max_view_change_deg: float = setting(5.0, "relocalize once the tracked points are seen from this many "
+                                              "degrees away from the fix's view (0 = never for this reason)")
     max_reproj_rms_px: float = setting(1.5, "tracking fails when the inliers' RMS reprojection error is larger")
     max_position_sigma_m: float = setting(0.05, "tracking fails when the pose's largest position sigma is larger")
     max_brightness_change: float = setting(0.25, "a relative jump of the mean brightness between frames "
@@ -118,6 +120,7 @@ class TrackerSettings:
             raise ConfigError(f"tracking.tracker.min_inliers must be >= 6, got {self.min_inliers}")
         if not 0.0 <= self.refresh_fraction < 1.0:
             raise ConfigError(f"tracking.tracker.refresh_fraction must be in [0, 1), got {self.refresh_fraction}")
+        _non_negative(self, "tracking.tracker", "max_view_change_deg")
         _positive(self, "tracking.tracker", "max_fb_px", "sigma_px", "max_reproj_px", "max_reproj_rms_px",
                   "max_position_sigma_m", "max_brightness_change")
 
@@ -129,6 +132,8 @@ class TrackingConfig:
     enabled: bool = setting(False, "track between relocalizations, gate every pose, cascade the queries")
     relocalize_every_s: float = setting(1.0, "a full relocalization at least this often while tracking "
                                              "(0 = only when tracking degrades)")
+    relocalize_in_background: bool = setting(True, "while the track is healthy, relocalize on a background "
+                                                   "thread and keep answering frames by tracking")
     tracker: TrackerSettings = setting(factory=TrackerSettings, doc="frame-to-frame tracking")
     motion: MotionSettings = setting(factory=MotionSettings, doc="motion prior")
     gate: GateSettings = setting(factory=GateSettings, doc="consistency gate")

@@ -12,7 +12,11 @@ inliers it exposes) and answers every frame through these stages (each its own m
    them, health checks; the tracked pose must also pass the gate against the prediction;
 4. relocalization (``cascade.Cascade``: cheap query, fuller pass when weak) when there is no
    healthy track, on schedule (``relocalize_every_s``), or when too few tracked points are left;
-   the prediction is its pose prior (retrieval nearby, look-alike places resolved);
+   the prediction is its pose prior (retrieval nearby, look-alike places resolved). While the
+   track is healthy it runs on a background thread (``relocalize_in_background``) and the
+   frames keep being answered by tracking; its fix, for the frame it was started on, is gated
+   against the pose tracked for that frame and, if adopted, the track restarts from the fix's
+   inliers in that frame (LK spans the frames since, from the predicted positions);
 5. gating (``geometry.gating``): a fix is accepted when within the chi-square gate of the tracked
    pose (or of the prediction); otherwise it is held back until ``gate.confirm_fixes`` fixes in a
    row agree with each other (kidnap recovery), meanwhile the healthy track is published, or
@@ -30,6 +34,8 @@ from __future__ import annotations
 import threading
 import time
 from collections.abc import Callable
+from concurrent.futures import Future, ThreadPoolExecutor
+from dataclasses import dataclass
 from typing import Any
 
 import numpy as np
@@ -48,6 +54,18 @@ __all__ = ["TrackingLocalizer", "Odometry"]
 Odometry = np.ndarray | Callable[[], np.ndarray] | None
 
 
+@dataclass(frozen=True)
+class _Background:
+    """A relocalization running on the background thread, and the frame it was started on."""
+
+    future: Future
+    stamp_ns: int
+    gray: np.ndarray
+    odom: np.ndarray | None
+    T_tracked: np.ndarray            # the pose tracking gave that frame
+    P_tracked: np.ndarray
+
+
 class TrackingLocalizer:
     """A :class:`Localizer` with tracking state (module doc); one frame at a time, in stamp order."""
 
@@ -58,6 +76,8 @@ class TrackingLocalizer:
         self._gate = chi2_gate(config.gate.probability)
         self._floor = np.diag([config.gate.min_sigma_m**2] * 3 + [config.gate.min_sigma_rad**2] * 3)
         self._lock = threading.Lock()
+        self._pool = ThreadPoolExecutor(1, thread_name_prefix="tracking-reloc")
+        self._future: Future | None = None         # the background relocalization, until it finished
         self.state = "lost"
         self._last_stamp: int | None = None
         self._last_gray: np.ndarray | None = None
@@ -72,6 +92,7 @@ class TrackingLocalizer:
         self._fix_confidence = 0.0
         self._last_attempt: int | None = None
         self._chain: list[Reference] = []
+        self._background: _Background | None = None     # its result is for this state only
 
     def refresh(self) -> None:
         self.relocalizer.refresh()
@@ -96,16 +117,68 @@ class TrackingLocalizer:
         if bad:
             return self._answer(None, RelocStatus.INVALID_INPUT, bad, notes)
         pred = self._predict(stamp, odom, notes)
+        if self._collect_background(notes):
+            pred = self._predict(stamp, odom, notes)        # from the adopted fix
         step = self._track_step(gray, intr, pred, notes)
         fix = None
         due = self._relocalize_due(step, stamp)
         if due:
-            notes.append(due)
             self._last_attempt = stamp
             fix_prior = prior if prior is not None else (
                 PosePrior(pred.T_world_cam, pred.covariance) if pred is not None else None)
-            fix = self.relocalizer.localize(image, intr, stamp, fix_prior)
+            if step is not None and step.ok and self.config.relocalize_in_background:
+                if self._future is None or self._future.done():
+                    notes.append(due + " (in the background)")
+                    self._future = self._pool.submit(self.relocalizer.localize, image, intr, stamp, fix_prior)
+                    self._background = _Background(self._future, stamp, gray, odom, step.T_world_cam,
+                                                   step.covariance)
+            else:
+                notes.append(due)
+                self._wait_background()
+                fix = self.relocalizer.localize(image, intr, stamp, fix_prior)
         return self._decide(gray, stamp, odom, pred, step, fix, notes)
+
+    def _wait_background(self) -> None:
+        """Let a running background relocalization finish (the localizer runs one query at a time);
+        its answer is dropped: this frame relocalizes itself."""
+        if self._future is not None:
+            try:
+                self._future.result()
+            except Exception:  # noqa: BLE001 - its failure is no concern of this frame
+                pass
+        self._future, self._background = None, None
+
+    def _collect_background(self, notes: list[str]) -> bool:
+        """Take in a finished background fix: adopted (True: new reference and track) when it agrees
+        with the pose tracked for its frame or is the last of ``confirm_fixes`` that agree."""
+        bg = self._background
+        if bg is None or not bg.future.done():
+            return False
+        self._background = None
+        try:
+            fix = bg.future.result()
+        except Exception as err:  # noqa: BLE001 - one failed query must not stop tracking
+            notes.append(f"background relocalization failed: {err}")
+            return False
+        if not fix.ok:
+            notes.append(f"background relocalization {fix.status.value}: {fix.reason}")
+            return False
+        d2 = self._d2(bg.T_tracked, bg.P_tracked, fix.T_world_cam, fix.covariance)
+        if d2 > self._gate:
+            n = self._hold(bg.stamp_ns, bg.odom, fix)
+            if n < self.config.gate.confirm_fixes:
+                notes.append(f"background fix held back: d^2 {d2:.1f} > gate {self._gate:.1f} "
+                             f"({n}/{self.config.gate.confirm_fixes} consistent fixes)")
+                return False
+            notes.append(f"{n} consistent fixes in a row overrule the track (d^2 {d2:.1f})")
+        else:
+            notes.append(f"background fix adopted (d^2 {d2:.1f} within the gate)")
+        self._chain = []
+        self._ref, self._prev_ref = Reference(fix.T_world_cam, fix.covariance, bg.stamp_ns, bg.odom), None
+        corr = fix.diagnostics.get("correspondences")
+        self._track = start_track(bg.gray, corr, fix.T_world_cam) if isinstance(corr, Correspondences) else None
+        self._fix_confidence = fix.confidence
+        return True
 
     # ------------------------------------------------------------------ stages
     @staticmethod
@@ -190,10 +263,13 @@ class TrackingLocalizer:
         every = self.config.relocalize_every_s
         if every > 0 and (since is None or since >= every):
             return "scheduled relocalization"
-        track = step.track
-        if track is not None and len(track.x2d) < self.config.tracker.refresh_fraction * track.n_fix \
-                and (since is None or since >= every / 4):
+        if since is not None and since < every / 4:
+            return ""
+        track, max_view = step.track, self.config.tracker.max_view_change_deg
+        if track is not None and len(track.x2d) < self.config.tracker.refresh_fraction * track.n_fix:
             return f"{len(track.x2d)} of {track.n_fix} points left: relocalizing for new map points"
+        if max_view and step.view_change_deg > max_view:
+            return f"view changed {step.view_change_deg:.1f} deg since the fix: relocalizing"
         return ""
 
     def _d2(self, T_a: np.ndarray, P_a: np.ndarray, T_b: np.ndarray, P_b: np.ndarray) -> float:
@@ -245,7 +321,7 @@ class TrackingLocalizer:
         self._chain = []
         self._set_ref(Reference(fix.T_world_cam, fix.covariance, stamp, odom))
         corr = fix.diagnostics.get("correspondences")
-        self._track = start_track(gray, corr) if isinstance(corr, Correspondences) else None
+        self._track = start_track(gray, corr, fix.T_world_cam) if isinstance(corr, Correspondences) else None
         self._fix_confidence = fix.confidence
         self.state = "tracking" if tracked else "relocalizing"
         notes.append(why)
