@@ -133,7 +133,7 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--scenes", nargs="+", default=list(SCENES))
     ap.add_argument("--sizes", nargs="+", default=["640x480", "native"], help="WxH or native")
     ap.add_argument("--grid", type=int, nargs="+", default=[0, 40, 60, 80, 100, 150, 200, 300])
-    ap.add_argument("--error-slack", type=float, default=1.25, help="median error allowed vs the full pass")
+    ap.add_argument("--error-slack", type=float, default=2.0, help="median error allowed vs the full pass (x)")
     ap.add_argument("--top-k", type=int, default=8, help="cheap pass keyframes (the full pass takes twice)")
     ap.add_argument("--json", type=Path)
     args = ap.parse_args(argv)

@@ -31,14 +31,16 @@ def _non_negative(obj: object, prefix: str, *names: str) -> None:
 class CascadeSettings:
     """Cheap query first; a fuller pass over the same map where it fails or is weak (``cascade``).
 
-    ``weak_below_inliers`` was chosen by leave-one-scene-out on the four shared scenes
-    (``python -m bench.cascade``, docs/tracking.md).
+    A cheap answer the backend's own judge does not call OK (no match, or LOW_CONFIDENCE: too few
+    inliers, low confidence, ambiguous places) always escalates. ``weak_below_inliers`` adds an
+    inlier bar on OK answers; leave-one-scene-out on the four shared scenes chose 0 in every fold
+    (``python -m bench.cascade``, docs/tracking.md): no OK cheap answer there needed the fuller pass.
     """
 
     enabled: bool = setting(True, "run a fuller pass when the cheap query fails or is weak")
     full_preset: str = setting("default", "geometric preset of the fuller pass (query side; the map is shared)")
     full_top_k: int = setting(0, "keyframes the fuller pass retrieves (0 = twice the cheap pass's)")
-    weak_below_inliers: int = setting(80, "an OK cheap answer with fewer inliers is weak and escalated "
+    weak_below_inliers: int = setting(0, "an OK cheap answer with fewer inliers is weak and escalated "
                                           "(0 = escalate failures only)")
     budget_ms: float = setting(500.0, "escalate only if the cheap pass's time plus the fuller pass's expected "
                                       "time fits (0 = no limit)")
