@@ -156,15 +156,13 @@ NODE_PARAMS = {"geometric.preset": "realtime", "odom_frame": "odom", "camera_fra
 def run(stream: list[StreamFrame], recs: list[PosedImage], rate_hz: float, domain: int, out_dir: Path,
         params: dict[str, Any]) -> dict[str, Any]:
     """Publish ``stream`` to a node process at ``rate_hz``; per-frame answers (module doc)."""
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
     from tf2_msgs.msg import TFMessage
 
-    from bench.node_rate import build_db
+    from bench.node_rate import BenchNode, build_db
     from reloc_vggt_ros.ros.convert import (bgr_to_image, intrinsics_to_camera_info, ns_to_stamp, pose_to_T,
                                             stamp_to_ns, transform_stamped)
     from reloc_vggt_ros.ros.evaluate import start_node, stop_node
@@ -174,11 +172,8 @@ def run(stream: list[StreamFrame], recs: list[PosedImage], rate_hz: float, domai
     renderer = Renderer(recs)
     images = [renderer.render(f) for f in stream]          # rendered ahead: the publisher only publishes
     proc = start_node(db, None, domain, out_dir / "stream_node.log", params)
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain)
-    node = rclpy.create_node("stream_bench", context=context)
-    ex = SingleThreadedExecutor(context=context)
-    ex.add_node(node)
+    bench = BenchNode("stream_bench", domain)
+    node = bench.node
     reliable = QoSProfile(depth=100, reliability=ReliabilityPolicy.RELIABLE)
     img_pub = node.create_publisher(Image, "image", reliable)
     info_pub = node.create_publisher(CameraInfo, "camera_info", reliable)
@@ -201,9 +196,7 @@ def run(stream: list[StreamFrame], recs: list[PosedImage], rate_hz: float, domai
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, DIAGNOSTICS_QOS)
 
     def spin(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            ex.spin_once(timeout_sec=min(left, 0.002))
+        bench.spin(seconds, 0.002)
 
     sent: dict[int, float] = {}
     try:
@@ -235,9 +228,7 @@ def run(stream: list[StreamFrame], recs: list[PosedImage], rate_hz: float, domai
         dropped = int(diag.get("dropped", 0)) - dropped0
         frames_tracked = int(diag.get("frames_tracked", 0))
     finally:
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        bench.close()
         stop_node(proc)
     rows = []
     for k, f in enumerate(stream):
