@@ -115,6 +115,7 @@ class TrackingLocalizer:
         gray = to_gray(image)
         bad = self._check_input(gray, stamp, notes)
         if bad:
+            self.state = "lost"
             return self._answer(None, RelocStatus.INVALID_INPUT, bad, notes)
         pred = self._predict(stamp, odom, notes)
         if self._collect_background(notes):
@@ -345,8 +346,7 @@ class TrackingLocalizer:
         diagnostics: dict[str, Any] = dict(fix.diagnostics) if fix is not None else {}
         if pose is not None and pose is not fix:
             diagnostics.update(pose.diagnostics)
-        diagnostics.update(tracking_state=self.state if status is not RelocStatus.INVALID_INPUT else self.state,
-                           served_by=served_by, tracking_notes=list(notes),
+        diagnostics.update(tracking_state=self.state, served_by=served_by, tracking_notes=list(notes),
                            relocalized=fix is not None)
         if pose is None:
             return RelocResult(status, None, None, 0.0, 0, reason, diagnostics)
