@@ -521,7 +521,8 @@ class RelocNode(LifecycleNode):
         if result is None:
             self.stats.on_reject_input(frame.stamp_ns, reason)
         else:
-            self.stats.on_result(frame.stamp_ns, latency_ms, False, reason, result.confidence, result.num_inliers)
+            self.stats.on_result(frame.stamp_ns, latency_ms, False, reason, result.confidence, result.num_inliers,
+                                 *_tracking(result))
         self.get_logger().debug(f"frame {frame.stamp_ns}: not published: {reason}")
 
     def _publish(self, cfg: NodeConfig, frame: _Frame, decision: Published, base_frame: str) -> None:
@@ -538,7 +539,8 @@ class RelocNode(LifecycleNode):
                 self._T_map_odom = decision.T_map_odom  # after the fix-stamped one: the timer never precedes it
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
         result = decision.result
-        self.stats.on_result(frame.stamp_ns, latency_ms, True, "localized", result.confidence, result.num_inliers)
+        self.stats.on_result(frame.stamp_ns, latency_ms, True, "localized", result.confidence, result.num_inliers,
+                             *_tracking(result))
 
     def _republish_map_odom(self) -> None:
         """Keep map->odom alive between fixes, future-dated like nav2 AMCL."""
@@ -575,6 +577,11 @@ class RelocNode(LifecycleNode):
         if self._worker is not None:
             self.stats.dropped = self._worker.dropped
         self._diag_pub.publish(to_diagnostic_array(self.stats, self.get_name(), self.get_clock().now().to_msg()))
+
+
+def _tracking(result: Any) -> tuple[str, str]:
+    """(tracking state, served by) of a result for the diagnostics ('' without tracking)."""
+    return result.diagnostics.get("tracking_state", ""), result.diagnostics.get("served_by", "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -37,6 +37,7 @@ from ..errors import ConfigError, DataError, RelocError
 from ..geometry import Intrinsics, invert_T, pose_delta, transform_pose_covariance
 from ..keyframes import Keyframe, KeyframeStore
 from ..localizer.base import Localizer, PosePrior, RelocResult
+from ..localizer.tracking import TrackingConfig, TrackingLocalizer
 from .covariance import covariance_problems, sanitize_covariance
 from .mapping import is_new_keyframe
 
@@ -106,6 +107,7 @@ class SessionConfig:
     max_future_stamp_s: float = setting(5.0, "images stamped further ahead of the node clock are rejected; "
                                              "0 = no check (zero stamps are always rejected)")
     mapping: MappingConfig = setting(factory=MappingConfig, doc="live mapping")
+    tracking: TrackingConfig = setting(factory=TrackingConfig, doc="camera-rate tracking, gating and cascade")
 
     def __post_init__(self) -> None:
         if self.max_image_pixels < 1:
@@ -192,7 +194,7 @@ class Session:
                                   "until keyframes are added (mapping.enabled)")
                 return
             t0 = time.monotonic()
-            self._localizer = self._build(self._store)
+            self._localizer = self._make_localizer()
             self._log.info(f"{self._localizer.name} localizer over {len(self._store)} keyframes ready "
                            f"in {time.monotonic() - t0:.1f} s")
 
@@ -238,6 +240,8 @@ class Session:
         prior = PosePrior(np.asarray(T_map_cam, float), cov)
         with self._lock:
             self._prior = (prior, self._clock())
+            if isinstance(self._localizer, TrackingLocalizer):
+                self._localizer.reset()     # the operator says where we are: relocalize from it
         return prior
 
     def current_prior(self) -> PosePrior | None:
@@ -294,7 +298,10 @@ class Session:
             if self._localizer is None:
                 return Rejected("keyframe database is empty", warn=True)
             try:
-                result = self._localizer.localize(image, intrinsics, stamp_ns=stamp_ns, prior=self.current_prior())
+                if isinstance(self._localizer, TrackingLocalizer):
+                    result = self._localizer.localize(image, intrinsics, stamp_ns, self.current_prior(), T_odom_cam)
+                else:
+                    result = self._localizer.localize(image, intrinsics, stamp_ns=stamp_ns, prior=self.current_prior())
             except Exception as err:  # noqa: BLE001 - one failing frame must not go silent or stop the node
                 return Rejected(f"localizer failed: {err}", warn=True, error=err)
         return self.accept(result, T_odom_base, T_base_cam, camera)
@@ -373,12 +380,17 @@ class Session:
             self._dirty = True  # re-indexed before the next query, not per keyframe
         return KeyframeOutcome(True, f"keyframe {kf_id} added", kf_id=kf_id)
 
+    def _make_localizer(self) -> Localizer:
+        """The backend over the open store, wrapped in camera-rate tracking when enabled."""
+        localizer = self._build(self._store)
+        return TrackingLocalizer(localizer, self.config.tracking) if self.config.tracking.enabled else localizer
+
     def _refresh(self) -> None:
         """Index keyframes added live (building the localizer when the map was empty)."""
         t0 = time.monotonic()
         try:
             if self._localizer is None:
-                self._localizer = self._build(self._store)  # first keyframe of an empty map
+                self._localizer = self._make_localizer()  # first keyframe of an empty map
             else:
                 self._localizer.refresh()
         except (RelocError, ImportError) as err:  # keep mapping; the reason is in diagnostics
