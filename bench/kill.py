@@ -24,6 +24,7 @@ the complete new database.
 from __future__ import annotations
 
 import argparse
+import contextlib
 import hashlib
 import json
 import os
@@ -35,13 +36,14 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any
+from typing import Any, Iterator
 
 import numpy as np
 
 from reloc_vggt_ros.dds import ensure_localhost_dds, localhost_env
 
 from .node_rate import SCENE
+from ._probe import BenchProbe, frame_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 T0_NS = 1_700_000_000 * 10**9
@@ -81,13 +83,30 @@ def inspect_db(db: Path, sent: dict[int, np.ndarray]) -> dict[str, Any]:
     return {"ids": ids, "problems": problems, "open_error": None}
 
 
+@contextlib.contextmanager
+def node_until_sigkill(db: Path, domain: int, log: Path, params: dict[str, Any],
+                       keyframes: bool = False) -> Iterator[tuple[subprocess.Popen, BenchProbe]]:
+    """The node process (active) and a probe on ``domain``; the node is SIGKILLed on exit."""
+    from reloc_vggt_ros.ros.evaluate import start_node
+
+    proc = start_node(db, None, domain, log, params)
+    probe = BenchProbe(domain, "kill_bench")
+    try:
+        probe.wait_for_node(proc, 180.0, log, keyframes=keyframes)
+        yield proc, probe
+    finally:
+        probe.close()
+        if proc.poll() is None:
+            os.kill(proc.pid, signal.SIGKILL)
+        proc.wait(30)
+        proc._log.close()  # type: ignore[attr-defined]
+
+
 class NodeKills:
     """The node-kill loop (module doc) on one database; ``run_one`` is one start, stream and kill."""
 
     def __init__(self, db: Path, domain: int, out_dir: Path, rng: random.Random, max_run_s: float) -> None:
         from reloc_vggt_ros.data.posed_folder import read_posed_folder
-
-        from .probe import frame_messages
 
         self.db, self.domain, self.out_dir, self.rng, self.max_run_s = db, domain, out_dir, rng, max_run_s
         recs = read_posed_folder(SCENE, None)
@@ -99,19 +118,12 @@ class NodeKills:
         self.ids = inspect_db(db, self.sent)["ids"]   # what the database holds now
 
     def run_one(self) -> dict[str, Any]:
-        from reloc_vggt_ros.ros.evaluate import start_node
-
-        from .probe import BenchProbe
-
         k = len(self.rows)
         before = self.ids
         delay = self.rng.uniform(0.0, self.max_run_s)
-        log = self.out_dir / f"kill_node_{k % 2}.log"
-        proc = start_node(self.db, None, self.domain, log, NODE_PARAMS)
-        probe = BenchProbe(self.domain, "kill_bench")
         added, claimed_ids = 0, set()
-        try:
-            probe.wait_for_node(proc, 180.0, log, keyframes=True)
+        with node_until_sigkill(self.db, self.domain, self.out_dir / f"kill_node_{k % 2}.log", NODE_PARAMS,
+                                keyframes=True) as (proc, probe):
             kill_at = time.monotonic() + delay
             next_kf = time.monotonic()
             while time.monotonic() < kill_at:
@@ -127,19 +139,12 @@ class NodeKills:
                 m = _ADDED.match(probe.diag.get("last_keyframe_reason", ""))
                 if m:
                     claimed_ids.add(int(m.group(1)))
-            os.kill(proc.pid, signal.SIGKILL)
-            code = proc.wait(30)
-        finally:
-            probe.close()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc._log.close()  # type: ignore[attr-defined]
+        code = proc.returncode
         wal_left = Path(f"{self.db}-wal").exists()
         after = inspect_db(self.db, self.sent)
         self.committed |= claimed_ids
         self.ids = after["ids"]
-        lost_ids = sorted((self.committed | claimed_ids) - after["ids"])
+        lost_ids = sorted(self.committed - after["ids"])
         lost = max(len(lost_ids), len(before) + added - len(after["ids"]))
         row = {"kill": k, "after_active_s": round(delay, 3), "exit_code": code, "keyframes_before": len(before),
                "keyframes_after": len(after["ids"]), "added_reported": added, "lost": lost,
@@ -238,9 +243,6 @@ def save_kills(kills: int, db: Path, work: Path, domain: int, rng: random.Random
     from std_srvs.srv import Trigger
 
     from reloc_vggt_ros.keyframes import KeyframeStore
-    from reloc_vggt_ros.ros.evaluate import start_node
-
-    from .probe import BenchProbe
 
     target = work / "saved.db"
     with KeyframeStore.open(db, readonly=True) as store:
@@ -251,10 +253,7 @@ def save_kills(kills: int, db: Path, work: Path, domain: int, rng: random.Random
     durations: list[float] = []
     log = work / "save_node.log"
     for k in range(kills):
-        proc = start_node(db, None, domain, log, {"save_path": str(target)})
-        probe = BenchProbe(domain, "save_bench")
-        try:
-            probe.wait_for_node(proc, 180.0, log)
+        with node_until_sigkill(db, domain, log, {"save_path": str(target)}) as (_, probe):
             client = probe.node.create_client(Trigger, "/reloc_vggt_node/save_database")
             while not client.service_is_ready():
                 probe.spin(0.05)
@@ -267,14 +266,6 @@ def save_kills(kills: int, db: Path, work: Path, domain: int, rng: random.Random
             finished = future.done() and future.result().success
             if finished:
                 durations.append(time.monotonic() - sent)
-            os.kill(proc.pid, signal.SIGKILL)
-            proc.wait(30)
-        finally:
-            probe.close()
-            if proc.poll() is None:
-                proc.kill()
-                proc.wait()
-            proc._log.close()  # type: ignore[attr-defined]
         ok, what = _intact(target, previous, finished, n)
         if not ok and not finished and target.exists():  # the reply may have been lost with the node
             ok, what = _intact(target, previous, True, n)

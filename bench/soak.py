@@ -211,7 +211,7 @@ def run(frames: int, rate_hz: float, domain: int, out_dir: Path, params: dict[st
     from reloc_vggt_ros.data.posed_folder import read_posed_folder
     from reloc_vggt_ros.ros.evaluate import start_node, stop_node
 
-    from .probe import BenchProbe, frame_messages
+    from ._probe import BenchProbe, frame_messages
 
     db = db or build_db(out_dir / "temple-db.db")
     recs = read_posed_folder(SCENE, None)
