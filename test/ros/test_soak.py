@@ -1,5 +1,6 @@
 """A short soak of the node process (``bench.soak``): memory, threads and fds stay flat, and
-every frame the node receives is published, rejected with a reason or counted as a drop.
+every frame the node receives is published, rejected with a reason or counted as a drop
+(or, at the end, still waits in the stamp matcher for a camera_info DDS lost).
 
 600 frames at 30 Hz (20 s of stream) instead of the bench's 10,000: the suite must stay within
 its time budget on 2 cores; the judging (warm-up, then flat) is the bench's own code.
@@ -44,7 +45,8 @@ def test_short_soak_is_flat_and_accounts_for_every_frame(tmp_path: Path, temple_
     assert r["frames_sent"] == FRAMES
     # best-effort image subscription: DDS may lose a frame on a loaded machine before the node sees it
     assert r["frames_received"] >= 0.95 * FRAMES, r
-    assert r["frames_unaccounted"] == 0, r          # published + rejected + dropped == received
+    # published + rejected + dropped == received, but for images still waiting for a lost camera_info
+    assert 0 <= r["frames_unaccounted"] <= soak.SYNC_DEPTH, r
     v = r["verdicts"]
     assert v["rss_flat"], (r["rss_mb_first"], r["rss_mb_max_after_warmup"], r["rss_mb_last"])
     assert v["threads_constant"], r["threads_min_max_after_warmup"]
