@@ -10,7 +10,7 @@ export FASTDDS_DEFAULT_PROFILES_FILE := $(CURDIR)/config/fastdds_localhost.xml
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test bench clean-venv
+.PHONY: setup demo test bench clean-venv pg-setup
 
 setup: $(VENV)/.stamp-package
 
@@ -45,6 +45,10 @@ test: setup
 # headline: the 224 px config where attention matters, then the toy config (several minutes on CPU)
 bench: setup
 	$(PY) -m bench.attention_scaling --json bench/results/attention_scaling.json
+
+# PostgreSQL 15 + PostGIS 3 for the fleet tests (Debian packages, needs root; quiet, skips when present)
+pg-setup:
+	tools/pg_test_server.sh install
 
 clean-venv:
 	rm -rf $(VENV)

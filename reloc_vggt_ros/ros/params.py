@@ -28,6 +28,7 @@ import yaml
 from ..config import flatten, from_mapping, leaf_fields, merge, setting, to_mapping, unflatten
 from ..engine.factory import check_engine_choice
 from ..errors import ConfigError
+from ..keyframes.sync import FleetConfig
 from ..session import SessionConfig
 
 __all__ = ["NodeConfig", "COMMON_BACKEND_KEYS", "node_parameters", "config_from_parameters",
@@ -68,6 +69,7 @@ class NodeConfig(SessionConfig):
     tf_lookup_timeout_s: float = setting(0.05, "max extrapolation when looking up odom->camera (s)")
     diagnostics_rate_hz: float = setting(1.0, "rate of /diagnostics")
     save_path: str = setting("", "copy target of the save_database service; '' = checkpoint in place")
+    fleet: FleetConfig = setting(factory=FleetConfig, doc="optional sync of database_path with a fleet map server")
 
     def __post_init__(self) -> None:
         super().__post_init__()
