@@ -6,7 +6,7 @@
 #                                              free port), create database `fleet` with PostGIS; prints
 #                                              PGDIR=<dir> and URL=postgresql://...
 #   tools/pg_test_server.sh restart PGDIR      `pg_ctl restart -m immediate` (a crash: no clean shutdown)
-#   tools/pg_test_server.sh stop PGDIR         stop it and delete the directory
+#   tools/pg_test_server.sh stop PGDIR         stop it (immediate) and delete the directory
 #
 # PostgreSQL refuses to run as root: as root, the server runs as the `postgres` user that the
 # Debian package creates (the directory is created with `mktemp` and given to that user). The
@@ -68,7 +68,7 @@ stop() {
     local dir=$1
     case "$dir" in /tmp/reloc-pg.*) ;; *) echo "pg_test_server: refusing to remove $dir" >&2; exit 1 ;; esac
     if [ -f "$dir/data/postmaster.pid" ]; then
-        as_pg "$PG_BIN/pg_ctl" stop -D "$dir/data" -m fast -w -t 60 >/dev/null || true
+        as_pg "$PG_BIN/pg_ctl" stop -D "$dir/data" -m immediate -w -t 60 >/dev/null || true  # it is deleted next
     fi
     rm -rf "$dir"
 }
