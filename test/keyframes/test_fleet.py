@@ -124,11 +124,15 @@ def test_both_stores_are_keyframe_databases(server: Server, sample_db: Path) -> 
 
 def test_push_pull_round_trip_is_bit_exact_and_idempotent(server: Server, sample_db: Path, tmp_path: Path) -> None:
     url = server.new_database()
+    robot_b = tmp_path / "robot_b.db"
+    shutil.copy(sample_db, robot_b)         # a second robot seeded with the same map file
     first = cli("db", "push", str(sample_db), url, "--source", "robot-a")
     assert first.returncode == 0, first.stderr
     assert "7 copied, 0 already there" in first.stdout and "holds 7 keyframes" in first.stdout
     again = cli("db", "push", str(sample_db), url)
     assert "0 copied, 7 already there" in again.stdout, again.stdout + again.stderr
+    other = cli("db", "push", str(robot_b), url, "--source", "robot-b")   # same keyframes: same global ids
+    assert "0 copied, 7 already there" in other.stdout, other.stdout + other.stderr
 
     cache = tmp_path / "cache.db"
     got = cli("db", "pull", url, "--out", str(cache), f"--near={centre_of(sample_db)}", "--radius", "100")
