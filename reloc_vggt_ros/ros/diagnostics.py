@@ -118,8 +118,9 @@ class NodeStats:
         return OK if self.last_reason == "localized" else WARN
 
 
-def to_diagnostic_array(stats: NodeStats, node_name: str, stamp: Any) -> Any:
-    """diagnostic_msgs/DiagnosticArray with one status ``<node>: relocalization``."""
+def to_diagnostic_array(stats: NodeStats, node_name: str, stamp: Any, fleet: dict[str, Any] | None = None) -> Any:
+    """diagnostic_msgs/DiagnosticArray with the status ``<node>: relocalization``, and ``<node>: fleet
+    sync`` when the node syncs with a fleet map (``fleet``: ``FleetSync.status()``)."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
     snap = stats.snapshot()
@@ -133,6 +134,11 @@ def to_diagnostic_array(stats: NodeStats, node_name: str, stamp: Any) -> Any:
     msg = DiagnosticArray()
     msg.header.stamp = stamp
     msg.status = [status]
+    if fleet is not None:
+        sync = DiagnosticStatus(name=f"{node_name}: fleet sync", hardware_id=node_name, message=fleet["message"])
+        sync.level = bytes([{"ok": OK, "warn": WARN}.get(fleet["level"], ERROR)])
+        sync.values = [KeyValue(key=k, value=_fmt(v)) for k, v in fleet.items() if k not in ("level", "message")]
+        msg.status.append(sync)
     return msg
 
 

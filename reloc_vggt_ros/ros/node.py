@@ -44,6 +44,7 @@ from ..dds import ensure_localhost_dds
 from ..errors import ConfigError, DataError, RelocError
 from ..geometry import Intrinsics
 from ..keyframes import KeyframeStore
+from ..keyframes.sync import FleetSync
 from ..localizer import registry
 from ..localizer.base import Localizer
 from ..session import KeyframeOutcome, Published, Rejected, Session, camera_pose, check_stamp
@@ -82,6 +83,7 @@ class RelocNode(LifecycleNode):
         # NB: rclpy.Node owns _services, _timers, _publishers, ...: our attributes must not shadow them
         self._session: Session | None = None
         self._worker: Worker | None = None
+        self._fleet: FleetSync | None = None
         self._subs: list[Any] = []
         self._pubs: list[Any] = []
         self._srvs: list[Any] = []
@@ -136,6 +138,15 @@ class RelocNode(LifecycleNode):
                                 on_warning=self._warn, log=self.get_logger())
         self._session.open(cfg.database_path, readonly=not cfg.mapping.enabled)
         self.stats.database_size = self._session.size
+        self._init_fleet(cfg)
+
+    def _init_fleet(self, cfg: NodeConfig) -> None:
+        """Optional background sync of the database with a fleet map (fleet.url); state in /diagnostics."""
+        session = self._session
+        if cfg.fleet.url and session is not None:
+            self._fleet = FleetSync(cfg.fleet, cfg.database_path, position=session.position,
+                                    on_pulled=lambda n: session.keyframes_added_elsewhere())
+            self._fleet.start()
 
     def _init_publishers(self) -> None:
         self._pose_pub = self.create_publisher(PoseWithCovarianceStamped, "/relocalized_pose", POSE_QOS,
@@ -316,6 +327,9 @@ class RelocNode(LifecycleNode):
         self._close_session()
 
     def _close_session(self) -> None:
+        if self._fleet is not None:
+            self._fleet.stop()
+            self._fleet = None
         if self._session is not None:
             self._session.close()
             self._session = None
@@ -565,6 +579,8 @@ class RelocNode(LifecycleNode):
     def _keyframe_outcome(self, stamp_ns: int, outcome: KeyframeOutcome) -> None:
         self.stats.last_keyframe_reason = outcome.reason
         if outcome.added:
+            if self._fleet is not None:
+                self._fleet.poke()
             self.stats.keyframes_added += 1
             self.stats.database_size = self._session.size if self._session else 0
             return
@@ -576,7 +592,8 @@ class RelocNode(LifecycleNode):
     def publish_diagnostics(self) -> None:
         if self._worker is not None:
             self.stats.dropped = self._worker.dropped
-        self._diag_pub.publish(to_diagnostic_array(self.stats, self.get_name(), self.get_clock().now().to_msg()))
+        fleet = self._fleet.status() if self._fleet is not None else None
+        self._diag_pub.publish(to_diagnostic_array(self.stats, self.get_name(), self.get_clock().now().to_msg(), fleet))
 
 
 def _tracking(result: Any) -> tuple[str, str]:

@@ -28,6 +28,7 @@ import yaml
 from ..config import flatten, from_mapping, leaf_fields, merge, setting, to_mapping, unflatten
 from ..engine.factory import check_engine_choice
 from ..errors import ConfigError
+from ..keyframes.sync import FleetConfig
 from ..session import SessionConfig
 
 __all__ = ["NodeConfig", "COMMON_BACKEND_KEYS", "node_parameters", "config_from_parameters",
@@ -72,6 +73,7 @@ class NodeConfig(SessionConfig):
                                                "odom->base_frame) beyond the newest/oldest transform (s)")
     diagnostics_rate_hz: float = setting(1.0, "rate of /diagnostics")
     save_path: str = setting("", "copy target of the save_database service; '' = checkpoint in place")
+    fleet: FleetConfig = setting(factory=FleetConfig, doc="optional sync of database_path with a fleet map server")
 
     def __post_init__(self) -> None:
         super().__post_init__()
