@@ -180,6 +180,8 @@ class GeometricMapFree:
         diag.update(num_matches=tv.num_matches, num_inliers=tv.num_inliers, first_inliers=tv.num_first_inliers)
         obs = observation(0, tv, ref.intrinsics, np.eye(4), query.intrinsics)
         T_ref_q = invert_T(tv.T_b_a)                       # unit baseline
+        # the essential-matrix pose itself (unit baseline), also when depth scales the answer
+        diag["two_view_T_world_cam"] = (np.asarray(ref.T_world_cam, float) @ T_ref_q).tolist()
         scaled = self._depth_pose(tv, query.intrinsics, diag)
         if scaled is not None:
             T_ref_q, cov, scale = scaled[0], scaled[1], "depth"

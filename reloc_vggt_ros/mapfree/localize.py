@@ -45,6 +45,7 @@ class FrameOutcome:
     name: str
     result: RelocResult
     latency_s: float
+    cpu_s: float = 0.0           # process CPU time of that call (all threads; load-independent)
 
     def estimate(self) -> Estimate | None:
         r = self.result
@@ -88,13 +89,13 @@ def localize_scene(localizer: MapFreeLocalizer, scene: MapfreeScene, track: int,
             window = scene.queries[max(0, i - step + 1):i + 1]
             frames = [QueryFrame(_image(f), f.intrinsics, T_odom_cam=scene.device_poses.get(f.name), name=f.name)
                       for f in window]
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             result = localizer.localize_sequence(frames)[-1]
         else:
             query = QueryFrame(_image(frame), frame.intrinsics, name=frame.name)
-            t0 = time.perf_counter()
+            t0, c0 = time.perf_counter(), time.process_time()
             result = localizer.localize(query)
-        yield FrameOutcome(scene.name, frame.name, result, time.perf_counter() - t0)
+        yield FrameOutcome(scene.name, frame.name, result, time.perf_counter() - t0, time.process_time() - c0)
 
 
 def localize_dataset(dataset: Path | str, out: Path | str | None, backend: str = DEFAULT_MAPFREE_BACKEND,
