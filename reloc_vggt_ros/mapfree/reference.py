@@ -80,15 +80,21 @@ def read_depth(path: str | Path, depth_unit: float = 0.001) -> np.ndarray:
     return depth
 
 
-def load_reference(image_path: str | Path, intrinsics: Intrinsics, T_world_cam: np.ndarray,
+def load_reference(image_path: str | Path, camera: Sequence[float], T_world_cam: np.ndarray,
                    depth_path: str | Path = "", depth_unit: float = 0.001) -> Reference:
-    """A checked reference from an image file (+ optional depth file); DataError on bad input."""
+    """A checked reference from an image file, its ``camera`` ``(fx, fy, cx, cy)`` in pixels of
+    that image, its pose and an optional depth file; DataError on bad input."""
     image_path = Path(image_path)
     if not image_path.is_file():
         raise DataError(f"reference image not found: {image_path}")
+    image = load_image(image_path)
+    try:
+        fx, fy, cx, cy = (float(v) for v in camera)
+        intrinsics = Intrinsics(fx, fy, cx, cy, image.shape[1], image.shape[0])
+    except ValueError as err:
+        raise DataError(f"reference intrinsics {list(camera)} are unusable: {err}") from err
     depth = read_depth(depth_path, depth_unit) if str(depth_path) else None
-    return check_reference(Reference(load_image(image_path), intrinsics, np.asarray(T_world_cam, float),
-                                     depth, name=image_path.name))
+    return check_reference(Reference(image, intrinsics, np.asarray(T_world_cam, float), depth, name=image_path.name))
 
 
 def pixel_rays(xy_px: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
