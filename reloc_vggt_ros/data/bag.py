@@ -19,6 +19,7 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..distro import rosbags_store
 from ..errors import DataError
 from ..geometry import T_to_quat_t, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz, T_from_quat_t
 from .posed_folder import load_image, read_posed_folder
@@ -40,10 +41,10 @@ START_NS = 1_700_000_000 * 1_000_000_000  # a fixed, plausible epoch so bags are
 
 
 def typestore():
-    """The ROS 2 kilted type store (its type hashes equal the PyPI wheels')."""
-    from rosbags.typesys import Stores, get_typestore
+    """The type store of the running ROS 2 distribution (its type hashes equal the wheels')."""
+    from rosbags.typesys import get_typestore
 
-    return get_typestore(Stores.ROS2_KILTED)
+    return get_typestore(rosbags_store())
 
 
 @dataclass(frozen=True)
