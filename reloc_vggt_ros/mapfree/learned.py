@@ -97,7 +97,7 @@ class PointMapConfig:
     pose_from: str = setting("camera", "query pose from the camera head ('camera') or by PnP of its point map ('pnp')")
     image_hw: tuple[int, int] = setting((392, 518), "network input (height, width), multiples of 14")
     max_points: int = setting(4000, "most correspondences used per stage (highest point confidence first)")
-    conf_quantile: float = setting(0.3, "query pixels below this quantile of point confidence are not used")
+    conf_quantile: float = setting(0.3, "query pixels at or below this quantile of point confidence are not used")
     align_threshold_rel: float = setting(0.05, "alignment inlier distance as a fraction of the median depth")
     min_align_inlier_ratio: float = setting(0.5, "reference depth pixels the aligned point map must fit (0..1)")
     min_depth_points: int = setting(20, "valid reference depth pixels the alignment needs")
@@ -204,7 +204,7 @@ class PointMapLocalizer:
         finite = np.all(np.isfinite(pts), axis=-1) & np.isfinite(conf)
         if not finite.any():
             return np.zeros((0, 2)), np.zeros((0, 3))
-        ok = finite & (conf >= np.quantile(conf[finite], self.config.conf_quantile))
+        ok = finite & (conf > np.quantile(conf[finite], self.config.conf_quantile))
         rows, cols = np.nonzero(ok)
         order = np.argsort(-conf[rows, cols], kind="stable")[: self.config.max_points]
         rows, cols = rows[order], cols[order]

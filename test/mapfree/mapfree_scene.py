@@ -11,7 +11,7 @@ from reloc_vggt_ros.data import load_image, read_posed_folder
 from reloc_vggt_ros.mapfree.base import QueryFrame, Reference
 from reloc_vggt_ros.mapfree.reference import triangulated_depth
 
-SAMPLE = Path(__file__).parents[2] / "sample" / "fountain-P11-small"
+SAMPLE = Path(__file__).resolve().parents[2] / "sample" / "fountain-P11-small"
 REFERENCE, NEIGHBOURS, QUERIES = "0003.jpg", ("0002.jpg", "0005.jpg", "0000.jpg"), ("0004.jpg", "0001.jpg")
 
 

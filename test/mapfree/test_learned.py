@@ -94,6 +94,7 @@ def test_oracle_point_maps_give_the_metric_query_pose(scene, pose_from: str) -> 
         assert t_err < 0.02 * baseline and r_err < 0.3, (query.name, t_err, r_err, baseline)
         d = res.diagnostics
         assert d["scale"] == "depth" and abs(d["align_scale"] * (1 / 7) - 1) < 0.02 and d["align_inlier_ratio"] > 0.8
+        assert res.confidence > 0.9 and d["reproj_inlier_ratio"] > 0.9        # only the confident cells are used
         assert np.all(np.linalg.eigvalsh(res.covariance) > 0)
 
 
