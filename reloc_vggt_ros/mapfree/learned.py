@@ -210,10 +210,52 @@ class PointMapLocalizer:
         rows, cols = rows[order], cols[order]
         return np.stack([cols, rows], axis=1).astype(np.float64), pts[rows, cols]
 
-    def localize(self, query: QueryFrame) -> RelocResult:
-        from ..localizer.geometric.pnp import pose_covariance, solve_pnp
-        from ..localizer.vggt.common import to_model_image
+    def query_pose(self, maps: PointMaps, align: Alignment, x2d: np.ndarray, X_world: np.ndarray,
+                   intr: Intrinsics) -> np.ndarray | None:
+        """Stage 3: ``T_world_query`` from the camera head or by PnP of the query's points (None: no pose)."""
+        from ..localizer.geometric.pnp import solve_pnp
         from ..localizer.vggt.vggt_align import apply_alignment
+
+        if self.config.pose_from == "camera":
+            return self.reference.T_world_cam @ apply_alignment(align.S_ref_net, maps.T_net_cam[1])
+        pnp = solve_pnp(x2d, X_world, intr, self.config.reproj_px)
+        return None if pnp is None else pnp.T_world_cam
+
+    def judge(self, T_world_query: np.ndarray, align: Alignment, x2d: np.ndarray, X_world: np.ndarray,
+              intr: Intrinsics, diagnostics: dict[str, Any]) -> RelocResult:
+        """Stage 4: reprojection check, covariance, confidence and status; a unit baseline when
+        the scale is unknown."""
+        from ..localizer.geometric.pnp import pose_covariance
+
+        ref, cfg = self.reference, self.config
+        X_cam = apply_T(invert_T(T_world_query), X_world)
+        inl = (X_cam[:, 2] > 0) & (np.linalg.norm(intr.project(X_cam) - x2d, axis=1) < cfg.reproj_px)
+        n_in, ratio = int(inl.sum()), float(inl.mean())
+        diagnostics.update(reproj_inliers=n_in, reproj_inlier_ratio=ratio)
+        if n_in >= 6:
+            cov, diagnostics["reproj_rms_px"] = pose_covariance(T_world_query, x2d[inl], X_world[inl], intr)
+        else:
+            cov = np.diag([1.0] * 3 + [math.radians(10.0) ** 2] * 3)
+        if not align.scale_known:
+            T_ref_query = invert_T(ref.T_world_cam) @ T_world_query
+            cov[:3, :3] /= max(float(np.linalg.norm(T_ref_query[:3, 3])), 1e-12) ** 2
+            T_world_query = ref.T_world_cam @ _unit_baseline(T_ref_query)
+            cov = unbounded_along_baseline(cov, T_world_query[:3, 3] - ref.T_world_cam[:3, 3])
+        if align.inlier_ratio < cfg.min_align_inlier_ratio:
+            status, reason = RelocStatus.LOW_CONFIDENCE, (
+                f"the predicted reference geometry fits its depth at {align.inlier_ratio:.0%} of "
+                f"{align.num_points} pixels (min_align_inlier_ratio {cfg.min_align_inlier_ratio})")
+        elif n_in < cfg.min_inliers or ratio < cfg.min_reproj_inlier_ratio:
+            status, reason = RelocStatus.LOW_CONFIDENCE, (
+                f"{n_in} of {len(x2d)} query points reproject within {cfg.reproj_px} px "
+                f"(min_inliers {cfg.min_inliers}, min_reproj_inlier_ratio {cfg.min_reproj_inlier_ratio})")
+        else:
+            status, reason = RelocStatus.OK, ""
+        return RelocResult(status, T_world_query, cov, align.inlier_ratio * ratio, n_in, reason, diagnostics)
+
+    def localize(self, query: QueryFrame) -> RelocResult:
+        """The four stages on one query."""
+        from ..localizer.vggt.common import to_model_image
 
         ref, cfg = self.reference, self.config
         if ref is None:
@@ -235,39 +277,10 @@ class PointMapLocalizer:
                                f"(min_inliers {cfg.min_inliers})", diagnostics=diagnostics)
         intr = network_intrinsics(query.intrinsics, cfg.image_hw)
         X_world = apply_T(ref.T_world_cam @ align.S_ref_net, X_net)
-        if cfg.pose_from == "pnp":
-            pnp = solve_pnp(x2d, X_world, intr, cfg.reproj_px)
-            if pnp is None:
-                return RelocResult(RelocStatus.LOW_CONFIDENCE, reason="PnP found no pose", diagnostics=diagnostics)
-            T_world_query = pnp.T_world_cam
-        else:
-            T_world_query = ref.T_world_cam @ apply_alignment(align.S_ref_net, maps.T_net_cam[1])
-        uv = intr.project(apply_T(invert_T(T_world_query), X_world))
-        in_front = apply_T(invert_T(T_world_query), X_world)[:, 2] > 0
-        inl = in_front & (np.linalg.norm(uv - x2d, axis=1) < cfg.reproj_px)
-        n_in, ratio = int(inl.sum()), float(inl.mean())
-        diagnostics.update(reproj_inliers=n_in, reproj_inlier_ratio=ratio)
-        if n_in >= 6:
-            cov, rms = pose_covariance(T_world_query, x2d[inl], X_world[inl], intr)
-            diagnostics["reproj_rms_px"] = rms
-        else:
-            cov = np.diag([1.0] * 3 + [math.radians(10.0) ** 2] * 3)
-        confidence = align.inlier_ratio * ratio
-        T_ref_query = invert_T(ref.T_world_cam) @ T_world_query
-        if not align.scale_known:
-            T_world_query = ref.T_world_cam @ _unit_baseline(T_ref_query)
-            cov = unbounded_along_baseline(cov, T_world_query[:3, 3] - ref.T_world_cam[:3, 3])
-        if align.inlier_ratio < cfg.min_align_inlier_ratio:
-            status, reason = RelocStatus.LOW_CONFIDENCE, (
-                f"the predicted reference geometry fits its depth at {align.inlier_ratio:.0%} of "
-                f"{align.num_points} pixels (min_align_inlier_ratio {cfg.min_align_inlier_ratio})")
-        elif n_in < cfg.min_inliers or ratio < cfg.min_reproj_inlier_ratio:
-            status, reason = RelocStatus.LOW_CONFIDENCE, (
-                f"{n_in} of {len(x2d)} query points reproject within {cfg.reproj_px} px "
-                f"(min_inliers {cfg.min_inliers}, min_reproj_inlier_ratio {cfg.min_reproj_inlier_ratio})")
-        else:
-            status, reason = RelocStatus.OK, ""
-        return RelocResult(status, T_world_query, cov, float(confidence), n_in, reason, diagnostics)
+        T_world_query = self.query_pose(maps, align, x2d, X_world, intr)
+        if T_world_query is None:
+            return RelocResult(RelocStatus.LOW_CONFIDENCE, reason="PnP found no pose", diagnostics=diagnostics)
+        return self.judge(T_world_query, align, x2d, X_world, intr, diagnostics)
 
     def localize_sequence(self, queries: list[QueryFrame]) -> list[RelocResult]:
         """Track 2 is not used by this backend yet: each frame on its own."""
