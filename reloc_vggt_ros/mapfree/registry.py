@@ -1,22 +1,18 @@
-"""Map-free backend registry: name -> config type + factory (the CLI, benches and node use it).
-
-Options are one nested mapping per backend, validated by :func:`reloc_vggt_ros.config.from_mapping`
-(unknown keys listed); ``engine`` is accepted for every learned backend as its ``weights``.
-Specs import their backend lazily, so the weights-free ones never import torch.
-"""
+"""Map-free backend registry: name -> config type and factory (the CLI, the bench and the node
+create map-free localizers only through here; learned backends add their own entry)."""
 
 from __future__ import annotations
 
-from collections.abc import Callable
+from collections.abc import Mapping
 from dataclasses import dataclass
-from typing import Any
+from typing import Any, Callable
 
 from ..config import from_mapping
 from ..errors import ConfigError
 from .base import MapFreeLocalizer
 
-__all__ = ["MapFreeSpec", "MAPFREE_BACKENDS", "mapfree_backend_names", "make_mapfree_config",
-           "make_mapfree_localizer"]
+__all__ = ["MapFreeSpec", "MAPFREE_BACKENDS", "DEFAULT_MAPFREE_BACKEND", "mapfree_backend_names",
+           "make_mapfree_config", "make_mapfree_localizer", "weights_options"]
 
 
 @dataclass(frozen=True)
@@ -25,49 +21,56 @@ class MapFreeSpec:
 
     config: Callable[[], type]
     build: Callable[[Any], MapFreeLocalizer]
-    base: Callable[[], Any] | None = None         # the config the options override (default: the type's)
-    learned: bool = False                         # takes ``engine`` as its weights
+    weights_free: bool = True
+    base: Callable[[], Any] | None = None      # the config the options override (a preset); None: defaults
 
 
-def _depth_pnp() -> MapFreeSpec:
-    def config() -> type:
-        from .depth_pnp import DepthPnPConfig
-        return DepthPnPConfig
+def _depth_pnp_config() -> type:
+    from .depth_pnp import DepthPnPConfig
 
-    def build(cfg: Any) -> MapFreeLocalizer:
-        from .depth_pnp import DepthPnPLocalizer
-        return DepthPnPLocalizer(cfg)
-    return MapFreeSpec(config, build)
+    return DepthPnPConfig
 
 
-def _point_map(pose_from: str) -> MapFreeSpec:
-    def config() -> type:
-        from .learned import PointMapConfig
-        return PointMapConfig
+def _depth_pnp_build(config: Any) -> MapFreeLocalizer:
+    from .depth_pnp import DepthPnPLocalizer
 
-    def build(cfg: Any) -> MapFreeLocalizer:
-        from .learned import PointMapLocalizer
-        return PointMapLocalizer(cfg)
-    return MapFreeSpec(config, build, base=lambda: config()(pose_from=pose_from), learned=True)
+    return DepthPnPLocalizer(config)
 
 
-def _reloc_vggt_k1() -> MapFreeSpec:
-    def config() -> type:
-        from .learned import RelocVGGTK1Config
-        return RelocVGGTK1Config
+def _point_map_config() -> type:
+    from .learned import PointMapConfig
 
-    def build(cfg: Any) -> MapFreeLocalizer:
-        from .learned import RelocVGGTK1Localizer
-        return RelocVGGTK1Localizer(cfg)
-    return MapFreeSpec(config, build, learned=True)
+    return PointMapConfig
+
+
+def _point_map_build(config: Any) -> MapFreeLocalizer:
+    from .learned import PointMapLocalizer
+
+    return PointMapLocalizer(config)
+
+
+def _reloc_vggt_k1_config() -> type:
+    from .learned import RelocVGGTK1Config
+
+    return RelocVGGTK1Config
+
+
+def _reloc_vggt_k1_build(config: Any) -> MapFreeLocalizer:
+    from .learned import RelocVGGTK1Localizer
+
+    return RelocVGGTK1Localizer(config)
 
 
 MAPFREE_BACKENDS: dict[str, MapFreeSpec] = {
-    "depth_pnp": _depth_pnp(),
-    "vggt_pointmap": _point_map("camera"),
-    "vggt_pnp": _point_map("pnp"),
-    "reloc_vggt_k1": _reloc_vggt_k1(),
+    "depth_pnp": MapFreeSpec(_depth_pnp_config, _depth_pnp_build),
+    # learned (mapfree/learned.py): VGGT point-map alignment, its MASt3R-style PnP variant, Reloc-VGGT K = 1
+    "vggt_pointmap": MapFreeSpec(_point_map_config, _point_map_build, weights_free=False,
+                                 base=lambda: _point_map_config()(pose_from="camera")),
+    "vggt_pnp": MapFreeSpec(_point_map_config, _point_map_build, weights_free=False,
+                            base=lambda: _point_map_config()(pose_from="pnp")),
+    "reloc_vggt_k1": MapFreeSpec(_reloc_vggt_k1_config, _reloc_vggt_k1_build, weights_free=False),
 }
+DEFAULT_MAPFREE_BACKEND = "depth_pnp"      # the best weights-free one
 
 
 def mapfree_backend_names() -> list[str]:
@@ -80,22 +83,22 @@ def _spec(name: str) -> MapFreeSpec:
     return MAPFREE_BACKENDS[name]
 
 
-def make_mapfree_config(name: str, **options: Any) -> Any:
-    """Backend ``name``'s config from nested options (``engine`` = ``weights`` of a learned one)."""
+def make_mapfree_config(name: str, options: Mapping[str, Any] | None = None) -> Any:
+    """Backend ``name``'s config from nested options (unknown keys rejected, valid ones listed)."""
     spec = _spec(name)
-    opts = dict(options)
-    engine = opts.pop("engine", None)
-    if engine:
-        if not spec.learned:
-            raise ConfigError(f"the map-free backend {name!r} takes no weights (engine {engine!r})")
-        if "weights" in opts:
-            raise ConfigError(f"{name}: 'engine' and 'weights' set the same option; give one")
-        opts["weights"] = engine
-    return from_mapping(spec.config(), opts, name, base=spec.base() if spec.base else None)
+    return from_mapping(spec.config(), dict(options or {}), f"mapfree.{name}", base=spec.base() if spec.base else None)
 
 
-def make_mapfree_localizer(name: str, config: Any = None, **options: Any) -> MapFreeLocalizer:
-    """The map-free backend ``name`` from ``config`` or from options (see :func:`make_mapfree_config`)."""
-    if config is not None and options:
-        raise ConfigError(f"{name}: pass either config= or options, not both (got {sorted(options)})")
-    return _spec(name).build(config if config is not None else make_mapfree_config(name, **options))
+def make_mapfree_localizer(name: str = DEFAULT_MAPFREE_BACKEND, options: Mapping[str, Any] | None = None
+                           ) -> MapFreeLocalizer:
+    return _spec(name).build(make_mapfree_config(name, options))
+
+
+def weights_options(name: str, weights: str) -> dict[str, Any]:
+    """``{"weights": weights}`` for a learned backend ({} when ``weights`` is ''); ConfigError for
+    weights given to a weights-free one."""
+    if not weights:
+        return {}
+    if _spec(name).weights_free:
+        raise ConfigError(f"the map-free backend {name!r} takes no weights (engine {weights!r})")
+    return {"weights": weights}

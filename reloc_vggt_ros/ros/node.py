@@ -41,7 +41,7 @@ from ..geometry import Intrinsics
 from ..keyframes import KeyframeStore
 from ..localizer import registry
 from ..localizer.base import Localizer
-from ..mapfree.registry import make_mapfree_localizer
+from ..mapfree.registry import make_mapfree_localizer, weights_options
 from ..session import KeyframeOutcome, Published, Rejected, Session, check_stamp
 from ..session.map_free import MapFreeLocalizerAdapter
 from .convert import (camera_info_to_intrinsics, compressed_to_bgr, image_to_bgr, pose_in_frame_to_T, pose_to_T,
@@ -134,7 +134,7 @@ class RelocNode(LifecycleNode):
     def _init_map_free(self, cfg: NodeConfig) -> None:
         """Build the map-free backend and load the configured reference; a reference that does not
         load leaves the node up, waiting for ~/set_reference, with the reason in diagnostics."""
-        backend = make_mapfree_localizer(cfg.map_free.backend, **({"engine": cfg.engine} if cfg.engine else {}))
+        backend = make_mapfree_localizer(cfg.map_free.backend, weights_options(cfg.map_free.backend, cfg.engine))
         self._close_session()
         self._map_free = MapFreeLocalizerAdapter(backend)
         self._last_T_map_cam = None

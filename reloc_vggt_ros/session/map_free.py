@@ -26,6 +26,7 @@ from ..errors import ConfigError, DataError
 from ..geometry import Intrinsics, T_from_quat_t, quat_xyzw_to_wxyz
 from ..localizer.base import PosePrior, RelocResult, RelocStatus
 from ..mapfree.base import MapFreeLocalizer, QueryFrame, Reference
+from ..mapfree.registry import DEFAULT_MAPFREE_BACKEND
 
 __all__ = ["MapFreeConfig", "MapFreeLocalizerAdapter"]
 
@@ -34,7 +35,8 @@ __all__ = ["MapFreeConfig", "MapFreeLocalizerAdapter"]
 class MapFreeConfig:
     """``mode: map_free`` settings: the backend and the reference (parameters ``map_free.*``)."""
 
-    backend: str = setting("depth_pnp", "map-free backend (see mapfree.registry); learned ones take engine as weights")
+    backend: str = setting(DEFAULT_MAPFREE_BACKEND, "map-free backend (see mapfree.registry); learned ones take "
+                                                    "engine as weights")
     reference_image: str = setting("", "reference image file; '' = none until ~/set_reference remembers a frame")
     reference_intrinsics: tuple[float, ...] = setting((), "fx fy cx cy of the reference image (pixels); "
                                                           "required with reference_image")

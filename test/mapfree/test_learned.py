@@ -25,7 +25,8 @@ from reloc_vggt_ros.mapfree.base import MapFreeLocalizer, Reference
 from reloc_vggt_ros.mapfree.learned import (UNKNOWN_SCALE_VAR_M2, PointMapConfig, PointMapLocalizer,
                                             RelocVGGTK1Config, RelocVGGTK1Localizer, network_intrinsics)
 from reloc_vggt_ros.mapfree.reference import pixel_rays, render_depth
-from reloc_vggt_ros.mapfree.registry import make_mapfree_config, make_mapfree_localizer, mapfree_backend_names
+from reloc_vggt_ros.mapfree.registry import (make_mapfree_config, make_mapfree_localizer, mapfree_backend_names,
+                                             weights_options)
 from reloc_vggt_ros.model.config import PRESETS
 from reloc_vggt_ros.model.pose_encoding import T_world_cam_to_pose_encoding
 from reloc_vggt_ros.model.reloc_vggt import RelocVGGT, RelocVGGTConfig
@@ -190,15 +191,16 @@ def test_reloc_vggt_k1_random_weights_low_confidence_and_cached_reference(scene)
 def test_registry_names_configs_and_errors(tmp_path) -> None:
     assert {"depth_pnp", "vggt_pointmap", "vggt_pnp", "reloc_vggt_k1"} <= set(mapfree_backend_names())
     assert make_mapfree_config("vggt_pnp").pose_from == "pnp"
-    assert make_mapfree_config("vggt_pointmap", engine="w.safetensors").weights == "w.safetensors"
+    assert make_mapfree_config("vggt_pointmap", weights_options("vggt_pointmap", "w.safetensors")).weights == \
+        "w.safetensors"
     with pytest.raises(ConfigError, match="unknown map-free backend 'nope'; available"):
         make_mapfree_config("nope")
     with pytest.raises(ConfigError, match="takes no weights"):
-        make_mapfree_config("depth_pnp", engine="w.pt")
+        weights_options("depth_pnp", "w.pt")
     with pytest.raises(ConfigError, match="max_pointz"):
-        make_mapfree_config("vggt_pnp", max_pointz=3)
+        make_mapfree_config("vggt_pnp", {"max_pointz": 3})
     with pytest.raises(ModelLoadError, match=r"vggt_pnp needs weights: file .*none.pt not found"):
-        make_mapfree_localizer("vggt_pnp", engine=str(tmp_path / "none.pt"))
+        make_mapfree_localizer("vggt_pnp", {"weights": str(tmp_path / "none.pt")})
     with pytest.raises(ModelLoadError, match="reloc_vggt needs weights"):
         make_mapfree_localizer("reloc_vggt_k1")
 

@@ -48,7 +48,7 @@ def _params(ref: Any, depth: Path, **over: Any) -> dict[str, Any]:
     i, T = ref.intrinsics, ref.T_world_cam
     q = R_to_quat(T[:3, :3])
     pose = [*T[:3, 3], q[1], q[2], q[3], q[0]]
-    params = {"mode": "map_free", "diagnostics_rate_hz": 10.0,
+    params = {"mode": "map_free", "diagnostics_rate_hz": 10.0, "map_free.backend": "depth_pnp",
               "map_free.reference_image": str(SAMPLE / "images" / REFERENCE),
               "map_free.reference_intrinsics": f"[{i.fx!r}, {i.fy!r}, {i.cx!r}, {i.cy!r}]",
               "map_free.reference_pose": "[" + ", ".join(repr(float(v)) for v in pose) + "]",
