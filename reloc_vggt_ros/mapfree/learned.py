@@ -30,8 +30,9 @@ depth's mean point distance (``scale = "depth"``; without depth ``"unknown"``). 
 anchor's own predicted pose (the network must put the reference at the identity).
 
 Scale unknown (no reference depth): the translation is returned as a unit vector (direction
-only), ``diagnostics["scale"] = "unknown"``, and the covariance is :data:`UNKNOWN_SCALE_VAR_M2`
-along the baseline (:func:`unbounded_along_baseline`).
+only), ``diagnostics["scale"] = "unknown"``, the covariance is :data:`UNKNOWN_SCALE_VAR_M2`
+along the baseline (:func:`unbounded_along_baseline`), and the result is LOW_CONFIDENCE (as for
+the weights-free backends: a pose without scale is never published).
 """
 
 from __future__ import annotations
@@ -57,6 +58,7 @@ __all__ = ["PointMapConfig", "PointMapLocalizer", "RelocVGGTK1Config", "RelocVGG
 logger = logging.getLogger(__name__)
 
 UNKNOWN_SCALE_VAR_M2 = 1e6          # variance along the baseline when no scale is known (1 km sigma)
+NO_SCALE = "no source of metric scale (the reference has no depth): translation direction only, unit length"
 
 
 def network_intrinsics(intrinsics: Intrinsics, image_hw: tuple[int, int]) -> Intrinsics:
@@ -241,7 +243,9 @@ class PointMapLocalizer:
             cov[:3, :3] /= max(float(np.linalg.norm(T_ref_query[:3, 3])), 1e-12) ** 2
             T_world_query = ref.T_world_cam @ _unit_baseline(T_ref_query)
             cov = unbounded_along_baseline(cov, T_world_query[:3, 3] - ref.T_world_cam[:3, 3])
-        if align.inlier_ratio < cfg.min_align_inlier_ratio:
+        if not align.scale_known:
+            status, reason = RelocStatus.LOW_CONFIDENCE, NO_SCALE
+        elif align.inlier_ratio < cfg.min_align_inlier_ratio:
             status, reason = RelocStatus.LOW_CONFIDENCE, (
                 f"the predicted reference geometry fits its depth at {align.inlier_ratio:.0%} of "
                 f"{align.num_points} pixels (min_align_inlier_ratio {cfg.min_align_inlier_ratio})")
@@ -385,9 +389,10 @@ class RelocVGGTK1Localizer:
         if scale is None:
             cov = unbounded_along_baseline(cov, T_world_query[:3, 3] - ref.T_world_cam[:3, 3])
         diagnostics.update(anchor_t_err=t_anchor, anchor_rot_err_deg=r_anchor)
-        ok = confidence >= cfg.min_confidence
-        reason = "" if ok else (f"anchor self-consistency {confidence:.2f} < min_confidence {cfg.min_confidence} "
-                                f"(the reference predicted {t_anchor:.2f} units / {r_anchor:.1f} deg off identity)")
+        ok = confidence >= cfg.min_confidence and scale is not None
+        reason = "" if ok else NO_SCALE if scale is None else (
+            f"anchor self-consistency {confidence:.2f} < min_confidence {cfg.min_confidence} "
+            f"(the reference predicted {t_anchor:.2f} units / {r_anchor:.1f} deg off identity)")
         return RelocResult(RelocStatus.OK if ok else RelocStatus.LOW_CONFIDENCE, T_world_query, cov,
                            float(confidence), 1 if ok else 0, reason, diagnostics)
 

@@ -106,7 +106,8 @@ def test_without_depth_the_scale_is_unknown_not_invented(scene) -> None:
     loc = PointMapLocalizer(PointMapConfig(pose_from="camera"), model=OracleVGGT(ref, query.intrinsics, T_gt))
     loc.set_reference(ref_nodepth)
     res = loc.localize(query)
-    assert res.diagnostics["scale"] == "unknown"
+    assert res.diagnostics["scale"] == "unknown" and res.status is RelocStatus.LOW_CONFIDENCE
+    assert res.reason.startswith("no source of metric scale") and res.diagnostics["reproj_inlier_ratio"] > 0.9
     t_est = (invert_T(ref.T_world_cam) @ res.T_world_cam)[:3, 3]
     t_gt = (invert_T(ref.T_world_cam) @ T_gt)[:3, 3]
     assert abs(np.linalg.norm(t_est) - 1) < 1e-9                       # direction only
@@ -163,7 +164,7 @@ def test_reloc_vggt_k1_oracle_composes_the_pose_with_depth_scale(scene) -> None:
     assert t_err < 1e-4 and r_err < 1e-3, (t_err, r_err)
     loc.set_reference(dataclasses.replace(ref, depth_m=None))
     res = loc.localize(query)
-    assert res.diagnostics["scale"] == "unknown"
+    assert res.diagnostics["scale"] == "unknown" and res.status is RelocStatus.LOW_CONFIDENCE
     assert abs(np.linalg.norm(res.T_world_cam[:3, 3] - ref.T_world_cam[:3, 3]) - 1) < 1e-9
 
 
