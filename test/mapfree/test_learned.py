@@ -221,3 +221,20 @@ def test_unusable_references_are_refused_with_the_reason(scene) -> None:
         loc.set_reference(dataclasses.replace(ref, T_world_cam=ref.T_world_cam * 2))
     with pytest.raises(ConfigError, match="pose_from"):
         PointMapConfig(pose_from="both")
+
+
+def test_learned_backends_load_their_weights_files_through_the_registry(scene, tmp_path) -> None:
+    """The file path: tiny VGGT / Reloc-VGGT checkpoints (+ their .json) by name, then one query."""
+    from reloc_vggt_ros.model.weights import save_vggt_weights
+
+    ref, queries = scene
+    torch.manual_seed(0)
+    vggt = save_vggt_weights(_tiny_vggt(), tmp_path / "vggt_tiny.safetensors")
+    loc = make_mapfree_localizer("vggt_pnp", {**weights_options("vggt_pnp", str(vggt)), "image_hw": [56, 70]})
+    assert loc.model.point_head is not None and loc.model.depth_head is None and loc.model.track_head is None
+    reloc = RelocVGGT(RelocVGGTConfig.tiny()).save(tmp_path / "reloc_tiny.safetensors")
+    k1 = make_mapfree_localizer("reloc_vggt_k1", {"weights": str(reloc)})
+    for backend in (loc, k1):
+        backend.set_reference(ref)
+        res = backend.localize(queries[0][0])
+        assert res.status is RelocStatus.LOW_CONFIDENCE and np.all(np.isfinite(res.T_world_cam)), (backend.name, res)
