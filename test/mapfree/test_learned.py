@@ -238,3 +238,29 @@ def test_learned_backends_load_their_weights_files_through_the_registry(scene, t
         backend.set_reference(ref)
         res = backend.localize(queries[0][0])
         assert res.status is RelocStatus.LOW_CONFIDENCE and np.all(np.isfinite(res.T_world_cam)), (backend.name, res)
+
+
+@pytest.mark.slow
+@pytest.mark.filterwarnings("ignore::DeprecationWarning", "ignore::torch.jit.TracerWarning", "ignore::UserWarning")
+def test_reloc_vggt_k1_runs_an_onnx_export_like_torch(scene, tmp_path) -> None:
+    """K = 1 on the engine path (cached mask: keyframe graph once per reference, query graph per
+    frame): an export whose keyframe range includes 1 gives the torch model's pose. (A static
+    export for exactly K = 1, ``KeyframeRange(1, 1, 1)``, fails in onnxruntime at a reshape.)"""
+    pytest.importorskip("onnxruntime")
+    from reloc_vggt_ros.engine.export import ExportConfig, KeyframeRange
+    from reloc_vggt_ros.engine.reloc_graphs import export_reloc_vggt
+
+    ref, queries = scene
+    torch.manual_seed(1)
+    model = RelocVGGT(RelocVGGTConfig.tiny(mask="cached"))
+    with torch.no_grad():
+        model.pose_projector.fc2.weight.normal_(0, 0.2)
+    paths = export_reloc_vggt(model, tmp_path, ExportConfig(keyframes=KeyframeRange(1, 2, 4)))
+    torch_k1 = RelocVGGTK1Localizer(RelocVGGTK1Config(), model=model)
+    onnx_k1 = make_mapfree_localizer("reloc_vggt_k1", {"weights": str(paths[-1])})
+    assert onnx_k1.network.name.startswith("onnxruntime")
+    for loc in (torch_k1, onnx_k1):
+        loc.set_reference(ref)
+    a, b = torch_k1.localize(queries[0][0]), onnx_k1.localize(queries[0][0])
+    np.testing.assert_allclose(b.T_world_cam, a.T_world_cam, atol=1e-4)
+    assert b.confidence == pytest.approx(a.confidence, abs=1e-4) and b.status is a.status
