@@ -7,8 +7,8 @@
 The reference comes from the ``map_free.*`` settings (an image file, its intrinsics and pose in
 the map frame, optionally a depth file), or at run time from the **current frame** — the last
 image the node localized — by :meth:`MapFreeLocalizerAdapter.remember_place` ("remember this
-place"). Its pose is then the last published pose, or the identity when none was published (the
-map frame becomes that camera's frame). A frame-set reference has no depth: its scale is unknown
+place"). Its pose is then the camera pose of the last published fix, or the identity when none
+was published (the map frame becomes that camera's frame). A frame-set reference has no depth: its scale is unknown
 unless the backend has another source. Until a reference is set every frame is answered
 NO_MATCH with the reason (a reference file that failed to load names why).
 """
