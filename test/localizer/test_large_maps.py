@@ -103,6 +103,26 @@ def test_stored_index_and_graph_are_reused_and_refreshed(sample_db: Path, tmp_pa
     assert again._state.retriever.retrieve(feats.descriptors, 1) == [kf_id]       # itself, found first
 
 
+def test_a_database_from_before_gets_its_graph_and_index_without_recomputing(sample_db: Path, tmp_path: Path
+                                                                              ) -> None:
+    """A map indexed before the stored graph and index existed: the first writable open adds
+    them from the blobs as they are (no feature, point or VLAD recomputed), the next reads them."""
+    import shutil
+    import sqlite3
+
+    db = tmp_path / "old.db"
+    shutil.copy(sample_db, db)
+    with sqlite3.connect(db) as conn:
+        conn.execute("DELETE FROM map_blobs WHERE key IN ('graph', 'global_index')")
+    with KeyframeStore.open(db) as store:
+        assert make_localizer("geometric", store)._map.computed == {"features": 0, "points": 0, "vocabulary": 0,
+                                                                     "vlad": 0}
+        assert {"graph", "global_index"} <= {k for k, in store._conn.execute("SELECT key FROM map_blobs")}
+    store = _open_counting(db)
+    make_localizer("geometric", store, map={"cache_mb": 1.0})
+    assert store.reads == []
+
+
 def test_a_map_over_the_memory_budget_is_refused_naming_the_knob(sample_db: Path) -> None:
     with KeyframeStore.open(sample_db, readonly=True) as store:
         with pytest.raises(ConfigError, match=r"geometric\.map\.memory_budget_mb = 0\.6 MB: raise memory_budget_mb"):

@@ -56,7 +56,7 @@ from scipy.spatial import cKDTree
 from ...errors import ConfigError, KeyframeDBError
 from ...geometry import Intrinsics, local_origin, shift_T, shift_transform
 from ...keyframes.blobs import pack_arrays, unpack_arrays
-from ..retrieval import GlobalIndex
+from ..retrieval import GlobalIndex, VLADRetriever
 from .features import Features, extract_features, fingerprint_fields
 from .map_cache import ByteLRU, KeyframeData, MapEntries
 from .vocabulary import keyframe_sample, train_vocabulary, vlad
@@ -130,6 +130,13 @@ class GeometricMap:
 
     def ids(self) -> np.ndarray:
         return np.array(list(self.entries), np.int64)
+
+    def retriever(self) -> VLADRetriever:
+        """VLAD retrieval over this map (its stored index, local-frame poses)."""
+        ids = self.ids()
+        if len(ids) == 0:
+            return VLADRetriever(ids, np.zeros((0, 4, 4)), np.zeros((0, 0), np.float32), self.vocabulary)
+        return VLADRetriever(ids, self.poses_local, None, self.vocabulary, index=self.index)
 
 
 _DESC_DIM = 128

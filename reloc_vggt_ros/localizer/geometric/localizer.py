@@ -305,12 +305,8 @@ class _Snapshot:
 
     @classmethod
     def of(cls, gmap: GeometricMap) -> "_Snapshot":
-        ids = gmap.ids()
-        if len(ids) == 0:
-            return cls(gmap, VLADRetriever(ids, np.zeros((0, 4, 4)), np.zeros((0, 0), np.float32), gmap.vocabulary),
-                       0.0)
-        return cls(gmap, VLADRetriever(ids, gmap.poses_local, None, gmap.vocabulary, index=gmap.index),
-                   keyframe_spacing(gmap.poses_local[:, :3, 3]))
+        spacing = keyframe_spacing(gmap.poses_local[:, :3, 3]) if len(gmap.entries) else 0.0
+        return cls(gmap, gmap.retriever(), spacing)
 
 
 def _check_input(image: np.ndarray, intr: Intrinsics) -> str:
