@@ -319,8 +319,13 @@ class Retriever:
     (:meth:`describe`); the prior policy is this class's and the same for every backend.
     """
 
+    #: candidates an approximate index hands to the exact re-ranking, per keyframe asked for
+    RERANK_FACTOR = 8
+
     def __init__(self, ids: np.ndarray, T_world_cam: np.ndarray, descriptors: np.ndarray | None = None,
-                 normalize: bool = True, index: GlobalIndex | None = None) -> None:
+                 normalize: bool = True, index: GlobalIndex | None = None,
+                 rerank: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self.rerank = rerank
         self.ids = np.asarray(ids, np.int64).reshape(-1)
         self.T_world_cam = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
         self.poses = PoseIndex(self.ids, self.T_world_cam)
@@ -354,7 +359,16 @@ class Retriever:
         if k <= 0 or self.index is None:
             return []
         # the top k suffice: at most k // 2 of them are taken by the prior already
-        order, _ = self.index.search(descriptor, k)
+        if self.rerank is not None and self.index.kind != "flat":
+            # an approximate index finds the neighbourhood; the exact descriptors order it
+            cand, _ = self.index.search(descriptor, max(self.RERANK_FACTOR * k, 32))
+            cand = cand[cand >= 0]
+            q = np.asarray(descriptor, np.float32).reshape(-1)
+            if self.index.normalize:
+                q = q / max(float(np.linalg.norm(q)), 1e-12)
+            order = cand[np.argsort(-(self.rerank(cand) @ q), kind="stable")][:k] if len(cand) else cand
+        else:
+            order, _ = self.index.search(descriptor, k)
         ranked = [int(i) for i in order if i >= 0]
         if prior_T_world_cam is None:
             return ranked[:k]
@@ -368,8 +382,8 @@ class VLADRetriever(Retriever):
     """VLAD of the query's local descriptors against the map's vocabulary (unit-norm already)."""
 
     def __init__(self, ids: np.ndarray, T_world_cam: np.ndarray, vlads: np.ndarray | None, vocabulary: np.ndarray,
-                 index: GlobalIndex | None = None) -> None:
-        super().__init__(ids, T_world_cam, vlads, normalize=False, index=index)
+                 index: GlobalIndex | None = None, rerank: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        super().__init__(ids, T_world_cam, vlads, normalize=False, index=index, rerank=rerank)
         self.vocabulary = vocabulary
 
     def describe(self, query: np.ndarray) -> np.ndarray:

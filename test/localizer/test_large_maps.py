@@ -153,6 +153,27 @@ def test_global_index_round_trips_and_the_approximate_one_finds_the_same_neighbo
         GlobalIndex.from_bytes(b"garbage")
 
 
+def test_approximate_index_reranked_retrieves_what_the_exact_one_does(sample_db: Path, tmp_path: Path,
+                                                                       queries: list) -> None:
+    """A map above ``exact_index_max`` gets the PCA + HNSW index; its candidates are re-ranked by
+    the stored VLADs, so retrieval (and every answer) equals the exact index's. Without the
+    re-ranking (``rerank=None``) the order differs for some queries (PCA of 7 VLADs)."""
+    import shutil
+
+    db = tmp_path / "approx.db"
+    shutil.copy(sample_db, db)
+    with KeyframeStore.open(db) as store, KeyframeStore.open(sample_db, readonly=True) as ref:
+        approx = make_localizer("geometric", store, preset="realtime", map={"exact_index_max": 3}, query={"top_k": 3})
+        exact = make_localizer("geometric", ref, preset="realtime", query={"top_k": 3})
+        assert (approx._state.retriever.index.kind, exact._state.retriever.index.kind) == ("pca-hnsw", "flat")
+        for q in queries:
+            d = extract_features(q.decode_image(), approx.config.query.features).descriptors
+            assert approx._state.retriever.retrieve(d, 3) == exact._state.retriever.retrieve(d, 3)
+            got, want = approx.localize(q.decode_image(), q.intrinsics), exact.localize(q.decode_image(), q.intrinsics)
+            assert (got.status, got.num_inliers) == (want.status, want.num_inliers)
+            np.testing.assert_array_equal(got.T_world_cam, want.T_world_cam)
+
+
 def _poses(n: int, seed: int) -> np.ndarray:
     rng = np.random.default_rng(seed)
     return np.stack([make_T(so3_exp(rng.normal(size=3) * 1.2), rng.uniform(-50, 50, 3)) for _ in range(n)])

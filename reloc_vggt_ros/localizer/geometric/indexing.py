@@ -127,6 +127,7 @@ class GeometricMap:
     cache: ByteLRU | None = None                # shared with the next snapshot (refresh)
     graph_digest: str = ""                      # of the keyframe set the blobs reflect
     footprint_bytes: int = 0                    # what loading every keyframe would put in the cache
+    vlads: Any = None                           # ids -> exact VLADs, to re-rank an approximate index's candidates
 
     def ids(self) -> np.ndarray:
         return np.array(list(self.entries), np.int64)
@@ -136,7 +137,7 @@ class GeometricMap:
         ids = self.ids()
         if len(ids) == 0:
             return VLADRetriever(ids, np.zeros((0, 4, 4)), np.zeros((0, 0), np.float32), self.vocabulary)
-        return VLADRetriever(ids, self.poses_local, None, self.vocabulary, index=self.index)
+        return VLADRetriever(ids, self.poses_local, None, self.vocabulary, index=self.index, rerank=self.vlads)
 
 
 _DESC_DIM = 128
@@ -233,15 +234,16 @@ class _LeftOut(Exception):
 
 
 class _FeatureSource:
-    """Float32 features for indexing, each read once while it fits a bounded cache: from the
-    query cache (float16 -> float32 is exact), an in-memory copy (read-only store), the blob, or
-    extracted from the image (stored when the store is writable)."""
+    """Float32 features for indexing, each read once while it fits a cache of ``map.cache_mb``:
+    from the query cache (float16 -> float32 is exact), an in-memory copy (read-only store), the
+    blob, or extracted from the image (stored when the store is writable; once evicted, it comes
+    back from its blob, float16-rounded, as a later open would read it)."""
 
     def __init__(self, store: "KeyframeStore", config: "MapSettings", fp: str, writable: bool,
                  stats: dict[str, int], cache: ByteLRU, memory: dict[int, Features]) -> None:
         self.store, self.config, self.fp, self.writable, self.stats = store, config, fp, writable, stats
         self.cache, self.memory = cache, memory
-        self.lru = ByteLRU(int(max(config.cache_mb, 1024.0) * 2**20))
+        self.lru = ByteLRU(int(config.cache_mb * 2**20))
 
     def get(self, kf_id: int) -> Features:
         feats = self.lru.get(kf_id)
@@ -404,7 +406,7 @@ def _point_rows(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr
     have = store.blob_ids(BACKEND, "points", fp)
     stored: dict[int, _Row] = {}
     fresh: dict[int, tuple[np.ndarray, np.ndarray]] = {}
-    kept_obs = ByteLRU(int(max(config.cache_mb, 1024.0) * 2**20))
+    kept_obs = ByteLRU(int(config.cache_mb * 2**20))
     out: dict[int, _Row] = {}
     for p, i in enumerate(int(v) for v in ids):
         row = old_rows.get(i) if i in have and i not in memory_points else None
@@ -512,8 +514,8 @@ _INDEX_BATCH = 1000
 
 
 def _global_index(store: "KeyframeStore", ids: np.ndarray, feats: _FeatureSource, centroids: np.ndarray,
-                  config: "MapSettings", fp_vlad: str, fp_index: str, writable: bool, stats: dict[str, int]
-                  ) -> GlobalIndex:
+                  config: "MapSettings", fp_vlad: str, fp_index: str, writable: bool, stats: dict[str, int],
+                  memory_vlads: dict[int, np.ndarray]) -> GlobalIndex:
     """The stored index if it covers exactly ``ids``; extended when keyframes were only appended;
     else rebuilt from every keyframe's VLAD (stored blobs reused, missing ones computed)."""
     have = store.blob_ids(BACKEND, "vlad", fp_vlad)
@@ -525,6 +527,8 @@ def _global_index(store: "KeyframeStore", ids: np.ndarray, feats: _FeatureSource
         v = vlad(feats.get(i).descriptors, centroids)
         if writable:
             store.put_blob(i, BACKEND, "vlad", pack_arrays({"vlad": v}), fp_vlad)
+        else:
+            memory_vlads[i] = v
         stats["vlad"] += 1
         return v
 
@@ -619,16 +623,39 @@ def _keyframe_loader(store: "KeyframeStore", config: "MapSettings", fp: str, row
     return load
 
 
+_VLAD_CACHE_MB = 64     # exact VLADs of re-ranked candidates (32 kB each: ~2,000 keyframes)
+
+
+def _vlad_loader(store: "KeyframeStore", fp_vlad: str, memory: dict[int, np.ndarray], dim: int) -> Any:
+    """``vlads(ids) -> [n, D]``: the stored (exact) VLADs of keyframes, the most recently used kept,
+    for re-ranking an approximate index's candidates (a missing or damaged one scores zero)."""
+    lru = ByteLRU(_VLAD_CACHE_MB * 2**20)
+
+    def one(i: int) -> np.ndarray:
+        if i in memory:
+            return memory[i]
+        arrays = _arrays(store, i, "vlad", fp_vlad)
+        v = arrays["vlad"] if arrays is not None and arrays["vlad"].shape == (dim,) else np.zeros(dim, np.float32)
+        return v
+
+    def vlads(ids: np.ndarray) -> np.ndarray:
+        return np.stack([lru.get_or_load(int(i), lambda i=int(i): (one(i), 4 * dim)) for i in ids])
+
+    return vlads
+
+
 def _make_map(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr: dict[int, Intrinsics],
               origin: np.ndarray, rows: dict[int, _Row], centroids: np.ndarray, index: GlobalIndex,
               stats: dict[str, int], config: "MapSettings", cache: ByteLRU, digest: str,
-              memory_feats: dict[int, Features], memory_points: dict[int, dict[str, np.ndarray]]) -> GeometricMap:
+              memory_feats: dict[int, Features], memory_points: dict[int, dict[str, np.ndarray]],
+              fp_vlad: str = "", memory_vlads: dict[int, np.ndarray] | None = None) -> GeometricMap:
     fps = fingerprints(config)
     writable = not getattr(store, "readonly", False)
     load = _keyframe_loader(store, config, fps["features"], rows, cache, writable, memory_feats, memory_points)
     entries = MapEntries(ids, poses, intr, origin, {int(i): rows[int(i)].inconsistent for i in ids}, load)
+    vlads = _vlad_loader(store, fp_vlad, memory_vlads or {}, centroids.size) if index.kind != "flat" else None
     gmap = GeometricMap(entries, centroids, store.revision, stats, fps["features"], origin, poses, index, cache,
-                        digest, map_bytes(rows[int(i)] for i in ids))
+                        digest, map_bytes(rows[int(i)] for i in ids), vlads)
     logger.info("geometric map: %d keyframes, %d keyframe points; computed %s", len(ids),
                 sum(rows[int(i)].n_matchable for i in ids), stats)
     return gmap
@@ -662,6 +689,7 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
     graph = _load_graph(store, fps["points"])
     memory_feats: dict[int, Features] = {}
     memory_points: dict[int, dict[str, np.ndarray]] = {}
+    memory_vlads: dict[int, np.ndarray] = {}
     vocab = _arrays(store, None, "vocabulary", fps["vocabulary"]) if len(ids) else None
     if len(ids) and graph is not None and graph[0] == digest:          # nothing changed: read nothing per keyframe
         if vocab is not None and not _retrain(len(ids), vocab, config):
@@ -674,7 +702,7 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
                 origin = local_origin(world_poses[keep][:, :3, 3])
                 poses = shift_T(world_poses[keep], -origin)
                 gmap = _make_map(store, map_ids, poses, intr, origin, graph[1], centroids, index, stats, config,
-                                 cache, digest, memory_feats, memory_points)
+                                 cache, digest, memory_feats, memory_points, fp_vlad)
                 logger.info("geometric map opened from its stored graph and index in %.2f s",
                             time.perf_counter() - t0)
                 return gmap
@@ -703,7 +731,8 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
             centroids = _vocabulary(store, kept_ids, feats, config, fps["vocabulary"], writable, stats, vocab)
             fp_vlad = _digest("vlad", fps["vocabulary"], hashlib.sha1(centroids.tobytes()).hexdigest())
             fp_index = _index_fingerprint(fp_vlad, len(kept_ids), config)
-            index = _global_index(store, kept_ids, feats, centroids, config, fp_vlad, fp_index, writable, stats)
+            index = _global_index(store, kept_ids, feats, centroids, config, fp_vlad, fp_index, writable, stats,
+                                  memory_vlads)
             break
         except _LeftOut as err:                       # its blob and its image are damaged: map without it
             logger.warning("keyframe %d left out of the geometric map: %s", err.kf_id, err)
@@ -712,6 +741,6 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
         store.put_map_blob(BACKEND, "global_index", index.to_bytes(), fp_index)
         store.put_map_blob(BACKEND, "graph", _pack_graph(kept_ids, rows, digest, level), fps["points"])
     gmap = _make_map(store, kept_ids, poses, intr, origin, rows, centroids, index, stats, config, cache, digest,
-                     memory_feats, memory_points)
+                     memory_feats, memory_points, fp_vlad, memory_vlads)
     logger.info("geometric map indexed in %.1f s", time.perf_counter() - t0)
     return gmap
