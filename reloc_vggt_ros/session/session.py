@@ -425,14 +425,16 @@ class Session:
     def _start_refresh(self) -> None:
         """Index keyframes added live (building the localizer when the map was empty), under the
         session lock. A backend that swaps its map in atomically (``concurrent_refresh``, the
-        geometric one) and the first build of an empty map run on a background thread, so queries
-        keep answering from the old map meanwhile (at 2k keyframes a refresh took ~15 s on the
-        frame path); one refresh at a time, keyframes added during it start the next."""
+        geometric one) refreshes on a background thread, so queries keep answering from the old
+        map meanwhile (at 2k keyframes a refresh took ~15 s on the frame path); one refresh at a
+        time, keyframes added during it start the next. The first build of an empty map stays on
+        the frame path: there is no old map to answer from, and the query that triggered it gets
+        the new one."""
         if self._refresher is not None and self._refresher.is_alive():
             return                                   # still dirty: the next query starts the next one
         self._dirty = False
         store, localizer = self._store, self._localizer
-        if localizer is not None and not _concurrent_refresh(localizer):
+        if localizer is None or not _concurrent_refresh(localizer):
             self._refresh(store, localizer)
             return
         self._refresher = threading.Thread(target=self._refresh, args=(store, localizer), name="map-refresh",
