@@ -159,7 +159,7 @@ class RelocNode(LifecycleNode):
         load leaves the node up, waiting for ~/set_reference, with the reason in diagnostics."""
         backend = make_mapfree_localizer(cfg.map_free.backend, weights_options(cfg.map_free.backend, cfg.engine))
         self._close_session()
-        self._map_free = MapFreeLocalizerAdapter(backend)
+        self._map_free = MapFreeLocalizerAdapter(backend, cfg.map_free.window)
         self._last_T_map_cam = None
         self._session = Session(cfg, lambda store: backend, clock=lambda: self.get_clock().now().nanoseconds / 1e9,
                                 on_warning=self._warn, log=self.get_logger())

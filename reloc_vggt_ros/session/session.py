@@ -331,7 +331,7 @@ class Session:
             if self._localizer is None:
                 return Rejected("keyframe database is empty", warn=True)
             try:
-                if isinstance(self._localizer, TrackingLocalizer):
+                if isinstance(self._localizer, TrackingLocalizer) or getattr(self._localizer, "uses_odometry", False):
                     result = self._localizer.localize(image, intrinsics, stamp_ns, self.current_prior(),
                                                       _odom_camera(T_odom_base, T_base_cam))
                 else:
