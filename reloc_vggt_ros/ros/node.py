@@ -407,7 +407,8 @@ class RelocNode(LifecycleNode):
         """Image + intrinsics, or DataError with the reason the frame is unusable (size checked first)."""
         max_pixels = self._require_cfg().max_image_pixels
         decode = compressed_to_bgr if isinstance(frame.image, CompressedImage) else image_to_bgr
-        return decode(frame.image, max_pixels), camera_info_to_intrinsics(frame.info)
+        image = decode(frame.image, max_pixels)
+        return image, camera_info_to_intrinsics(frame.info, (image.shape[1], image.shape[0]))
 
     def _handle_frame(self, frame: _Frame) -> None:
         cfg = self._require_cfg()

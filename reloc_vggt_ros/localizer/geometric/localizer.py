@@ -2,7 +2,8 @@
 
 Per query (:meth:`GeometricLocalizer._localize`), each stage a function of its own module:
 
-1. features (``features``): RootSIFT at the query's working resolution;
+1. features (``features``): RootSIFT at the query's working resolution, keypoints undistorted
+   (``features.undistorted``: every later stage sees ideal pixels of the pinhole camera);
 2. retrieval (``..retrieval.VLADRetriever``): top-k keyframes by VLAD similarity, half of them
    by distance to the prior pose when one is given;
 3. 2D-3D matching (``matching.match_2d3d``): ratio + mutual against each keyframe's points;
@@ -43,7 +44,7 @@ from ...geometry import Intrinsics, shift_T
 from ..base import PosePrior, RelocResult, RelocStatus
 from ..retrieval import VLADRetriever
 from .config import PRESETS, GeometricConfig
-from .features import extract_features
+from .features import extract_features, undistorted
 from .indexing import GeometricMap, index_store
 from .judge import PlaceChoice, choose_place, judge, pnp_confidence, relative_confidence
 from .lk_refine import KeyframeImages, track_inliers
@@ -154,8 +155,9 @@ class GeometricLocalizer:
             return RelocResult(RelocStatus.EMPTY_DATABASE, reason="the keyframe database is empty")
         entries = state.map.entries
 
+        camera, intrinsics = intrinsics, intrinsics.pinhole
         with trace.stage("feature"):
-            feats = extract_features(image_bgr, q.features)
+            feats = undistorted(extract_features(image_bgr, q.features), camera)
         with trace.stage("retrieval"):
             retrieved = state.retriever.retrieve(feats.descriptors, q.top_k, T_prior)
         with trace.stage("match"):
@@ -187,8 +189,8 @@ class GeometricLocalizer:
             sigma = keypoint_sigma_px(feats.scales_px[m.q_idx])
             if cfg.lk.enabled:
                 with trace.stage("lk"):
-                    x2d, sigma, n_tracked = track_inliers(entries, self._kf_images, image_bgr, T, x2d, sigma,
-                                                          m.kf_id, m.kf_kp, pnp.inliers, cfg.lk)
+                    x2d, sigma, n_tracked = track_inliers(entries, self._kf_images, image_bgr, camera, T, x2d,
+                                                          sigma, m.kf_id, m.kf_kp, pnp.inliers, cfg.lk)
                 trace.note(lk_tracked=n_tracked, lk_attempted=int(pnp.inliers.sum()))
             with trace.stage("refine"):
                 inl = pnp.inliers
