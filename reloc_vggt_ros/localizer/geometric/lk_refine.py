@@ -224,5 +224,5 @@ def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, i
     tracked, ok = track_into_query(image_bgr, grays, np.concatenate(which_l), np.concatenate(pts_l),
                                    camera.distort_px(x2d[rows]), settings)
     x2d[rows[ok]] = camera.undistort_px(tracked[ok])
-    sigma[rows[ok]] = settings.sigma_px
+    sigma[rows[ok]] = settings.sigma_px * camera.undistortion_scale(tracked[ok])    # raw -> ideal pixels
     return x2d, sigma, int(ok.sum())
