@@ -8,7 +8,7 @@ import pytest
 
 from bench.localize import keyframe_at, resized_image
 from reloc_vggt_ros.data import read_posed_folder
-from reloc_vggt_ros.geometry import invert_T, make_T, pose_error, so3_exp
+from reloc_vggt_ros.geometry import apply_T, invert_T, perturb_pose, pose_error
 from reloc_vggt_ros.keyframes import KeyframeStore
 from reloc_vggt_ros.localizer.base import RelocStatus
 from reloc_vggt_ros.localizer.geometric import RigCamera, RigFrame
@@ -90,14 +90,12 @@ def test_rig_jacobian_is_the_base_perturbation(rig) -> None:  # type: ignore[no-
     J = reprojection_jacobian(base, X, intr, T_bc)
 
     def pixels(xi: np.ndarray) -> np.ndarray:
-        T = make_T(so3_exp(xi[3:]) @ base[:3, :3], base[:3, 3] + xi[:3])
-        Xc = (invert_T(T @ T_bc)[:3, :3] @ X.T).T + invert_T(T @ T_bc)[:3, 3]
-        return intr.project(Xc).reshape(-1)
+        return intr.project(apply_T(invert_T(perturb_pose(base, xi) @ T_bc), X)).reshape(-1)
 
     num = np.stack([(pixels(e) - pixels(-e)) / 2e-6 for e in np.eye(6) * 1e-6], axis=1)
     np.testing.assert_allclose(J, num, rtol=1e-4, atol=1e-3)
     # a one-camera rig at the base is pose_covariance's single camera
-    x2d = intr.project((invert_T(base @ T_bc)[:3, :3] @ X.T).T + invert_T(base @ T_bc)[:3, 3])
+    x2d = intr.project(apply_T(invert_T(base @ T_bc), X))
     noisy = x2d + np.random.default_rng(1).normal(0, 0.5, x2d.shape)
     cov_rig, _ = rig_pose_covariance(base, [RigObservations(noisy, X, intr, T_bc)])
     cov_cam, _ = rig_pose_covariance(base @ T_bc, [RigObservations(noisy, X, intr, np.eye(4))])

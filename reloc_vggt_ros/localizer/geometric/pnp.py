@@ -36,11 +36,12 @@ import cv2
 import numpy as np
 import poselib
 
-from ...geometry import Intrinsics, apply_T, invert_T, make_T, so3_exp, so3_log
+from ...geometry import Intrinsics, apply_T, invert_T, make_T, pose_covariance_jacobian, so3_exp, so3_log
 from .config import QuerySettings
 
-__all__ = ["PnPResult", "solve_pnp", "unique_inliers", "projection_jacobian", "reprojection_jacobian",
-           "keypoint_sigma_px", "refine_weighted", "refine_rig_weighted", "pose_covariance", "other_session_offset", "PoseCovariance",
+__all__ = ["PnPResult", "Correspondences", "solve_pnp", "unique_inliers", "projection_jacobian",
+           "reprojection_jacobian", "keypoint_sigma_px", "refine_weighted", "refine_rig_weighted", "pose_covariance",
+           "other_session_offset", "PoseCovariance",
            "covariance", "inlier_spread", "camera_dict"]
 
 
@@ -50,6 +51,16 @@ class PnPResult:
     inliers: np.ndarray          # bool [M]
     residuals_px: np.ndarray     # [n_inliers] reprojection error of the inliers
     iterations: int
+
+
+@dataclass(frozen=True)
+class Correspondences:
+    """The unique 2D-3D inliers of a pose (``diagnostics["correspondences"]`` of a PnP result): what
+    camera-rate tracking follows from frame to frame."""
+
+    x2d: np.ndarray              # [N,2] query pixels (LK-refined where tracked)
+    x3d: np.ndarray              # [N,3] map points, world frame
+    sigma_px: np.ndarray         # [N] expected localisation error of each 2D point (1 = unweighted)
 
 
 def camera_dict(intr: Intrinsics) -> dict:
@@ -162,15 +173,13 @@ def reprojection_jacobian(T_world_cam: np.ndarray, x3d: np.ndarray, intr: Intrin
     """d(pixel residuals [2N]) / d(rho, phi) [2N,6] for the perturbation in the module doc; with
     ``T_base_cam`` the pose is the base's (``T_world_cam`` is then ``T_world_base``) and the
     camera sits at ``T_world_base @ T_base_cam``."""
-    T_base_cam = np.eye(4) if T_base_cam is None else T_base_cam
-    T_wc = T_world_cam @ T_base_cam
+    T_wc = T_world_cam if T_base_cam is None else T_world_cam @ T_base_cam
     R_cw = T_wc[:3, :3].T
     d = x3d - T_wc[:3, 3]
     Jpi = projection_jacobian(d @ R_cw.T, intr)
-    J_rho, J_phi = Jpi @ -R_cw, Jpi @ (R_cw @ _hat(d))
-    # base perturbation -> camera: rho_c = rho - [C_c - C_base]x phi, phi_c = phi
-    lever = _hat((T_wc[:3, 3] - T_world_cam[:3, 3])[None])[0]
-    return np.concatenate([J_rho, J_phi - J_rho @ lever], axis=2).reshape(-1, 6)
+    J = np.concatenate([Jpi @ -R_cw, Jpi @ (R_cw @ _hat(d))], axis=2).reshape(-1, 6)
+    # a base perturbation moves the camera by the adjoint of the extrinsic (its lever arm)
+    return J if T_base_cam is None else J @ pose_covariance_jacobian(T_world_cam, T_c_d=T_base_cam)
 
 
 def _camera_step_jacobian(Xc: np.ndarray, intr: Intrinsics, T_cam_base: np.ndarray | None = None,
