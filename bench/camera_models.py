@@ -24,7 +24,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.commands import parse_size
+from bench.commands import fmt as f, parse_size
 from bench.localize import bench_localize
 from reloc_vggt_ros.data.distort import write_distorted_folder
 from reloc_vggt_ros.geometry import Distortion
@@ -71,9 +71,6 @@ def compare_lenses(scene: Path | str, size: tuple[int, int] | None, models: list
 
 
 def format_table(m: dict[str, Any]) -> str:
-    def f(v: Any, fmt: str) -> str:
-        return "-" if v is None else format(v, fmt)
-
     lines = [f"{m['scene']} at {m['image_size']}, geometric {m['options'] or 'default'}",
              f"{'model':<20} {'coefficients':<12} {'localized':>9} {'median cm':>9} {'median deg':>10} "
              f"{'5cm/1deg':>8} {'1%/1deg':>8} {'inliers':>7}"]

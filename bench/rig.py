@@ -25,7 +25,7 @@ from typing import Any
 
 import numpy as np
 
-from bench.commands import parse_size
+from bench.commands import fmt as f, parse_size
 from bench.localize import keyframe_at, resized_image
 from reloc_vggt_ros.data import PosedImage, read_posed_folder
 from reloc_vggt_ros.geometry import invert_T, pose_error
@@ -94,9 +94,6 @@ def _summary(rows: list[dict[str, Any]]) -> dict[str, Any]:
 
 
 def format_table(results: list[dict[str, Any]]) -> str:
-    def f(v: Any, fmt: str) -> str:
-        return "-" if v is None else format(v, fmt)
-
     lines = [f"{'scene':<24} {'query':<24} {'ok':>6} {'med mm':>8} {'med deg':>8} {'max mm':>8} {'max deg':>8} "
              f"{'inliers':>7} {'sigma mm':>8}"]
     for m in results:

@@ -303,7 +303,7 @@ class GeometricLocalizer:
         confidence = pnp_confidence(n_inl, ratio, spread, acc)
         verdict = judge(n_inl, confidence, cov.covariance, acc, choice.reason)
         inl_sigma = np.ones(n_inl) if sigma is None else sigma[keep]
-        trace.note(correspondences=Correspondences(x2d[keep], m.x3d[keep] + state.map.origin, inl_sigma),
+        trace.note(correspondences=Correspondences(camera.distort_px(x2d[keep]), m.x3d[keep] + state.map.origin, inl_sigma),
                    num_inliers=n_inl, inlier_ratio=ratio, inlier_spread=spread, reproj_rms_px=cov.reproj_rms_px,
                    covariance_inflation=cov.inflation, ransac_iterations=pnp.iterations,
                    inliers_per_keyframe={int(k): int(np.sum(keep & (m.kf_id == k))) for k in retrieved},

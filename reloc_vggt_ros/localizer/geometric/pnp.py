@@ -58,7 +58,7 @@ class Correspondences:
     """The unique 2D-3D inliers of a pose (``diagnostics["correspondences"]`` of a PnP result): what
     camera-rate tracking follows from frame to frame."""
 
-    x2d: np.ndarray              # [N,2] query pixels (LK-refined where tracked)
+    x2d: np.ndarray              # [N,2] query image pixels (raw: distorted for a lens; LK-refined where tracked)
     x3d: np.ndarray              # [N,3] map points, world frame
     sigma_px: np.ndarray         # [N] expected localisation error of each 2D point (1 = unweighted)
 
