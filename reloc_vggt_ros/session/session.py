@@ -58,6 +58,13 @@ def _resolve(T: Transform) -> np.ndarray:
     return np.asarray(T() if callable(T) else T, float)
 
 
+def _odom_camera(T_odom_base: Transform | None, T_base_cam: Transform | None) -> Transform | None:
+    """odom -> camera (the odometry camera-rate tracking predicts with), looked up when called."""
+    if T_odom_base is None or T_base_cam is None:
+        return T_odom_base
+    return lambda: _resolve(T_odom_base) @ _resolve(T_base_cam)
+
+
 def base_pose(T_map_cam: np.ndarray, cov_cam: np.ndarray, T_base_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
     """The base pose in map and its covariance from the camera's (adjoint of the extrinsic)."""
     T_cam_base = invert_T(T_base_cam)
@@ -299,7 +306,8 @@ class Session:
                 return Rejected("keyframe database is empty", warn=True)
             try:
                 if isinstance(self._localizer, TrackingLocalizer):
-                    result = self._localizer.localize(image, intrinsics, stamp_ns, self.current_prior(), T_odom_cam)
+                    result = self._localizer.localize(image, intrinsics, stamp_ns, self.current_prior(),
+                                                      _odom_camera(T_odom_base, T_base_cam))
                 else:
                     result = self._localizer.localize(image, intrinsics, stamp_ns=stamp_ns, prior=self.current_prior())
             except Exception as err:  # noqa: BLE001 - one failing frame must not go silent or stop the node
