@@ -59,10 +59,14 @@ def _resolve(T: Transform) -> np.ndarray:
 
 
 def _odom_camera(T_odom_base: Transform | None, T_base_cam: Transform | None) -> Transform | None:
-    """odom -> camera (the odometry camera-rate tracking predicts with), looked up when called."""
-    if T_odom_base is None or T_base_cam is None:
-        return T_odom_base
-    return lambda: _resolve(T_odom_base) @ _resolve(T_base_cam)
+    """odom -> camera for the tracker's motion prior: odometry moves the base, the camera rides on it."""
+    if T_odom_base is None:
+        return None
+
+    def odom_cam() -> np.ndarray:
+        T = _resolve(T_odom_base)
+        return T if T_base_cam is None else T @ _resolve(T_base_cam)
+    return odom_cam
 
 
 def base_pose(T_map_cam: np.ndarray, cov_cam: np.ndarray, T_base_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
@@ -184,6 +188,7 @@ class Session:
         self._prior: tuple[PosePrior, float] | None = None
         self._last_size: tuple[int, int] | None = None
         self._last_extrinsic: dict[str, np.ndarray] = {}   # per camera frame
+        self._last_fix: np.ndarray | None = None   # camera centre of the last published pose (fleet sync)
 
     # ----------------------------------------------------------------- database
     def open(self, path: Path | str, readonly: bool) -> None:
@@ -205,6 +210,12 @@ class Session:
             self._log.info(f"{self._localizer.name} localizer over {len(self._store)} keyframes ready "
                            f"in {time.monotonic() - t0:.1f} s")
 
+    def attach(self, localizer: Localizer) -> None:
+        """Drive ``localizer`` with no keyframe database (map-free mode: no store, no mapping)."""
+        with self._lock:
+            self.close()
+            self._localizer = localizer
+
     def reload(self) -> None:
         """Re-open the same database (keyframes written by another process become visible)."""
         with self._lock:
@@ -224,6 +235,21 @@ class Session:
         """Keyframes in the open database (0 when none is open)."""
         with self._lock:
             return len(self._store) if self._store is not None else 0
+
+    def keyframes_added_elsewhere(self) -> None:
+        """Another connection (the fleet sync) wrote keyframes into the file: re-index before the next query."""
+        with self._lock:
+            if self._store is not None:
+                self._kf_poses = list(self._store.poses()[1])
+                self._dirty = True
+
+    def position(self) -> np.ndarray | None:
+        """Where the camera is believed to be: the last published pose, else the prior, else None."""
+        prior = self.current_prior()
+        with self._lock:
+            if self._last_fix is not None:
+                return self._last_fix
+        return None if prior is None else prior.T_world_cam[:3, 3].copy()
 
     @property
     def path(self) -> Path | None:
@@ -344,6 +370,7 @@ class Session:
         with self._lock:
             if self._prior is not None and self.config.prior_timeout_s == 0:
                 self._prior = None  # used by this fix
+            self._last_fix = T_map_cam[:3, 3].copy()
         return Published(T_map_base, cov, result, T_map_odom, T_map_cam)
 
     def _extrinsic(self, T_base_cam: np.ndarray, camera: str) -> np.ndarray:
