@@ -98,7 +98,7 @@ class MotionSettings:
 class TrackerSettings:
     """Frame-to-frame LK of the last fix's inliers and PnP on them (``tracker``)."""
 
-    window_px: int = setting(21, "LK window (odd)")
+    window_px: int = setting(15, "LK window (odd)")
     pyramid_levels: int = setting(3, "LK pyramid levels above the image")
     max_fb_px: float = setting(0.5, "forward-backward disagreement a track may have (px)")
     sigma_px: float = setting(0.1, "error LK tracking adds to a point's error at the fix (px)")
