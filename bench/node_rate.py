@@ -78,7 +78,7 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
     queries = read_posed_folder(SCENE, "query")
     images = [(cv2.imread(str(q.path)), q.intrinsics, q.T_world_cam) for q in queries]
     proc = start_node(db, None, domain, out_dir / "node_rate.log",
-                      {"diagnostics_rate_hz": 5.0, **(backend_params or {})})
+                      {"diagnostics_rate_hz": 5.0, "base_frame": "''", **(backend_params or {})})
     bench = BenchNode("node_rate_bench", domain)
     node, spin = bench.node, bench.spin
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)

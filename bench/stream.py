@@ -150,7 +150,7 @@ def frames_in_stream(recs: list[PosedImage], stream: list[StreamFrame]) -> Itera
 
 
 # ----------------------------------------------------------------------------- the node run
-NODE_PARAMS = {"geometric.preset": "realtime", "odom_frame": "odom", "camera_frame": "camera",
+NODE_PARAMS = {"geometric.preset": "realtime", "odom_frame": "odom", "camera_frame": "camera", "base_frame": "''",
                "diagnostics_rate_hz": 50.0, "tracking.enabled": True}
 
 
