@@ -43,7 +43,7 @@ import numpy as np
 
 from reloc_vggt_ros.dds import ensure_localhost_dds, localhost_env
 
-from .node_rate import SCENE
+from .node_rate import SCENE, build_db
 from ._probe import BenchProbe, frame_messages
 
 ROOT = Path(__file__).resolve().parents[1]
@@ -302,10 +302,12 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--kills-per-db", type=int, default=10, help="start a new empty database after this many kills")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--domain-id", type=int, default=95)
+    ap.add_argument("--work", type=Path, default=ROOT / "out" / "bench" / "kill",
+                    help="scratch folder (emptied first): databases, node logs")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
     ensure_localhost_dds()
-    work = ROOT / "out" / "bench" / "kill"
+    work = args.work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
     rng = random.Random(args.seed + 1)
@@ -317,8 +319,11 @@ def main(argv: list[str] | None = None) -> int:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(figures, indent=1) + "\n")
 
-    result = node_kills(args.kills, work, args.domain_id, args.seed, args.max_run_s, args.kills_per_db, progress=save)
-    db = Path(result["database"])
+    result: dict[str, Any] = {"kills": 0}
+    if args.kills:
+        result = node_kills(args.kills, work, args.domain_id, args.seed, args.max_run_s, args.kills_per_db,
+                            progress=save)
+    db = Path(result["database"]) if args.kills else build_db(ROOT / "out" / "bench" / "temple-db.db")
     if args.build_kills:
         print(f"{args.build_kills} SIGKILLs of `reloc-vggt db build --overwrite`", flush=True)
         result.update(build_kills(args.build_kills, work, rng))
@@ -330,20 +335,23 @@ def main(argv: list[str] | None = None) -> int:
     if args.json:
         save(result)
         print(f"wrote {args.json}")
-    ok = (result["keyframes_lost"] == 0 and result["open_failures"] == 0 and result["check_failures"] == 0
+    ok = (result.get("keyframes_lost", 0) == 0 and result.get("open_failures", 0) == 0
+          and result.get("check_failures", 0) == 0
           and result.get("build_previous_intact", 0) == args.build_kills
           and result.get("save_previous_intact", 0) == args.save_kills)
     return 0 if ok else 1
 
 
 def print_table(r: dict[str, Any]) -> None:
-    rows = [("node SIGKILLs (mapping, restarted each time)", r["kills"]),
-            ("keyframes committed (reported added by the node)", r["keyframes_committed"]),
-            ("keyframes in the databases at the end", r["keyframes_in_databases"]),
-            ("keyframes lost", r["keyframes_lost"]),
-            ("open failures", r["open_failures"]),
-            ("db check failures (partial / foreign keyframes)", r["check_failures"]),
-            ("kills that left a WAL to recover", r["kills_with_wal_left"])]
+    rows: list[tuple[str, Any]] = []
+    if r["kills"]:
+        rows += [("node SIGKILLs (mapping, restarted each time)", r["kills"]),
+                 ("keyframes committed (reported added by the node)", r["keyframes_committed"]),
+                 ("keyframes in the databases at the end", r["keyframes_in_databases"]),
+                 ("keyframes lost", r["keyframes_lost"]),
+                 ("open failures", r["open_failures"]),
+                 ("db check failures (partial / foreign keyframes)", r["check_failures"]),
+                 ("kills that left a WAL to recover", r["kills_with_wal_left"])]
     if "build_kills" in r:
         rows.append(("db build SIGKILLs: previous file intact", f"{r['build_previous_intact']}/{r['build_kills']} "
                      f"({r['build_finished_before_kill']} finished first)"))
