@@ -24,7 +24,7 @@ endif
 export ROS_AUTOMATIC_DISCOVERY_RANGE := LOCALHOST
 PYTEST_ARGS ?=
 
-.PHONY: setup demo test test-ros bench clean-venv
+.PHONY: setup demo test test-ros bench clean-venv pg-setup
 
 setup: $(VENV)/.stamp-package
 
@@ -68,6 +68,10 @@ test-ros: setup
 # headline: the 224 px config where attention matters, then the toy config (several minutes on CPU)
 bench: setup
 	$(PY) -m bench.attention_scaling --json bench/results/attention_scaling.json
+
+# PostgreSQL 15 + PostGIS 3 for the fleet tests (Debian packages, needs root; quiet, skips when present)
+pg-setup:
+	tools/pg_test_server.sh install
 
 clean-venv:
 	rm -rf .venv .venv-jazzy

@@ -596,6 +596,11 @@ class KeyframeStore:
                                "GROUP BY backend, fingerprint").fetchall()
         return {(b, f): int(n) for b, f, n in rows}
 
+    def blob_keys(self) -> set[tuple[str, str, str]]:
+        """``{(backend, key, fingerprint)}`` of the keyframe blobs present (what a copy carries)."""
+        with self._read() as cur:
+            return set(cur.execute("SELECT DISTINCT backend, key, fingerprint FROM blobs").fetchall())
+
     # ----------------------------------------------------------------- metadata
     @property
     def metadata(self) -> dict[str, str]:
