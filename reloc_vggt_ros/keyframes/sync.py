@@ -346,7 +346,7 @@ class FleetSync:
                                             f"{self.cache_path}, retry in "
                                             f"{cfg.period_s * min(8, 2 ** self._failures):.0f} s")
             return
-        except (KeyframeDBError, ConfigError) as err:  # schema mismatch, units, a damaged cache
+        except Exception as err:  # noqa: BLE001 - schema mismatch, units, a damaged cache: the node stays up
             self._failures += 1
             self._set(level="error", message=f"fleet sync failed: {err}; localizing from the local cache")
             return
