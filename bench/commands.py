@@ -51,6 +51,11 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                      help="backend option KEY=VALUE (repeatable; dotted keys name nested settings), e.g. "
                      "-o query.features.max_keypoints=2048")
     loc.set_defaults(func=_run_localize)
+    from . import mapfree
+
+    mf = sub.add_parser("mapfree", help="map-free Track 1 / Track 2 tables on converted shared scenes")
+    mapfree.add_arguments(mf)
+    mf.set_defaults(func=mapfree.run)
 
 
 def _run_localize(args: argparse.Namespace) -> int:

@@ -94,6 +94,18 @@ def _vggt_align_build(store: "KeyframeStore", config: Any) -> "Localizer":
     return VGGTAlignLocalizer(store, config)
 
 
+def _pairwise_config() -> type:
+    from .pairwise import PairwiseConfig
+
+    return PairwiseConfig
+
+
+def _pairwise_build(store: "KeyframeStore", config: Any) -> "Localizer":
+    from .pairwise import PairwiseLocalizer
+
+    return PairwiseLocalizer(store, config)
+
+
 _VGGT_ALIASES = {"top_k": "num_keyframes", "engine": "weights"}
 
 BACKENDS: dict[str, BackendSpec] = {
@@ -101,6 +113,8 @@ BACKENDS: dict[str, BackendSpec] = {
                              aliases={"top_k": "query.top_k"}, legacy=_geometric_legacy),
     "reloc_vggt": BackendSpec(_reloc_vggt_config, _reloc_vggt_build, aliases=_VGGT_ALIASES),
     "vggt_align": BackendSpec(_vggt_align_config, _vggt_align_build, aliases=_VGGT_ALIASES),
+    # the geometric map's blobs (config.map): _geometric_index indexes them alike
+    "pairwise": BackendSpec(_pairwise_config, _pairwise_build, index=_geometric_index),
 }
 
 

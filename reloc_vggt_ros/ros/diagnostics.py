@@ -42,6 +42,9 @@ class NodeStats:
     last_warning: str = ""
     last_keyframe_reason: str = ""
     state: str = "unconfigured"
+    tracking_state: str = ""             # tracking / relocalizing / lost (tracking.enabled), else ''
+    served_by: str = ""                  # last frame: tracking / relocalization / none (tracking.enabled)
+    frames_tracked: int = 0              # published poses that came from tracking
     _arrivals: deque = field(default_factory=deque, repr=False)
     _latencies_ms: deque = field(default_factory=deque, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -54,8 +57,10 @@ class NodeStats:
                 self._arrivals.popleft()
 
     def on_result(self, stamp_ns: int, latency_ms: float, published: bool, reason: str,
-                  confidence: float = 0.0, inliers: int = 0) -> None:
+                  confidence: float = 0.0, inliers: int = 0, tracking_state: str = "", served_by: str = "") -> None:
         with self._lock:
+            self.tracking_state, self.served_by = tracking_state, served_by
+            self.frames_tracked += int(published and served_by == "tracking")
             self.processed += 1
             self.published += int(published)
             self.rejected += int(not published)
@@ -103,7 +108,7 @@ class NodeStats:
                 "state", "received", "processed", "published", "rejected", "dropped", "unmatched_images",
                 "keyframes_received", "keyframes_added", "keyframes_skipped", "database_size",
                 "last_confidence", "last_inliers", "last_stamp_ns", "last_reason", "last_warning",
-                "last_keyframe_reason")}
+                "last_keyframe_reason", "tracking_state", "served_by", "frames_tracked")}
         values.update(input_rate_hz=self.input_rate_hz(), latency_ms_p50=p50, latency_ms_p95=p95)
         return values
 

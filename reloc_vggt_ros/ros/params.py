@@ -56,8 +56,11 @@ class NodeConfig(SessionConfig):
                                        "mapping; use the <backend>.* parameters")
     autostart: bool = setting(True, "configure and activate at start (else wait for lifecycle transitions)")
     map_frame: str = setting("map", "fixed frame of the keyframe database and of /relocalized_pose")
-    odom_frame: str = setting("", "if set, publish map->odom using odom->camera at the image stamp; "
-                                  "else map->camera")
+    base_frame: str = setting("base_link", "robot base frame (REP-105): /relocalized_pose is its pose in map_frame, "
+                                           "through the TF base_frame -> camera at the image stamp; "
+                                           "'' = publish the camera pose (no base frame)")
+    odom_frame: str = setting("", "if set, publish map->odom using odom->base_frame at the image stamp; "
+                                  "else map->base_frame")
     camera_frame: str = setting("", "optical frame of the camera; '' = header.frame_id of the images")
     publish_tf: bool = setting(True, "publish the map->odom (or map->camera) transform")
     use_compressed: bool = setting(False, "subscribe to image/compressed (jpeg/png) instead of raw image")
@@ -66,7 +69,8 @@ class NodeConfig(SessionConfig):
     max_rate_hz: float = setting(0.0, "process at most this many frames per second; 0 = as fast as possible")
     transform_tolerance_s: float = setting(0.1, "map->odom is future-dated by this much (as nav2 AMCL)")
     tf_publish_rate_hz: float = setting(20.0, "rate at which the last map->odom is republished between fixes")
-    tf_lookup_timeout_s: float = setting(0.05, "max extrapolation when looking up odom->camera (s)")
+    tf_lookup_timeout_s: float = setting(0.05, "max extrapolation of TF lookups (camera extrinsic, "
+                                               "odom->base_frame) beyond the newest/oldest transform (s)")
     diagnostics_rate_hz: float = setting(1.0, "rate of /diagnostics")
     save_path: str = setting("", "copy target of the save_database service; '' = checkpoint in place")
     fleet: FleetConfig = setting(factory=FleetConfig, doc="optional sync of database_path with a fleet map server")
@@ -85,11 +89,13 @@ class NodeConfig(SessionConfig):
             raise ConfigError(f"top_k must be in 1..100, got {self.top_k}")
         if not self.map_frame.strip():
             raise ConfigError("map_frame must be non-empty")
-        for name in ("map_frame", "odom_frame", "camera_frame"):
+        for name in ("map_frame", "odom_frame", "base_frame", "camera_frame"):
             if getattr(self, name).startswith("/"):
                 raise ConfigError(f"{name} must not start with '/' (tf2 frame ids), got {getattr(self, name)!r}")
         if self.odom_frame and self.odom_frame == self.map_frame:
             raise ConfigError(f"odom_frame must differ from map_frame ({self.map_frame!r})")
+        if self.base_frame and self.base_frame in (self.map_frame, self.odom_frame):
+            raise ConfigError(f"base_frame must differ from map_frame and odom_frame, got {self.base_frame!r}")
         for name in ("tf_publish_rate_hz", "diagnostics_rate_hz"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -1,0 +1,308 @@
+"""Weights-free map-free localizer: two-view geometry against one posed reference image.
+
+Track 1 (:meth:`GeometricMapFree.localize`), stages:
+
+1. features (``localizer.geometric.features``): RootSIFT of the query (the reference's once);
+2. two-view pose (``localizer.geometric.relative_pose.two_view``): matches, 5-point LO-RANSAC,
+   optional guided re-matching -> rotation and translation *direction*;
+3. metric scale, in order of availability: the reference's depth image (its inlier keypoints
+   back-projected, PnP of the query on them: ``scale = "depth"``), else none: the translation
+   has unit length, ``scale = "unknown"``, the covariance is unbounded along the baseline and
+   the result is LOW_CONFIDENCE (never an invented scale);
+4. covariance and judgement (:func:`_judge`).
+
+Track 2 (:meth:`GeometricMapFree.localize_sequence`), with the device's own tracking
+(``QueryFrame.T_odom_cam``): the query frames are posed views in the odometry frame, so the
+*reference* is the unknown camera there. Points triangulated across the query frames (known
+odometry poses) give the reference a PnP pose in the odometry frame; without enough of them the
+per-frame relative poses are intersected (``relative_pose.intersect_rays``); then all frames'
+matches with the reference refine it jointly (generalized relative pose, Sampson error), and
+every frame's pose follows from its odometry (``scale = "odometry"``). Without odometry each
+frame is localized alone.
+"""
+
+from __future__ import annotations
+
+import logging
+import math
+import time
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+import numpy as np
+
+from ..config import setting
+from ..errors import ConfigError, DataError
+from ..geometry import Intrinsics, invert_T, is_valid_T, rotation_error_deg
+from ..geometry.multiview import pose_covariance_of
+from ..localizer.base import RelocResult, RelocStatus
+from ..localizer.geometric.config import FeatureConfig, TriangulationConfig
+from ..localizer.geometric.features import Features, extract_features
+from ..localizer.geometric.pnp import pose_covariance, solve_pnp
+from ..localizer.geometric.relative_pose import (RelativeObservation, TwoView, TwoViewSettings, intersect_rays,
+                                                 joint_covariance, observation, refine_jointly,
+                                                 relative_covariance, two_view)
+from ..localizer.geometric.triangulation import View, backproject_depth, triangulate_keyframe
+from .base import SCALE_UNKNOWN, QueryFrame, Reference
+
+__all__ = ["GeometricMapFreeConfig", "GeometricMapFree", "check_depth"]
+
+logger = logging.getLogger(__name__)
+
+MAX_DEPTH_M = 500.0      # a larger median is millimetres (or garbage) read as metres
+
+
+@dataclass(frozen=True)
+class GeometricMapFreeConfig:
+    """Settings of the weights-free map-free localizer."""
+
+    features: FeatureConfig = setting(factory=lambda: FeatureConfig(max_keypoints=4096, max_edge_px=1600),
+                                      doc="RootSIFT of reference and query")
+    two_view: TwoViewSettings = setting(factory=TwoViewSettings, doc="matching and essential matrix")
+    pnp_max_reproj_px: float = setting(4.0, "PnP inlier threshold on depth-backprojected points (px)")
+    min_scale_inliers: int = setting(12, "PnP inliers the depth (or triangulated-point) scale needs")
+    max_scale_rotation_deg: float = setting(5.0, "PnP and essential-matrix rotations must agree within this")
+    depth_rel_sigma: float = setting(0.05, "relative error of the depth image (scales the baseline sigma)")
+    triangulation: TriangulationConfig = setting(factory=TriangulationConfig, doc="Track 2 points across frames")
+    min_inliers: int = setting(30, "inliers (two-view, summed over Track 2 frames) an OK pose needs")
+    inliers_scale: float = setting(40.0, "confidence 1 - exp(-inliers / inliers_scale)")
+    min_confidence: float = setting(0.5, "confidence an OK pose needs")
+
+    def __post_init__(self) -> None:
+        for name in ("pnp_max_reproj_px", "max_scale_rotation_deg", "depth_rel_sigma", "inliers_scale"):
+            if not getattr(self, name) > 0:
+                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        if self.min_scale_inliers < 4:
+            raise ConfigError(f"min_scale_inliers must be >= 4, got {self.min_scale_inliers}")
+        if self.min_inliers < 5:
+            raise ConfigError(f"min_inliers must be >= 5, got {self.min_inliers}")
+        if not 0.0 <= self.min_confidence <= 1.0:
+            raise ConfigError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
+
+
+def check_image(image: np.ndarray, intr: Intrinsics, what: str) -> str:
+    """'' or why ``image`` cannot be used with ``intr`` (wrong type, or the intrinsics of another size)."""
+    if not isinstance(image, np.ndarray) or image.dtype != np.uint8 or image.ndim not in (2, 3):
+        return f"{what} image must be a uint8 [H,W] or [H,W,3] array"
+    h, w = image.shape[:2]
+    if (w, h) != (intr.width, intr.height):
+        return f"{what} image is {w}x{h} but its intrinsics are for {intr.width}x{intr.height}"
+    return ""
+
+
+def check_depth(depth_m: np.ndarray, width: int, height: int) -> np.ndarray:
+    """The depth image as float64 metres (0 where invalid), or DataError: another size than the
+    image, not 2-D, negative values, no valid pixel, or a median that reads as millimetres."""
+    depth = np.asarray(depth_m)
+    if depth.ndim != 2:
+        raise DataError(f"reference depth must be a single-channel [H,W] image, got shape {depth.shape}")
+    if depth.shape != (height, width):
+        raise DataError(f"reference depth is {depth.shape[1]}x{depth.shape[0]} but the reference image is "
+                        f"{width}x{height}")
+    depth = depth.astype(np.float64)
+    valid = np.isfinite(depth) & (depth > 0)
+    if np.any(np.isfinite(depth) & (depth < 0)):
+        raise DataError("reference depth has negative values")
+    if not valid.any():
+        raise DataError("reference depth has no valid pixel (all 0 or non-finite)")
+    med = float(np.median(depth[valid]))
+    if med > MAX_DEPTH_M:
+        raise DataError(f"reference depth median {med:g} is not plausible in metres (> {MAX_DEPTH_M:g}); "
+                        "millimetres? divide by 1000")
+    return np.where(valid, depth, 0.0)
+
+
+def _confidence(n_inliers: int, cfg: GeometricMapFreeConfig) -> float:
+    return 1.0 - math.exp(-n_inliers / cfg.inliers_scale)
+
+
+def _judge(n_inliers: int, confidence: float, cov: np.ndarray, scale: str, cfg: GeometricMapFreeConfig
+           ) -> tuple[RelocStatus, str]:
+    """OK only with a metric scale, enough inliers and confidence and a positive definite covariance."""
+    if scale == SCALE_UNKNOWN:
+        return RelocStatus.LOW_CONFIDENCE, "no source of metric scale (no depth, no odometry): " \
+                                           "translation direction only, unit length"
+    if n_inliers < cfg.min_inliers:
+        return RelocStatus.LOW_CONFIDENCE, f"{n_inliers} inliers < min_inliers {cfg.min_inliers}"
+    if confidence < cfg.min_confidence:
+        return RelocStatus.LOW_CONFIDENCE, f"confidence {confidence:.2f} < min_confidence {cfg.min_confidence}"
+    if not np.all(np.isfinite(cov)) or np.linalg.eigvalsh(cov).min() <= 0:
+        return RelocStatus.LOW_CONFIDENCE, "covariance is not positive definite"
+    return RelocStatus.OK, ""
+
+
+class GeometricMapFree:
+    """:class:`~reloc_vggt_ros.mapfree.base.MapFreeLocalizer`, weights-free (module docstring)."""
+
+    name = "geometric"
+
+    def __init__(self, config: GeometricMapFreeConfig | None = None) -> None:
+        self.config = config or GeometricMapFreeConfig()
+        self._ref: Reference | None = None
+        self._ref_feats: Features | None = None
+        self._ref_points: np.ndarray | None = None     # [N,3] keypoints in the reference camera (depth)
+
+    def set_reference(self, reference: Reference) -> None:
+        bad = check_image(reference.image_bgr, reference.intrinsics, "reference")
+        if bad:
+            raise DataError(bad)
+        if not is_valid_T(np.asarray(reference.T_world_cam, float)):
+            raise DataError("reference T_world_cam is not a finite rigid 4x4 transform")
+        depth = None
+        if reference.depth_m is not None:
+            depth = check_depth(reference.depth_m, reference.intrinsics.width, reference.intrinsics.height)
+        feats = extract_features(reference.image_bgr, self.config.features)
+        self._ref, self._ref_feats = reference, feats
+        self._ref_points = (None if depth is None
+                            else backproject_depth(feats, reference.intrinsics, np.eye(4), depth))
+
+    def _reference(self) -> tuple[Reference, Features]:
+        if self._ref is None or self._ref_feats is None:
+            raise DataError("no reference set: call set_reference first")
+        return self._ref, self._ref_feats
+
+    # --- Track 1 ---------------------------------------------------------------------------
+
+    def localize(self, query: QueryFrame) -> RelocResult:
+        ref, ref_feats = self._reference()
+        t0 = time.perf_counter()
+        bad = check_image(query.image_bgr, query.intrinsics, "query")
+        if bad:
+            return RelocResult(RelocStatus.INVALID_INPUT, reason=bad)
+        cfg = self.config
+        feats = extract_features(query.image_bgr, cfg.features)
+        tv, why = two_view(ref_feats, ref.intrinsics, feats, query.intrinsics, cfg.two_view)
+        diag: dict[str, Any] = {"method": "two_view", "num_features": len(feats)}
+        if tv is None:
+            diag.update(scale=SCALE_UNKNOWN, total_ms=1e3 * (time.perf_counter() - t0))
+            return RelocResult(RelocStatus.NO_MATCH, reason=why, diagnostics=diag)
+        diag.update(num_matches=tv.num_matches, num_inliers=tv.num_inliers, first_inliers=tv.num_first_inliers)
+        obs = observation(0, tv, ref.intrinsics, np.eye(4), query.intrinsics)
+        T_ref_q = invert_T(tv.T_b_a)                       # unit baseline
+        # the essential-matrix pose itself (unit baseline), also when depth scales the answer
+        diag["two_view_T_world_cam"] = (np.asarray(ref.T_world_cam, float) @ T_ref_q).tolist()
+        scaled = self._depth_pose(tv, query.intrinsics, diag)
+        if scaled is not None:
+            T_ref_q, cov, scale = scaled[0], scaled[1], "depth"
+        else:
+            cov, scale = relative_covariance(obs, T_ref_q, query.intrinsics), SCALE_UNKNOWN
+        diag.update(scale=scale, total_ms=1e3 * (time.perf_counter() - t0))
+        return self._result(T_ref_q, cov, tv.num_inliers, scale, diag)
+
+    def _result(self, T_ref_q: np.ndarray, cov_ref: np.ndarray, n_inliers: int, scale: str,
+                diag: dict[str, Any]) -> RelocResult:
+        """The query pose in the reference's world frame, judged."""
+        T_world_ref = np.asarray(self._reference()[0].T_world_cam, float)
+        T = T_world_ref @ T_ref_q
+        cov = pose_covariance_of(lambda X: T_world_ref @ X, T_ref_q, cov_ref)
+        confidence = _confidence(n_inliers, self.config)
+        status, reason = _judge(n_inliers, confidence, cov, scale, self.config)
+        return RelocResult(status, T, cov, confidence, n_inliers, reason, diag)
+
+    def _depth_pose(self, tv: TwoView, intr_q: Intrinsics, diag: dict[str, Any]
+                    ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(T_ref_query, covariance)`` in metres from the reference depth, or None (noted why)."""
+        if self._ref_points is None:
+            return None
+        cfg = self.config
+        X = self._ref_points[tv.pairs[:, 0]]
+        ok = np.all(np.isfinite(X), axis=1)
+        diag["depth_matches"] = int(ok.sum())
+        if ok.sum() < cfg.min_scale_inliers:
+            diag["depth_scale"] = f"only {int(ok.sum())} inliers have depth (< {cfg.min_scale_inliers})"
+            return None
+        pnp = solve_pnp(tv.x_b[ok], X[ok], intr_q, cfg.pnp_max_reproj_px)
+        n = 0 if pnp is None else int(pnp.inliers.sum())
+        diag["depth_pnp_inliers"] = n
+        if pnp is None or n < cfg.min_scale_inliers:
+            diag["depth_scale"] = f"PnP on the depth points has {n} inliers (< {cfg.min_scale_inliers})"
+            return None
+        T_ref_q = pnp.T_world_cam
+        disagree = rotation_error_deg(T_ref_q[:3, :3], invert_T(tv.T_b_a)[:3, :3])
+        diag["depth_rotation_disagreement_deg"] = disagree
+        if disagree > cfg.max_scale_rotation_deg:
+            diag["depth_scale"] = f"PnP rotation {disagree:.1f} deg from the essential matrix's"
+            return None
+        cov, _ = pose_covariance(T_ref_q, tv.x_b[ok][pnp.inliers], X[ok][pnp.inliers], intr_q)
+        b = T_ref_q[:3, 3]
+        cov[:3, :3] += (cfg.depth_rel_sigma ** 2) * np.outer(b, b)    # depth error scales the baseline
+        return T_ref_q, cov
+
+    # --- Track 2 ---------------------------------------------------------------------------
+
+    def localize_sequence(self, queries: Sequence[QueryFrame]) -> list[RelocResult]:
+        if not queries:
+            return []
+        ref, ref_feats = self._reference()
+        bad = [check_image(q.image_bgr, q.intrinsics, f"query {q.name or i}") for i, q in enumerate(queries)]
+        bad += ["" if q.T_odom_cam is None or is_valid_T(np.asarray(q.T_odom_cam, float))
+                else f"query {q.name or i}: T_odom_cam is not a finite rigid transform" for i, q in enumerate(queries)]
+        if any(q.T_odom_cam is None for q in queries) or len(queries) < 2 or any(bad):
+            if any(bad):
+                logger.warning("Track 2 falls back to single frames: %s", next(b for b in bad if b))
+            return [self.localize(q) for q in queries]
+        t0 = time.perf_counter()
+        cfg = self.config
+        feats = [extract_features(q.image_bgr, cfg.features) for q in queries]
+        poses = [np.asarray(q.T_odom_cam, float) for q in queries]
+        obs: list[RelativeObservation] = []
+        pairs: dict[int, np.ndarray] = {}
+        for k, (q, f) in enumerate(zip(queries, feats)):
+            tv, _ = two_view(f, q.intrinsics, ref_feats, ref.intrinsics, cfg.two_view)
+            if tv is not None:
+                obs.append(observation(k, tv, q.intrinsics, poses[k], ref.intrinsics))
+                pairs[k] = tv.pairs
+        diag: dict[str, Any] = {"method": "sequence", "frames": len(queries), "frames_matched": len(obs),
+                                "inliers_per_frame": [o.num_inliers for o in obs]}
+        n_inl = sum(o.num_inliers for o in obs)
+        T_odom_ref, how = self._register_reference(queries, feats, poses, pairs, diag)
+        if T_odom_ref is None and len(obs) >= 2:
+            solved = intersect_rays(obs)
+            T_odom_ref, how = (solved[0], "ray_intersection") if solved is not None else (None, "")
+        if T_odom_ref is None or not obs:
+            diag["scale"] = SCALE_UNKNOWN
+            logger.info("Track 2: no metric registration of the reference (%d frames matched); single frames",
+                        len(obs))
+            return [self.localize(q) for q in queries]
+        T_init = T_odom_ref
+        T_odom_ref = refine_jointly(obs, T_odom_ref, ref.intrinsics)
+        diag.update(registration=how, joint_refinement_shift=float(np.linalg.norm(T_odom_ref[:3, 3] - T_init[:3, 3])),
+                    scale="odometry")
+        cov_ref = joint_covariance(obs, T_odom_ref, ref.intrinsics)
+        diag["total_ms"] = 1e3 * (time.perf_counter() - t0)
+        out = []
+        for T_odom_k in poses:
+            def ref_q(T_or: np.ndarray, T_ok: np.ndarray = T_odom_k) -> np.ndarray:
+                return invert_T(T_or) @ T_ok
+            cov_k = pose_covariance_of(ref_q, T_odom_ref, cov_ref)
+            out.append(self._result(ref_q(T_odom_ref), cov_k, n_inl, "odometry", dict(diag)))
+        return out
+
+    def _register_reference(self, queries: Sequence[QueryFrame], feats: list[Features], poses: list[np.ndarray],
+                            pairs: dict[int, np.ndarray], diag: dict[str, Any]
+                            ) -> tuple[np.ndarray | None, str]:
+        """``T_odom_ref`` by PnP of the reference on points triangulated across the query frames."""
+        ref, ref_feats = self._reference()
+        cfg = self.config
+        x2d, x3d = [], []
+        for k, p in pairs.items():
+            others = [View(feats[j], queries[j].intrinsics, poses[j]) for j in range(len(queries)) if j != k]
+            with np.errstate(divide="ignore", invalid="ignore"):     # points at infinity are dropped there
+                points, _ = triangulate_keyframe(View(feats[k], queries[k].intrinsics, poses[k]), others,
+                                                 cfg.triangulation)
+            X = points[p[:, 0]]
+            ok = np.all(np.isfinite(X), axis=1)
+            x2d.append(ref_feats.keypoints_px[p[ok, 1]])
+            x3d.append(X[ok])
+        if not x2d or sum(len(x) for x in x2d) < cfg.min_scale_inliers:
+            diag["triangulated_matches"] = sum(len(x) for x in x2d)
+            return None, ""
+        x2d_all, x3d_all = np.concatenate(x2d), np.concatenate(x3d)
+        diag["triangulated_matches"] = len(x2d_all)
+        pnp = solve_pnp(x2d_all, x3d_all, ref.intrinsics, cfg.pnp_max_reproj_px)
+        n = 0 if pnp is None else int(pnp.inliers.sum())
+        diag["triangulated_pnp_inliers"] = n
+        if pnp is None or n < cfg.min_scale_inliers:
+            return None, ""
+        return pnp.T_world_cam, "triangulated_pnp"
