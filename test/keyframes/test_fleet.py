@@ -304,7 +304,8 @@ def test_node_pulls_its_region_and_keeps_localizing_while_the_server_is_down(ser
     try:
         node = RelocNode(context=context, parameter_overrides=[
             Parameter("database_path", value=str(cache)), Parameter("fleet.url", value=url),
-            Parameter("fleet.period_s", value=0.5), Parameter("fleet.timeout_s", value=2.0)])
+            Parameter("fleet.period_s", value=0.5), Parameter("fleet.timeout_s", value=2.0),
+            Parameter("base_frame", value="")])   # publish the camera pose (no TF tree here)
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         node._session.set_prior(query.T_world_cam)          # what an /initialpose does
