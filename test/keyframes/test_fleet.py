@@ -151,6 +151,16 @@ def test_push_pull_round_trip_is_bit_exact_and_idempotent(server: Server, sample
         assert b.check() == []                    # the cache passes `db check` (checksums, integrity)
     # the pulled copy pushed back is the same keyframes (global ids from content): nothing new
     assert "0 copied, 7 already there" in cli("db", "push", str(cache), url).stdout
+    assert "0 copied, 0 already there" in cli("db", "push", str(cache), url, "--near=0,0,500", "--radius", "10").stdout
+    # a route: the keyframes within 2 m of the straight line from the first camera to the last
+    with KeyframeStore.open(sample_db, readonly=True) as a:
+        centres = a.poses()[1][:, :3, 3]
+    route = ";".join(",".join(f"{v:.6f}" for v in c) for c in centres[[0, -1]])
+    ends = tuple(tuple(float(f"{v:.6f}") for v in c) for c in centres[[0, -1]])
+    expected = int(Region(ends[0], 2.0, ends).contains(centres).sum())
+    assert 2 <= expected < 7
+    along = cli("db", "pull", url, "--out", str(tmp_path / "route.db"), f"--route={route}", "--radius", "2")
+    assert f"{expected} copied" in along.stdout, along.stdout + along.stderr
 
 
 def test_spatial_queries_use_the_gist_index_and_keep_utm_precision(server: Server, sample_db: Path) -> None:
@@ -169,10 +179,11 @@ def test_spatial_queries_use_the_gist_index_and_keep_utm_precision(server: Serve
             assert near[0] == i and set(near) == {j for j, d in zip(ids, np.linalg.norm(centres - c, axis=1))
                                                   if d <= 0.5}
         assert fleet.near(centres[0] + [0.0, 0.0, 30.0], 20.0) == []
-        radius = 3.0   # the scene's cameras lie on an arc; a straight route from the first to the last
+        radius = 2.0   # the scene's cameras lie on an arc: 4 of 7 are this close to the chord
         dist = Region(tuple(centres[0]), radius, (tuple(centres[0]), tuple(centres[-1]))).contains(centres)
         route = fleet.along_route([centres[0], centres[-1]], radius)
         assert set(route) == {i for i, d in zip(ids, dist) if d} and route[0] == ids[0] and route[-1] == ids[-1]
+        assert 2 < len(route) < len(ids)
         x, y, z = centres[0]
         plan = server.sql(fleet.url.rsplit("/", 1)[1], "EXPLAIN SELECT id FROM keyframes WHERE ST_3DDWithin("
                           f"position, ST_MakePoint({x}, {y}, {z}), 1.0)")
