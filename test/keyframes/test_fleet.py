@@ -154,13 +154,26 @@ def test_push_pull_round_trip_is_bit_exact_and_idempotent(server: Server, sample
     assert "0 copied, 0 already there" in cli("db", "push", str(cache), url, "--near=0,0,500", "--radius", "10").stdout
     # a route: the keyframes within 2 m of the straight line from the first camera to the last
     with KeyframeStore.open(sample_db, readonly=True) as a:
-        centres = a.poses()[1][:, :3, 3]
+        ids, poses = a.poses()
+        centres, first_name = poses[:, :3, 3], a.get_keyframe(int(ids[0])).name
     route = ";".join(",".join(f"{v:.6f}" for v in c) for c in centres[[0, -1]])
     ends = tuple(tuple(float(f"{v:.6f}") for v in c) for c in centres[[0, -1]])
     expected = int(Region(ends[0], 2.0, ends).contains(centres).sum())
     assert 2 <= expected < 7
     along = cli("db", "pull", url, "--out", str(tmp_path / "route.db"), f"--route={route}", "--radius", "2")
     assert f"{expected} copied" in along.stdout, along.stdout + along.stderr
+
+    # the cache shrinks to a new region, but never loses a keyframe only it has
+    with KeyframeStore.open(cache) as c:
+        kf = c.get_keyframe(c.keyframe_ids()[0])
+        T = kf.T_world_cam.copy()
+        T[2, 3] += 500.0
+        c.add_keyframe(replace(kf, kf_id=None, name="mapped-here", T_world_cam=T))   # not pushed
+    near_first = ",".join(f"{v:.6f}" for v in centres[0])
+    moved = cli("db", "pull", url, "--out", str(cache), f"--near={near_first}", "--radius", "0.1", "--evict")
+    assert "0 copied, 1 already there" in moved.stdout and "6 outside the region evicted" in moved.stdout, moved.stdout
+    with KeyframeStore.open(cache, readonly=True) as c:
+        assert sorted(k.name for k in c.iter_keyframes()) == sorted([first_name, "mapped-here"])
 
 
 def test_spatial_queries_use_the_gist_index_and_keep_utm_precision(server: Server, sample_db: Path) -> None:
