@@ -45,6 +45,8 @@ class NodeStats:
     tracking_state: str = ""             # tracking / relocalizing / lost (tracking.enabled), else ''
     served_by: str = ""                  # last frame: tracking / relocalization / none (tracking.enabled)
     frames_tracked: int = 0              # published poses that came from tracking
+    reference: str = ""           # mode map_free: the current reference ("" = none)
+    map_free: bool = False
     _arrivals: deque = field(default_factory=deque, repr=False)
     _latencies_ms: deque = field(default_factory=deque, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -109,11 +111,17 @@ class NodeStats:
                 "keyframes_received", "keyframes_added", "keyframes_skipped", "database_size",
                 "last_confidence", "last_inliers", "last_stamp_ns", "last_reason", "last_warning",
                 "last_keyframe_reason", "tracking_state", "served_by", "frames_tracked")}
+            if self.map_free:
+                values["reference"] = self.reference or "none"
         values.update(input_rate_hz=self.input_rate_hz(), latency_ms_p50=p50, latency_ms_p95=p95)
         return values
 
+    def has_map(self) -> bool:
+        """Something to localize against: keyframes, or a map-free reference."""
+        return bool(self.reference) if self.map_free else self.database_size > 0
+
     def level(self) -> int:
-        if self.state != "active" or self.database_size == 0:
+        if self.state != "active" or not self.has_map():
             return ERROR if self.state == "active" else WARN
         return OK if self.last_reason == "localized" else WARN
 
@@ -128,8 +136,8 @@ def to_diagnostic_array(stats: NodeStats, node_name: str, stamp: Any, fleet: dic
     status.level = bytes([stats.level()])
     status.name = f"{node_name}: relocalization"
     status.hardware_id = node_name
-    status.message = snap["last_reason"] if snap["database_size"] or snap["state"] != "active" \
-        else "keyframe database is empty"
+    status.message = snap["last_reason"] if stats.has_map() or snap["state"] != "active" \
+        else ("no map-free reference set" if stats.map_free else "keyframe database is empty")
     status.values = [KeyValue(key=k, value=_fmt(v)) for k, v in snap.items()]
     msg = DiagnosticArray()
     msg.header.stamp = stamp

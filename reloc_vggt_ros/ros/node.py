@@ -47,7 +47,9 @@ from ..keyframes import KeyframeStore
 from ..keyframes.sync import FleetSync
 from ..localizer import registry
 from ..localizer.base import Localizer
+from ..mapfree.registry import make_mapfree_localizer, weights_options
 from ..session import KeyframeOutcome, Published, Rejected, Session, camera_pose, check_stamp
+from ..session.map_free import MapFreeLocalizerAdapter
 from .convert import (camera_info_to_intrinsics, compressed_to_bgr, image_to_bgr, pose_to_T, pose_with_covariance,
                       stamp_to_ns)
 from .diagnostics import NodeStats, to_diagnostic_array
@@ -94,6 +96,8 @@ class RelocNode(LifecycleNode):
         self._time_epoch = 0
         self._last_camera_frame = ""
         self._jump_handle: Any = None
+        self._map_free: MapFreeLocalizerAdapter | None = None    # mode map_free: the reference holder
+        self._last_T_map_cam: np.ndarray | None = None           # the last published pose
         self._active = False
         self._last_warned = ""
         self._last_warning_kind = ""
@@ -123,6 +127,8 @@ class RelocNode(LifecycleNode):
 
     def _init_session(self, cfg: NodeConfig) -> None:
         """Validate the backend settings, open the database and build the localizer."""
+        if cfg.mode == "map_free":
+            return self._init_map_free(cfg)
         declare_backend(self, cfg.backend)
         check_overrides(self, cfg.backend)
         if cfg.backend_options:
@@ -148,6 +154,27 @@ class RelocNode(LifecycleNode):
                                     on_pulled=lambda n: session.keyframes_added_elsewhere())
             self._fleet.start()
 
+    def _init_map_free(self, cfg: NodeConfig) -> None:
+        """Build the map-free backend and load the configured reference; a reference that does not
+        load leaves the node up, waiting for ~/set_reference, with the reason in diagnostics."""
+        backend = make_mapfree_localizer(cfg.map_free.backend, weights_options(cfg.map_free.backend, cfg.engine))
+        self._close_session()
+        self._map_free = MapFreeLocalizerAdapter(backend)
+        self._last_T_map_cam = None
+        self._session = Session(cfg, lambda store: backend, clock=lambda: self.get_clock().now().nanoseconds / 1e9,
+                                on_warning=self._warn, log=self.get_logger())
+        self._session.attach(self._map_free)
+        self.stats.map_free = True
+        try:
+            self.get_logger().info(f"map_free ({backend.name}): {self._map_free.load(cfg.map_free)}")
+        except DataError as err:
+            self._warn(f"map-free reference not loaded: {err}")
+        self._note_reference()
+
+    def _note_reference(self) -> None:
+        ref = self._map_free.reference if self._map_free is not None else None
+        self.stats.reference = ref.name if ref is not None else ""
+
     def _init_publishers(self) -> None:
         self._pose_pub = self.create_publisher(PoseWithCovarianceStamped, "/relocalized_pose", POSE_QOS,
                                                event_callbacks=self._pub_events())
@@ -171,6 +198,8 @@ class RelocNode(LifecycleNode):
             return
         self._srvs = [self.create_service(Trigger, "~/save_database", self._save_callback),
                       self.create_service(Trigger, "~/reload_database", self._reload_callback)]
+        if self._map_free is not None:
+            self._srvs.append(self.create_service(Trigger, "~/set_reference", self._set_reference_callback))
 
     def _init_worker(self, cfg: NodeConfig) -> None:
         self._worker = Worker(self._handle_frame, self._handle_keyframe, max_keyframes=cfg.mapping.max_queue,
@@ -251,7 +280,7 @@ class RelocNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             self.cfg = cfg = read_params(self)
-            self.get_logger().info(f"configuring: database={cfg.database_path} backend={cfg.backend} "
+            self.get_logger().info(f"configuring: mode={cfg.mode} database={cfg.database_path} backend={cfg.backend} "
                                    f"top_k={cfg.top_k} odom_frame={cfg.odom_frame or '-'}")
             self._init_session(cfg)
         except (RelocError, ImportError) as err:
@@ -333,6 +362,7 @@ class RelocNode(LifecycleNode):
         if self._session is not None:
             self._session.close()
             self._session = None
+        self._map_free = None
 
     def _require_cfg(self) -> NodeConfig:
         if self.cfg is None:
@@ -360,6 +390,19 @@ class RelocNode(LifecycleNode):
         except (RelocError, ImportError) as err:
             response.success, response.message = False, f"reload failed: {err}"
             self.stats.last_reason = response.message
+        self.get_logger().info(response.message)
+        return response
+
+    def _set_reference_callback(self, request: Any, response: Any) -> Any:
+        """Remember this place: the last localized frame becomes the map-free reference."""
+        try:
+            if self._map_free is None:
+                raise DataError("set_reference needs mode map_free")
+            response.success, response.message = True, self._map_free.remember_place(self._last_T_map_cam)
+            self._note_reference()
+        except RelocError as err:
+            response.success, response.message = False, f"set_reference failed: {err}"
+            self.stats.warn(response.message)
         self.get_logger().info(response.message)
         return response
 
@@ -551,6 +594,7 @@ class RelocNode(LifecycleNode):
                 self._tf_pub.send(decision.T_map_odom, frame.stamp_ns + int(cfg.transform_tolerance_s * 1e9),
                                   cfg.map_frame, cfg.odom_frame)
                 self._T_map_odom = decision.T_map_odom  # after the fix-stamped one: the timer never precedes it
+        self._last_T_map_cam = decision.T_map_cam
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
         result = decision.result
         self.stats.on_result(frame.stamp_ns, latency_ms, True, "localized", result.confidence, result.num_inliers,

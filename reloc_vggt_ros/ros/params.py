@@ -30,6 +30,7 @@ from ..engine.factory import check_engine_choice
 from ..errors import ConfigError
 from ..keyframes.sync import FleetConfig
 from ..session import SessionConfig
+from ..session.map_free import MapFreeConfig
 
 __all__ = ["NodeConfig", "COMMON_BACKEND_KEYS", "node_parameters", "config_from_parameters",
            "backend_parameters", "backend_config", "declare_params", "declare_backend", "read_params",
@@ -43,7 +44,9 @@ COMMON_BACKEND_KEYS = ("top_k", "engine", "engine_kind", "engine_fallback")
 class NodeConfig(SessionConfig):
     """Validated node configuration; each field is the parameter of the same (dotted) name."""
 
-    database_path: str = setting("", "keyframe database (.db) to localize against; required")
+    mode: str = setting("map", "map: localize against database_path; map_free: against one posed reference "
+                               "image (map_free.*)")
+    database_path: str = setting("", "keyframe database (.db) to localize against; required in mode map")
     backend: str = setting("geometric", "localizer backend name (see localizer.registry); its own settings "
                                         "are the <backend>.* parameters")
     engine: str = setting("", "weights / ONNX / TensorRT engine file for learned backends; '' for geometric")
@@ -74,11 +77,17 @@ class NodeConfig(SessionConfig):
     diagnostics_rate_hz: float = setting(1.0, "rate of /diagnostics")
     save_path: str = setting("", "copy target of the save_database service; '' = checkpoint in place")
     fleet: FleetConfig = setting(factory=FleetConfig, doc="optional sync of database_path with a fleet map server")
+    map_free: MapFreeConfig = setting(factory=MapFreeConfig, doc="mode map_free: backend and reference")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.database_path.strip():
+        if self.mode not in ("map", "map_free"):
+            raise ConfigError(f"mode must be 'map' or 'map_free', got {self.mode!r}")
+        if self.mode == "map" and not self.database_path.strip():
             raise ConfigError("database_path is required (a keyframe .db file, see `reloc-vggt db build`)")
+        if self.mode == "map_free" and (self.mapping.enabled or self.tracking.enabled):
+            raise ConfigError("mapping.enabled and tracking.enabled need a keyframe database: not available in "
+                              "mode map_free")
         if not self.backend.strip():
             raise ConfigError("backend must name a localizer backend, got ''")
         check_engine_choice(self.engine_kind, self.engine_fallback)

@@ -210,6 +210,12 @@ class Session:
             self._log.info(f"{self._localizer.name} localizer over {len(self._store)} keyframes ready "
                            f"in {time.monotonic() - t0:.1f} s")
 
+    def attach(self, localizer: Localizer) -> None:
+        """Drive ``localizer`` with no keyframe database (map-free mode: no store, no mapping)."""
+        with self._lock:
+            self.close()
+            self._localizer = localizer
+
     def reload(self) -> None:
         """Re-open the same database (keyframes written by another process become visible)."""
         with self._lock:
