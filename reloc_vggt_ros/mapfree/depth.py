@@ -37,14 +37,15 @@ def _digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-def write_triangulated_depth(dataset: Path | str, sources: dict[str, Path],
-                             suffix: str = TRIANGULATED_SUFFIX) -> dict[str, int]:
+def write_triangulated_depth(dataset: Path | str, sources: dict[str, Path], suffix: str = TRIANGULATED_SUFFIX,
+                             features: FeatureConfig | None = None) -> dict[str, int]:
     """Write the reference depth of every scene of a converted ``dataset`` whose source folder
     (``mapfree.json``'s ``source``) is in ``sources``; returns {scene: depth pixels written}
     (0: no view left to triangulate with, no file written)."""
     info = read_info(dataset).get("scenes", {})
-    feat_cfg, tri_cfg = FeatureConfig(), TriangulationConfig()
+    feat_cfg, tri_cfg = features or FeatureConfig(), TriangulationConfig()
     folders: dict[str, list] = {}
+    views: dict[Path, View] = {}                 # each source image described once
     written: dict[str, int] = {}
     for scene in read_dataset(dataset):
         src = info.get(scene.name, {}).get("source")
@@ -61,7 +62,10 @@ def write_triangulated_depth(dataset: Path | str, sources: dict[str, Path],
             continue
 
         def view(rec) -> View:                                      # noqa: ANN001 - PosedImage
-            return View(extract_features(cv2.imread(str(rec.path)), feat_cfg), rec.intrinsics, rec.T_world_cam)
+            if rec.path not in views:
+                views[rec.path] = View(extract_features(cv2.imread(str(rec.path)), feat_cfg), rec.intrinsics,
+                                       rec.T_world_cam)
+            return views[rec.path]
 
         ref = view(ref_rec)
         with np.errstate(divide="ignore", invalid="ignore"):

@@ -57,7 +57,7 @@ MAX_DEPTH_M = 500.0      # a larger median is millimetres (or garbage) read as m
 class GeometricMapFreeConfig:
     """Settings of the weights-free map-free localizer."""
 
-    features: FeatureConfig = setting(factory=lambda: FeatureConfig(max_keypoints=4096, max_edge_px=1600),
+    features: FeatureConfig = setting(factory=lambda: FeatureConfig(max_keypoints=4096, max_edge_px=1024),
                                       doc="RootSIFT of reference and query")
     two_view: TwoViewSettings = setting(factory=TwoViewSettings, doc="matching and essential matrix")
     pnp_max_reproj_px: float = setting(4.0, "PnP inlier threshold on depth-backprojected points (px)")
