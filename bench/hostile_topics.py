@@ -116,7 +116,8 @@ def run(folder: Path) -> list[dict[str, str]]:
     rclpy.init(context=context, args=["--ros-args", "-p", "mapping.enabled:=true", "-p", "autostart:=false"])
     rows: list[dict[str, str]] = []
     try:
-        node = RelocNode(context=context, parameter_overrides=[Parameter("database_path", value=str(db))])
+        node = RelocNode(context=context, parameter_overrides=[Parameter("database_path", value=str(db)),
+                                                               Parameter("base_frame", value="")])  # camera pose
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS, node.stats.last_reason
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         now = node.get_clock().now().nanoseconds

@@ -35,12 +35,36 @@ def build_db(path: Path) -> Path:
     return path
 
 
+class BenchNode:
+    """The bench's own rclpy node on a private context and ROS domain, spun by :meth:`spin`."""
+
+    def __init__(self, name: str, domain: int) -> None:
+        import rclpy
+        from rclpy.executors import SingleThreadedExecutor
+
+        self.context = rclpy.Context()
+        rclpy.init(context=self.context, domain_id=domain)
+        self.node = rclpy.create_node(name, context=self.context)
+        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor.add_node(self.node)
+
+    def spin(self, seconds: float, step_s: float = 0.005) -> None:
+        end = time.monotonic() + seconds
+        while (left := end - time.monotonic()) > 0:
+            self.executor.spin_once(timeout_sec=min(left, step_s))
+
+    def close(self) -> None:
+        import rclpy
+
+        self.executor.shutdown()
+        self.node.destroy_node()
+        rclpy.try_shutdown(context=self.context)
+
+
 def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Path,
         backend_params: dict[str, str] | None = None) -> dict:
-    import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from geometry_msgs.msg import PoseWithCovarianceStamped
-    from rclpy.executors import SingleThreadedExecutor
     from rclpy.qos import QoSProfile, ReliabilityPolicy
     from sensor_msgs.msg import CameraInfo, Image
 
@@ -54,12 +78,9 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
     queries = read_posed_folder(SCENE, "query")
     images = [(cv2.imread(str(q.path)), q.intrinsics, q.T_world_cam) for q in queries]
     proc = start_node(db, None, domain, out_dir / "node_rate.log",
-                      {"diagnostics_rate_hz": 5.0, **(backend_params or {})})
-    context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain)
-    node = rclpy.create_node("node_rate_bench", context=context)
-    ex = SingleThreadedExecutor(context=context)
-    ex.add_node(node)
+                      {"diagnostics_rate_hz": 5.0, "base_frame": "''", **(backend_params or {})})
+    bench = BenchNode("node_rate_bench", domain)
+    node, spin = bench.node, bench.spin
     qos = QoSProfile(depth=5, reliability=ReliabilityPolicy.RELIABLE)
     img_pub = node.create_publisher(Image, "image", qos)
     info_pub = node.create_publisher(CameraInfo, "camera_info", qos)
@@ -73,11 +94,6 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
     node.create_subscription(PoseWithCovarianceStamped, "/relocalized_pose", on_pose, POSE_QOS)
     node.create_subscription(DiagnosticArray, "/diagnostics",
                              lambda m: diag.update({kv.key: kv.value for kv in m.status[0].values}), DIAGNOSTICS_QOS)
-
-    def spin(seconds: float) -> None:
-        end = time.monotonic() + seconds
-        while (left := end - time.monotonic()) > 0:
-            ex.spin_once(timeout_sec=min(left, 0.005))
 
     rows = []
     try:
@@ -123,9 +139,7 @@ def run(rates: list[float], frames: int, domain: int, growth: float, out_dir: Pa
             rows.append(row)
             print(_fmt_row(row), flush=True)
     finally:
-        ex.shutdown()
-        node.destroy_node()
-        rclpy.try_shutdown(context=context)
+        bench.close()
         stop_node(proc)
     base = rows[0]["latency_ms_p95"] or float("inf")
     sustained = [r["input_hz"] for r in rows

@@ -2,13 +2,14 @@
 
 With ROS 2 (launch_ros):
     ros2 launch reloc_vggt_ros reloc_vggt.launch.py params_file:=/path/to/params.yaml \
-        image:=/camera/image_rect camera_info:=/camera/camera_info namespace:=robot1
+        image:=/camera/image_rect camera_info:=/camera/camera_info namespace:=robot1 use_sim_time:=true
 
 Without launch (PyPI wheels), the same arguments start the same node in this process:
     python launch/reloc_vggt.launch.py image:=/camera/image_rect namespace:=robot1
 
 Both paths use ARGUMENTS and REMAPPINGS; :func:`node_ros_args` is the argv launch_ros gives the
-node for them (``--ros-args -r __node:=... -r __ns:=... --params-file ... -r image:=...``), which
+node for them (``--ros-args -r __node:=... -r __ns:=... --params-file ... -p use_sim_time:=...
+-r image:=...``), which
 ``reloc-vggt run --params-file F --ros-args ...`` equals.
 """
 
@@ -29,7 +30,10 @@ ARGUMENTS = {
     "camera_info": ("/camera/camera_info", "camera_info topic"),
     "keyframe_pose": ("keyframe_pose", "mapping pose topic"),
     "initialpose": ("/initialpose", "prior pose topic"),
+    "use_sim_time": ("false", "take time from /clock (a bag played with --clock, a simulator)"),
 }
+# launch arguments that set a node parameter of the same name (after params_file: they win)
+PARAMETER_ARGUMENTS = ("use_sim_time",)
 # the node's topic -> (launch argument, suffix appended to its value)
 REMAPPINGS = (
     ("image", "image", ""),
@@ -54,6 +58,8 @@ def node_ros_args(values: dict[str, str] | None = None) -> list[str]:
     namespace = v["namespace"] if v["namespace"].startswith("/") else "/" + v["namespace"]  # as launch_ros
     argv = ["--ros-args", "-r", f"__node:={EXECUTABLE}", "-r", f"__ns:={namespace}",
             "--params-file", v["params_file"] or default_params_file()]
+    for name in PARAMETER_ARGUMENTS:
+        argv += ["-p", f"{name}:={v[name]}"]
     for topic, arg, suffix in REMAPPINGS:
         argv += ["-r", f"{topic}:={v[arg]}{suffix}"]
     return argv
@@ -65,6 +71,7 @@ def generate_launch_description():  # -> launch.LaunchDescription (imported here
     from launch.actions import DeclareLaunchArgument
     from launch.substitutions import LaunchConfiguration
     from launch_ros.actions import Node
+    from launch_ros.parameter_descriptions import ParameterValue
 
     defaults = {name: default for name, (default, _) in ARGUMENTS.items()}
     defaults["params_file"] = os.path.join(get_package_share_directory(PACKAGE), "config", PARAMS_FILE)
@@ -75,7 +82,8 @@ def generate_launch_description():  # -> launch.LaunchDescription (imported here
         executable=EXECUTABLE,
         name=EXECUTABLE,
         namespace=LaunchConfiguration("namespace"),
-        parameters=[LaunchConfiguration("params_file")],
+        parameters=[LaunchConfiguration("params_file"),
+                    {name: ParameterValue(LaunchConfiguration(name), value_type=bool) for name in PARAMETER_ARGUMENTS}],
         remappings=[(topic, [LaunchConfiguration(arg), suffix] if suffix else LaunchConfiguration(arg))
                     for topic, arg, suffix in REMAPPINGS],
         output="screen",

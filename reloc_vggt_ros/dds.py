@@ -2,7 +2,9 @@
 
 Every entry point that may create a ROS node (CLI, node ``main``, tests) calls
 :func:`ensure_localhost_dds` before ``rclpy`` creates its first node. Values already set by the
-user are kept, except that a missing profile file is replaced by the shipped one.
+user are kept, except that a missing profile file is replaced by the shipped one. The profile
+goes into the variable the running distribution's Fast DDS reads (:mod:`reloc_vggt_ros.distro`):
+``FASTDDS_DEFAULT_PROFILES_FILE`` on kilted, ``FASTRTPS_DEFAULT_PROFILES_FILE`` on jazzy/humble.
 
 On a robot whose node must be reachable from other machines, set ``RELOC_VGGT_NETWORK_DDS=1``:
 :func:`ensure_localhost_dds` then leaves the DDS environment as the user configured it. The
@@ -13,6 +15,8 @@ from __future__ import annotations
 
 import os
 from pathlib import Path
+
+from .distro import profile_variable, ros_distro
 
 __all__ = ["PROFILE_PATH", "NETWORK_OPT_OUT", "ensure_localhost_dds", "localhost_env"]
 
@@ -35,9 +39,14 @@ def _shipped_profile() -> Path:
 def localhost_env(env: dict[str, str] | None = None) -> dict[str, str]:
     """A copy of ``env`` (default: os.environ) with the localhost-only DDS settings applied."""
     out = dict(os.environ if env is None else env)
-    current = out.get("FASTDDS_DEFAULT_PROFILES_FILE")
+    distro = ros_distro(out)
+    variable = profile_variable(distro)
+    current = out.get(variable) or out.get("FASTDDS_DEFAULT_PROFILES_FILE")
     if not current or not Path(current).is_file():
-        out["FASTDDS_DEFAULT_PROFILES_FILE"] = str(_shipped_profile())
+        current = str(_shipped_profile())
+    out[variable] = current
+    if distro == "humble":      # humble predates ROS_AUTOMATIC_DISCOVERY_RANGE
+        out["ROS_LOCALHOST_ONLY"] = "1"
     out["ROS_AUTOMATIC_DISCOVERY_RANGE"] = "LOCALHOST"
     out.pop(NETWORK_OPT_OUT, None)  # children of a loopback process stay on loopback
     return out

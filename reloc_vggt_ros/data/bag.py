@@ -5,6 +5,12 @@ A bag written here is one bare ``.mcap`` file (the rosbag2 metadata record is in
 ``/camera/camera_info`` and ``/ground_truth/pose`` (geometry_msgs/PoseStamped of the camera
 optical frame in ``map``), all with the same header stamp per image. Messages are CDR, so the
 bytes can be published as-is by rclpy (``publisher.publish(raw)``).
+
+A robot-style bag (:class:`RobotBag`) carries the camera on a base as a robot records it:
+``/tf_static`` base_link -> camera (the mount), ``/tf`` odom -> base_link at ``tf_rate_hz`` from
+odometry that drifts away from the truth (map -> odom grows by ``drift_m_per_s`` and
+``drift_deg_per_s``), and ``/ground_truth/pose`` is then the base pose in ``map``; the base
+trajectory is the images' camera poses through the mount.
 """
 
 from __future__ import annotations
@@ -19,12 +25,14 @@ from pathlib import Path
 import cv2
 import numpy as np
 
+from ..distro import rosbags_store
 from ..errors import DataError
-from ..geometry import T_to_quat_t, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz, T_from_quat_t
+from ..geometry import (T_to_quat_t, camera_mount, interpolate_T, invert_T, make_T, quat_wxyz_to_xyzw,
+                        quat_xyzw_to_wxyz, so3_exp, T_from_quat_t)
 from .posed_folder import load_image, read_posed_folder
 
-__all__ = ["IMAGE_TOPIC", "COMPRESSED_TOPIC", "INFO_TOPIC", "GT_TOPIC", "BagMessage", "write_bag_from_folder",
-           "read_bag", "ground_truth_from_bag", "typestore"]
+__all__ = ["IMAGE_TOPIC", "COMPRESSED_TOPIC", "INFO_TOPIC", "GT_TOPIC", "TF_TOPIC", "TF_STATIC_TOPIC", "BagMessage",
+           "RobotBag", "write_bag_from_folder", "read_bag", "ground_truth_from_bag", "has_topic", "typestore"]
 
 logger = logging.getLogger(__name__)
 
@@ -32,6 +40,9 @@ IMAGE_TOPIC = "/camera/image_raw"
 COMPRESSED_TOPIC = "/camera/image_raw/compressed"
 INFO_TOPIC = "/camera/camera_info"
 GT_TOPIC = "/ground_truth/pose"
+TF_TOPIC = "/tf"
+TF_STATIC_TOPIC = "/tf_static"
+TF_T = "tf2_msgs/msg/TFMessage"
 IMAGE_T = "sensor_msgs/msg/Image"
 COMPRESSED_T = "sensor_msgs/msg/CompressedImage"
 INFO_T = "sensor_msgs/msg/CameraInfo"
@@ -40,10 +51,10 @@ START_NS = 1_700_000_000 * 1_000_000_000  # a fixed, plausible epoch so bags are
 
 
 def typestore():
-    """The ROS 2 kilted type store (its type hashes equal the PyPI wheels')."""
-    from rosbags.typesys import Stores, get_typestore
+    """The type store of the running ROS 2 distribution (its type hashes equal the wheels')."""
+    from rosbags.typesys import get_typestore
 
-    return get_typestore(Stores.ROS2_KILTED)
+    return get_typestore(rosbags_store())
 
 
 @dataclass(frozen=True)
@@ -94,13 +105,73 @@ def _pose_msg(ts, T: np.ndarray, stamp_ns: int, frame_id: str):
     return ts.types[POSE_T](header=_header(ts, stamp_ns, frame_id), pose=pose)
 
 
+def _tf_msg(ts, transforms: list[tuple[np.ndarray, int, str, str]]):
+    """tf2_msgs/TFMessage of ``(T_parent_child, stamp_ns, parent, child)`` entries."""
+    gm = "geometry_msgs/msg/"
+    out = []
+    for T, stamp_ns, parent, child in transforms:
+        q_wxyz, t = T_to_quat_t(T)
+        x, y, z, w = quat_wxyz_to_xyzw(q_wxyz)
+        tr = ts.types[gm + "Transform"](translation=ts.types[gm + "Vector3"](x=float(t[0]), y=float(t[1]), z=float(t[2])),
+                                        rotation=ts.types[gm + "Quaternion"](x=float(x), y=float(y), z=float(z), w=float(w)))
+        out.append(ts.types[gm + "TransformStamped"](header=_header(ts, stamp_ns, parent), child_frame_id=child,
+                                                     transform=tr))
+    return ts.types[TF_T](transforms=out)
+
+
+@dataclass(frozen=True)
+class RobotBag:
+    """How ``bag from-images --robot`` mounts the camera on a base and makes its odometry."""
+
+    mount_xyz: tuple[float, float, float] = (0.3, 0.0, 1.2)   # base_link -> camera, metres (x fwd, z up)
+    mount_pitch_deg: float = 20.0                              # camera pitched down
+    drift_m_per_s: float = 0.02                                # odometry drift (map -> odom) ...
+    drift_deg_per_s: float = 0.2                               # ... and its yaw drift
+    tf_rate_hz: float = 20.0                                   # odom -> base_link samples per second
+    base_frame: str = "base_link"
+    odom_frame: str = "odom"
+
+    def __post_init__(self) -> None:
+        if not self.tf_rate_hz > 0:
+            raise DataError(f"tf_rate_hz must be > 0, got {self.tf_rate_hz}")
+        if not all(np.isfinite([*self.mount_xyz, self.mount_pitch_deg, self.drift_m_per_s, self.drift_deg_per_s])):
+            raise DataError("robot bag mount and drift must be finite")
+
+    @property
+    def T_base_cam(self) -> np.ndarray:
+        return camera_mount(np.asarray(self.mount_xyz, float), pitch_deg=self.mount_pitch_deg)
+
+    def T_map_odom(self, t_s: float) -> np.ndarray:
+        """The odometry's accumulated error ``t_s`` seconds into the bag (identity at 0)."""
+        d = self.drift_m_per_s * t_s
+        return make_T(so3_exp(np.array([0.0, 0.0, np.radians(self.drift_deg_per_s * t_s)])), np.array([d, 0.5 * d, 0.0]))
+
+
+def _odometry(robot: RobotBag, stamps: list[int], T_map_base: list[np.ndarray]) -> list[tuple[int, np.ndarray]]:
+    """odom -> base samples at ``tf_rate_hz`` and at every image stamp, the base moving linearly
+    (geodesic in rotation) between consecutive images."""
+    step = int(round(1e9 / robot.tf_rate_hz))
+    grid = sorted(set(range(stamps[0], stamps[-1] + 1, step)) | set(stamps))
+    out = []
+    for s in grid:
+        i = max(0, min(int(np.searchsorted(stamps, s, side="right")) - 1, len(stamps) - 2))
+        if len(stamps) == 1:
+            T = T_map_base[0]
+        else:
+            alpha = min(max((s - stamps[i]) / (stamps[i + 1] - stamps[i]), 0.0), 1.0)
+            T = interpolate_T(T_map_base[i], T_map_base[i + 1], alpha)
+        out.append((s, invert_T(robot.T_map_odom((s - stamps[0]) / 1e9)) @ T))
+    return out
+
+
 def write_bag_from_folder(folder: Path | str, out: Path | str, split: str | None = "query", fps: float = 2.0,
                           max_side: int | None = None, compressed: bool = False, camera_frame: str = "camera",
-                          map_frame: str = "map", overwrite: bool = False) -> Path:
+                          map_frame: str = "map", overwrite: bool = False, robot: RobotBag | None = None) -> Path:
     """Write the ``split`` images of a posed folder as a bag at ``out`` (one ``.mcap`` file).
 
     Images are stamped ``1/fps`` apart in sorted name order; ``max_side`` downsizes (intrinsics
-    scaled to match). Returns ``out``. Refuses to replace ``out`` unless ``overwrite``.
+    scaled to match). With ``robot`` the bag is robot-style (module doc). Returns ``out``.
+    Refuses to replace ``out`` unless ``overwrite``.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -121,6 +192,9 @@ def write_bag_from_folder(folder: Path | str, out: Path | str, split: str | None
             c_img = writer.add_connection(img_topic, img_type, typestore=ts)
             c_info = writer.add_connection(INFO_TOPIC, INFO_T, typestore=ts)
             c_gt = writer.add_connection(GT_TOPIC, POSE_T, typestore=ts)
+            stamps = [START_NS + i * period_ns for i in range(len(records))]
+            if robot is not None:
+                _write_robot_tf(writer, ts, robot, stamps, [r.T_world_cam for r in records], camera_frame)
             for i, rec in enumerate(records):
                 img, intr = load_image(rec.path), rec.intrinsics
                 scale = min(1.0, max_side / max(img.shape[:2])) if max_side else 1.0
@@ -130,7 +204,8 @@ def write_bag_from_folder(folder: Path | str, out: Path | str, split: str | None
                 stamp = START_NS + i * period_ns
                 writer.write(c_img, stamp, ts.serialize_cdr(_image_msg(ts, img, stamp, camera_frame, compressed), img_type))
                 writer.write(c_info, stamp, ts.serialize_cdr(_info_msg(ts, intr, stamp, camera_frame), INFO_T))
-                writer.write(c_gt, stamp, ts.serialize_cdr(_pose_msg(ts, rec.T_world_cam, stamp, map_frame), POSE_T))
+                T_gt = rec.T_world_cam if robot is None else rec.T_world_cam @ invert_T(robot.T_base_cam)
+                writer.write(c_gt, stamp, ts.serialize_cdr(_pose_msg(ts, T_gt, stamp, map_frame), POSE_T))
         files = list(bag_dir.glob("*.mcap"))
         if len(files) != 1:
             raise DataError(f"rosbags wrote {files} in {bag_dir}, expected one .mcap")
@@ -140,6 +215,30 @@ def write_bag_from_folder(folder: Path | str, out: Path | str, split: str | None
         shutil.move(str(files[0]), out)
     logger.info("wrote %d images of %s (split=%s) to %s", len(records), folder, split, out)
     return out
+
+
+def _write_robot_tf(writer, ts, robot: RobotBag, stamps: list[int], T_map_cams: list[np.ndarray],
+                    camera_frame: str) -> None:
+    """/tf_static (the mount, first in the bag; recorded as offered transient local, as a static
+    broadcaster offers it, so ``ros2 bag play`` latches it too) and /tf odom -> base_link."""
+    from rosbags.interfaces import Qos, QosDurability, QosHistory, QosLiveliness, QosReliability, QosTime
+
+    zero = QosTime(0, 0)
+    latched = Qos(QosHistory.KEEP_LAST, 1, QosReliability.RELIABLE, QosDurability.TRANSIENT_LOCAL, zero, zero,
+                  QosLiveliness.AUTOMATIC, zero, False)
+    c_static = writer.add_connection(TF_STATIC_TOPIC, TF_T, typestore=ts, offered_qos_profiles=[latched])
+    c_tf = writer.add_connection(TF_TOPIC, TF_T, typestore=ts)
+    first = stamps[0] - 1  # before anything else: a player publishes the static tree first
+    writer.write(c_static, first, ts.serialize_cdr(
+        _tf_msg(ts, [(robot.T_base_cam, stamps[0], robot.base_frame, camera_frame)]), TF_T))
+    T_map_base = [T @ invert_T(robot.T_base_cam) for T in T_map_cams]
+    for s, T_odom_base in _odometry(robot, stamps, T_map_base):
+        writer.write(c_tf, s, ts.serialize_cdr(_tf_msg(ts, [(T_odom_base, s, robot.odom_frame, robot.base_frame)]), TF_T))
+
+
+def has_topic(path: Path | str, topic: str) -> bool:
+    """True if the bag holds at least one message on ``topic``."""
+    return next(iter(read_bag(path, {topic})), None) is not None
 
 
 def read_bag(path: Path | str, topics: set[str] | None = None) -> Iterator[BagMessage]:

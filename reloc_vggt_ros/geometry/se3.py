@@ -17,7 +17,7 @@ __all__ = [
     "quat_wxyz_to_xyzw", "quat_xyzw_to_wxyz", "T_from_quat_t", "T_to_quat_t",
     "make_sim3", "invert_sim3", "apply_T", "project_to_SO3", "so3_exp", "so3_log",
     "se3_exp", "relative_pose", "absolute_from_relative", "camera_centre", "shift_T",
-    "shift_transform", "local_origin",
+    "shift_transform", "local_origin", "interpolate_T", "R_BODY_OPTICAL", "camera_mount",
 ]
 
 
@@ -198,3 +198,23 @@ def local_origin(centres: np.ndarray) -> np.ndarray:
     if len(centres) == 0:
         return np.zeros(3)
     return np.round(np.median(centres, axis=0))
+
+
+def interpolate_T(T0: np.ndarray, T1: np.ndarray, alpha: float) -> np.ndarray:
+    """Pose ``alpha`` of the way from T0 to T1 (0 -> T0, 1 -> T1): linear in translation,
+    geodesic in rotation (as tf2 interpolates)."""
+    R = T0[:3, :3] @ so3_exp(alpha * so3_log(T0[:3, :3].T @ T1[:3, :3]))
+    t = (1.0 - alpha) * T0[:3, 3] + alpha * T1[:3, 3]
+    return make_T(R, t)
+
+
+# REP-103: a body frame (x forward, y left, z up) -> the optical frame of a camera looking along
+# its x axis (z forward, x right, y down)
+R_BODY_OPTICAL = np.array([[0.0, 0.0, 1.0], [-1.0, 0.0, 0.0], [0.0, -1.0, 0.0]])
+
+
+def camera_mount(translation: np.ndarray, pitch_deg: float = 0.0, yaw_deg: float = 0.0) -> np.ndarray:
+    """``T_base_cam`` of a camera optical frame mounted at ``translation`` on a REP-105 base,
+    looking forward, pitched down by ``pitch_deg`` and turned left by ``yaw_deg``."""
+    R = so3_exp(np.array([0.0, 0.0, np.radians(yaw_deg)])) @ so3_exp(np.array([0.0, np.radians(pitch_deg), 0.0]))
+    return make_T(R @ R_BODY_OPTICAL, translation)

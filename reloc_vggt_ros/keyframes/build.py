@@ -1,7 +1,8 @@
 """Build stage: a posed-image folder -> a keyframe database file (hloc-style function over paths).
 
 The database is written to a temporary file beside the target and moved into place only when
-complete, so an interrupted build never leaves a half-written database under the real name.
+complete (``files.replace_db_file``: fsync, ``os.replace``), so a build killed at any moment
+leaves the previous file at the target intact and never a half-written one under the real name.
 Backends precompute their per-keyframe blobs through ``localizer.registry.index_database``
 when that module exists; the store itself never depends on a backend.
 """
@@ -9,7 +10,6 @@ when that module exists; the store itself never depends on a backend.
 from __future__ import annotations
 
 import logging
-import os
 from pathlib import Path
 
 import cv2
@@ -17,6 +17,7 @@ import numpy as np
 
 from ..data import PosedImage, read_posed_folder
 from ..errors import DataError, KeyframeDBError
+from .files import remove_db_files, replace_db_file, temp_beside
 from .store import KeyframeStore
 from .types import Keyframe
 
@@ -101,8 +102,7 @@ def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None
     if not records:
         raise DataError(f"{folder}: no images in split {split!r}")
     db_path.parent.mkdir(parents=True, exist_ok=True)
-    tmp = db_path.with_name(f".{db_path.name}.building-{os.getpid()}")
-    _remove_db_files(tmp)
+    tmp = temp_beside(db_path, "building")
     try:
         with KeyframeStore.create(tmp, units="m", creator=creator) as store:
             store.set_metadata("source", str(folder.resolve()))
@@ -117,14 +117,9 @@ def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None
             if backend and backend != "none":
                 index_with_backend(store, backend)
             store._conn.execute("PRAGMA journal_mode = DELETE")  # self-contained file before the move
-        _remove_db_files(db_path, keep_main=True)  # stale -wal/-shm must not meet the new file
-        os.replace(tmp, db_path)
+        replace_db_file(tmp, db_path)
     finally:
-        _remove_db_files(tmp)
+        remove_db_files(tmp)
     logger.info("wrote %d keyframes to %s", len(records), db_path)
     return db_path
 
-
-def _remove_db_files(path: Path, keep_main: bool = False) -> None:
-    for suffix in ("-wal", "-shm", "-journal") + (() if keep_main else ("",)):
-        Path(f"{path}{suffix}").unlink(missing_ok=True)

@@ -1,4 +1,4 @@
-"""`reloc-vggt db build`, `reloc-vggt db info` and `reloc-vggt db check`."""
+"""`reloc-vggt db build`, `db info`, `db check`, and the fleet sync `db push` / `db pull`."""
 
 from __future__ import annotations
 
@@ -15,7 +15,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    db = subparsers.add_parser("db", help="keyframe database: build, info, check")
+    db = subparsers.add_parser("db", help="keyframe database: build, info, check, push, pull")
     sub = db.add_subparsers(dest="db_command", required=True)
 
     build = sub.add_parser("build", help="build a keyframe database from a posed-image folder")
@@ -45,6 +45,26 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="open writable first: an older schema gets its checksums (from the bytes as they are)")
     check.add_argument("--json", action="store_true", help="print JSON instead of text")
     check.set_defaults(func=_check)
+
+    push = sub.add_parser("push", help="send a local database's keyframes (with their blobs) that the fleet "
+                          "server lacks; creates the fleet schema on an empty PostgreSQL+PostGIS database")
+    push.add_argument("db", help="local database file")
+    push.add_argument("url", help="fleet server, postgresql://user@host:port/dbname")
+    push.add_argument("--near", help="only keyframes near x,y,z (map frame, metres); needs --radius")
+    push.add_argument("--radius", type=float, help="with --near: region radius in metres")
+    push.add_argument("--source", default="", help="name of this robot, stored with the keyframes")
+    push.add_argument("--retries", type=int, default=5, help="attempts while the server is unavailable")
+    push.set_defaults(func=_push)
+
+    pull = sub.add_parser("pull", help="copy the fleet server's keyframes of a region into a local database "
+                          "(created if missing; only what it lacks)")
+    pull.add_argument("url", help="fleet server, postgresql://user@host:port/dbname")
+    pull.add_argument("--out", required=True, help="local database file (the robot's cache)")
+    pull.add_argument("--near", help="centre x,y,z of the region (map frame, metres); needs --radius")
+    pull.add_argument("--radius", type=float, help="region radius in metres")
+    pull.add_argument("--route", help="instead of --near: waypoints 'x,y,z;x,y,z;...' of a route, with --radius")
+    pull.add_argument("--retries", type=int, default=5, help="attempts while the server is unavailable")
+    pull.set_defaults(func=_pull)
 
 
 def _build(args: argparse.Namespace) -> int:
@@ -109,3 +129,52 @@ def _check(args: argparse.Namespace) -> int:
         if report["keyframes"] is not None:
             print(f"What to do: {REPAIR_HINT}.")
     return 0 if report["ok"] else 1
+
+
+def _region(args: argparse.Namespace, required: bool):  # noqa: ANN202 - sync.Region | None
+    from ..errors import ConfigError
+    from .sync import Region
+
+    route = getattr(args, "route", None)
+    if args.near is None and route is None and args.radius is None and not required:
+        return None
+    if args.radius is None:
+        raise ConfigError("--near / --route need --radius (metres)")
+    return Region.parse(args.radius, near=args.near, route=route)
+
+
+def _push(args: argparse.Namespace) -> int:
+    from .postgres import PostgresStore
+    from .sync import push, retry
+
+    region = _region(args, required=False)
+    with KeyframeStore.open(args.db) as local:
+        def run() -> object:
+            with PostgresStore.open(args.url, create=True, units=local.metadata.get("units", "m")) as server:
+                report = push(local, server, region, source=args.source)
+                return report, len(server)
+        report, total = retry(run, f"push to {args.url}", attempts=max(1, args.retries))
+    print(f"pushed {args.db} -> fleet map: {report}; the fleet map holds {total} keyframes")
+    return 0
+
+
+def _pull(args: argparse.Namespace) -> int:
+    from pathlib import Path
+
+    from .postgres import PostgresStore
+    from .sync import pull, retry
+
+    region = _region(args, required=True)
+    out = Path(args.out)
+
+    def run() -> object:
+        with PostgresStore.open(args.url, readonly=True) as server:
+            units = server.metadata.get("units", "m")
+            local = KeyframeStore.open(out) if out.exists() else KeyframeStore.create(
+                out, units=units, creator="reloc-vggt db pull")
+            with local:
+                local.set_metadata("fleet_source", server.path)
+                return pull(server, local, region), len(local)
+    report, total = retry(run, f"pull from {args.url}", attempts=max(1, args.retries))
+    print(f"pulled fleet map -> {out}: {report}; {out} holds {total} keyframes")
+    return 0

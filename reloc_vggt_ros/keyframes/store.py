@@ -38,6 +38,7 @@ import numpy as np
 
 from ..errors import KeyframeDBError
 from ..geometry import Intrinsics, is_valid_T
+from .files import remove_db_files, replace_db_file, temp_beside
 from .types import Keyframe
 
 __all__ = ["KeyframeStore", "SCHEMA_VERSION", "image_format", "DAMAGED_HINT", "REPAIR_HINT"]
@@ -595,6 +596,11 @@ class KeyframeStore:
                                "GROUP BY backend, fingerprint").fetchall()
         return {(b, f): int(n) for b, f, n in rows}
 
+    def blob_keys(self) -> set[tuple[str, str, str]]:
+        """``{(backend, key, fingerprint)}`` of the keyframe blobs present (what a copy carries)."""
+        with self._read() as cur:
+            return set(cur.execute("SELECT DISTINCT backend, key, fingerprint FROM blobs").fetchall())
+
     # ----------------------------------------------------------------- metadata
     @property
     def metadata(self) -> dict[str, str]:
@@ -617,7 +623,9 @@ class KeyframeStore:
         """Make the database safe to copy while it stays open.
 
         With ``target``: a consistent copy through SQLite's online backup API (other writers may
-        keep committing meanwhile; an existing ``target`` is overwritten). Without: checkpoint the
+        keep committing meanwhile) into a temporary file beside ``target``, made self-contained
+        (``journal_mode=DELETE``) and moved onto ``target`` atomically (``files.replace_db_file``):
+        a process killed meanwhile leaves an existing ``target`` as it was. Without: checkpoint the
         WAL into the main file (``PRAGMA wal_checkpoint(FULL)``) so ``path`` alone holds every
         committed keyframe. A read-only store checkpoints through a short-lived writable
         connection (a read-only one cannot). KeyframeDBError names the file on failure.
@@ -630,11 +638,17 @@ class KeyframeStore:
                         raise KeyframeDBError(f"cannot back up {self.path} onto itself")
                     if not target.parent.is_dir():
                         raise KeyframeDBError(f"cannot back up to {target}: directory {target.parent} does not exist")
-                    dst = sqlite3.connect(str(target))
+                    tmp = temp_beside(target, "saving")
                     try:
-                        cur.connection.backup(dst)
+                        dst = sqlite3.connect(str(tmp))
+                        try:
+                            cur.connection.backup(dst)
+                            dst.execute("PRAGMA journal_mode = DELETE")
+                        finally:
+                            dst.close()
+                        replace_db_file(tmp, target)
                     finally:
-                        dst.close()
+                        remove_db_files(tmp)
                 elif self.readonly:
                     conn = sqlite3.connect(str(self.path), timeout=_BUSY_TIMEOUT_MS / 1000)
                     try:
@@ -643,7 +657,7 @@ class KeyframeStore:
                         conn.close()
                 else:
                     cur.execute("PRAGMA wal_checkpoint(FULL)")
-            except sqlite3.Error as err:
+            except (sqlite3.Error, OSError) as err:
                 where = f"{self.path} -> {target}" if target is not None else str(self.path)
                 raise KeyframeDBError(f"backup of {where} failed: {err}") from err
 

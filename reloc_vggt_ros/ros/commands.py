@@ -46,6 +46,14 @@ def register(subparsers: Any) -> None:
     fi.add_argument("--max-side", type=int, default=None, help="downsize so the longer side is at most this")
     fi.add_argument("--compressed", action="store_true", help="JPEG CompressedImage instead of raw bgr8")
     fi.add_argument("--overwrite", action="store_true")
+    robot = fi.add_argument_group("robot-style bag (camera on a base; /tf, /tf_static; ground truth = base pose)")
+    robot.add_argument("--robot", action="store_true", help="write /tf_static base_link->camera and /tf "
+                       "odom->base_link; ground truth is the base pose")
+    robot.add_argument("--mount", type=float, nargs=4, default=None, metavar=("X", "Y", "Z", "PITCH_DEG"),
+                       help="camera on the base: position (m, x forward, z up) and downward pitch (default 0.3 0 1.2 20)")
+    robot.add_argument("--drift", type=float, nargs=2, default=None, metavar=("M_PER_S", "DEG_PER_S"),
+                       help="odometry drift: map->odom grows this much per second (default 0.02 0.2)")
+    robot.add_argument("--tf-rate", type=float, default=None, metavar="HZ", help="odom->base_link rate (default 20)")
     fi.set_defaults(func=cmd_bag_from_images)
     play = bag.add_parser("play", help="publish a bag's messages on live topics")
     play.add_argument("bag", type=Path)
@@ -53,6 +61,10 @@ def register(subparsers: Any) -> None:
     play.add_argument("--wait-for-subscribers", type=float, default=10.0, metavar="S",
                       help="wait up to S seconds for a subscriber of the image topic")
     play.add_argument("--remap", action="append", default=[], metavar="FROM:=TO")
+    play.add_argument("--clock", type=float, nargs="?", const=40.0, default=0.0, metavar="HZ",
+                      help="publish /clock from the bag time (default 40 Hz when given), as ros2 bag play --clock: "
+                           "the time source of nodes with use_sim_time")
+    play.add_argument("-l", "--loop", action="store_true", help="play the bag again and again (bag time jumps back)")
     play.set_defaults(func=cmd_bag_play)
 
     ev = subparsers.add_parser("evaluate", help="replay a bag through the node and score its poses")
@@ -60,6 +72,8 @@ def register(subparsers: Any) -> None:
     ev.add_argument("--db", type=Path, required=True, help="keyframe database")
     ev.add_argument("--bag", type=Path, required=True, help="bag with ground truth (bag from-images)")
     ev.add_argument("--out", type=Path, required=True, help="output directory")
+    ev.add_argument("--sim-time", action="store_true",
+                    help="the node runs with use_sim_time and the player publishes /clock from the bag")
     ev.set_defaults(func=cmd_evaluate)
 
     demo = subparsers.add_parser("demo", help="sample scene: database, bag, node, replay, error table, plot")
@@ -144,10 +158,24 @@ def cmd_run(args: argparse.Namespace) -> int:
 
 
 def cmd_bag_from_images(args: argparse.Namespace) -> int:
-    from ..data.bag import write_bag_from_folder
+    from ..data.bag import RobotBag, write_bag_from_folder
 
+    robot_args = {"--mount": args.mount, "--drift": args.drift, "--tf-rate": args.tf_rate}
+    robot = None
+    if args.robot:
+        options: dict[str, Any] = {}
+        if args.mount is not None:
+            options.update(mount_xyz=tuple(args.mount[:3]), mount_pitch_deg=args.mount[3])
+        if args.drift is not None:
+            options.update(drift_m_per_s=args.drift[0], drift_deg_per_s=args.drift[1])
+        if args.tf_rate is not None:
+            options.update(tf_rate_hz=args.tf_rate)
+        robot = RobotBag(**options)
+    elif any(v is not None for v in robot_args.values()):
+        given = [k for k, v in robot_args.items() if v is not None]
+        raise DataError(f"{', '.join(given)} describe a robot-style bag: add --robot")
     out = write_bag_from_folder(args.folder, args.out, None if args.split == "all" else args.split, args.fps,
-                                args.max_side, args.compressed, overwrite=args.overwrite)
+                                args.max_side, args.compressed, overwrite=args.overwrite, robot=robot)
     print(f"wrote {out}")
     return 0
 
@@ -160,19 +188,19 @@ def cmd_bag_play(args: argparse.Namespace) -> int:
     from .player import BagPlayer
 
     remap = dict(r.split(":=", 1) for r in args.remap)
-    rclpy.init()
+    rclpy.init(args=["reloc_vggt_bag_player"])  # not sys.argv: --remap FROM:=TO is applied by the player
     node = rclpy.create_node("reloc_vggt_bag_player")
     executor = SingleThreadedExecutor()
     executor.add_node(node)
     spin = lambda t: executor.spin_once(timeout_sec=t)  # noqa: E731
     try:
-        player = BagPlayer(node, args.bag, remap)
+        player = BagPlayer(node, args.bag, remap, clock_hz=args.clock)
         image_topic = next((t for t in (IMAGE_TOPIC, COMPRESSED_TOPIC) if t in player.publishers), None)
         if image_topic and args.wait_for_subscribers > 0:
             if not player.wait_for_subscribers(image_topic, args.wait_for_subscribers, spin):
                 logger.warning("no subscriber on %s after %.0f s; playing anyway", image_topic, args.wait_for_subscribers)
         t0 = time.monotonic()
-        n = player.play(args.rate, spin)
+        n = player.play(args.rate, spin, loops=0 if args.loop else 1)
         spin(0.5)  # let reliable publishers flush
         print(f"published {n} messages from {args.bag} in {time.monotonic() - t0:.1f} s")
     except KeyboardInterrupt:
@@ -189,7 +217,7 @@ def cmd_evaluate(args: argparse.Namespace) -> int:
     from .evaluate import evaluate
 
     metrics = evaluate(args.db, args.bag, args.out, args.params, rate=args.rate, domain_id=args.domain_id,
-                       overrides=_parse_overrides(args.param))
+                       overrides=_parse_overrides(args.param), sim_time=args.sim_time)
     print(format_table(metrics))
     print(f"wrote {args.out / 'metrics.json'} and {args.out / 'evaluation.png'}")
     return 0

@@ -42,6 +42,11 @@ class NodeStats:
     last_warning: str = ""
     last_keyframe_reason: str = ""
     state: str = "unconfigured"
+    tracking_state: str = ""             # tracking / relocalizing / lost (tracking.enabled), else ''
+    served_by: str = ""                  # last frame: tracking / relocalization / none (tracking.enabled)
+    frames_tracked: int = 0              # published poses that came from tracking
+    reference: str = ""           # mode map_free: the current reference ("" = none)
+    map_free: bool = False
     _arrivals: deque = field(default_factory=deque, repr=False)
     _latencies_ms: deque = field(default_factory=deque, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -54,8 +59,10 @@ class NodeStats:
                 self._arrivals.popleft()
 
     def on_result(self, stamp_ns: int, latency_ms: float, published: bool, reason: str,
-                  confidence: float = 0.0, inliers: int = 0) -> None:
+                  confidence: float = 0.0, inliers: int = 0, tracking_state: str = "", served_by: str = "") -> None:
         with self._lock:
+            self.tracking_state, self.served_by = tracking_state, served_by
+            self.frames_tracked += int(published and served_by == "tracking")
             self.processed += 1
             self.published += int(published)
             self.rejected += int(not published)
@@ -103,18 +110,25 @@ class NodeStats:
                 "state", "received", "processed", "published", "rejected", "dropped", "unmatched_images",
                 "keyframes_received", "keyframes_added", "keyframes_skipped", "database_size",
                 "last_confidence", "last_inliers", "last_stamp_ns", "last_reason", "last_warning",
-                "last_keyframe_reason")}
+                "last_keyframe_reason", "tracking_state", "served_by", "frames_tracked")}
+            if self.map_free:
+                values["reference"] = self.reference or "none"
         values.update(input_rate_hz=self.input_rate_hz(), latency_ms_p50=p50, latency_ms_p95=p95)
         return values
 
+    def has_map(self) -> bool:
+        """Something to localize against: keyframes, or a map-free reference."""
+        return bool(self.reference) if self.map_free else self.database_size > 0
+
     def level(self) -> int:
-        if self.state != "active" or self.database_size == 0:
+        if self.state != "active" or not self.has_map():
             return ERROR if self.state == "active" else WARN
         return OK if self.last_reason == "localized" else WARN
 
 
-def to_diagnostic_array(stats: NodeStats, node_name: str, stamp: Any) -> Any:
-    """diagnostic_msgs/DiagnosticArray with one status ``<node>: relocalization``."""
+def to_diagnostic_array(stats: NodeStats, node_name: str, stamp: Any, fleet: dict[str, Any] | None = None) -> Any:
+    """diagnostic_msgs/DiagnosticArray with the status ``<node>: relocalization``, and ``<node>: fleet
+    sync`` when the node syncs with a fleet map (``fleet``: ``FleetSync.status()``)."""
     from diagnostic_msgs.msg import DiagnosticArray, DiagnosticStatus, KeyValue
 
     snap = stats.snapshot()
@@ -122,12 +136,17 @@ def to_diagnostic_array(stats: NodeStats, node_name: str, stamp: Any) -> Any:
     status.level = bytes([stats.level()])
     status.name = f"{node_name}: relocalization"
     status.hardware_id = node_name
-    status.message = snap["last_reason"] if snap["database_size"] or snap["state"] != "active" \
-        else "keyframe database is empty"
+    status.message = snap["last_reason"] if stats.has_map() or snap["state"] != "active" \
+        else ("no map-free reference set" if stats.map_free else "keyframe database is empty")
     status.values = [KeyValue(key=k, value=_fmt(v)) for k, v in snap.items()]
     msg = DiagnosticArray()
     msg.header.stamp = stamp
     msg.status = [status]
+    if fleet is not None:
+        sync = DiagnosticStatus(name=f"{node_name}: fleet sync", hardware_id=node_name, message=fleet["message"])
+        sync.level = bytes([{"ok": OK, "warn": WARN}.get(fleet["level"], ERROR)])
+        sync.values = [KeyValue(key=k, value=_fmt(v)) for k, v in fleet.items() if k not in ("level", "message")]
+        msg.status.append(sync)
     return msg
 
 

@@ -10,6 +10,11 @@ By default (``rate=0``) the player waits for the node's answer to each image (lo
 score measures accuracy, not throughput; ``rate > 0`` replays at bag speed times ``rate`` and
 frames the node cannot keep up with count as not localized.
 
+A robot-style bag (``bag from-images --robot``: ``/tf_static``, ``/tf``, the base pose as ground
+truth) is played with its TF and scored as the base pose; a camera-only bag (no ``/tf_static``)
+runs the node with ``base_frame: ''``. ``sim_time`` runs the node with ``use_sim_time`` and makes
+the player its ``/clock`` (bag time, standing still while the node answers in lockstep).
+
 This module drives ROS (a node process and a bag player); the scoring and reporting it ends
 with are ROS-free and live in ``eval/`` (``eval.report``, ``eval.metrics``).
 """
@@ -27,7 +32,8 @@ from typing import Any
 
 import numpy as np
 
-from ..data.bag import IMAGE_TOPIC, COMPRESSED_TOPIC, INFO_TOPIC, ground_truth_from_bag
+from ..data.bag import (COMPRESSED_TOPIC, IMAGE_TOPIC, INFO_TOPIC, TF_STATIC_TOPIC, TF_TOPIC, ground_truth_from_bag,
+                        has_topic)
 from ..dds import localhost_env
 from ..errors import DataError, RelocError
 from ..eval.report import EvalRun, map_poses, score, write_outputs
@@ -87,13 +93,6 @@ def stop_node(proc: subprocess.Popen, timeout_s: float = 20.0) -> int:
     return int(proc.returncode)
 
 
-def _bag_is_compressed(bag: Path) -> bool:
-    """True if the bag's images are CompressedImage (the node must subscribe to image/compressed)."""
-    from ..data.bag import read_bag
-
-    return next(iter(read_bag(bag, {COMPRESSED_TOPIC})), None) is not None
-
-
 def _tail(path: Path, n: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-n:])
@@ -103,7 +102,8 @@ def _tail(path: Path, n: int = 15) -> str:
 
 def evaluate(db: Path | str, bag: Path | str, out_dir: Path | str, params_file: Path | str | None = None,
              rate: float = 0.0, domain_id: int | None = None, start_timeout_s: float = 120.0,
-             frame_timeout_s: float = 60.0, overrides: dict[str, Any] | None = None) -> dict[str, Any]:
+             frame_timeout_s: float = 60.0, overrides: dict[str, Any] | None = None,
+             sim_time: bool = False) -> dict[str, Any]:
     """Run the node on ``bag`` against ``db``; write and return the metrics (see module doc)."""
     db, bag, out_dir = Path(db), Path(bag), Path(out_dir)
     if not db.is_file():
@@ -111,24 +111,29 @@ def evaluate(db: Path | str, bag: Path | str, out_dir: Path | str, params_file: 
     out_dir.mkdir(parents=True, exist_ok=True)
     gt = ground_truth_from_bag(bag)
     domain = domain_id if domain_id is not None else int(os.environ.get("RELOC_EVAL_DOMAIN_ID", 90 + os.getpid() % 10))
-    overrides = {"diagnostics_rate_hz": 20.0, "use_compressed": _bag_is_compressed(bag), **(overrides or {})}
+    auto: dict[str, Any] = {"diagnostics_rate_hz": 20.0, "use_compressed": has_topic(bag, COMPRESSED_TOPIC)}
+    if not has_topic(bag, TF_STATIC_TOPIC):
+        auto["base_frame"] = "''"          # a camera-only bag: its ground truth is the camera pose
+    if sim_time:
+        auto["use_sim_time"] = True
+    overrides = {**auto, **(overrides or {})}
     remap = {"image": IMAGE_TOPIC, "image/compressed": COMPRESSED_TOPIC, "camera_info": INFO_TOPIC}
     log_path = out_dir / "node.log"
     proc = start_node(db, Path(params_file) if params_file else None, domain, log_path, overrides, remap)
     try:
-        run = _replay(bag, gt, proc, domain, rate, start_timeout_s, frame_timeout_s, log_path)
+        run = _replay(bag, gt, proc, domain, rate, start_timeout_s, frame_timeout_s, log_path, sim_time)
     finally:
         code = stop_node(proc)
     if code not in (0, -signal.SIGINT):
         logger.warning("node exited with code %s; log: %s", code, log_path)
     metrics = score(run, map_poses(db))
-    metrics.update(database=str(db), bag=str(bag), rate=rate, node_exit_code=code)
+    metrics.update(database=str(db), bag=str(bag), rate=rate, sim_time=sim_time, node_exit_code=code)
     write_outputs(run, metrics, out_dir)
     return metrics
 
 
 def _replay(bag: Path, gt: dict[int, np.ndarray], proc: subprocess.Popen, domain: int, rate: float,
-            start_timeout_s: float, frame_timeout_s: float, log_path: Path) -> EvalRun:
+            start_timeout_s: float, frame_timeout_s: float, log_path: Path, sim_time: bool = False) -> EvalRun:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
     from rclpy.executors import SingleThreadedExecutor
@@ -140,7 +145,7 @@ def _replay(bag: Path, gt: dict[int, np.ndarray], proc: subprocess.Popen, domain
 
     run = EvalRun(gt=gt)
     context = rclpy.Context()
-    rclpy.init(context=context, domain_id=domain)
+    rclpy.init(args=["reloc_vggt_eval"], context=context, domain_id=domain)  # not sys.argv: -p X:=Y is not a remap
     node = rclpy.create_node("reloc_vggt_eval", context=context)
     executor = SingleThreadedExecutor(context=context)
     executor.add_node(node)
@@ -154,20 +159,25 @@ def _replay(bag: Path, gt: dict[int, np.ndarray], proc: subprocess.Popen, domain
 
     def on_diag(msg: Any) -> None:
         for status in msg.status:
-            if status.name.startswith(NODE_NAME):
-                run.diagnostics = {kv.key: kv.value for kv in status.values}
+            if status.name.startswith(NODE_NAME):   # + the stamp: bag time with sim time, else wall time
+                run.diagnostics = {**{kv.key: kv.value for kv in status.values},
+                                   "header_stamp_ns": str(stamp_to_ns(msg.header.stamp))}
 
     node.create_subscription(PoseWithCovarianceStamped, "/relocalized_pose", on_pose, POSE_QOS)
     node.create_subscription(DiagnosticArray, "/diagnostics", on_diag, DIAGNOSTICS_QOS)
     spin = lambda t: executor.spin_once(timeout_sec=t)  # noqa: E731
     try:
-        player = BagPlayer(node, bag, topics={IMAGE_TOPIC, COMPRESSED_TOPIC, INFO_TOPIC})
+        player = BagPlayer(node, bag, topics={IMAGE_TOPIC, COMPRESSED_TOPIC, INFO_TOPIC, TF_TOPIC, TF_STATIC_TOPIC},
+                           clock_hz=40.0 if sim_time else 0.0)
         image_topic = IMAGE_TOPIC if IMAGE_TOPIC in player.publishers else COMPRESSED_TOPIC
         if not player.wait_for_subscribers(image_topic, start_timeout_s, spin, lambda: proc.poll() is None):
             raise RelocError(f"node did not come up (exit code {proc.poll()}); last log lines:\n{_tail(log_path)}")
-        spin(0.5)  # let camera_info discovery settle too
-        # camera_info goes first within a stamp, so the node pairs the image the moment it lands
-        player.messages.sort(key=lambda m: (m.t_ns, m.topic != INFO_TOPIC))
+        if sim_time:  # the node's /clock reader must match before bag time can drive it
+            player.wait_for_subscribers("/clock", start_timeout_s, spin, lambda: proc.poll() is None)
+            player.publish_clock(player.messages[0].t_ns)
+        spin(0.5)  # let camera_info and TF discovery settle too
+        # within a stamp the image goes last, so the node pairs it (and finds TF) the moment it lands
+        player.messages.sort(key=lambda m: (m.t_ns, m.topic == image_topic))
 
         def published(m: Any, now: float) -> None:
             if m.topic == image_topic:
@@ -178,6 +188,7 @@ def _replay(bag: Path, gt: dict[int, np.ndarray], proc: subprocess.Popen, domain
             while time.monotonic() < deadline and proc.poll() is None:
                 if m.t_ns in run.estimates or int(run.diagnostics.get("last_stamp_ns", "0")) >= m.t_ns:
                     return
+                player.publish_clock(m.t_ns, force=False)   # bag time stands still while the node works
                 spin(0.005)
             logger.warning("no answer for image %d within %.0f s", m.t_ns, frame_timeout_s)
 

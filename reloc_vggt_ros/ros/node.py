@@ -9,7 +9,10 @@ Lifecycle (REP-2002 managed node): ``configure`` validates parameters, opens the
 builds the localizer; ``activate`` starts subscriptions, the worker thread and TF timers;
 ``deactivate`` stops input and drains every queued keyframe; ``cleanup`` closes the database.
 Callbacks only pair messages by stamp and hand them to the worker (newest query wins), so
-inference never blocks a subscription. Interface and conventions: docs/ros.md.
+inference never blocks a subscription. Frames follow REP-105 like nav2 AMCL: poses in and out
+are of ``base_frame`` (the camera with ``base_frame: ''``), converted through TF; every stamp the
+node makes is on its ROS clock (``use_sim_time`` honoured), and a backwards time jump (a bag
+loop) resets TF, prior and map->odom. Interface and conventions: docs/ros.md.
 """
 
 from __future__ import annotations
@@ -27,6 +30,8 @@ import rclpy
 from diagnostic_msgs.msg import DiagnosticArray
 from geometry_msgs.msg import PoseStamped, PoseWithCovarianceStamped
 from rcl_interfaces.msg import SetParametersResult
+from rclpy.clock import Clock, ClockType, JumpThreshold
+from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
 from rclpy.executors import SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
@@ -39,11 +44,14 @@ from ..dds import ensure_localhost_dds
 from ..errors import ConfigError, DataError, RelocError
 from ..geometry import Intrinsics
 from ..keyframes import KeyframeStore
+from ..keyframes.sync import FleetSync
 from ..localizer import registry
 from ..localizer.base import Localizer
-from ..session import KeyframeOutcome, Published, Rejected, Session, check_stamp
-from .convert import (camera_info_to_intrinsics, compressed_to_bgr, image_to_bgr, pose_in_frame_to_T, pose_to_T,
-                      pose_with_covariance, stamp_to_ns)
+from ..mapfree.registry import make_mapfree_localizer, weights_options
+from ..session import KeyframeOutcome, Published, Rejected, Session, camera_pose, check_stamp
+from ..session.map_free import MapFreeLocalizerAdapter
+from .convert import (camera_info_to_intrinsics, compressed_to_bgr, image_to_bgr, pose_to_T, pose_with_covariance,
+                      stamp_to_ns)
 from .diagnostics import NodeStats, to_diagnostic_array
 from .params import NodeConfig, declare_backend, check_overrides, declare_params, read_backend_config, read_params
 from .qos import DIAGNOSTICS_QOS, INITIALPOSE_QOS, KEYFRAME_POSE_QOS, POSE_QOS, sensor_qos
@@ -64,6 +72,7 @@ class _Frame:
     image: Any
     info: Any
     received_s: float
+    epoch: int = 0          # ROS-time epoch (bumped by a backwards jump): older frames are stale
 
 
 class RelocNode(LifecycleNode):
@@ -76,6 +85,7 @@ class RelocNode(LifecycleNode):
         # NB: rclpy.Node owns _services, _timers, _publishers, ...: our attributes must not shadow them
         self._session: Session | None = None
         self._worker: Worker | None = None
+        self._fleet: FleetSync | None = None
         self._subs: list[Any] = []
         self._pubs: list[Any] = []
         self._srvs: list[Any] = []
@@ -83,6 +93,11 @@ class RelocNode(LifecycleNode):
         self._tf_pub: TfPublisher | None = None
         self._tf_lookup: Any = None
         self._T_map_odom: np.ndarray | None = None   # the last one sent, kept alive by a timer
+        self._time_epoch = 0
+        self._last_camera_frame = ""
+        self._jump_handle: Any = None
+        self._map_free: MapFreeLocalizerAdapter | None = None    # mode map_free: the reference holder
+        self._last_T_map_cam: np.ndarray | None = None           # the last published pose
         self._active = False
         self._last_warned = ""
         self._last_warning_kind = ""
@@ -106,10 +121,14 @@ class RelocNode(LifecycleNode):
                                                    event_callbacks=self._pub_events())
         else:
             self.destroy_timer(self._diag_timer)
-        self._diag_timer = self.create_timer(1.0 / rate_hz, self.publish_diagnostics)
+        # wall-clock rate (a paused or slow sim clock must not silence diagnostics), ROS-clock stamps
+        self._diag_timer = self.create_timer(1.0 / rate_hz, self.publish_diagnostics,
+                                             clock=Clock(clock_type=ClockType.STEADY_TIME))
 
     def _init_session(self, cfg: NodeConfig) -> None:
         """Validate the backend settings, open the database and build the localizer."""
+        if cfg.mode == "map_free":
+            return self._init_map_free(cfg)
         declare_backend(self, cfg.backend)
         check_overrides(self, cfg.backend)
         if cfg.backend_options:
@@ -121,9 +140,40 @@ class RelocNode(LifecycleNode):
             return registry.make_localizer(cfg.backend, store, config=backend_cfg)
 
         self._close_session()
-        self._session = Session(cfg, build, on_warning=self._warn, log=self.get_logger())
+        self._session = Session(cfg, build, clock=lambda: self.get_clock().now().nanoseconds / 1e9,
+                                on_warning=self._warn, log=self.get_logger())
         self._session.open(cfg.database_path, readonly=not cfg.mapping.enabled)
         self.stats.database_size = self._session.size
+        self._init_fleet(cfg)
+
+    def _init_fleet(self, cfg: NodeConfig) -> None:
+        """Optional background sync of the database with a fleet map (fleet.url); state in /diagnostics."""
+        session = self._session
+        if cfg.fleet.url and session is not None:
+            self._fleet = FleetSync(cfg.fleet, cfg.database_path, position=session.position,
+                                    on_pulled=lambda n: session.keyframes_added_elsewhere())
+            self._fleet.start()
+
+    def _init_map_free(self, cfg: NodeConfig) -> None:
+        """Build the map-free backend and load the configured reference; a reference that does not
+        load leaves the node up, waiting for ~/set_reference, with the reason in diagnostics."""
+        backend = make_mapfree_localizer(cfg.map_free.backend, weights_options(cfg.map_free.backend, cfg.engine))
+        self._close_session()
+        self._map_free = MapFreeLocalizerAdapter(backend)
+        self._last_T_map_cam = None
+        self._session = Session(cfg, lambda store: backend, clock=lambda: self.get_clock().now().nanoseconds / 1e9,
+                                on_warning=self._warn, log=self.get_logger())
+        self._session.attach(self._map_free)
+        self.stats.map_free = True
+        try:
+            self.get_logger().info(f"map_free ({backend.name}): {self._map_free.load(cfg.map_free)}")
+        except DataError as err:
+            self._warn(f"map-free reference not loaded: {err}")
+        self._note_reference()
+
+    def _note_reference(self) -> None:
+        ref = self._map_free.reference if self._map_free is not None else None
+        self.stats.reference = ref.name if ref is not None else ""
 
     def _init_publishers(self) -> None:
         self._pose_pub = self.create_publisher(PoseWithCovarianceStamped, "/relocalized_pose", POSE_QOS,
@@ -131,8 +181,14 @@ class RelocNode(LifecycleNode):
         self._pubs = [self._pose_pub]
 
     def _init_transforms(self, cfg: NodeConfig) -> None:
+        """TF out (map->odom or map->base), TF in (extrinsic, odom, poses in other frames), and the
+        reset on a backwards jump of ROS time (tf2_ros's buffer does the same)."""
         self._tf_pub = TfPublisher(self) if cfg.publish_tf else None
-        self._tf_lookup = make_tf_lookup(self, tolerance_s=cfg.tf_lookup_timeout_s) if cfg.odom_frame else None
+        self._tf_lookup = make_tf_lookup(self, tolerance_s=cfg.tf_lookup_timeout_s)
+        if self._jump_handle is None:
+            self._jump_handle = self.get_clock().create_jump_callback(
+                JumpThreshold(min_forward=None, min_backward=Duration(nanoseconds=-1), on_clock_change=False),
+                post_callback=self._on_time_jump)
 
     def _init_services(self) -> None:
         try:
@@ -142,6 +198,8 @@ class RelocNode(LifecycleNode):
             return
         self._srvs = [self.create_service(Trigger, "~/save_database", self._save_callback),
                       self.create_service(Trigger, "~/reload_database", self._reload_callback)]
+        if self._map_free is not None:
+            self._srvs.append(self.create_service(Trigger, "~/set_reference", self._set_reference_callback))
 
     def _init_worker(self, cfg: NodeConfig) -> None:
         self._worker = Worker(self._handle_frame, self._handle_keyframe, max_keyframes=cfg.mapping.max_queue,
@@ -193,6 +251,22 @@ class RelocNode(LifecycleNode):
     def _pub_events(self) -> PublisherEventCallbacks:
         return PublisherEventCallbacks(incompatible_qos=self._on_incompatible_qos)
 
+    def _on_time_jump(self, jump: Any) -> None:
+        """ROS time went backwards (a bag loop, a restarted simulator): everything stamped in the
+        abandoned timeline goes — /tf (not /tf_static), the prior, map->odom, unpaired and queued
+        frames — and frames received before the jump are never published."""
+        self._time_epoch += 1
+        if self._tf_lookup is not None:
+            self._tf_lookup.clear()
+        self._T_map_odom = None
+        if self._session is not None:
+            self._session.reset_time()
+        for sync in (getattr(self, "_image_sync", None), getattr(self, "_kf_sync", None)):
+            if sync is not None:
+                sync.clear()
+        self._warn(f"ROS time jumped back {-jump.delta.nanoseconds / 1e9:.3f} s (bag loop?): TF buffer, prior and "
+                   "map->odom reset, frames from before the jump dropped")
+
     def _warn(self, text: str) -> None:
         """An operator-facing warning: in diagnostics, and logged once per kind (numbers aside, so
         a TF gap growing frame by frame is one log line)."""
@@ -206,7 +280,7 @@ class RelocNode(LifecycleNode):
     def on_configure(self, state: State) -> TransitionCallbackReturn:
         try:
             self.cfg = cfg = read_params(self)
-            self.get_logger().info(f"configuring: database={cfg.database_path} backend={cfg.backend} "
+            self.get_logger().info(f"configuring: mode={cfg.mode} database={cfg.database_path} backend={cfg.backend} "
                                    f"top_k={cfg.top_k} odom_frame={cfg.odom_frame or '-'}")
             self._init_session(cfg)
         except (RelocError, ImportError) as err:
@@ -282,9 +356,13 @@ class RelocNode(LifecycleNode):
         self._close_session()
 
     def _close_session(self) -> None:
+        if self._fleet is not None:
+            self._fleet.stop()
+            self._fleet = None
         if self._session is not None:
             self._session.close()
             self._session = None
+        self._map_free = None
 
     def _require_cfg(self) -> NodeConfig:
         if self.cfg is None:
@@ -315,9 +393,23 @@ class RelocNode(LifecycleNode):
         self.get_logger().info(response.message)
         return response
 
+    def _set_reference_callback(self, request: Any, response: Any) -> Any:
+        """Remember this place: the last localized frame becomes the map-free reference."""
+        try:
+            if self._map_free is None:
+                raise DataError("set_reference needs mode map_free")
+            response.success, response.message = True, self._map_free.remember_place(self._last_T_map_cam)
+            self._note_reference()
+        except RelocError as err:
+            response.success, response.message = False, f"set_reference failed: {err}"
+            self.stats.warn(response.message)
+        self.get_logger().info(response.message)
+        return response
+
     # ----------------------------------------------------------------- callbacks (hand off only)
     def image_callback(self, msg: Any) -> None:
         self.stats.on_input()
+        self._last_camera_frame = msg.header.frame_id.lstrip("/") or self._last_camera_frame
         stamp = stamp_to_ns(msg.header.stamp)
         cfg = self._require_cfg()
         try:
@@ -341,25 +433,27 @@ class RelocNode(LifecycleNode):
             self._offer(*pair)
 
     def keyframe_pose_callback(self, msg: Any) -> None:
-        """Reject a pose in another frame or without a valid orientation at once (not after pairing)."""
+        """Turn the pose (base_frame, or the camera, in its header frame) into the camera pose in
+        map through TF at its stamp, or reject it with the reason at once (not after pairing)."""
         stamp = stamp_to_ns(msg.header.stamp)
         cfg = self._require_cfg()
         try:
-            pose_in_frame_to_T(msg.pose, msg.header.frame_id, cfg.map_frame, "keyframe_pose")
             check_stamp(stamp, self.get_clock().now().nanoseconds, cfg.max_future_stamp_s, what="keyframe_pose")
+            T_map_cam, _ = self._camera_pose_in_map(msg.pose, None, msg.header.frame_id, stamp, "keyframe_pose")
         except DataError as err:
             return self._keyframe_outcome(stamp, KeyframeOutcome(False, f"keyframe rejected: {err}", warn=True))
-        pair = self._kf_sync.add_b(stamp, msg)
+        pair = self._kf_sync.add_b(stamp, T_map_cam)
         if pair is not None:
             self._offer_keyframe(pair)
 
     def initialpose_callback(self, msg: Any) -> None:
-        cfg = self._require_cfg()
+        """A prior as nav2 AMCL takes it: base_frame's pose in the header frame, through TF."""
         try:
-            T = pose_in_frame_to_T(msg.pose.pose, msg.header.frame_id, cfg.map_frame, "initialpose")
             cov = np.asarray(msg.pose.covariance, float).reshape(6, 6)
             if not np.all(np.isfinite(cov)):
                 raise DataError("initialpose covariance is not finite")
+            T, cov = self._camera_pose_in_map(msg.pose.pose, cov, msg.header.frame_id, stamp_to_ns(msg.header.stamp),
+                                              "initialpose")
         except DataError as err:
             self.get_logger().warning(f"ignoring /initialpose: {err}")
             self.stats.warn(f"ignored initialpose: {err}")
@@ -367,6 +461,27 @@ class RelocNode(LifecycleNode):
         if self._session is not None:
             self._session.set_prior(T, cov)
         self.get_logger().info(f"prior set at ({T[0, 3]:.2f}, {T[1, 3]:.2f}, {T[2, 3]:.2f}): retrieval narrowed")
+
+    def _camera_pose_in_map(self, pose: Any, cov: np.ndarray | None, frame_id: str, stamp_ns: int,
+                            what: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """The camera pose in map (and its covariance) of a base_frame pose given in ``frame_id``
+        at ``stamp_ns`` (0: the latest TF); DataError naming the missing TF."""
+        cfg = self._require_cfg()
+        T = pose_to_T(pose)
+        frame = frame_id.lstrip("/")
+        if not frame:
+            raise DataError(f"{what} has no header.frame_id")
+        try:
+            T_map_frame = None if frame == cfg.map_frame else self._tf(cfg.map_frame, frame, stamp_ns, what)()
+            T_base_cam = None
+            if cfg.base_frame:
+                camera = cfg.camera_frame or self._last_camera_frame
+                if not camera:
+                    raise LookupError("the camera frame is not known yet (set camera_frame, or send an image first)")
+                T_base_cam = self._tf(cfg.base_frame, camera, stamp_ns, "the camera extrinsic")()
+        except LookupError as err:
+            raise DataError(f"{what} in frame {frame!r}: {err}") from err
+        return camera_pose(T, cov, T_map_frame, T_base_cam)
 
     def _reject_input(self, reason: str) -> None:
         """A message refused in its callback: the reason in diagnostics, logged once per kind."""
@@ -386,7 +501,7 @@ class RelocNode(LifecycleNode):
             self.stats.on_reject_input(None, reason)
 
     def _offer(self, stamp_ns: int, image: Any, info: Any) -> None:
-        frame = _Frame(stamp_ns, image, info, time.monotonic())
+        frame = _Frame(stamp_ns, image, info, time.monotonic(), self._time_epoch)
         if self._worker is None:
             return
         if self._worker.offer_query(frame):
@@ -414,27 +529,41 @@ class RelocNode(LifecycleNode):
         session = self._session
         if session is None:
             return self._reject(frame, Rejected("no database open", warn=True))
+        if frame.epoch != self._time_epoch:
+            return self._reject(frame, Rejected("frame from before the ROS time jump: not published", warn=True))
         try:
             image, intr = self._decode(frame)
         except DataError as err:
             return self._reject(frame, Rejected(str(err), warn=True))
         camera_frame = cfg.camera_frame or frame.image.header.frame_id
-        decision = session.localize(image, intr, frame.stamp_ns, self._odom_lookup(cfg, camera_frame, frame.stamp_ns),
-                                    keyframes_pending=self._worker.pending_keyframes() if self._worker else 0)
+        if cfg.base_frame and not camera_frame:
+            return self._reject(frame, Rejected("image has no header.frame_id and camera_frame is '': the camera "
+                                                f"extrinsic {cfg.base_frame} -> camera cannot be looked up", warn=True))
+        base_frame = cfg.base_frame or camera_frame
+        extrinsic = self._tf(cfg.base_frame, camera_frame, frame.stamp_ns, "the camera extrinsic",
+                             " (publish it, e.g. robot_state_publisher, or set base_frame '' to publish the "
+                             "camera pose)") if cfg.base_frame else None
+        odom = (self._tf(cfg.odom_frame, base_frame, frame.stamp_ns, "odometry")
+                if cfg.odom_frame and self._tf_pub is not None and base_frame else None)
+        decision = session.localize(image, intr, frame.stamp_ns, odom,
+                                    keyframes_pending=self._worker.pending_keyframes() if self._worker else 0,
+                                    T_base_cam=extrinsic, camera=camera_frame)
         if isinstance(decision, Rejected):
             return self._reject(frame, decision)
-        return self._publish(cfg, frame, decision, camera_frame)
+        if frame.epoch != self._time_epoch:
+            return self._reject(frame, Rejected("frame from before the ROS time jump: not published", warn=True))
+        return self._publish(cfg, frame, decision, base_frame)
 
-    def _odom_lookup(self, cfg: NodeConfig, camera_frame: str, stamp_ns: int) -> Any:
-        """odom->camera at the stamp, looked up by the session once the pose is accepted."""
-        if not cfg.odom_frame or self._tf_pub is None or not camera_frame:
-            return None
-
+    def _tf(self, target: str, source: str, stamp_ns: int, what: str, hint: str = "") -> Any:
+        """``T_target_source`` at ``stamp_ns``, looked up when called (the session calls it once the
+        pose is accepted, so TF has had the inference time to arrive); LookupError with the reason."""
         def lookup() -> np.ndarray:
+            if target == source:
+                return np.eye(4)
             try:
-                return self._tf_lookup.lookup(cfg.odom_frame, camera_frame, stamp_ns)
+                return self._tf_lookup.lookup(target, source, stamp_ns)
             except LookupError as err:
-                raise LookupError(f"no TF {cfg.odom_frame} -> {camera_frame} at the image stamp: {err}") from err
+                raise LookupError(f"no TF {target} -> {source} ({what}) at the stamp: {err}{hint}") from err
         return lookup
 
     def _reject(self, frame: _Frame, decision: Rejected) -> None:
@@ -449,24 +578,27 @@ class RelocNode(LifecycleNode):
         if result is None:
             self.stats.on_reject_input(frame.stamp_ns, reason)
         else:
-            self.stats.on_result(frame.stamp_ns, latency_ms, False, reason, result.confidence, result.num_inliers)
+            self.stats.on_result(frame.stamp_ns, latency_ms, False, reason, result.confidence, result.num_inliers,
+                                 *_tracking(result))
         self.get_logger().debug(f"frame {frame.stamp_ns}: not published: {reason}")
 
-    def _publish(self, cfg: NodeConfig, frame: _Frame, decision: Published, camera_frame: str) -> None:
+    def _publish(self, cfg: NodeConfig, frame: _Frame, decision: Published, base_frame: str) -> None:
         if not self._active:
             return
-        self._pose_pub.publish(pose_with_covariance(decision.T_map_cam, decision.covariance, frame.stamp_ns,
+        self._pose_pub.publish(pose_with_covariance(decision.T_map_base, decision.covariance, frame.stamp_ns,
                                                     cfg.map_frame))
-        if self._tf_pub is not None and camera_frame:
+        if self._tf_pub is not None and base_frame:
             if not cfg.odom_frame:
-                self._tf_pub.send(decision.T_map_cam, frame.stamp_ns, cfg.map_frame, camera_frame)
+                self._tf_pub.send(decision.T_map_base, frame.stamp_ns, cfg.map_frame, base_frame)
             elif decision.T_map_odom is not None:
                 self._tf_pub.send(decision.T_map_odom, frame.stamp_ns + int(cfg.transform_tolerance_s * 1e9),
                                   cfg.map_frame, cfg.odom_frame)
                 self._T_map_odom = decision.T_map_odom  # after the fix-stamped one: the timer never precedes it
+        self._last_T_map_cam = decision.T_map_cam
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
         result = decision.result
-        self.stats.on_result(frame.stamp_ns, latency_ms, True, "localized", result.confidence, result.num_inliers)
+        self.stats.on_result(frame.stamp_ns, latency_ms, True, "localized", result.confidence, result.num_inliers,
+                             *_tracking(result))
 
     def _republish_map_odom(self) -> None:
         """Keep map->odom alive between fixes, future-dated like nav2 AMCL."""
@@ -478,9 +610,8 @@ class RelocNode(LifecycleNode):
 
     def _handle_keyframe(self, pair: tuple[int, _Frame, Any]) -> None:
         """Hand one posed image to the session; every outcome is counted with its reason."""
-        stamp_ns, frame, pose_msg = pair
+        stamp_ns, frame, T_map_cam = pair      # converted to the camera in map on arrival (keyframe_pose_callback)
         try:
-            T_map_cam = pose_to_T(pose_msg.pose)   # its frame was checked on arrival (keyframe_pose_callback)
             image, intr = self._decode(frame)
         except DataError as err:
             return self._keyframe_outcome(stamp_ns, KeyframeOutcome(False, f"keyframe rejected: {err}", warn=True))
@@ -492,6 +623,8 @@ class RelocNode(LifecycleNode):
     def _keyframe_outcome(self, stamp_ns: int, outcome: KeyframeOutcome) -> None:
         self.stats.last_keyframe_reason = outcome.reason
         if outcome.added:
+            if self._fleet is not None:
+                self._fleet.poke()
             self.stats.keyframes_added += 1
             self.stats.database_size = self._session.size if self._session else 0
             return
@@ -503,7 +636,13 @@ class RelocNode(LifecycleNode):
     def publish_diagnostics(self) -> None:
         if self._worker is not None:
             self.stats.dropped = self._worker.dropped
-        self._diag_pub.publish(to_diagnostic_array(self.stats, self.get_name(), self.get_clock().now().to_msg()))
+        fleet = self._fleet.status() if self._fleet is not None else None
+        self._diag_pub.publish(to_diagnostic_array(self.stats, self.get_name(), self.get_clock().now().to_msg(), fleet))
+
+
+def _tracking(result: Any) -> tuple[str, str]:
+    """(tracking state, served by) of a result for the diagnostics ('' without tracking)."""
+    return result.diagnostics.get("tracking_state", ""), result.diagnostics.get("served_by", "")
 
 
 def main(argv: list[str] | None = None) -> int:

@@ -28,7 +28,9 @@ import yaml
 from ..config import flatten, from_mapping, leaf_fields, merge, setting, to_mapping, unflatten
 from ..engine.factory import check_engine_choice
 from ..errors import ConfigError
+from ..keyframes.sync import FleetConfig
 from ..session import SessionConfig
+from ..session.map_free import MapFreeConfig
 
 __all__ = ["NodeConfig", "COMMON_BACKEND_KEYS", "node_parameters", "config_from_parameters",
            "backend_parameters", "backend_config", "declare_params", "declare_backend", "read_params",
@@ -42,7 +44,9 @@ COMMON_BACKEND_KEYS = ("top_k", "engine", "engine_kind", "engine_fallback")
 class NodeConfig(SessionConfig):
     """Validated node configuration; each field is the parameter of the same (dotted) name."""
 
-    database_path: str = setting("", "keyframe database (.db) to localize against; required")
+    mode: str = setting("map", "map: localize against database_path; map_free: against one posed reference "
+                               "image (map_free.*)")
+    database_path: str = setting("", "keyframe database (.db) to localize against; required in mode map")
     backend: str = setting("geometric", "localizer backend name (see localizer.registry); its own settings "
                                         "are the <backend>.* parameters")
     engine: str = setting("", "weights / ONNX / TensorRT engine file for learned backends; '' for geometric")
@@ -55,8 +59,11 @@ class NodeConfig(SessionConfig):
                                        "mapping; use the <backend>.* parameters")
     autostart: bool = setting(True, "configure and activate at start (else wait for lifecycle transitions)")
     map_frame: str = setting("map", "fixed frame of the keyframe database and of /relocalized_pose")
-    odom_frame: str = setting("", "if set, publish map->odom using odom->camera at the image stamp; "
-                                  "else map->camera")
+    base_frame: str = setting("base_link", "robot base frame (REP-105): /relocalized_pose is its pose in map_frame, "
+                                           "through the TF base_frame -> camera at the image stamp; "
+                                           "'' = publish the camera pose (no base frame)")
+    odom_frame: str = setting("", "if set, publish map->odom using odom->base_frame at the image stamp; "
+                                  "else map->base_frame")
     camera_frame: str = setting("", "optical frame of the camera; '' = header.frame_id of the images")
     publish_tf: bool = setting(True, "publish the map->odom (or map->camera) transform")
     use_compressed: bool = setting(False, "subscribe to image/compressed (jpeg/png) instead of raw image")
@@ -65,14 +72,22 @@ class NodeConfig(SessionConfig):
     max_rate_hz: float = setting(0.0, "process at most this many frames per second; 0 = as fast as possible")
     transform_tolerance_s: float = setting(0.1, "map->odom is future-dated by this much (as nav2 AMCL)")
     tf_publish_rate_hz: float = setting(20.0, "rate at which the last map->odom is republished between fixes")
-    tf_lookup_timeout_s: float = setting(0.05, "max extrapolation when looking up odom->camera (s)")
+    tf_lookup_timeout_s: float = setting(0.05, "max extrapolation of TF lookups (camera extrinsic, "
+                                               "odom->base_frame) beyond the newest/oldest transform (s)")
     diagnostics_rate_hz: float = setting(1.0, "rate of /diagnostics")
     save_path: str = setting("", "copy target of the save_database service; '' = checkpoint in place")
+    fleet: FleetConfig = setting(factory=FleetConfig, doc="optional sync of database_path with a fleet map server")
+    map_free: MapFreeConfig = setting(factory=MapFreeConfig, doc="mode map_free: backend and reference")
 
     def __post_init__(self) -> None:
         super().__post_init__()
-        if not self.database_path.strip():
+        if self.mode not in ("map", "map_free"):
+            raise ConfigError(f"mode must be 'map' or 'map_free', got {self.mode!r}")
+        if self.mode == "map" and not self.database_path.strip():
             raise ConfigError("database_path is required (a keyframe .db file, see `reloc-vggt db build`)")
+        if self.mode == "map_free" and (self.mapping.enabled or self.tracking.enabled):
+            raise ConfigError("mapping.enabled and tracking.enabled need a keyframe database: not available in "
+                              "mode map_free")
         if not self.backend.strip():
             raise ConfigError("backend must name a localizer backend, got ''")
         check_engine_choice(self.engine_kind, self.engine_fallback)
@@ -83,11 +98,13 @@ class NodeConfig(SessionConfig):
             raise ConfigError(f"top_k must be in 1..100, got {self.top_k}")
         if not self.map_frame.strip():
             raise ConfigError("map_frame must be non-empty")
-        for name in ("map_frame", "odom_frame", "camera_frame"):
+        for name in ("map_frame", "odom_frame", "base_frame", "camera_frame"):
             if getattr(self, name).startswith("/"):
                 raise ConfigError(f"{name} must not start with '/' (tf2 frame ids), got {getattr(self, name)!r}")
         if self.odom_frame and self.odom_frame == self.map_frame:
             raise ConfigError(f"odom_frame must differ from map_frame ({self.map_frame!r})")
+        if self.base_frame and self.base_frame in (self.map_frame, self.odom_frame):
+            raise ConfigError(f"base_frame must differ from map_frame and odom_frame, got {self.base_frame!r}")
         for name in ("tf_publish_rate_hz", "diagnostics_rate_hz"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")

@@ -56,6 +56,11 @@ class StampMatcher(Generic[A, B]):
         self._drop_older(self._a, a_stamp, "a")
         return a_stamp, a_item, item
 
+    def clear(self) -> None:
+        """Forget every unpaired item (their stamps belong to a timeline that was left)."""
+        self._a.clear()
+        self._b.clear()
+
     def pending(self) -> tuple[int, int]:
         return len(self._a), len(self._b)
 

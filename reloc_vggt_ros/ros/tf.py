@@ -14,18 +14,11 @@ from typing import Any
 
 import numpy as np
 
-from ..geometry import invert_T, make_T, so3_exp, so3_log
+from ..geometry import interpolate_T, invert_T
 from .convert import stamp_to_ns, transform_stamped, transform_to_T
 from .qos import TF_QOS, TF_STATIC_QOS
 
 __all__ = ["TransformBuffer", "interpolate_T", "TfListener", "TfPublisher", "make_tf_lookup"]
-
-
-def interpolate_T(T0: np.ndarray, T1: np.ndarray, alpha: float) -> np.ndarray:
-    """Pose ``alpha`` of the way from T0 to T1 (0 -> T0, 1 -> T1), geodesic in rotation."""
-    R = T0[:3, :3] @ so3_exp(alpha * so3_log(T0[:3, :3].T @ T1[:3, :3]))
-    t = (1.0 - alpha) * T0[:3, 3] + alpha * T1[:3, 3]
-    return make_T(R, t)
 
 
 class _Edge:
@@ -50,8 +43,8 @@ class _Edge:
         del self.stamps[:cut], self.poses[:cut]
 
     def at(self, stamp_ns: int, tolerance_ns: int) -> np.ndarray:
-        if self.static:
-            return self.poses[0]
+        if self.static or stamp_ns == 0:  # stamp 0 = the latest, as in tf2
+            return self.poses[-1]
         i = bisect.bisect_left(self.stamps, stamp_ns)
         if i < len(self.stamps) and self.stamps[i] == stamp_ns:
             return self.poses[i]
@@ -89,8 +82,16 @@ class TransformBuffer:
             self.set_transform(transform_to_T(tr.transform), stamp_to_ns(tr.header.stamp),
                                tr.header.frame_id.lstrip("/"), tr.child_frame_id.lstrip("/"), static)
 
+    def clear(self) -> None:
+        """Forget every /tf transform, keep /tf_static (tf2's reset on a backwards time jump)."""
+        with self._lock:
+            for key in [k for k, e in self._edges.items() if not e.static]:
+                del self._edges[key]
+                if self._parent.get(key[1]) == key[0]:
+                    del self._parent[key[1]]
+
     def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
-        """``T_target_source`` at ``stamp_ns``; LookupError saying which link is missing."""
+        """``T_target_source`` at ``stamp_ns`` (0: the latest); LookupError saying which link is missing."""
         with self._lock:
             up_t, up_s = self._chain(target), self._chain(source)
             common = next((f for f in up_s if f in up_t), None)
@@ -132,6 +133,9 @@ class TfListener:
     def lookup(self, target: str, source: str, stamp_ns: int) -> np.ndarray:
         return self.buffer.lookup(target, source, stamp_ns)
 
+    def clear(self) -> None:
+        self.buffer.clear()
+
     def destroy(self, node: Any) -> None:
         for sub in self._subs:
             node.destroy_subscription(sub)
@@ -157,6 +161,9 @@ class _Tf2RosLookup:
         except Exception as err:  # noqa: BLE001 - tf2 raises several exception types
             raise LookupError(str(err)) from err
         return transform_to_T(tr.transform)
+
+    def clear(self) -> None:
+        self.buffer.clear()  # tf2 keeps static transforms on clear, as TransformBuffer does
 
     def destroy(self, node: Any) -> None:
         self._listener.unregister()

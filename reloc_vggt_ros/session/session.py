@@ -1,10 +1,17 @@
 """The node's policy without ROS: localize -> accept -> covariance -> map->odom, prior, live mapping.
 
 A :class:`Session` owns the keyframe store and the localizer built over it. It takes decoded
-inputs (a BGR image, :class:`Intrinsics`, a stamp and, in odom mode, odom->camera) and returns a
-small typed decision — :class:`Published` (pose, covariance, map->odom) or :class:`Rejected`
-(with the reason) — that the node turns into messages and diagnostics. Time is an injected
-clock, so prior expiry is tested without sleeping.
+inputs (a BGR image, :class:`Intrinsics`, a stamp and the TF it needs: the camera extrinsic
+base->camera and, in odom mode, odom->base) and returns a small typed decision —
+:class:`Published` (pose, covariance, map->odom) or :class:`Rejected` (with the reason) — that
+the node turns into messages and diagnostics. Time is an injected clock (the node's ROS clock,
+so sim time too), so prior expiry is tested without sleeping.
+
+Frames (REP-105, as nav2 AMCL): the database and the backends work in camera poses; what is
+published is the pose of the robot's base frame, ``T_map_base = T_map_cam · inv(T_base_cam)``,
+with the covariance carried through the extrinsic's adjoint (``geometry.pose_covariance``). A
+missing extrinsic rejects the frame with the reason — never a silent identity. Without a base
+frame (``T_base_cam`` None) the camera pose is published, as before.
 
 One judge: the backend alone decides whether a pose is good (its thresholds are backend
 options); the session publishes iff ``result.ok`` and the covariance passes the checks a fusing
@@ -27,17 +34,56 @@ import numpy as np
 
 from ..config import setting
 from ..errors import ConfigError, DataError, RelocError
-from ..geometry import Intrinsics, invert_T
+from ..geometry import Intrinsics, invert_T, pose_delta, transform_pose_covariance
 from ..keyframes import Keyframe, KeyframeStore
 from ..localizer.base import Localizer, PosePrior, RelocResult
+from ..localizer.tracking import TrackingConfig, TrackingLocalizer
 from .covariance import covariance_problems, sanitize_covariance
 from .mapping import is_new_keyframe
 
-__all__ = ["MappingConfig", "SessionConfig", "Published", "Rejected", "KeyframeOutcome", "Session"]
+__all__ = ["MappingConfig", "SessionConfig", "Published", "Rejected", "KeyframeOutcome", "Session", "base_pose",
+           "camera_pose"]
 
 logger = logging.getLogger(__name__)
 
 LocalizerFactory = Callable[[KeyframeStore], Localizer]
+Transform = np.ndarray | Callable[[], np.ndarray]   # a 4x4, or a TF lookup that may raise LookupError
+
+# an extrinsic that moves more than this between frames is reported (TF round-trips are exact)
+EXTRINSIC_CHANGE_M = 1e-3
+EXTRINSIC_CHANGE_DEG = 0.05
+
+
+def _resolve(T: Transform) -> np.ndarray:
+    return np.asarray(T() if callable(T) else T, float)
+
+
+def _odom_camera(T_odom_base: Transform | None, T_base_cam: Transform | None) -> Transform | None:
+    """odom -> camera for the tracker's motion prior: odometry moves the base, the camera rides on it."""
+    if T_odom_base is None:
+        return None
+
+    def odom_cam() -> np.ndarray:
+        T = _resolve(T_odom_base)
+        return T if T_base_cam is None else T @ _resolve(T_base_cam)
+    return odom_cam
+
+
+def base_pose(T_map_cam: np.ndarray, cov_cam: np.ndarray, T_base_cam: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """The base pose in map and its covariance from the camera's (adjoint of the extrinsic)."""
+    T_cam_base = invert_T(T_base_cam)
+    return T_map_cam @ T_cam_base, transform_pose_covariance(cov_cam, T_map_cam, T_c_d=T_cam_base)
+
+
+def camera_pose(T_frame_base: np.ndarray, cov: np.ndarray | None, T_map_frame: np.ndarray | None = None,
+                T_base_cam: np.ndarray | None = None) -> tuple[np.ndarray, np.ndarray | None]:
+    """A base pose given in another frame (``/initialpose`` in odom, a ``keyframe_pose``) as the
+    camera pose in map the database and backends use, with its covariance carried along."""
+    T_map_base = (np.eye(4) if T_map_frame is None else T_map_frame) @ T_frame_base
+    T_map_cam = T_map_base if T_base_cam is None else T_map_base @ T_base_cam
+    if cov is None or not np.any(cov):
+        return T_map_cam, cov
+    return T_map_cam, transform_pose_covariance(cov, T_frame_base, T_a_b=T_map_frame, T_c_d=T_base_cam)
 
 
 @dataclass(frozen=True)
@@ -72,6 +118,7 @@ class SessionConfig:
     max_future_stamp_s: float = setting(5.0, "images stamped further ahead of the node clock are rejected; "
                                              "0 = no check (zero stamps are always rejected)")
     mapping: MappingConfig = setting(factory=MappingConfig, doc="live mapping")
+    tracking: TrackingConfig = setting(factory=TrackingConfig, doc="camera-rate tracking, gating and cascade")
 
     def __post_init__(self) -> None:
         if self.max_image_pixels < 1:
@@ -87,12 +134,14 @@ class SessionConfig:
 
 @dataclass(frozen=True)
 class Published:
-    """A pose to publish: camera in map, its sanitized covariance, and map->odom in odom mode."""
+    """A pose to publish: the base (or, without a base frame, the camera) in map, its sanitized
+    covariance, the camera pose it came from, and map->odom in odom mode."""
 
-    T_map_cam: np.ndarray
+    T_map_base: np.ndarray
     covariance: np.ndarray
     result: RelocResult
     T_map_odom: np.ndarray | None = None
+    T_map_cam: np.ndarray | None = None
 
 
 @dataclass(frozen=True)
@@ -138,6 +187,8 @@ class Session:
         self._dirty = False
         self._prior: tuple[PosePrior, float] | None = None
         self._last_size: tuple[int, int] | None = None
+        self._last_extrinsic: dict[str, np.ndarray] = {}   # per camera frame
+        self._last_fix: np.ndarray | None = None   # camera centre of the last published pose (fleet sync)
 
     # ----------------------------------------------------------------- database
     def open(self, path: Path | str, readonly: bool) -> None:
@@ -155,9 +206,15 @@ class Session:
                                   "until keyframes are added (mapping.enabled)")
                 return
             t0 = time.monotonic()
-            self._localizer = self._build(self._store)
+            self._localizer = self._make_localizer()
             self._log.info(f"{self._localizer.name} localizer over {len(self._store)} keyframes ready "
                            f"in {time.monotonic() - t0:.1f} s")
+
+    def attach(self, localizer: Localizer) -> None:
+        """Drive ``localizer`` with no keyframe database (map-free mode: no store, no mapping)."""
+        with self._lock:
+            self.close()
+            self._localizer = localizer
 
     def reload(self) -> None:
         """Re-open the same database (keyframes written by another process become visible)."""
@@ -178,6 +235,21 @@ class Session:
         """Keyframes in the open database (0 when none is open)."""
         with self._lock:
             return len(self._store) if self._store is not None else 0
+
+    def keyframes_added_elsewhere(self) -> None:
+        """Another connection (the fleet sync) wrote keyframes into the file: re-index before the next query."""
+        with self._lock:
+            if self._store is not None:
+                self._kf_poses = list(self._store.poses()[1])
+                self._dirty = True
+
+    def position(self) -> np.ndarray | None:
+        """Where the camera is believed to be: the last published pose, else the prior, else None."""
+        prior = self.current_prior()
+        with self._lock:
+            if self._last_fix is not None:
+                return self._last_fix
+        return None if prior is None else prior.T_world_cam[:3, 3].copy()
 
     @property
     def path(self) -> Path | None:
@@ -201,6 +273,8 @@ class Session:
         prior = PosePrior(np.asarray(T_map_cam, float), cov)
         with self._lock:
             self._prior = (prior, self._clock())
+            if isinstance(self._localizer, TrackingLocalizer):
+                self._localizer.reset()     # the operator says where we are: relocalize from it
         return prior
 
     def current_prior(self) -> PosePrior | None:
@@ -215,6 +289,13 @@ class Session:
                 return None
             return prior
 
+    def reset_time(self) -> None:
+        """Time jumped back (a bag loop): forget the prior and the last extrinsic, both stamped
+        in the time that no longer is."""
+        with self._lock:
+            self._prior = None
+            self._last_extrinsic.clear()
+
     # ----------------------------------------------------------------- queries
     def check_frame(self, image: np.ndarray, intrinsics: Intrinsics) -> None:
         """DataError if the intrinsics are for another image size; a warning when the size changes."""
@@ -226,14 +307,18 @@ class Session:
         self._last_size = (w, h)
 
     def localize(self, image: np.ndarray, intrinsics: Intrinsics, stamp_ns: int,
-                 T_odom_cam: np.ndarray | Callable[[], np.ndarray] | None = None,
-                 keyframes_pending: int = 0) -> Published | Rejected:
+                 T_odom_base: Transform | None = None, keyframes_pending: int = 0,
+                 T_base_cam: Transform | None = None, camera: str = "") -> Published | Rejected:
         """One query through the whole policy.
 
-        ``T_odom_cam`` (odom mode) is the odom->camera transform at ``stamp_ns``, or a callable
-        looked up only once the pose is accepted (TF has had the inference time to arrive); a
-        LookupError from it is a warning and the pose is still published. The map is
-        re-indexed first if keyframes were added and none is pending (once per burst).
+        ``T_base_cam`` is the camera extrinsic (base -> camera optical frame) at ``stamp_ns``;
+        None publishes the camera pose; ``camera`` names the camera (its frame), whose extrinsic
+        is expected not to move between frames. ``T_odom_base`` (odom mode) is odom -> base (the camera
+        without a base frame) at ``stamp_ns``. Each may be a callable looked up only once the
+        pose is accepted (TF has had the inference time to arrive) that raises LookupError: a
+        missing extrinsic rejects the frame, a missing odom->base is a warning and the pose is
+        still published. The map is re-indexed first if keyframes were added and none is
+        pending (once per burst).
         """
         try:
             self.check_frame(image, intrinsics)
@@ -246,16 +331,22 @@ class Session:
             if self._localizer is None:
                 return Rejected("keyframe database is empty", warn=True)
             try:
-                result = self._localizer.localize(image, intrinsics, stamp_ns=stamp_ns, prior=self.current_prior())
+                if isinstance(self._localizer, TrackingLocalizer):
+                    result = self._localizer.localize(image, intrinsics, stamp_ns, self.current_prior(),
+                                                      _odom_camera(T_odom_base, T_base_cam))
+                else:
+                    result = self._localizer.localize(image, intrinsics, stamp_ns=stamp_ns, prior=self.current_prior())
             except Exception as err:  # noqa: BLE001 - one failing frame must not go silent or stop the node
                 return Rejected(f"localizer failed: {err}", warn=True, error=err)
-        return self.accept(result, T_odom_cam)
+        return self.accept(result, T_odom_base, T_base_cam, camera)
 
-    def accept(self, result: RelocResult, T_odom_cam: np.ndarray | Callable[[], np.ndarray] | None = None
-               ) -> Published | Rejected:
-        """Publish iff the backend said OK and the covariance is usable; map->odom in odom mode."""
+    def accept(self, result: RelocResult, T_odom_base: Transform | None = None,
+               T_base_cam: Transform | None = None, camera: str = "") -> Published | Rejected:
+        """Publish iff the backend said OK, the extrinsic is known and the covariance is usable;
+        the base pose and its covariance, map->odom in odom mode."""
         if not result.ok:
             return Rejected(f"{result.status.value}: {result.reason}", result)
+        T_map_cam = np.asarray(result.T_world_cam, float)
         try:
             cov = sanitize_covariance(result.covariance, self.config.min_variance_m2, self.config.min_variance_rad2)
             problems = covariance_problems(cov, "map", "map")
@@ -263,18 +354,38 @@ class Session:
                 raise DataError("; ".join(problems))
         except DataError as err:
             return Rejected(f"unusable covariance: {err}", result)
-        T_map_cam = np.asarray(result.T_world_cam, float)
-        T_map_odom = None
-        if T_odom_cam is not None:
+        T_map_base = T_map_cam
+        if T_base_cam is not None:
             try:
-                T_odom = T_odom_cam() if callable(T_odom_cam) else T_odom_cam
-                T_map_odom = T_map_cam @ invert_T(np.asarray(T_odom, float))
+                T_bc = self._extrinsic(_resolve(T_base_cam), camera)
+            except LookupError as err:
+                return Rejected(str(err), result, warn=True)
+            T_map_base, cov = base_pose(T_map_cam, cov, T_bc)
+        T_map_odom = None
+        if T_odom_base is not None:
+            try:
+                T_map_odom = T_map_base @ invert_T(_resolve(T_odom_base))
             except LookupError as err:
                 self._on_warning(str(err))
         with self._lock:
             if self._prior is not None and self.config.prior_timeout_s == 0:
                 self._prior = None  # used by this fix
-        return Published(T_map_cam, cov, result, T_map_odom)
+            self._last_fix = T_map_cam[:3, 3].copy()
+        return Published(T_map_base, cov, result, T_map_odom, T_map_cam)
+
+    def _extrinsic(self, T_base_cam: np.ndarray, camera: str) -> np.ndarray:
+        """The extrinsic, with a warning when it moved since this camera's last frame (a camera
+        declared static whose TF changes: a /tf publisher of it, or two /tf_static publishers
+        disagreeing)."""
+        with self._lock:
+            last, self._last_extrinsic[camera] = self._last_extrinsic.get(camera), T_base_cam
+        if last is not None:
+            d = pose_delta(last, T_base_cam)
+            moved_m, turned_deg = float(np.linalg.norm(d[:3])), float(np.degrees(np.linalg.norm(d[3:])))
+            if moved_m > EXTRINSIC_CHANGE_M or turned_deg > EXTRINSIC_CHANGE_DEG:
+                self._on_warning(f"camera extrinsic{' of ' + camera if camera else ''} changed by {moved_m * 1e3:.1f} mm / {turned_deg:.2f} deg since "
+                                 "the last frame: is the camera mount static? (check who publishes its TF)")
+        return T_base_cam
 
     # ----------------------------------------------------------------- live mapping
     def add_keyframe(self, image: np.ndarray, intrinsics: Intrinsics, T_map_cam: np.ndarray,
@@ -304,12 +415,17 @@ class Session:
             self._dirty = True  # re-indexed before the next query, not per keyframe
         return KeyframeOutcome(True, f"keyframe {kf_id} added", kf_id=kf_id)
 
+    def _make_localizer(self) -> Localizer:
+        """The backend over the open store, wrapped in camera-rate tracking when enabled."""
+        localizer = self._build(self._store)
+        return TrackingLocalizer(localizer, self.config.tracking) if self.config.tracking.enabled else localizer
+
     def _refresh(self) -> None:
         """Index keyframes added live (building the localizer when the map was empty)."""
         t0 = time.monotonic()
         try:
             if self._localizer is None:
-                self._localizer = self._build(self._store)  # first keyframe of an empty map
+                self._localizer = self._make_localizer()  # first keyframe of an empty map
             else:
                 self._localizer.refresh()
         except (RelocError, ImportError) as err:  # keep mapping; the reason is in diagnostics

@@ -1,5 +1,5 @@
 """Benchmarks live in one home: every ``bench/<name>.py`` runs as ``python -m bench.<name>`` and
-takes ``--json FILE``; tools/ keeps only non-bench tools."""
+takes ``--json FILE`` (``bench/_<name>.py`` are helpers they share); tools/ keeps only non-bench tools."""
 
 from __future__ import annotations
 
@@ -13,7 +13,7 @@ import pytest
 from reloc_vggt_ros.dds import localhost_env
 
 ROOT = Path(__file__).parents[2]
-MODULES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem not in ("__init__", "commands"))
+MODULES = sorted(p.stem for p in (ROOT / "bench").glob("*.py") if p.stem != "commands" and not p.stem.startswith("_"))
 
 
 def _run(*args: str) -> subprocess.CompletedProcess:

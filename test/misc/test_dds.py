@@ -5,11 +5,14 @@ import subprocess
 import sys
 from pathlib import Path
 
+import pytest
+
 from reloc_vggt_ros.dds import NETWORK_OPT_OUT, PROFILE_PATH, localhost_env
 
 CHECK = ("import os; from reloc_vggt_ros.dds import ensure_localhost_dds; "
+         "from reloc_vggt_ros.distro import profile_variable, ros_distro; "
          "print(ensure_localhost_dds(), os.environ.get('ROS_AUTOMATIC_DISCOVERY_RANGE'), "
-         "os.environ.get('FASTDDS_DEFAULT_PROFILES_FILE'))")
+         "os.environ.get(profile_variable(ros_distro())))")
 
 
 def _run(env: dict[str, str]) -> list[str]:
@@ -20,7 +23,8 @@ def _run(env: dict[str, str]) -> list[str]:
 
 def _bare_env() -> dict[str, str]:
     env = dict(os.environ)
-    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", NETWORK_OPT_OUT):
+    for k in ("ROS_AUTOMATIC_DISCOVERY_RANGE", "FASTDDS_DEFAULT_PROFILES_FILE", "FASTRTPS_DEFAULT_PROFILES_FILE",
+              NETWORK_OPT_OUT):
         env.pop(k, None)
     return env
 
@@ -48,3 +52,15 @@ def test_network_opt_out_leaves_user_settings_alone() -> None:
 def test_localhost_env_ignores_the_opt_out_for_children() -> None:
     env = localhost_env({NETWORK_OPT_OUT: "1", "ROS_AUTOMATIC_DISCOVERY_RANGE": "SUBNET"})
     assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST" and NETWORK_OPT_OUT not in env
+
+
+@pytest.mark.parametrize("distro, variable", [("kilted", "FASTDDS_DEFAULT_PROFILES_FILE"),
+                                              ("jazzy", "FASTRTPS_DEFAULT_PROFILES_FILE"),
+                                              ("humble", "FASTRTPS_DEFAULT_PROFILES_FILE")])
+def test_profile_goes_where_the_distribution_reads_it(distro: str, variable: str) -> None:
+    """Jazzy's Fast DDS 2 ignores FASTDDS_DEFAULT_PROFILES_FILE (77 % of frames lost without the profile)."""
+    env = localhost_env({"ROS_DISTRO": distro, "FASTDDS_DEFAULT_PROFILES_FILE": str(PROFILE_PATH)})
+    assert Path(env[variable]) == PROFILE_PATH
+    assert env["ROS_AUTOMATIC_DISCOVERY_RANGE"] == "LOCALHOST"
+    assert env.get("ROS_LOCALHOST_ONLY") == ("1" if distro == "humble" else None)
+

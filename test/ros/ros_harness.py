@@ -29,12 +29,15 @@ def next_domain_id() -> int:
 
 
 class NodeProcess:
-    """``python -m reloc_vggt_ros.ros.node`` with parameters, on a private domain; log to a file."""
+    """``python -m reloc_vggt_ros.ros.node`` with parameters, on a private domain; log to a file.
+
+    ``base_frame`` defaults to '' (the camera pose is published): the test images come from
+    cameras without a robot; tests of the base frame set it and publish the extrinsic on TF."""
 
     def __init__(self, tmp_path: Path, domain_id: int, params: dict[str, Any], name: str = "node") -> None:
         self.log_path = tmp_path / f"{name}.log"
         cmd = [sys.executable, "-m", "reloc_vggt_ros.ros.node", "--ros-args"]
-        for k, v in params.items():
+        for k, v in {"base_frame": "''", **params}.items():
             cmd += ["-p", f"{k}:={str(v).lower() if isinstance(v, bool) else v}"]
         env = localhost_env()
         env["ROS_DOMAIN_ID"] = str(domain_id)

@@ -67,38 +67,34 @@ def test_errors_name_the_problem(tmp_path):
         ground_truth_from_bag(out, topic="/nope")
 
 
-@pytest.mark.ros
-def test_bag_play_command_delivers_every_image(tmp_path):
-    """`reloc-vggt bag play` publishes the bag's raw CDR; a subscriber receives all of it."""
-    pytest.importorskip("rclpy")
+def _bag_play(bag: Path, domain: int, args: list[str], subscribe, while_playing=None) -> str:
+    """`reloc-vggt bag play BAG ARGS` as a process while a listener node spins; ``subscribe(node)``
+    creates its subscriptions, ``while_playing(node)`` runs on each spin. Returns the CLI output."""
     import subprocess
     import sys
     import time
 
     import rclpy
     from rclpy.executors import SingleThreadedExecutor
-    from sensor_msgs.msg import Image
 
     from reloc_vggt_ros.dds import localhost_env
-    from reloc_vggt_ros.ros.qos import sensor_qos
 
-    bag = write_bag_from_folder(SAMPLE, tmp_path / "q.mcap", split="query", fps=10.0, max_side=320)
-    domain = 99
     context = rclpy.Context()
     rclpy.init(context=context, domain_id=domain)
     node = rclpy.create_node("listener", context=context)
     ex = SingleThreadedExecutor(context=context)
     ex.add_node(node)
-    got = []
-    node.create_subscription(Image, "/camera/image_raw", got.append, sensor_qos(20))
+    subscribe(node)
     env = localhost_env()
     env["ROS_DOMAIN_ID"] = str(domain)
-    proc = subprocess.Popen([sys.executable, "-m", "reloc_vggt_ros.cli", "bag", "play", str(bag), "--rate", "2"],
+    proc = subprocess.Popen([sys.executable, "-m", "reloc_vggt_ros.cli", "bag", "play", str(bag), *args],
                             env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True)
     try:
         end = time.monotonic() + 60
         while proc.poll() is None and time.monotonic() < end:
             ex.spin_once(timeout_sec=0.02)
+            if while_playing is not None:
+                while_playing(node)
         for _ in range(50):
             ex.spin_once(timeout_sec=0.02)
         out = proc.communicate(timeout=10)[0]
@@ -109,5 +105,55 @@ def test_bag_play_command_delivers_every_image(tmp_path):
         node.destroy_node()
         rclpy.try_shutdown(context=context)
     assert proc.returncode == 0, out
+    return out
+
+
+@pytest.mark.ros
+def test_bag_play_command_delivers_every_image(tmp_path):
+    """`reloc-vggt bag play` publishes the bag's raw CDR; a subscriber receives all of it."""
+    pytest.importorskip("rclpy")
+    from sensor_msgs.msg import Image
+
+    from reloc_vggt_ros.ros.qos import sensor_qos
+
+    bag = write_bag_from_folder(SAMPLE, tmp_path / "q.mcap", split="query", fps=10.0, max_side=320)
+    got = []
+    out = _bag_play(bag, 99, ["--rate", "2"],
+                    lambda node: node.create_subscription(Image, "/camera/image_raw", got.append, sensor_qos(20)))
     assert "published 12 messages" in out                 # image, camera_info, ground truth per query
     assert len(got) == 4 and [(m.width, m.height) for m in got] == [(320, 214)] * 4
+
+
+@pytest.mark.ros
+def test_bag_play_clock_and_a_late_joiner_gets_the_static_tree(tmp_path):
+    """`reloc-vggt bag play --clock` of a robot bag: /clock follows the bag time; a /tf_static
+    reader created after the player published it still gets the mount (transient local)."""
+    pytest.importorskip("rclpy")
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+    from sensor_msgs.msg import Image
+    from tf2_msgs.msg import TFMessage
+
+    from reloc_vggt_ros.data.bag import START_NS, RobotBag
+    from reloc_vggt_ros.ros.convert import stamp_to_ns
+    from reloc_vggt_ros.ros.qos import TF_QOS, TF_STATIC_QOS, sensor_qos
+
+    bag = write_bag_from_folder(SAMPLE, tmp_path / "r.mcap", max_side=160, robot=RobotBag(tf_rate_hz=10.0))
+    images, clock, tf, static = [], [], [], []
+
+    def subscribe(node) -> None:
+        node.create_subscription(Image, "/camera/image_raw", images.append, sensor_qos(20))
+        node.create_subscription(Clock, "/clock", lambda m: clock.append(stamp_to_ns(m.clock)),
+                                 QoSProfile(depth=100, reliability=ReliabilityPolicy.BEST_EFFORT))
+        node.create_subscription(TFMessage, "/tf", tf.append, TF_QOS)
+
+    def join_late(node) -> None:
+        if tf and not hasattr(join_late, "sub"):       # /tf_static was published before any /tf
+            join_late.sub = node.create_subscription(TFMessage, "/tf_static", static.append, TF_STATIC_QOS)
+
+    _bag_play(bag, 97, ["--rate", "1", "--clock", "50"], subscribe, join_late)
+    assert hasattr(join_late, "sub"), "no /tf from the player"
+    assert len(images) == 4 and len(static) == 1, (len(images), len(static))
+    assert [(t.header.frame_id, t.child_frame_id) for t in static[0].transforms] == [("base_link", "camera")]
+    assert clock == sorted(clock) and len(clock) > 30, len(clock)        # ~1.5 s at 50 Hz, never backwards
+    assert START_NS - 1 <= clock[0] and clock[-1] == START_NS + 1_500_000_000

@@ -83,7 +83,9 @@ def test_bench_table_has_a_reason_for_every_case(tmp_path, capsys):
     assert rows["raw Image 10000x10000"].startswith("image is 10000x10000 = 100.0 MP")
     assert rows["CompressedImage BMP bytes"].startswith("compressed image does not decode: neither JPEG nor PNG")
     assert rows["1000 camera_info, no image"] == "995 camera_info dropped without a matching image (sync queue depth 5)"
-    assert rows["keyframe_pose in frame base_link"] == "keyframe rejected: keyframe_pose frame 'base_link' is not 'map'"
+    assert rows["keyframe_pose in frame base_link"] == ("keyframe rejected: keyframe_pose in frame 'base_link': no TF "
+                                                        "map -> base_link (keyframe_pose) at the stamp: frames 'map' "
+                                                        "and 'base_link' are not connected in TF")
     assert rows["good image afterwards"] == "localized"
     assert "raw Image 10000x10000" in capsys.readouterr().out
 
@@ -189,7 +191,7 @@ def test_hostile_topics_one_node_each_transport(tmp_path, scene):
             expect("initialpose zero quaternion", r"ignored initialpose: pose quaternion is zero", node,
                    key="last_warning")
             probe.send_keyframe_pose(T_gt, T0 + 3 * S, frame_id="base_link")
-            expect("keyframe_pose in frame base_link", r"keyframe rejected: keyframe_pose frame 'base_link' is not",
+            expect("keyframe_pose in frame base_link", r"keyframe rejected: keyframe_pose in frame 'base_link': no TF map",
                    node, key="last_keyframe_reason")
             good_pose(node, lambda: probe.send_frame(img, intr, T0 + 4 * S))
             grown_mb = (_rss_kb(node.proc.pid) - rss0) / 1024

@@ -61,7 +61,8 @@ def test_an_ok_result_with_three_inliers_is_published_with_the_shipped_yaml(tmp_
     context = rclpy.Context()
     rclpy.init(context=context, args=["--ros-args", "--params-file", str(ROOT / "config" / "reloc_vggt.yaml")])
     try:
-        node = RelocNode(context=context, parameter_overrides=[Parameter("database_path", value=str(db))])
+        node = RelocNode(context=context, parameter_overrides=[Parameter("database_path", value=str(db)),
+                                                               Parameter("base_frame", value="")])  # camera pose
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert seen["config"] == registry.make_config("geometric", preset="realtime", top_k=5)
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS

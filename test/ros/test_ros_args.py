@@ -68,7 +68,7 @@ def test_run_with_ros_args_remaps_namespace_and_parameters(tmp_path, scene):  # 
         "--params-file", str(YAML), "--ros-args",
         "-r", "image:=/cam/image_raw", "-r", "camera_info:=/cam/camera_info", "-r", "__ns:=/robot1",
         "-p", "top_k:=8", "-p", f"database_path:={db}", "-p", "geometric.preset:=fast",
-        "-p", "diagnostics_rate_hz:=10.0", "--log-level", "warn"])
+        "-p", "diagnostics_rate_hz:=10.0", "-p", "base_frame:=''", "--log-level", "warn"])
     try:
         reliable = probe.image_pub.qos_profile
         image_pub = probe.node.create_publisher(Image, "/cam/image_raw", reliable)
@@ -178,9 +178,9 @@ def test_launch_arguments_map_onto_the_same_ros_args():
 
     launch = _launch_module()
     argv = launch.node_ros_args({"image": "/cam/image_raw", "camera_info": "/cam/camera_info",
-                                 "namespace": "robot1"})
+                                 "namespace": "robot1", "use_sim_time": "true"})
     assert argv == ["--ros-args", "-r", "__node:=reloc_vggt_node", "-r", "__ns:=/robot1",
-                    "--params-file", str(YAML.resolve()),
+                    "--params-file", str(YAML.resolve()), "-p", "use_sim_time:=true",
                     "-r", "image:=/cam/image_raw", "-r", "image/compressed:=/cam/image_raw/compressed",
                     "-r", "camera_info:=/cam/camera_info", "-r", "keyframe_pose:=keyframe_pose",
                     "-r", "initialpose:=/initialpose"]
@@ -200,6 +200,7 @@ def test_launch_arguments_map_onto_the_same_ros_args():
                             "initialpose": "/initialpose"}
         node.declare_parameter("top_k", 0)
         assert node.get_parameter("top_k").value == 5           # from the shipped YAML under /robot1
+        assert node.get_parameter("use_sim_time").value is True
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)

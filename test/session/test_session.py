@@ -15,7 +15,7 @@ import yaml
 
 from reloc_vggt_ros.config import flatten
 from reloc_vggt_ros.data.posed_folder import read_posed_folder
-from reloc_vggt_ros.geometry import invert_T, make_T, pose_error, so3_exp
+from reloc_vggt_ros.geometry import camera_mount, invert_T, make_T, pose_error, so3_exp
 from reloc_vggt_ros.keyframes import KeyframeStore
 from reloc_vggt_ros.keyframes.build import keyframe_from_posed
 from reloc_vggt_ros.localizer.base import PosePrior, RelocResult, RelocStatus
@@ -161,19 +161,73 @@ def test_map_to_odom_maths(db, scene):
     loc = ScriptedLocalizer([_ok(T_map_cam), _ok(T_map_cam), _ok(T_map_cam)])
     session, warnings = _session(db, loc)
     T_odom_cam = make_T(so3_exp(np.array([0.0, 0.3, 0.05])), np.array([1.4, 0.1, 2.5]))
-    d = session.localize(img, intr, 1, T_odom_cam=T_odom_cam)
+    d = session.localize(img, intr, 1, T_odom_base=T_odom_cam)
     np.testing.assert_allclose(d.T_map_odom @ T_odom_cam, T_map_cam, atol=1e-12)
     np.testing.assert_allclose(d.T_map_odom, T_map_cam @ invert_T(T_odom_cam), atol=1e-12)
     asked: list[int] = []
-    d2 = session.localize(img, intr, 2, T_odom_cam=lambda: asked.append(1) or T_odom_cam @ make_T(np.eye(3), [0, 0, 1]))
+    d2 = session.localize(img, intr, 2, T_odom_base=lambda: asked.append(1) or T_odom_cam @ make_T(np.eye(3), [0, 0, 1]))
     assert asked == [1]
     np.testing.assert_allclose(d2.T_map_odom @ T_odom_cam @ make_T(np.eye(3), [0, 0, 1]), T_map_cam, atol=1e-12)
 
     def missing() -> np.ndarray:
         raise LookupError("no TF odom -> camera at the image stamp: stamp is 2.000 s after the newest transform")
-    d3 = session.localize(img, intr, 3, T_odom_cam=missing)
+    d3 = session.localize(img, intr, 3, T_odom_base=missing)
     assert isinstance(d3, Published) and d3.T_map_odom is None   # the pose is still good
     assert warnings == ["no TF odom -> camera at the image stamp: stamp is 2.000 s after the newest transform"]
+
+
+T_BASE_CAM = camera_mount([0.3, 0.0, 1.2], pitch_deg=20.0)   # 0.3 m forward, 1.2 m up, pitched 20 deg down
+
+
+def test_base_pose_covariance_and_map_odom_through_the_extrinsic(db, scene):
+    """The published pose is base_link's, its covariance the camera's carried through the
+    extrinsic; map->odom comes from odom->base; a missing extrinsic rejects, never identity."""
+    from reloc_vggt_ros.geometry import transform_pose_covariance
+
+    _, img, intr, T_map_cam = scene
+    cov_cam = np.diag([1e-4, 2e-4, 3e-4, 4e-5, 5e-5, 6e-5])
+    loc = ScriptedLocalizer([_ok(T_map_cam, cov=cov_cam)] * 4)
+    session, warnings = _session(db, loc)
+    T_odom_base = make_T(so3_exp(np.array([0.0, 0.0, 0.7])), np.array([3.0, -1.0, 0.0]))
+    d = session.localize(img, intr, 1, T_odom_base=T_odom_base, T_base_cam=lambda: T_BASE_CAM)
+    assert isinstance(d, Published)
+    np.testing.assert_allclose(d.T_map_base @ T_BASE_CAM, T_map_cam, atol=1e-12)
+    np.testing.assert_array_equal(d.T_map_cam, T_map_cam)
+    np.testing.assert_allclose(d.T_map_odom @ T_odom_base, d.T_map_base, atol=1e-12)
+    np.testing.assert_allclose(d.covariance, transform_pose_covariance(cov_cam, T_map_cam, T_c_d=invert_T(T_BASE_CAM)),
+                               atol=1e-15)
+    assert not np.allclose(d.covariance[:3, :3], cov_cam[:3, :3])      # the 1.25 m lever arm shows
+    np.testing.assert_allclose(d.covariance[3:, 3:], cov_cam[3:, 3:])  # rotation is the same rigid body's
+
+    def missing() -> np.ndarray:
+        raise LookupError("no TF base_link -> camera at the image stamp: frames are not connected in TF")
+    d2 = session.localize(img, intr, 2, T_base_cam=missing)
+    assert isinstance(d2, Rejected) and d2.warn and "no TF base_link -> camera" in d2.reason
+    assert not warnings
+    # a "static" extrinsic that moves between frames is reported, and the TF at the stamp is used
+    moved = T_BASE_CAM @ make_T(np.eye(3), np.array([0.0, 0.02, 0.0]))
+    d3 = session.localize(img, intr, 3, T_base_cam=moved)
+    assert isinstance(d3, Published) and any("camera extrinsic changed by 20.0 mm" in w for w in warnings)
+    np.testing.assert_allclose(d3.T_map_base @ moved, T_map_cam, atol=1e-12)
+
+
+def test_camera_pose_of_a_base_pose_in_another_frame():
+    """/initialpose and keyframe_pose: base_link in odom -> camera in map, covariance carried."""
+    from reloc_vggt_ros.geometry import perturb_pose, pose_covariance_jacobian, pose_delta
+    from reloc_vggt_ros.session import camera_pose
+
+    T_map_odom = make_T(so3_exp(np.array([0.0, 0.0, 1.2])), np.array([10.0, 5.0, 0.0]))
+    T_odom_base = make_T(so3_exp(np.array([0.0, 0.0, -0.4])), np.array([2.0, 1.0, 0.0]))
+    cov = np.diag([0.25, 0.25, 0.01, 0.001, 0.001, 0.07])
+    T, C = camera_pose(T_odom_base, cov, T_map_odom, T_BASE_CAM)
+    np.testing.assert_allclose(T, T_map_odom @ T_odom_base @ T_BASE_CAM, atol=1e-12)
+    # first order: a small base perturbation maps through the same Jacobian
+    xi = np.array([1e-4, -2e-4, 1e-4, 1e-5, -1e-5, 2e-5])
+    T_moved, _ = camera_pose(perturb_pose(T_odom_base, xi), None, T_map_odom, T_BASE_CAM)
+    J = pose_covariance_jacobian(T_odom_base, T_map_odom, T_BASE_CAM)
+    np.testing.assert_allclose(pose_delta(T, T_moved), J @ xi, atol=1e-8)
+    np.testing.assert_allclose(C, J @ cov @ J.T, atol=1e-14)
+    assert camera_pose(T_odom_base, np.zeros((6, 6)))[1] is not None   # no covariance given: left as is
 
 
 def test_prior_expires_after_prior_timeout(db, scene):
@@ -252,7 +306,7 @@ def test_real_geometric_backend_through_the_session(tmp_path, scene):
     session = Session(SessionConfig(), lambda store: make_localizer("geometric", store, top_k=5))
     session.open(db, readonly=True)
     T_odom_cam = make_T(so3_exp(np.array([0.0, 0.1, 0.0])), np.array([1.0, 0.0, 2.0]))
-    d = session.localize(img, intr, 1, T_odom_cam=T_odom_cam)
+    d = session.localize(img, intr, 1, T_odom_base=T_odom_cam)
     assert isinstance(d, Published), d
     t_err, r_err = pose_error(d.T_map_cam, T_gt)
     assert t_err < 0.10 and r_err < 1.0, (t_err, r_err)

@@ -26,6 +26,7 @@ any size (UTM) give the same precision as a map at the origin.
 
 from __future__ import annotations
 
+import copy
 import dataclasses
 import logging
 import threading
@@ -39,6 +40,7 @@ from typing import TYPE_CHECKING, Any
 import cv2
 import numpy as np
 
+from ...errors import ConfigError
 from ...geometry import Intrinsics, shift_T
 from ..base import PosePrior, RelocResult, RelocStatus
 from ..retrieval import VLADRetriever
@@ -49,7 +51,8 @@ from .judge import PlaceChoice, choose_place, judge, pnp_confidence, relative_co
 from .lk_refine import KeyframeImages, track_inliers
 from .matching import match_2d3d, single_thread_blas
 from .places import Place, group_by_place, keyframe_spacing, other_places, solve_place
-from .pnp import covariance, inlier_spread, keypoint_sigma_px, other_session_offset, refine_weighted
+from .pnp import (Correspondences, covariance, inlier_spread, keypoint_sigma_px, other_session_offset,
+                  refine_weighted)
 from .relative_pose import relative_fallback
 
 if TYPE_CHECKING:
@@ -110,6 +113,17 @@ class GeometricLocalizer:
     @property
     def _map(self) -> GeometricMap:
         return self._state.map
+
+    def variant(self, config: GeometricConfig) -> "GeometricLocalizer":
+        """A localizer with other query settings over this one's map and keyframe images (no second
+        index; the tracking cascade's fuller pass). ``config.map`` must be this one's map settings."""
+        if config.map != self.config.map:
+            raise ConfigError("a variant shares the map: its map settings must equal this localizer's")
+        other = copy.copy(self)
+        other.config = config
+        threads = config.query.match_threads
+        other._pool = ThreadPoolExecutor(threads, thread_name_prefix="geometric-match") if threads > 1 else None
+        return other
 
     def refresh(self) -> None:
         """Index keyframes added or removed since the last call (cheap when nothing changed).
@@ -210,7 +224,9 @@ class GeometricLocalizer:
         ratio = n_inl / max(m.num_query_keypoints, 1)
         confidence = pnp_confidence(n_inl, ratio, spread, acc)
         verdict = judge(n_inl, confidence, cov.covariance, acc, choice.reason)
-        trace.note(num_inliers=n_inl, inlier_ratio=ratio, inlier_spread=spread, reproj_rms_px=cov.reproj_rms_px,
+        inl_sigma = np.ones(n_inl) if sigma is None else sigma[keep]
+        trace.note(correspondences=Correspondences(x2d[keep], m.x3d[keep] + state.map.origin, inl_sigma),
+                   num_inliers=n_inl, inlier_ratio=ratio, inlier_spread=spread, reproj_rms_px=cov.reproj_rms_px,
                    covariance_inflation=cov.inflation, ransac_iterations=pnp.iterations,
                    inliers_per_keyframe={int(k): int(np.sum(keep & (m.kf_id == k))) for k in retrieved},
                    method="pnp")

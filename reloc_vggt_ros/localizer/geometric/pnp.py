@@ -31,7 +31,7 @@ import poselib
 from ...geometry import Intrinsics, apply_T, invert_T, make_T, so3_exp, so3_log
 from .config import QuerySettings
 
-__all__ = ["PnPResult", "solve_pnp", "unique_inliers", "projection_jacobian", "reprojection_jacobian",
+__all__ = ["PnPResult", "Correspondences", "solve_pnp", "unique_inliers", "projection_jacobian", "reprojection_jacobian",
            "keypoint_sigma_px", "refine_weighted", "pose_covariance", "other_session_offset", "PoseCovariance",
            "covariance", "inlier_spread", "camera_dict"]
 
@@ -42,6 +42,16 @@ class PnPResult:
     inliers: np.ndarray          # bool [M]
     residuals_px: np.ndarray     # [n_inliers] reprojection error of the inliers
     iterations: int
+
+
+@dataclass(frozen=True)
+class Correspondences:
+    """The unique 2D-3D inliers of a pose (``diagnostics["correspondences"]`` of a PnP result): what
+    camera-rate tracking follows from frame to frame."""
+
+    x2d: np.ndarray              # [N,2] query pixels (LK-refined where tracked)
+    x3d: np.ndarray              # [N,3] map points, world frame
+    sigma_px: np.ndarray         # [N] expected localisation error of each 2D point (1 = unweighted)
 
 
 def camera_dict(intr: Intrinsics) -> dict:

@@ -34,7 +34,7 @@ from __future__ import annotations
 import logging
 import math
 from dataclasses import dataclass
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 import numpy as np
 import torch
@@ -48,7 +48,10 @@ from ...model.kv_cache import KeyframeCache
 from ..base import PosePrior, RelocResult, RelocStatus
 from .common import KeyframeSet, decode_cameras, require_weights, to_model_image
 
-__all__ = ["RelocVGGTLocalizerConfig", "RelocVGGTLocalizer"]
+if TYPE_CHECKING:
+    from ...engine.reloc_graphs import RelocNetwork
+
+__all__ = ["RelocVGGTLocalizerConfig", "RelocVGGTLocalizer", "open_network", "run_network"]
 
 logger = logging.getLogger(__name__)
 
@@ -94,26 +97,10 @@ class RelocVGGTLocalizer:
 
     def __init__(self, store: KeyframeStore, config: RelocVGGTLocalizerConfig,
                  model: torch.nn.Module | None = None) -> None:
-        from ...engine.reloc_graphs import EngineRelocNetwork, TorchRelocNetwork
-        from ...model.reloc_vggt import RelocVGGT
-
         self.config = config
-        self.engine: EngineRelocNetwork | None = None
-        if model is None:
-            path = require_weights(config.weights, "reloc_vggt")
-            kind = resolve_engine_kind(config.engine_kind, path)
-            if kind == "torch":
-                if config.engine_fallback:
-                    logger.info("reloc_vggt: engine_fallback %s unused: the torch checkpoint has no "
-                                "exported graph to fall back to", list(config.engine_fallback))
-                if config.device.startswith("cuda") and not torch.cuda.is_available():
-                    raise EngineUnavailableError(f"torch device {config.device!r} requested but "
-                                                 "torch.cuda.is_available() is False")
-                model = RelocVGGT.load(path, config.device)
-            else:
-                self.engine = EngineRelocNetwork(path, kind, config.engine_fallback)
-        self.model = model.eval() if model is not None else None
-        self.network = self.engine if self.engine is not None else TorchRelocNetwork(self.model, config.device)
+        self.network = open_network(config, model)
+        self.model = getattr(self.network, "model", None)
+        self.engine = None if self.model is not None else self.network
         self.engine_name = self.network.name
         self.mask = self.network.config.mask
         self.image_hw: tuple[int, int] = tuple(self.network.config.image_hw)  # type: ignore[assignment]
@@ -130,11 +117,8 @@ class RelocVGGTLocalizer:
         """Pose encodings ``[K+1, 9]`` (camera-from-anchor, normalised scale) of keyframes + query."""
         kf_images = torch.stack([self.keyframes.image(i) for i in kf_ids]).unsqueeze(0)
         known = torch.from_numpy(known_pose_enc).float().unsqueeze(0)
-        query = query.unsqueeze(0).unsqueeze(0)
-        if self.mask != "cached":
-            return self.network.full(kf_images, known, query)
-        encoded = self.kv_cache.get(tuple(kf_ids), lambda: self.network.encode_keyframes(kf_images, known))
-        return self.network.query(encoded, query)
+        return run_network(self.network, self.kv_cache, tuple(kf_ids), kf_images, known,
+                           query.unsqueeze(0).unsqueeze(0))
 
     def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
                  prior: PosePrior | None = None) -> RelocResult:
@@ -183,3 +167,34 @@ class RelocVGGTLocalizer:
         else:
             status, reason = RelocStatus.OK, ""
         return RelocResult(status, T_world_query, cov, float(confidence), consistent, reason, diagnostics)
+
+
+def open_network(config: RelocVGGTLocalizerConfig, model: torch.nn.Module | None = None) -> "RelocNetwork":
+    """The network ``config.weights`` names (a checkpoint on torch, an export on its engine), or
+    ``model`` itself when given (tests, callers that loaded it)."""
+    from ...engine.reloc_graphs import EngineRelocNetwork, TorchRelocNetwork
+    from ...model.reloc_vggt import RelocVGGT
+
+    if model is None:
+        path = require_weights(config.weights, "reloc_vggt")
+        kind = resolve_engine_kind(config.engine_kind, path)
+        if kind != "torch":
+            return EngineRelocNetwork(path, kind, config.engine_fallback)
+        if config.engine_fallback:
+            logger.info("reloc_vggt: engine_fallback %s unused: the torch checkpoint has no "
+                        "exported graph to fall back to", list(config.engine_fallback))
+        if config.device.startswith("cuda") and not torch.cuda.is_available():
+            raise EngineUnavailableError(f"torch device {config.device!r} requested but "
+                                         "torch.cuda.is_available() is False")
+        model = RelocVGGT.load(path, config.device)
+    return TorchRelocNetwork(model.eval(), config.device)
+
+
+def run_network(network: "RelocNetwork", cache: KeyframeCache[Any], key: Any, kf_images: torch.Tensor,
+                known: torch.Tensor, query: torch.Tensor) -> np.ndarray:
+    """Pose encodings ``[K+1, 9]`` of ``kf_images [1,K,3,H,W]`` (poses ``known [1,K,9]``) + ``query
+    [1,1,3,H,W]``; under the ``cached`` mask the keyframes' encoding is kept in ``cache`` under ``key``."""
+    if network.config.mask != "cached":
+        return network.full(kf_images, known, query)
+    encoded = cache.get(key, lambda: network.encode_keyframes(kf_images, known))
+    return network.query(encoded, query)

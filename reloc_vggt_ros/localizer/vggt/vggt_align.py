@@ -184,18 +184,20 @@ class VGGTAlignConfig:
             raise ConfigError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
 
 
-def load_vggt(weights: str | Path, device: str = "cpu") -> torch.nn.Module:
-    """VGGT aggregator + camera head from a weights file (architecture from ``<stem>.json``
-    beside it, else VGGT-1B); the dense heads are not built, their keys reported as ignored."""
+def load_vggt(weights: str | Path, device: str = "cpu", point_head: bool = False,
+              backend: str = "vggt_align") -> torch.nn.Module:
+    """VGGT aggregator + camera head (+ the point head with ``point_head``) from a weights file
+    (architecture from ``<stem>.json`` beside it, else VGGT-1B); heads not built have their keys
+    reported as ignored. ``backend`` names who needs the weights in the missing-file error."""
     from ...model.config import VGGTConfig
     from ...model.weights import config_path_for, load_vggt as load_vggt_file
 
-    path = require_weights(weights, "vggt_align")
+    path = require_weights(weights, backend)
     cfg_path = config_path_for(path)
     cfg = VGGTConfig.from_json(cfg_path) if cfg_path.is_file() else VGGTConfig()
-    cfg = dataclasses.replace(cfg, enable_depth=False, enable_point=False, enable_track=False)
+    cfg = dataclasses.replace(cfg, enable_depth=False, enable_point=point_head, enable_track=False)
     model, report = load_vggt_file(path, cfg, strict=True, map_location=device)
-    logger.info("vggt_align weights: %s", report.summary())
+    logger.info("%s weights: %s", backend, report.summary())
     return model
 
 

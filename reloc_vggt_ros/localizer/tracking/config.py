@@ -1,0 +1,145 @@
+"""Settings of camera-rate tracking: the tracker, the motion prior, the gate and the cascade.
+
+A leaf module (only ``config`` and ``errors``). The node reads them as its ``tracking.*``
+parameters (``session.SessionConfig.tracking``); everything is off unless ``tracking.enabled``.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+from ...config import setting
+from ...errors import ConfigError
+from ...geometry.gating import GATE_PROBABILITIES
+
+__all__ = ["CascadeSettings", "GateSettings", "MotionSettings", "TrackerSettings", "TrackingConfig"]
+
+
+def _positive(obj: object, prefix: str, *names: str) -> None:
+    for name in names:
+        if not getattr(obj, name) > 0:
+            raise ConfigError(f"{prefix}.{name} must be > 0, got {getattr(obj, name)}")
+
+
+def _non_negative(obj: object, prefix: str, *names: str) -> None:
+    for name in names:
+        if not getattr(obj, name) >= 0:
+            raise ConfigError(f"{prefix}.{name} must be >= 0, got {getattr(obj, name)}")
+
+
+@dataclass(frozen=True)
+class CascadeSettings:
+    """Cheap query first; a fuller pass over the same map where it fails or is weak (``cascade``).
+
+    A cheap answer the backend's own judge does not call OK (no match, or LOW_CONFIDENCE: too few
+    inliers, low confidence, ambiguous places) always escalates. ``weak_below_inliers`` adds an
+    inlier bar on OK answers; leave-one-scene-out on the four shared scenes chose 0 in every fold
+    (``python -m bench.cascade``, docs/tracking.md): no OK cheap answer there needed the fuller pass.
+    """
+
+    enabled: bool = setting(True, "run a fuller pass when the cheap query fails or is weak")
+    full_preset: str = setting("default", "geometric preset of the fuller pass (query side; the map is shared)")
+    full_top_k: int = setting(0, "keyframes the fuller pass retrieves (0 = twice the cheap pass's)")
+    weak_below_inliers: int = setting(0, "an OK cheap answer with fewer inliers is weak and escalated "
+                                          "(0 = escalate failures only)")
+    budget_ms: float = setting(500.0, "escalate only if the cheap pass's time plus the fuller pass's expected "
+                                      "time fits (0 = no limit)")
+
+    def __post_init__(self) -> None:
+        _non_negative(self, "tracking.cascade", "full_top_k", "weak_below_inliers", "budget_ms")
+        if not self.full_preset.strip():
+            raise ConfigError("tracking.cascade.full_preset must name a geometric preset")
+
+
+@dataclass(frozen=True)
+class GateSettings:
+    """Consistency gating of every pose before it is published (``gate``)."""
+
+    probability: float = setting(0.999, "chi-square (6 DoF) probability of the Mahalanobis gate: one of "
+                                        f"{list(GATE_PROBABILITIES)}")
+    confirm_fixes: int = setting(3, "fixes in a row, consistent with each other, that overrule the prediction "
+                                    "(kidnap recovery)")
+    min_sigma_m: float = setting(0.01, "position sigma floor of each pose in the gate (unmodelled map/track "
+                                       "errors), m")
+    min_sigma_rad: float = setting(0.01, "rotation sigma floor of each pose in the gate, rad")
+    reference_timeout_s: float = setting(1.0, "a reference pose older than this gates nothing: the next OK fix "
+                                              "is taken as is (state lost)")
+
+    def __post_init__(self) -> None:
+        if self.probability not in GATE_PROBABILITIES:
+            raise ConfigError(f"tracking.gate.probability must be one of {list(GATE_PROBABILITIES)}, got {self.probability}")
+        if self.confirm_fixes < 1:
+            raise ConfigError(f"tracking.gate.confirm_fixes must be >= 1, got {self.confirm_fixes}")
+        _positive(self, "tracking.gate", "min_sigma_m", "min_sigma_rad", "reference_timeout_s")
+
+
+@dataclass(frozen=True)
+class MotionSettings:
+    """The motion prior between frames: odometry when given, else constant velocity (``motion``)."""
+
+    odometry_sigma_per_m: float = setting(0.05, "odometry position error per metre travelled")
+    odometry_sigma_rad_per_rad: float = setting(0.05, "odometry rotation error per radian turned")
+    odometry_sigma_m_per_sqrt_s: float = setting(0.01, "odometry position random walk, m/sqrt(s)")
+    odometry_sigma_rad_per_sqrt_s: float = setting(0.01, "odometry rotation random walk, rad/sqrt(s)")
+    velocity_sigma_m_per_sqrt_s: float = setting(0.1, "constant-velocity model position random walk, m/sqrt(s)")
+    velocity_sigma_rad_per_sqrt_s: float = setting(0.1, "constant-velocity model rotation random walk, "
+                                                        "rad/sqrt(s)")
+    max_speed_m_s: float = setting(10.0, "odometry moving faster than this between frames has jumped: not used")
+    max_turn_rad_s: float = setting(6.0, "odometry turning faster than this between frames has jumped: not used")
+
+    def __post_init__(self) -> None:
+        _non_negative(self, "tracking.motion", "odometry_sigma_per_m", "odometry_sigma_rad_per_rad",
+                      "odometry_sigma_m_per_sqrt_s", "odometry_sigma_rad_per_sqrt_s",
+                      "velocity_sigma_m_per_sqrt_s", "velocity_sigma_rad_per_sqrt_s")
+        _positive(self, "tracking.motion", "max_speed_m_s", "max_turn_rad_s")
+
+
+@dataclass(frozen=True)
+class TrackerSettings:
+    """Frame-to-frame LK of the last fix's inliers and PnP on them (``tracker``)."""
+
+    window_px: int = setting(21, "LK window (odd)")
+    pyramid_levels: int = setting(3, "LK pyramid levels above the image")
+    max_fb_px: float = setting(0.5, "forward-backward disagreement a track may have (px)")
+    sigma_px: float = setting(0.1, "error LK tracking adds to a point's error at the fix (px)")
+    max_reproj_px: float = setting(2.0, "PnP inlier threshold on tracked points (px)")
+    min_inliers: int = setting(30, "tracking fails below this many PnP inliers")
+    refresh_fraction: float = setting(0.5, "relocalize (new map points) once fewer than this fraction of the "
+                                           "fix's inliers are still tracked")
+    max_view_change_deg: float = setting(5.0, "relocalize once the tracked points are seen from this many "
+                                              "degrees away from the fix's view (0 = never for this reason)")
+    max_reproj_rms_px: float = setting(1.5, "tracking fails when the inliers' RMS reprojection error is larger")
+    max_position_sigma_m: float = setting(0.05, "tracking fails when the pose's largest position sigma is larger")
+    max_brightness_change: float = setting(0.25, "a relative jump of the mean brightness between frames "
+                                                 "(exposure change) stops LK: relocalize")
+
+    def __post_init__(self) -> None:
+        if self.window_px < 5 or self.window_px % 2 == 0:
+            raise ConfigError(f"tracking.tracker.window_px must be odd and >= 5, got {self.window_px}")
+        if not 0 <= self.pyramid_levels <= 8:
+            raise ConfigError(f"tracking.tracker.pyramid_levels must be in 0..8, got {self.pyramid_levels}")
+        if self.min_inliers < 6:
+            raise ConfigError(f"tracking.tracker.min_inliers must be >= 6, got {self.min_inliers}")
+        if not 0.0 <= self.refresh_fraction < 1.0:
+            raise ConfigError(f"tracking.tracker.refresh_fraction must be in [0, 1), got {self.refresh_fraction}")
+        _non_negative(self, "tracking.tracker", "max_view_change_deg")
+        _positive(self, "tracking.tracker", "max_fb_px", "sigma_px", "max_reproj_px", "max_reproj_rms_px",
+                  "max_position_sigma_m", "max_brightness_change")
+
+
+@dataclass(frozen=True)
+class TrackingConfig:
+    """Camera-rate localization (docs/tracking.md); the node's ``tracking.*`` parameters."""
+
+    enabled: bool = setting(False, "track between relocalizations, gate every pose, cascade the queries")
+    relocalize_every_s: float = setting(1.0, "a full relocalization at least this often while tracking "
+                                             "(0 = only when tracking degrades)")
+    relocalize_in_background: bool = setting(True, "while the track is healthy, relocalize on a background "
+                                                   "thread and keep answering frames by tracking")
+    tracker: TrackerSettings = setting(factory=TrackerSettings, doc="frame-to-frame tracking")
+    motion: MotionSettings = setting(factory=MotionSettings, doc="motion prior")
+    gate: GateSettings = setting(factory=GateSettings, doc="consistency gate")
+    cascade: CascadeSettings = setting(factory=CascadeSettings, doc="escalation cascade")
+
+    def __post_init__(self) -> None:
+        _non_negative(self, "tracking", "relocalize_every_s")

@@ -1,0 +1,149 @@
+"""Frame-to-frame tracking: the last fix's inliers followed by pyramidal LK, then PnP on them.
+
+A :class:`Track` holds the previous frame (grayscale) and the 2D positions of 3D map points in
+it (the inliers of the last fix, ``geometric.pnp.Correspondences``). :func:`track_frame` moves
+the points into the new frame with LK, starting where the predicted pose projects them (the
+motion prior), keeps those whose backward track returns within ``max_fb_px``, and solves the
+pose with the geometric backend's PnP stages (``solve_pnp`` RANSAC, ``refine_weighted``,
+``covariance``) in a local frame (``geometry.local_origin``: map points of any magnitude keep
+their precision). The health checks (inliers, RMS reprojection error, position sigma) say why
+a step failed.
+"""
+
+from __future__ import annotations
+
+from dataclasses import dataclass
+
+import cv2
+import numpy as np
+
+from ...geometry import Intrinsics, apply_T, invert_T, local_origin, shift_T
+from ..geometric.config import QuerySettings
+from ..geometric.pnp import Correspondences, covariance, refine_weighted, solve_pnp
+from .config import TrackerSettings
+
+__all__ = ["Track", "TrackStep", "to_gray", "start_track", "track_frame"]
+
+_QUERY = QuerySettings()      # max_independent_inliers of the covariance, as a fix's
+
+
+@dataclass(frozen=True)
+class Track:
+    """What the next frame is tracked from (points in a local frame, see the module doc)."""
+
+    gray: np.ndarray             # previous frame, uint8 [H,W]
+    x2d: np.ndarray              # [N,2] float32 pixels in it
+    x3d_local: np.ndarray        # [N,3] map points minus ``origin``
+    origin: np.ndarray           # [3] whole-metre offset of the map points
+    n_fix: int                   # points the track started with (at the fix)
+    anchor_gray: np.ndarray      # the frame of the fix
+    anchor_x2d: np.ndarray       # [N,2] float32 the same points in it
+    sigma_px: np.ndarray         # [N] each point's localisation error at the fix
+    centre_fix: np.ndarray       # [3] camera centre at the fix (local frame)
+
+
+@dataclass(frozen=True)
+class TrackStep:
+    """One tracked frame: the pose (world) and covariance if healthy, else the reason."""
+
+    T_world_cam: np.ndarray | None
+    covariance: np.ndarray | None
+    num_inliers: int
+    reproj_rms_px: float
+    reason: str                  # '' when healthy
+    track: Track | None          # what the next frame tracks from (None: nothing left)
+    view_change_deg: float = 0.0  # angle at the tracked points' centroid between the fix's and this view
+
+    @property
+    def ok(self) -> bool:
+        return not self.reason
+
+
+def to_gray(image: np.ndarray) -> np.ndarray:
+    return image if image.ndim == 2 else cv2.cvtColor(image, cv2.COLOR_BGR2GRAY)
+
+
+def start_track(gray: np.ndarray, corr: Correspondences, T_world_cam: np.ndarray) -> Track:
+    """A track from a fix's inliers in the frame they were found in (at pose ``T_world_cam``)."""
+    origin = local_origin(corr.x3d)
+    x2d = np.asarray(corr.x2d, np.float32)
+    return Track(gray, x2d, corr.x3d - origin, origin, len(corr.x2d), gray, x2d, np.asarray(corr.sigma_px, float),
+                 T_world_cam[:3, 3] - origin)
+
+
+def _lk(a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray, s: TrackerSettings) -> tuple[np.ndarray, np.ndarray]:
+    lk = dict(winSize=(s.window_px, s.window_px), maxLevel=s.pyramid_levels,
+              criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.03), flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+    out, st, _ = cv2.calcOpticalFlowPyrLK(a, b, pa, pb.copy(), **lk)
+    return out, st.ravel().astype(bool) & np.all(np.isfinite(out), axis=1)
+
+
+def _anchor_refine(track: Track, gray: np.ndarray, fwd: np.ndarray, ok: np.ndarray, s: TrackerSettings
+                   ) -> np.ndarray:
+    """Frame-to-frame LK drifts a little every frame; each point is tracked once more from the fix's
+    frame (the anchor), starting where frame-to-frame LK put it, on the finest level only. A point
+    keeps the anchored position where that converged within ``max_fb_px`` x 4 of the frame-to-frame one
+    (drift is sub-pixel per frame; more is the anchor's view being too different)."""
+    if track.anchor_gray is track.gray or not ok.any():
+        return fwd
+    idx = np.flatnonzero(ok)
+    lk = dict(winSize=(s.window_px, s.window_px), maxLevel=0,
+              criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.03), flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
+    out, st, _ = cv2.calcOpticalFlowPyrLK(track.anchor_gray, gray, track.anchor_x2d[idx], fwd[idx].copy(), **lk)
+    good = st.ravel().astype(bool) & np.all(np.isfinite(out), axis=1)
+    good &= np.linalg.norm(out - fwd[idx], axis=1) <= 4 * s.max_fb_px
+    refined = fwd.copy()
+    refined[idx[good]] = out[good]
+    return refined
+
+
+def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_cam: np.ndarray,
+                settings: TrackerSettings) -> TrackStep:
+    """The pose of ``gray`` from ``track`` (see the module doc); never raises on bad geometry."""
+    T_pred = shift_T(T_pred_world_cam, -track.origin)
+    Xc = apply_T(invert_T(T_pred), track.x3d_local)
+    front = Xc[:, 2] > 1e-6
+    guess = track.x2d.copy()
+    guess[front] = intr.project(Xc[front]).astype(np.float32)
+    guess = np.clip(guess, -1e4, 1e4)
+    fwd, ok = _lk(track.gray, gray, track.x2d, guess, settings)
+    back, ok_b = _lk(gray, track.gray, fwd, track.x2d, settings)
+    ok &= ok_b & (np.linalg.norm(back - track.x2d, axis=1) <= settings.max_fb_px)
+    inside = (fwd[:, 0] >= 0) & (fwd[:, 1] >= 0) & (fwd[:, 0] <= intr.width - 1) & (fwd[:, 1] <= intr.height - 1)
+    ok &= inside
+    fwd = _anchor_refine(track, gray, fwd, ok, settings)
+    x2d, x3d, sig_fix = fwd[ok].astype(np.float64), track.x3d_local[ok], track.sigma_px[ok]
+    n = int(ok.sum())
+    if n < settings.min_inliers:
+        return TrackStep(None, None, n, float("nan"), f"tracking lost: {n} of {len(ok)} points tracked "
+                         f"(< {settings.min_inliers})", None)
+    pnp = solve_pnp(x2d, x3d, intr, settings.max_reproj_px)
+    if pnp is None or int(pnp.inliers.sum()) < settings.min_inliers:
+        k = 0 if pnp is None else int(pnp.inliers.sum())
+        return TrackStep(None, None, k, float("nan"), f"tracking lost: PnP on {n} tracked points kept {k} "
+                         f"(< {settings.min_inliers})", None)
+    inl = pnp.inliers
+    # a point is as good as it was at the fix (its keypoint size, or its LK track into the keyframe)
+    # plus what frame-to-frame tracking adds
+    sigma = np.sqrt(sig_fix[inl] ** 2 + settings.sigma_px**2)
+    T = refine_weighted(pnp.T_world_cam, x2d[inl], x3d[inl], sigma, intr)
+    cov = covariance(T, x2d[inl], x3d[inl], intr, sigma, _QUERY, None)
+    n_inl = int(inl.sum())
+    keep = np.flatnonzero(ok)[inl]
+    nxt = Track(gray, x2d[inl].astype(np.float32), x3d[inl], track.origin, track.n_fix, track.anchor_gray,
+                track.anchor_x2d[keep], track.sigma_px[keep], track.centre_fix)
+    pos_sigma = float(np.sqrt(max(np.linalg.eigvalsh(cov.covariance[:3, :3]).max(), 0.0)))
+    reason = ""
+    if cov.reproj_rms_px > settings.max_reproj_rms_px:
+        reason = f"tracking degraded: reprojection RMS {cov.reproj_rms_px:.2f} px > {settings.max_reproj_rms_px}"
+    elif not np.all(np.isfinite(cov.covariance)) or pos_sigma > settings.max_position_sigma_m:
+        reason = f"tracking degraded: position sigma {pos_sigma:.3g} m > {settings.max_position_sigma_m}"
+    return TrackStep(shift_T(T, track.origin), cov.covariance, n_inl, cov.reproj_rms_px, reason, nxt,
+                     _view_change_deg(x3d[inl].mean(axis=0), track.centre_fix, T[:3, 3]))
+
+
+def _view_change_deg(X: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> float:
+    """Angle (deg) under which point ``X`` sees the two camera centres: LK's appearance bias grows with it."""
+    a, b = c0 - X, c1 - X
+    cos = float(a @ b / max(np.linalg.norm(a) * np.linalg.norm(b), 1e-12))
+    return float(np.degrees(np.arccos(np.clip(cos, -1.0, 1.0))))

@@ -1,0 +1,128 @@
+"""The node's map-free mode without ROS: one posed reference instead of a keyframe database.
+
+:class:`MapFreeLocalizerAdapter` makes a map-free backend (``mapfree.registry``) a
+:class:`~reloc_vggt_ros.localizer.base.Localizer` that the ordinary :class:`Session` drives
+(``Session.attach``), so acceptance, covariance floors and map->odom are those of every mode.
+
+The reference comes from the ``map_free.*`` settings (an image file, its intrinsics and pose in
+the map frame, optionally a depth file), or at run time from the **current frame** — the last
+image the node localized — by :meth:`MapFreeLocalizerAdapter.remember_place` ("remember this
+place"). Its pose is then the camera pose of the last published fix, or the identity when none
+was published (the map frame becomes that camera's frame). A frame-set reference has no depth: its scale is unknown
+unless the backend has another source. Until a reference is set every frame is answered
+NO_MATCH with the reason (a reference file that failed to load names why).
+"""
+
+from __future__ import annotations
+
+import math
+import threading
+from dataclasses import dataclass
+
+import numpy as np
+
+from ..config import setting
+from ..errors import ConfigError, DataError
+from ..geometry import Intrinsics, T_from_quat_t, quat_xyzw_to_wxyz
+from ..localizer.base import PosePrior, RelocResult, RelocStatus
+from ..mapfree.base import MapFreeLocalizer, QueryFrame, Reference
+from ..mapfree.registry import DEFAULT_MAPFREE_BACKEND
+
+__all__ = ["MapFreeConfig", "MapFreeLocalizerAdapter"]
+
+
+@dataclass(frozen=True)
+class MapFreeConfig:
+    """``mode: map_free`` settings: the backend and the reference (parameters ``map_free.*``)."""
+
+    backend: str = setting(DEFAULT_MAPFREE_BACKEND, "map-free backend (see mapfree.registry); learned ones take "
+                                                    "engine as weights")
+    reference_image: str = setting("", "reference image file; '' = none until ~/set_reference remembers a frame")
+    reference_intrinsics: tuple[float, ...] = setting((), "fx fy cx cy of the reference image (pixels); "
+                                                          "required with reference_image")
+    reference_pose: tuple[float, ...] = setting((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+                                                "x y z qx qy qz qw of the reference camera (optical frame) in map_frame")
+    reference_depth: str = setting("", "depth image of the reference (16-bit PNG/TIFF or float .npy in metres); "
+                                       "'' = none (scale unknown)")
+    depth_unit: float = setting(0.001, "metres per count of a 16-bit depth image (0.001 = millimetres)")
+
+    def __post_init__(self) -> None:
+        if not self.backend.strip():
+            raise ConfigError("map_free.backend must name a map-free backend, got ''")
+        if self.reference_image and len(self.reference_intrinsics) != 4:
+            raise ConfigError(f"map_free.reference_intrinsics must be [fx, fy, cx, cy] with reference_image, "
+                              f"got {list(self.reference_intrinsics)}")
+        if len(self.reference_pose) != 7 or not all(math.isfinite(v) for v in self.reference_pose):
+            raise ConfigError(f"map_free.reference_pose must be 7 finite numbers x y z qx qy qz qw, "
+                              f"got {list(self.reference_pose)}")
+        if np.linalg.norm(self.reference_pose[3:]) < 1e-9:
+            raise ConfigError("map_free.reference_pose quaternion is zero")
+        if self.reference_depth and not self.reference_image:
+            raise ConfigError("map_free.reference_depth is set but map_free.reference_image is not")
+        if not self.depth_unit > 0:
+            raise ConfigError(f"map_free.depth_unit must be > 0, got {self.depth_unit}")
+
+    def reference_T(self) -> np.ndarray:
+        """``T_map_cam`` of the reference (the parameter is xyzw, ROS order)."""
+        q = quat_xyzw_to_wxyz(np.asarray(self.reference_pose[3:], float))
+        return T_from_quat_t(q / np.linalg.norm(q), np.asarray(self.reference_pose[:3], float))
+
+
+class MapFreeLocalizerAdapter:
+    """A map-free backend as the Session's localizer, plus the reference it answers against."""
+
+    def __init__(self, backend: MapFreeLocalizer) -> None:
+        self.backend = backend
+        self.name = f"map_free:{backend.name}"
+        self.missing = "no map-free reference set: give map_free.reference_image or call ~/set_reference"
+        self._reference: Reference | None = None
+        self._last: tuple[np.ndarray, Intrinsics, int] | None = None
+        self._lock = threading.Lock()
+
+    @property
+    def reference(self) -> Reference | None:
+        return self._reference
+
+    def load(self, config: MapFreeConfig) -> str:
+        """Set the reference of the settings (none: keep waiting); DataError says why it cannot."""
+        from ..mapfree.reference import load_reference
+
+        if not config.reference_image:
+            return "no reference image configured; waiting for ~/set_reference"
+        try:
+            ref = load_reference(config.reference_image, config.reference_intrinsics, config.reference_T(),
+                                 config.reference_depth, config.depth_unit)
+            self.set_reference(ref)
+        except DataError as err:
+            self.missing = f"no map-free reference: {err}"
+            raise
+        h, w = ref.image_bgr.shape[:2]
+        return f"map-free reference {ref.name} ({w}x{h}, {'with' if ref.depth_m is not None else 'no'} depth)"
+
+    def set_reference(self, reference: Reference) -> None:
+        """Give ``reference`` to the backend (DataError leaves the previous reference in place)."""
+        with self._lock:
+            self.backend.set_reference(reference)
+            self._reference = reference
+
+    def remember_place(self, T_map_cam: np.ndarray | None) -> str:
+        """The last localized frame becomes the reference, at ``T_map_cam`` (None: identity)."""
+        last = self._last
+        if last is None:
+            raise DataError("no frame received yet: nothing to remember")
+        image, intrinsics, stamp_ns = last
+        T = np.eye(4) if T_map_cam is None else np.asarray(T_map_cam, float)
+        self.set_reference(Reference(image, intrinsics, T, None, name=f"frame_{stamp_ns}"))
+        where = "the last published pose" if T_map_cam is not None else "the identity (nothing published yet)"
+        return f"reference set from frame {stamp_ns} at {where}, no depth"
+
+    def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
+                 prior: PosePrior | None = None) -> RelocResult:
+        self._last = (image_bgr, intrinsics, stamp_ns)
+        with self._lock:
+            if self._reference is None:
+                return RelocResult(RelocStatus.NO_MATCH, reason=self.missing)
+            return self.backend.localize(QueryFrame(image_bgr, intrinsics, stamp_ns))
+
+    def refresh(self) -> None:
+        """Nothing to re-read: the reference changes only through :meth:`set_reference`."""

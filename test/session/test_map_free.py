@@ -1,0 +1,115 @@
+"""Map-free mode without ROS: the Session drives a map-free backend through the adapter, with the
+reference from files (real fountain image + depth triangulated under the true poses) or
+remembered from the current frame; unusable references give the reason and keep the last one."""
+
+from __future__ import annotations
+
+import sys
+from pathlib import Path
+
+import cv2
+import numpy as np
+import pytest
+
+from reloc_vggt_ros.errors import ConfigError, DataError
+from reloc_vggt_ros.geometry import R_to_quat, pose_error
+from reloc_vggt_ros.mapfree.registry import make_mapfree_localizer
+from reloc_vggt_ros.session import Published, Rejected, Session, SessionConfig
+from reloc_vggt_ros.session.map_free import MapFreeConfig, MapFreeLocalizerAdapter
+
+sys.path.insert(0, str(Path(__file__).parents[1] / "mapfree"))
+from mapfree_scene import REFERENCE, SAMPLE, build_reference  # noqa: E402
+
+
+def reference_params(ref, T_world_cam: np.ndarray, depth_file: str) -> dict:  # noqa: ANN001
+    """map_free.* settings of the reference (pose as x y z qx qy qz qw)."""
+    q = R_to_quat(T_world_cam[:3, :3])
+    i = ref.intrinsics
+    return dict(reference_image=str(SAMPLE / "images" / REFERENCE), reference_intrinsics=(i.fx, i.fy, i.cx, i.cy),
+                reference_pose=(*T_world_cam[:3, 3], q[1], q[2], q[3], q[0]), reference_depth=depth_file)
+
+
+def write_depth_png(path: Path, depth_m: np.ndarray) -> str:
+    cv2.imwrite(str(path), np.round(depth_m * 1000).astype(np.uint16))
+    return str(path)
+
+
+@pytest.fixture(scope="module")
+def scene(tmp_path_factory):
+    ref, queries = build_reference()
+    folder = tmp_path_factory.mktemp("mf")
+    return ref, queries, write_depth_png(folder / "ref.depth.png", ref.depth_m), folder
+
+
+def _session(adapter: MapFreeLocalizerAdapter) -> Session:
+    session = Session(SessionConfig(), lambda store: adapter)
+    session.attach(adapter)
+    return session
+
+
+def test_reference_from_files_then_remembered_from_the_current_frame(scene) -> None:
+    ref, queries, depth_file, _ = scene
+    adapter = MapFreeLocalizerAdapter(make_mapfree_localizer("depth_pnp"))
+    session = _session(adapter)
+    (q0, T0), (q1, _) = queries
+    first = session.localize(q0.image_bgr, q0.intrinsics, 1)
+    assert isinstance(first, Rejected) and "no map-free reference set" in first.reason
+    msg = adapter.load(MapFreeConfig(**reference_params(ref, ref.T_world_cam, depth_file)))
+    assert "0003.jpg (640x427, with depth)" in msg
+    out = session.localize(q0.image_bgr, q0.intrinsics, 2)
+    assert isinstance(out, Published), out
+    t_err, r_err = pose_error(out.T_map_cam, T0)
+    assert t_err < 0.02 and r_err < 0.2, (t_err, r_err)         # mm depth PNG, real matches
+    # remember this place: the last frame (q0) at the last published pose, no depth
+    msg = adapter.remember_place(out.T_map_cam)
+    assert msg == "reference set from frame 2 at the last published pose, no depth"
+    assert adapter.reference.name == "frame_2" and np.allclose(adapter.reference.T_world_cam, out.T_map_cam)
+    nodepth = session.localize(q1.image_bgr, q1.intrinsics, 3)
+    assert isinstance(nodepth, Rejected) and "has no depth image" in nodepth.reason
+    assert "identity" in adapter.remember_place(None)
+    np.testing.assert_array_equal(adapter.reference.T_world_cam, np.eye(4))
+
+
+def test_unusable_reference_files_name_the_reason_and_keep_the_last_reference(scene) -> None:
+    ref, queries, depth_file, folder = scene
+    adapter = MapFreeLocalizerAdapter(make_mapfree_localizer("depth_pnp"))
+    with pytest.raises(DataError, match="no frame received yet"):
+        adapter.remember_place(None)
+    good = reference_params(ref, ref.T_world_cam, depth_file)
+    adapter.load(MapFreeConfig(**good))
+    bad = {
+        "missing.jpg": (dict(good, reference_image=str(folder / "missing.jpg")), "reference image not found"),
+        "missing depth": (dict(good, reference_depth=str(folder / "none.png")), "depth image not found"),
+        "half-size depth": (dict(good, reference_depth=write_depth_png(folder / "half.png", ref.depth_m[::2, ::2])),
+                            "reference depth is 320x214 but the reference image is 640x427"),
+        "all-invalid depth": (dict(good, reference_depth=write_depth_png(folder / "zero.png", 0 * ref.depth_m)),
+                              "reference depth has no valid pixel"),
+        "8-bit depth": (dict(good, reference_depth=str(SAMPLE / "images" / REFERENCE)), "must be single-channel 16-bit"),
+        "zero focal": (dict(good, reference_intrinsics=(0.0, 1.0, 2.0, 3.0)), "intrinsics .* are unusable"),
+    }
+    session = _session(adapter)
+    for case, (params, reason) in bad.items():
+        with pytest.raises(DataError, match=reason):
+            adapter.load(MapFreeConfig(**params))
+        assert adapter.reference.name == REFERENCE, case                 # the good one is kept
+    out = session.localize(queries[0][0].image_bgr, queries[0][0].intrinsics, 1)
+    assert isinstance(out, Published)
+    fresh = MapFreeLocalizerAdapter(make_mapfree_localizer("depth_pnp"))
+    with pytest.raises(DataError):
+        fresh.load(MapFreeConfig(**bad["all-invalid depth"][0]))
+    out = _session(fresh).localize(queries[0][0].image_bgr, queries[0][0].intrinsics, 1)
+    assert isinstance(out, Rejected) and "no map-free reference: reference depth has no valid pixel" in out.reason
+
+
+def test_map_free_settings_are_validated() -> None:
+    with pytest.raises(ConfigError, match=r"reference_intrinsics must be \[fx, fy, cx, cy\]"):
+        MapFreeConfig(reference_image="a.jpg")
+    with pytest.raises(ConfigError, match="reference_pose must be 7 finite numbers"):
+        MapFreeConfig(reference_pose=(0.0, 0.0, 0.0))
+    with pytest.raises(ConfigError, match="quaternion is zero"):
+        MapFreeConfig(reference_pose=(0.0,) * 7)
+    with pytest.raises(ConfigError, match="reference_depth is set but map_free.reference_image is not"):
+        MapFreeConfig(reference_depth="d.png")
+    T = MapFreeConfig(reference_pose=(1.0, 2.0, 3.0, 0.0, 0.0, 1.0, 0.0)).reference_T()
+    np.testing.assert_allclose(T[:3, 3], [1, 2, 3])
+    np.testing.assert_allclose(T[:3, :3], np.diag([-1.0, -1.0, 1.0]), atol=1e-12)   # 180 deg about z
