@@ -130,8 +130,8 @@ def test_bad_reference_depth_is_refused_with_the_reason(views: dict, depth_0004:
         "is 384x256 but the reference image is 768x512": depth_0004[::2, ::2],
         "millimetres": depth_0004 * 1000.0,
         "no valid pixel": np.zeros_like(depth_0004),
-        "negative": -depth_0004,
-        "single-channel": np.dstack([depth_0004] * 3),
+        "negative": np.where(np.arange(depth_0004.size).reshape(depth_0004.shape) == 0, -1.0, depth_0004),
+        "must have the image's size": np.dstack([depth_0004] * 3),
     }
     for text, depth in cases.items():
         with pytest.raises(DataError, match=text):

@@ -57,7 +57,7 @@ def test_localize_writes_a_submission_and_leaves_out_what_it_cannot_solve(
     assert len(sub["fountain-P11_b1"]) == 3
     assert all(e.confidence <= 0.01 for e in sub["fountain-P11_b1"].values())   # no scale: ranked low
     logs = caplog.text
-    assert "wrong_size: skipped: reference image is 640x480 but its intrinsics are for 1536x1024" in logs
+    assert "wrong_size: skipped: reference intrinsics are for 1536x1024 but the reference image is 640x480" in logs
     assert "elsewhere seq1/frame_00000.jpg: no pose:" in logs and "elsewhere: no frame localized" in logs
     assert "no source of metric scale" in logs
     res = tmp_path / "eval.json"
