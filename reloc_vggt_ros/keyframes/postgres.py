@@ -272,7 +272,10 @@ class PostgresStore:
         ``source`` records who pushed them (a robot name)."""
         rows = []
         for rec in records:
-            _, row = KeyframeStore._row(rec.keyframe)  # the same validation as the SQLite store
+            _, (*row, distortion) = KeyframeStore._row(rec.keyframe)  # the same validation as the SQLite store
+            if distortion is not None:
+                raise KeyframeDBError(f"keyframe {rec.keyframe.name!r} has a lens model ({distortion[0]}): the fleet "
+                                      "store holds pinhole keyframes only; push undistorted (image_rect) keyframes")
             for (backend, key), (fp, _) in rec.blobs.items():
                 _check_blob_args(backend, key, fp)
             rows.append(row)
