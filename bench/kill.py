@@ -50,7 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 T0_NS = 1_700_000_000 * 10**9
 KEYFRAME_HZ = 5.0
 NODE_PARAMS: dict[str, Any] = {"mapping.enabled": True, "mapping.min_distance_m": 0.0, "mapping.min_angle_rad": 0.0,
-                               "diagnostics_rate_hz": 20.0, "max_rate_hz": 1.0, "geometric.preset": "realtime"}
+                               "diagnostics_rate_hz": 20.0, "max_rate_hz": 1.0, "geometric.preset": "realtime",
+                               "base_frame": "''"}   # camera poses: the bench publishes no TF
 _ADDED = re.compile(r"^keyframe (\d+) added$")
 
 
