@@ -1,5 +1,6 @@
-"""The node with ``tracking.enabled`` as a real process over loopback DDS: a 15 Hz stream of real
-temple frames with odometry on /tf is answered by tracking, and /diagnostics says so."""
+"""The node with ``tracking.enabled`` as a real process over loopback DDS: a stream of real
+temple frames with odometry on /tf (sent at 6 Hz, so that a loaded machine still processes most) is
+answered by tracking, and /diagnostics says so."""
 
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ pytestmark = pytest.mark.ros
 def test_node_tracks_a_stream_with_odometry_over_dds(tmp_path, stream, temple_store) -> None:
     from tf2_msgs.msg import TFMessage
 
-    frames = stream(45, speed_deg_s=5.0)
+    frames = stream(30, speed_deg_s=5.0)
     domain = next_domain_id()
     node = NodeProcess(tmp_path, domain, {"database_path": str(temple_store.path), "geometric.preset": "realtime",
                                           "odom_frame": "odom", "camera_frame": "camera", "tracking.enabled": True,
@@ -35,7 +36,7 @@ def test_node_tracks_a_stream_with_odometry_over_dds(tmp_path, stream, temple_st
         for f, img, intr in frames:
             probe.tf_pub.publish(TFMessage(transforms=[transform_stamped(f.T_odom_cam, f.stamp_ns, "odom", "camera")]))
             probe.send_frame(img, intr, f.stamp_ns)
-            probe.spin(1 / 15)
+            probe.spin(1 / 6)
         last = frames[-1][0].stamp_ns
         probe.spin_until(lambda: any(int(d.get("last_stamp_ns", 0)) >= last for d in probe.diags), 60,
                          "the last frame processed", node)
@@ -45,7 +46,7 @@ def test_node_tracks_a_stream_with_odometry_over_dds(tmp_path, stream, temple_st
         errors = [pose_error(pose_to_T(p.pose.pose), truth[stamp_to_ns(p.header.stamp)])[0] for p in probe.poses]
         final = probe.diags[-1]
         # frames dropped by the newest-wins queue depend on the machine's load: judge the processed ones
-        assert len(probe.poses) == int(final["published"]) >= 0.9 * int(final["processed"]) >= 15, final
+        assert len(probe.poses) == int(final["published"]) >= 0.9 * int(final["processed"]) >= 10, final
         assert np.median(errors) < 2e-3
         assert int(final["frames_tracked"]) >= 0.6 * len(probe.poses), final
         assert "tracking" in {d.get("tracking_state") for d in probe.diags}
