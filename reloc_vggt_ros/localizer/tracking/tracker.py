@@ -135,7 +135,8 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
     inside = (fwd[:, 0] >= 0) & (fwd[:, 1] >= 0) & (fwd[:, 0] <= intr.width - 1) & (fwd[:, 1] <= intr.height - 1)
     ok &= inside
     fwd = _anchor_refine(track, gray, fwd, ok, settings)
-    x2d, x3d, sig_fix = fwd[ok].astype(np.float64), track.x3d_local[ok], track.sigma_px[ok]
+    raw, x3d, sig_fix = fwd[ok].astype(np.float64), track.x3d_local[ok], track.sigma_px[ok]
+    x2d, intr = intr.undistort_px(raw), intr.pinhole       # LK in the raw image, geometry on ideal pixels
     n = int(ok.sum())
     if n < settings.min_inliers:
         return TrackStep(None, None, n, float("nan"), f"tracking lost: {n} of {len(ok)} points tracked "
@@ -152,7 +153,7 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
     cov = covariance(T, x2d[inl], x3d[inl], intr, sigma, _QUERY, None)
     n_inl = int(inl.sum())
     keep = np.flatnonzero(ok)[inl]
-    nxt = Track(gray, x2d[inl].astype(np.float32), x3d[inl], track.origin, track.n_fix, track.anchor_gray,
+    nxt = Track(gray, raw[inl].astype(np.float32), x3d[inl], track.origin, track.n_fix, track.anchor_gray,
                 track.anchor_x2d[keep], track.sigma_px[keep], track.centre_fix)
     pos_sigma = float(np.sqrt(max(np.linalg.eigvalsh(cov.covariance[:3, :3]).max(), 0.0)))
     reason = ""
