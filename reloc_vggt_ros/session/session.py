@@ -279,6 +279,14 @@ class Session:
                 self._localizer.reset()     # the operator says where we are: relocalize from it
         return prior
 
+    def relocalize_next(self) -> str:
+        """A full relocalization for the next frame instead of tracking (the ``~/relocalize`` service)."""
+        with self._lock:
+            if not isinstance(self._localizer, TrackingLocalizer):
+                return "tracking is off: every frame is relocalized already"
+            self._localizer.relocalize_next()
+        return "the next frame is relocalized"
+
     def current_prior(self) -> PosePrior | None:
         """The prior unless it expired (``prior_timeout_s`` > 0 and older than that)."""
         with self._lock:
