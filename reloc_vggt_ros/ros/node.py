@@ -498,7 +498,8 @@ class RelocNode(LifecycleNode):
             if reason != self._last_warned:
                 self.get_logger().warning(f"{lost} image(s) dropped: {reason}")
                 self._last_warned = reason
-            self.stats.on_reject_input(None, reason)
+            for _ in range(lost):  # each image counts, or received - processed - dropped drifts up
+                self.stats.on_reject_input(None, reason)
 
     def _offer(self, stamp_ns: int, image: Any, info: Any) -> None:
         frame = _Frame(stamp_ns, image, info, time.monotonic(), self._time_epoch)
@@ -522,7 +523,8 @@ class RelocNode(LifecycleNode):
         """Image + intrinsics, or DataError with the reason the frame is unusable (size checked first)."""
         max_pixels = self._require_cfg().max_image_pixels
         decode = compressed_to_bgr if isinstance(frame.image, CompressedImage) else image_to_bgr
-        return decode(frame.image, max_pixels), camera_info_to_intrinsics(frame.info)
+        image = decode(frame.image, max_pixels)
+        return image, camera_info_to_intrinsics(frame.info, (image.shape[1], image.shape[0]))
 
     def _handle_frame(self, frame: _Frame) -> None:
         cfg = self._require_cfg()

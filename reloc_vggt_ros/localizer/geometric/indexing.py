@@ -43,7 +43,7 @@ import numpy as np
 from ...errors import KeyframeDBError
 from ...geometry import Intrinsics, local_origin, shift_T, shift_transform
 from ...keyframes.blobs import pack_arrays, unpack_arrays
-from .features import Features, extract_features, fingerprint_fields
+from .features import Features, extract_features, fingerprint_fields, undistorted
 from .vocabulary import train_vocabulary, vlad
 from .triangulation import (Observations, View, backproject_depth, consistent_neighbours, observe, pair_level,
                             select_neighbours, triangulate_consistent)
@@ -78,7 +78,9 @@ def fingerprints(config: "MapSettings") -> dict[str, str]:
 @dataclass
 class KeyframeEntry:
     """Everything the query side needs from one keyframe, in memory, in the map's local frame
-    (world shifted by :attr:`GeometricMap.origin`)."""
+    (world shifted by :attr:`GeometricMap.origin`). ``features`` hold ideal (undistorted)
+    keypoints of the pinhole ``intrinsics``; ``camera`` is the keyframe's full camera model
+    (what its image is in: sub-pixel tracking reads it)."""
 
     kf_id: int
     T_local_cam: np.ndarray
@@ -91,6 +93,11 @@ class KeyframeEntry:
     point_descriptors: np.ndarray
     # neighbours whose poses disagree with this keyframe's (pair check): not one consistent map
     inconsistent_ids: frozenset[int] = frozenset()
+    camera: Intrinsics | None = None    # None: ``intrinsics`` (a pinhole camera)
+
+    @property
+    def image_camera(self) -> Intrinsics:
+        return self.intrinsics if self.camera is None else self.camera
 
 
 @dataclass
@@ -190,12 +197,13 @@ def _point_sets(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr
     whose neighbour set or consistency decision changed (the decision needs the map-wide level).
 
     ``poses`` and the points returned are in the local frame at ``origin``; blobs hold world points.
+    ``intr`` are the keyframes' cameras, ``feats`` their undistorted features.
     """
     tc = config.triangulation
     pos_of = {int(i): p for p, i in enumerate(ids)}
 
     def view(i: int) -> View:
-        return View(feats[i], intr[i], poses[pos_of[i]])
+        return View(feats[i], intr[i].pinhole, poses[pos_of[i]])
 
     neighbours = {int(i): [int(ids[j]) for j in select_neighbours(p, poses, tc)] for p, i in enumerate(ids)}
     stored: dict[int, dict[str, np.ndarray]] = {}
@@ -279,7 +287,7 @@ def _reusable(previous: GeometricMap | None, fp: str, kf_id: int, T: np.ndarray,
         return None
     e = previous.entries[kf_id]
     # ids can be reused after removal
-    same = np.array_equal(shift_T(e.T_local_cam, previous.origin), T) and e.intrinsics == intr
+    same = np.array_equal(shift_T(e.T_local_cam, previous.origin), T) and e.image_camera == intr
     return e.features if same else None
 
 
@@ -302,8 +310,8 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
     for pos, i in enumerate(int(v) for v in ids):
         reused = _reusable(previous, fps["features"], i, world_poses[pos], intr[i])
         try:  # damaged features blob and damaged image: nothing to build this keyframe from
-            feats[i] = reused if reused is not None else _load_or_extract(store, i, config, fps["features"],
-                                                                          writable, stats)
+            feats[i] = reused if reused is not None else undistorted(
+                _load_or_extract(store, i, config, fps["features"], writable, stats), intr[i])
         except KeyframeDBError as err:
             logger.warning("keyframe %d left out of the geometric map: %s", i, err)
             feats.pop(i, None)
@@ -326,8 +334,9 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
             vec = arrays["vlad"]
         ps = sets[i]
         has_point = _matchable(ps.points, ps.track_len, config.max_points_per_keyframe)
-        entries[i] = KeyframeEntry(i, poses[pos], intr[i], feats[i], ps.points, vec, has_point,
-                                   np.ascontiguousarray(feats[i].descriptors[has_point]), ps.inconsistent_ids)
+        entries[i] = KeyframeEntry(i, poses[pos], intr[i].pinhole, feats[i], ps.points, vec, has_point,
+                                   np.ascontiguousarray(feats[i].descriptors[has_point]), ps.inconsistent_ids,
+                                   None if intr[i].distortion is None else intr[i])
     n_points = sum(len(e.point_index) for e in entries.values())
     logger.info("geometric map: %d keyframes, %d keyframe points; computed %s in %.1f s",
                 len(entries), n_points, stats, time.perf_counter() - t0)
