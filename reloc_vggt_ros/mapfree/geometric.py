@@ -45,8 +45,9 @@ from ..localizer.geometric.relative_pose import (RelativeObservation, TwoView, T
                                                  relative_covariance, two_view)
 from ..localizer.geometric.triangulation import View, backproject_depth, triangulate_keyframe
 from .base import SCALE_UNKNOWN, QueryFrame, Reference
+from .reference import check_reference
 
-__all__ = ["GeometricMapFreeConfig", "GeometricMapFree", "check_depth"]
+__all__ = ["GeometricMapFreeConfig", "GeometricMapFree", "metric_depth"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ MAX_DEPTH_M = 500.0      # a larger median is millimetres (or garbage) read as m
 class GeometricMapFreeConfig:
     """Settings of the weights-free map-free localizer."""
 
-    features: FeatureConfig = setting(factory=lambda: FeatureConfig(max_keypoints=4096, max_edge_px=1600),
+    features: FeatureConfig = setting(factory=lambda: FeatureConfig(max_keypoints=4096, max_edge_px=1024),
                                       doc="RootSIFT of reference and query")
     two_view: TwoViewSettings = setting(factory=TwoViewSettings, doc="matching and essential matrix")
     pnp_max_reproj_px: float = setting(4.0, "PnP inlier threshold on depth-backprojected points (px)")
@@ -91,21 +92,11 @@ def check_image(image: np.ndarray, intr: Intrinsics, what: str) -> str:
     return ""
 
 
-def check_depth(depth_m: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The depth image as float64 metres (0 where invalid), or DataError: another size than the
-    image, not 2-D, negative values, no valid pixel, or a median that reads as millimetres."""
-    depth = np.asarray(depth_m)
-    if depth.ndim != 2:
-        raise DataError(f"reference depth must be a single-channel [H,W] image, got shape {depth.shape}")
-    if depth.shape != (height, width):
-        raise DataError(f"reference depth is {depth.shape[1]}x{depth.shape[0]} but the reference image is "
-                        f"{width}x{height}")
-    depth = depth.astype(np.float64)
+def metric_depth(depth_m: np.ndarray) -> np.ndarray:
+    """A checked reference depth (``reference.check_reference``) as float64 metres, 0 where
+    invalid; DataError where its median reads as millimetres rather than metres."""
+    depth = np.asarray(depth_m, np.float64)
     valid = np.isfinite(depth) & (depth > 0)
-    if np.any(np.isfinite(depth) & (depth < 0)):
-        raise DataError("reference depth has negative values")
-    if not valid.any():
-        raise DataError("reference depth has no valid pixel (all 0 or non-finite)")
     med = float(np.median(depth[valid]))
     if med > MAX_DEPTH_M:
         raise DataError(f"reference depth median {med:g} is not plausible in metres (> {MAX_DEPTH_M:g}); "
@@ -144,14 +135,8 @@ class GeometricMapFree:
         self._ref_points: np.ndarray | None = None     # [N,3] keypoints in the reference camera (depth)
 
     def set_reference(self, reference: Reference) -> None:
-        bad = check_image(reference.image_bgr, reference.intrinsics, "reference")
-        if bad:
-            raise DataError(bad)
-        if not is_valid_T(np.asarray(reference.T_world_cam, float)):
-            raise DataError("reference T_world_cam is not a finite rigid 4x4 transform")
-        depth = None
-        if reference.depth_m is not None:
-            depth = check_depth(reference.depth_m, reference.intrinsics.width, reference.intrinsics.height)
+        check_reference(reference)
+        depth = None if reference.depth_m is None else metric_depth(reference.depth_m)
         feats = extract_features(reference.image_bgr, self.config.features)
         self._ref, self._ref_feats = reference, feats
         self._ref_points = (None if depth is None

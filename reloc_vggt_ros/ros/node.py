@@ -498,7 +498,8 @@ class RelocNode(LifecycleNode):
             if reason != self._last_warned:
                 self.get_logger().warning(f"{lost} image(s) dropped: {reason}")
                 self._last_warned = reason
-            self.stats.on_reject_input(None, reason)
+            for _ in range(lost):  # each image counts, or received - processed - dropped drifts up
+                self.stats.on_reject_input(None, reason)
 
     def _offer(self, stamp_ns: int, image: Any, info: Any) -> None:
         frame = _Frame(stamp_ns, image, info, time.monotonic(), self._time_epoch)

@@ -116,6 +116,7 @@ def test_base_pose_tf_and_covariance_through_the_extrinsic(tmp_path, scene):
         probe.spin_until(lambda: len(probe.poses) >= 3, 90, "the third pose", node)
         probe.spin(0.3)
         from geometry_msgs.msg import PoseWithCovarianceStamped
+        from tf2_msgs.msg import TFMessage
 
         from reloc_vggt_ros.ros.convert import T_to_pose
 
@@ -129,6 +130,16 @@ def test_base_pose_tf_and_covariance_through_the_extrinsic(tmp_path, scene):
         latest = transform_to_T(_map_odom(probe)[-1].transform)
         x, y, z = map(float, re.search(r"prior set at \(([-\d.]+), ([-\d.]+), ([-\d.]+)\)", node.log()).groups())
         np.testing.assert_allclose([x, y, z], (latest @ T_odom_prior @ T_BASE_CAM)[:3, 3], atol=0.006)
+        # 5. the "static" mount changes (a second static publisher disagrees): reported, and the
+        # TF at the image stamp is used
+        moved = T_BASE_CAM @ make_T(np.eye(3), np.array([0.0, 0.02, 0.0]))
+        probe.static_pub.publish(TFMessage(transforms=[transform_stamped(moved, 0, "base_link", "camera")]))
+        probe.spin(0.3)
+        probe.send_frame(img, intr, stamp1 + 4 * S, frame_id="camera")
+        probe.wait_diag(r"camera extrinsic of camera changed by 20\.0 mm", key="last_warning", node=node, timeout=90)
+        probe.spin_until(lambda: len(probe.poses) >= 4, 20, "the fourth pose", node)
+        np.testing.assert_allclose(pose_to_T(probe.poses[3].pose.pose) @ moved, T_map_cam, atol=1e-6)
+        assert node.alive()
     finally:
         code = node.stop()
         probe.close()

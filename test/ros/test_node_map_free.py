@@ -3,8 +3,9 @@
 Reference: fountain-P11 (sample/, 640 px) image 0003.jpg with its true pose and a depth PNG
 (uint16 mm) of its SIFT keypoints triangulated from three neighbours under the true poses (the
 scene ships no depth); queries: the held-out real views 0004 and 0001. The node must publish the
-query pose in the map (= the scene's world) frame, remember a place through ~/set_reference, and
-stay up with the reason in /diagnostics when the reference is unusable.
+query pose in the map (= the scene's world) frame with the default backend (weights-free
+geometric), remember a place through ~/set_reference, and stay up with the reason in /diagnostics
+when the reference is unusable.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _params(ref: Any, depth: Path, **over: Any) -> dict[str, Any]:
     i, T = ref.intrinsics, ref.T_world_cam
     q = R_to_quat(T[:3, :3])
     pose = [*T[:3, 3], q[1], q[2], q[3], q[0]]
-    params = {"mode": "map_free", "diagnostics_rate_hz": 10.0, "map_free.backend": "depth_pnp",
+    params = {"mode": "map_free", "diagnostics_rate_hz": 10.0,          # the default backend (geometric)
               "map_free.reference_image": str(SAMPLE / "images" / REFERENCE),
               "map_free.reference_intrinsics": f"[{i.fx!r}, {i.fy!r}, {i.cx!r}, {i.cy!r}]",
               "map_free.reference_pose": "[" + ", ".join(repr(float(v)) for v in pose) + "]",
@@ -89,7 +90,7 @@ def test_map_free_node_publishes_the_query_pose_and_remembers_a_place(tmp_path, 
         res = _set_reference(probe, node)
         assert res.success and res.message == f"reference set from frame {stamp} at the last published pose, no depth"
         probe.send_frame(q1.image_bgr, q1.intrinsics, stamp + S, frame_id="camera")
-        d = probe.wait_diag("has no depth image", node=node)         # depth_pnp needs depth: no scale, no pose
+        d = probe.wait_diag("no source of metric scale", node=node)  # no depth: direction only, not published
         assert d["reference"] == f"frame_{stamp}" and len(probe.poses) == 1
         assert node.alive()
     finally:
@@ -123,7 +124,7 @@ def test_unusable_reference_keeps_the_node_up_with_the_reason(tmp_path, scene, c
         res = _set_reference(probe, node)
         assert res.success and "at the identity (nothing published yet)" in res.message, res.message
         probe.send_frame(q.image_bgr, q.intrinsics, T0 + 2 * S, frame_id="camera")
-        d = probe.wait_diag("has no depth image", node=node)
+        d = probe.wait_diag("no source of metric scale", node=node)
         assert d["reference"] == f"frame_{T0 + S}" and node.alive() and not probe.poses
     finally:
         probe.close()

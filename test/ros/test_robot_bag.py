@@ -9,8 +9,8 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reloc_vggt_ros.data.bag import (IMAGE_TOPIC, TF_STATIC_TOPIC, TF_TOPIC, RobotBag, ground_truth_from_bag,
-                                     read_bag, typestore, write_bag_from_folder)
+from reloc_vggt_ros.data.bag import (COMPRESSED_TOPIC, GT_TOPIC, IMAGE_TOPIC, INFO_TOPIC, TF_STATIC_TOPIC, TF_TOPIC,
+                                     RobotBag, ground_truth_from_bag, read_bag, typestore, write_bag_from_folder)
 from reloc_vggt_ros.data.posed_folder import read_posed_folder
 from reloc_vggt_ros.errors import DataError
 from reloc_vggt_ros.geometry import T_from_quat_t, camera_mount, pose_error, quat_xyzw_to_wxyz
@@ -56,8 +56,9 @@ def test_robot_bag_command_line(tmp_path, capsys):
     from reloc_vggt_ros.cli import main
 
     out = tmp_path / "r.mcap"
-    assert main(["bag", "from-images", str(SAMPLE), "--out", str(out), "--max-side", "160", "--robot",
+    assert main(["bag", "from-images", str(SAMPLE), "--out", str(out), "--max-side", "160", "--robot", "--compressed",
                  "--mount", "0", "0", "1.5", "0", "--drift", "0", "0", "--tf-rate", "4"]) == 0
+    assert {m.topic for m in read_bag(out)} == {COMPRESSED_TOPIC, INFO_TOPIC, GT_TOPIC, TF_TOPIC, TF_STATIC_TOPIC}
     gt = ground_truth_from_bag(out)
     recs = read_posed_folder(SAMPLE, "query")
     for T, rec in zip((gt[s] for s in sorted(gt)), recs):
