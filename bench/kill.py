@@ -3,7 +3,8 @@
     .venv/bin/python -m bench.kill --kills 100 --json out/bench/kill.json
 
 Node kills: ``reloc_vggt_node`` runs in its own process in mapping mode (``mapping.enabled``,
-every posed image a keyframe) on one database that starts empty and persists across kills.
+every posed image a keyframe) on a database that starts empty and persists across
+``--kills-per-db`` kills (then a new one: each restart re-indexes the whole map).
 The bench streams the real 640x480 images of ``middlebury-temple-ring`` with their poses on
 ``keyframe_pose`` (5 Hz) while the node also localizes (``max_rate_hz`` 1: the map re-index
 writes feature blobs too), and SIGKILLs it at a seeded random moment (``--max-run-s``) after it
@@ -36,20 +37,21 @@ import subprocess
 import sys
 import time
 from pathlib import Path
-from typing import Any, Iterator
+from typing import Any, Callable, Iterator
 
 import numpy as np
 
 from reloc_vggt_ros.dds import ensure_localhost_dds, localhost_env
 
-from .node_rate import SCENE
+from .node_rate import SCENE, build_db
 from ._probe import BenchProbe, frame_messages
 
 ROOT = Path(__file__).resolve().parents[1]
 T0_NS = 1_700_000_000 * 10**9
 KEYFRAME_HZ = 5.0
 NODE_PARAMS: dict[str, Any] = {"mapping.enabled": True, "mapping.min_distance_m": 0.0, "mapping.min_angle_rad": 0.0,
-                               "diagnostics_rate_hz": 20.0, "max_rate_hz": 1.0, "geometric.preset": "realtime"}
+                               "diagnostics_rate_hz": 20.0, "max_rate_hz": 1.0, "geometric.preset": "realtime",
+                               "base_frame": "''"}   # keyframe_pose is the camera pose (no base_link TF here)
 _ADDED = re.compile(r"^keyframe (\d+) added$")
 
 
@@ -154,32 +156,45 @@ class NodeKills:
         return row
 
 
-def node_kills(kills: int, db: Path, domain: int, out_dir: Path, seed: int = 0, max_run_s: float = 4.0,
-               verbose: bool = True) -> dict[str, Any]:
-    """``kills`` SIGKILLs of the mapping node on ``db`` (created empty if missing); the figures."""
+def node_kills(kills: int, work: Path, domain: int, seed: int = 0, max_run_s: float = 4.0, kills_per_db: int = 10,
+               verbose: bool = True, progress: Callable[[dict[str, Any]], None] | None = None) -> dict[str, Any]:
+    """``kills`` SIGKILLs of the mapping node, a new empty database in ``work`` every
+    ``kills_per_db`` kills (each restart re-indexes the map: its cost grows with the map);
+    ``progress`` gets the figures so far after every kill. Returns the figures."""
     from reloc_vggt_ros.keyframes import KeyframeStore
 
-    if not db.exists():
-        KeyframeStore.create(db, creator="bench.kill").close()
-    loop = NodeKills(db, domain, out_dir, random.Random(seed), max_run_s)
+    rng = random.Random(seed)
+    loops: list[NodeKills] = []
     t0 = time.monotonic()
-    for _ in range(kills):
-        row = loop.run_one()
+    for k in range(kills):
+        if k % kills_per_db == 0:
+            db = work / f"map-{k // kills_per_db}.db"
+            KeyframeStore.create(db, creator="bench.kill").close()
+            loops.append(NodeKills(db, domain, work, rng, max_run_s))
+        row = loops[-1].run_one()
         if verbose:
-            print(f"  kill {row['kill']:3d} at +{row['after_active_s']:.2f} s: keyframes {row['keyframes_before']:4d}"
+            print(f"  kill {k:3d} at +{row['after_active_s']:.2f} s: keyframes {row['keyframes_before']:4d}"
                   f" -> {row['keyframes_after']:4d} (reported added {row['added_reported']:3d}), lost {row['lost']}"
                   + (f", OPEN FAILED: {row['open_error']}" if row["open_error"] else "")
                   + (f", PROBLEMS: {row['problems']}" if row["problems"] else ""), flush=True)
-    rows = loop.rows
-    return {"kills": len(rows), "keyframes_committed": len(loop.committed),
+        figures = _kill_figures(loops)
+        figures.update(seed=seed, max_run_s=max_run_s, kills_per_db=kills_per_db, duration_s=time.monotonic() - t0,
+                       database=str(loops[-1].db))
+        if progress is not None:
+            progress(figures)
+    return figures
+
+
+def _kill_figures(loops: list[NodeKills]) -> dict[str, Any]:
+    rows = [r for loop in loops for r in loop.rows]
+    return {"kills": len(rows), "keyframes_committed": sum(len(loop.committed) for loop in loops),
             "keyframes_reported_added": sum(r["added_reported"] for r in rows),
-            "keyframes_in_database": rows[-1]["keyframes_after"] if rows else 0,
+            "keyframes_in_databases": sum(loop.rows[-1]["keyframes_after"] for loop in loops if loop.rows),
             "keyframes_lost": sum(r["lost"] for r in rows),
             "open_failures": sum(1 for r in rows if r["open_error"]),
             "check_failures": sum(1 for r in rows if r["problems"]),
             "kills_with_wal_left": sum(1 for r in rows if r["wal_left"]),
-            "kills_not_sigkilled": sum(1 for r in rows if r["exit_code"] != -signal.SIGKILL),
-            "seed": seed, "max_run_s": max_run_s, "duration_s": time.monotonic() - t0, "rows": rows}
+            "kills_not_sigkilled": sum(1 for r in rows if r["exit_code"] != -signal.SIGKILL), "rows": rows}
 
 
 def _intact(target: Path, previous_sha: str, finished: bool, expect_keyframes: int) -> tuple[bool, str]:
@@ -255,7 +270,7 @@ def save_kills(kills: int, db: Path, work: Path, domain: int, rng: random.Random
     durations: list[float] = []
     log = work / "save_node.log"
     for k in range(kills):
-        with node_until_sigkill(db, domain, log, {"save_path": str(target)}) as (_, probe):
+        with node_until_sigkill(db, domain, log, {"save_path": str(target), "base_frame": "''"}) as (_, probe):
             client = probe.node.create_client(Trigger, "/reloc_vggt_node/save_database")
             while not client.service_is_ready():
                 probe.spin(0.05)
@@ -285,45 +300,60 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--build-kills", type=int, default=5, help="SIGKILLs of db build --overwrite")
     ap.add_argument("--save-kills", type=int, default=10, help="SIGKILLs during ~/save_database")
     ap.add_argument("--max-run-s", type=float, default=4.0, help="kill uniformly within this long after activation")
+    ap.add_argument("--kills-per-db", type=int, default=10, help="start a new empty database after this many kills")
     ap.add_argument("--seed", type=int, default=0)
     ap.add_argument("--domain-id", type=int, default=95)
+    ap.add_argument("--work", type=Path, default=ROOT / "out" / "bench" / "kill",
+                    help="scratch folder (emptied first): databases, node logs")
     ap.add_argument("--json", type=Path, help="write the figures here")
     args = ap.parse_args(argv)
     ensure_localhost_dds()
-    work = ROOT / "out" / "bench" / "kill"
+    work = args.work
     shutil.rmtree(work, ignore_errors=True)
     work.mkdir(parents=True)
-    db = work / "map.db"
     rng = random.Random(args.seed + 1)
-    print(f"kill: {args.kills} SIGKILLs of the mapping node ({SCENE.name} 640x480 keyframes at {KEYFRAME_HZ:g} Hz)",
-          flush=True)
-    result = node_kills(args.kills, db, args.domain_id, work, args.seed, args.max_run_s)
+    print(f"kill: {args.kills} SIGKILLs of the mapping node ({SCENE.name} 640x480 keyframes at {KEYFRAME_HZ:g} Hz, "
+          f"a new database every {args.kills_per_db})", flush=True)
+
+    def save(figures: dict[str, Any]) -> None:
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(figures, indent=1) + "\n")
+
+    result: dict[str, Any] = {"kills": 0}
+    if args.kills:
+        result = node_kills(args.kills, work, args.domain_id, args.seed, args.max_run_s, args.kills_per_db,
+                            progress=save)
+    db = Path(result["database"]) if args.kills else build_db(ROOT / "out" / "bench" / "temple-db.db")
     if args.build_kills:
         print(f"{args.build_kills} SIGKILLs of `reloc-vggt db build --overwrite`", flush=True)
         result.update(build_kills(args.build_kills, work, rng))
+        save(result)
     if args.save_kills:
         print(f"{args.save_kills} SIGKILLs during ~/save_database", flush=True)
         result.update(save_kills(args.save_kills, db, work, args.domain_id, rng))
     result.update(load_average_1min=os.getloadavg()[0], cpu_count=os.cpu_count())
     print_table(result)
     if args.json:
-        args.json.parent.mkdir(parents=True, exist_ok=True)
-        args.json.write_text(json.dumps(result, indent=1) + "\n")
+        save(result)
         print(f"wrote {args.json}")
-    ok = (result["keyframes_lost"] == 0 and result["open_failures"] == 0 and result["check_failures"] == 0
+    ok = (result.get("keyframes_lost", 0) == 0 and result.get("open_failures", 0) == 0
+          and result.get("check_failures", 0) == 0
           and result.get("build_previous_intact", 0) == args.build_kills
           and result.get("save_previous_intact", 0) == args.save_kills)
     return 0 if ok else 1
 
 
 def print_table(r: dict[str, Any]) -> None:
-    rows = [("node SIGKILLs (mapping, restarted each time)", r["kills"]),
-            ("keyframes committed (reported added by the node)", r["keyframes_committed"]),
-            ("keyframes in the database at the end", r["keyframes_in_database"]),
-            ("keyframes lost", r["keyframes_lost"]),
-            ("open failures", r["open_failures"]),
-            ("db check failures (partial / foreign keyframes)", r["check_failures"]),
-            ("kills that left a WAL to recover", r["kills_with_wal_left"])]
+    rows: list[tuple[str, Any]] = []
+    if r["kills"]:
+        rows += [("node SIGKILLs (mapping, restarted each time)", r["kills"]),
+                 ("keyframes committed (reported added by the node)", r["keyframes_committed"]),
+                 ("keyframes in the databases at the end", r["keyframes_in_databases"]),
+                 ("keyframes lost", r["keyframes_lost"]),
+                 ("open failures", r["open_failures"]),
+                 ("db check failures (partial / foreign keyframes)", r["check_failures"]),
+                 ("kills that left a WAL to recover", r["kills_with_wal_left"])]
     if "build_kills" in r:
         rows.append(("db build SIGKILLs: previous file intact", f"{r['build_previous_intact']}/{r['build_kills']} "
                      f"({r['build_finished_before_kill']} finished first)"))

@@ -12,7 +12,8 @@ counters; every frame's latency is image published -> pose received.
 After ``--warmup-s`` the run is judged (printed as verdicts, written to the JSON):
 
 * memory: every resident-memory sample within +-``--rss-tol`` (5 %) of the first one after
-  warm-up; the least-squares slope over that part is reported in MB/h;
+  warm-up; the least-squares slope over that part and over its second half (once the allocator
+  has settled) is reported in MB/h;
 * latency: p95 of the last ``--window-s`` no more than ``--drift`` x (+ 10 ms) the p95 of the first;
   wall-clock latency also follows the load of other processes, so the node's own CPU time per
   frame (``/proc/PID/stat``) over the same windows must not grow by more than 30 %;
@@ -147,7 +148,9 @@ def summarize(sent: dict[int, float], answered: dict[int, float], samples: list[
         return (win[-1].cpu_s - win[0].cpu_s) * 1e3 / frames if frames > 0 else float("nan")
     t = np.array([s.t_s for s in after])
     rss = np.array([s.rss_mb for s in after])
-    slope = float(np.polyfit(t, rss, 1)[0] * 3600.0) if len(after) >= 3 and np.ptp(t) > 0 else 0.0
+    def slope(k: np.ndarray) -> float:    # least-squares MB/h over the samples where k
+        return float(np.polyfit(t[k], rss[k], 1)[0] * 3600.0) if k.sum() >= 3 and np.ptp(t[k]) > 0 else 0.0
+
     rss_dev = float(np.max(np.abs(rss / rss[0] - 1.0)))
     received, published, dropped, rejected = (int(diag.get(k, 0))
                                               for k in ("received", "published", "dropped", "rejected"))
@@ -161,7 +164,8 @@ def summarize(sent: dict[int, float], answered: dict[int, float], samples: list[
         "warmup_s": warmup_s, "window_s": window_s,
         "rss_mb_start": samples[0].rss_mb, "rss_mb_first": after[0].rss_mb, "rss_mb_last": after[-1].rss_mb,
         "rss_mb_max_after_warmup": float(rss.max()), "rss_max_deviation_after_warmup": rss_dev,
-        "rss_slope_mb_per_h": slope,
+        "rss_slope_mb_per_h": slope(t >= t[0]),
+        "rss_slope_mb_per_h_last_half": slope(t >= (t[0] + t[-1]) / 2),   # the allocator has settled
         "latency_ms_p50": float(np.percentile(lat_ms, 50)) if lat_ms.size else float("nan"),
         "latency_ms_p95": p95(lat_ms),
         "latency_ms_p95_first": p95(first_win), "latency_ms_p95_last": p95(last_win),
@@ -235,7 +239,7 @@ def run(frames: int, rate_hz: float, domain: int, out_dir: Path, params: dict[st
     db = db or build_db(out_dir / "temple-db.db")
     recs = read_posed_folder(SCENE, None)
     log = out_dir / "soak_node.log"
-    proc = start_node(db, None, domain, log, {"diagnostics_rate_hz": 2.0, **(params or {})})
+    proc = start_node(db, None, domain, log, {"diagnostics_rate_hz": 2.0, "base_frame": "''", **(params or {})})
     probe = BenchProbe(domain, "soak_bench")
     try:
         msgs = frame_messages([(r.path, r.intrinsics, r.T_world_cam) for r in recs])
@@ -263,7 +267,8 @@ def print_table(r: dict[str, Any]) -> None:
         ("input / output rate", f"{r['input_rate_hz']:.1f} / {r['output_rate_hz']:.1f} Hz", ""),
         ("RSS start / first / last after warm-up",
          f"{r['rss_mb_start']:.1f} / {r['rss_mb_first']:.1f} / {r['rss_mb_last']:.1f} MB "
-         f"(max dev {100 * r['rss_max_deviation_after_warmup']:.1f} %, slope {r['rss_slope_mb_per_h']:+.1f} MB/h)",
+         f"(max dev {100 * r['rss_max_deviation_after_warmup']:.1f} %, slope {r['rss_slope_mb_per_h']:+.0f} MB/h, "
+         f"last half {r['rss_slope_mb_per_h_last_half']:+.0f})",
          ok(v["rss_flat"])),
         ("latency p95 first / last window",
          f"{r['latency_ms_p95_first']:.0f} / {r['latency_ms_p95_last']:.0f} ms (p50 {r['latency_ms_p50']:.0f})",

@@ -195,6 +195,8 @@ def _merge_one(conn: sqlite3.Connection, path: Path, first: bool) -> None:
                      "FROM src.keyframes ORDER BY id", (offset,))
         conn.execute("INSERT INTO main.keyframe_crc SELECT kf_id + ?, meta_crc32, depth_crc32 FROM src.keyframe_crc",
                      (offset,))
+        conn.execute("INSERT INTO main.keyframe_distortion SELECT kf_id + ?, model, coefficients "
+                     "FROM src.keyframe_distortion", (offset,))
         conn.execute("INSERT INTO main.blobs SELECT kf_id + ?, backend, key, fingerprint, data, crc32 FROM src.blobs "
                      "WHERE NOT (backend = 'geometric' AND key = 'points')", (offset,))
         for kf_id, fp, data, crc in conn.execute("SELECT kf_id, fingerprint, data, crc32 FROM src.blobs WHERE "

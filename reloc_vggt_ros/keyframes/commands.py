@@ -71,6 +71,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     pull.add_argument("--near", help="centre x,y,z of the region (map frame, metres); needs --radius")
     pull.add_argument("--radius", type=float, help="region radius in metres")
     pull.add_argument("--route", help="instead of --near: waypoints 'x,y,z;x,y,z;...' of a route, with --radius")
+    pull.add_argument("--evict", action="store_true",
+                      help="also remove the file's keyframes outside the region that the server holds "
+                      "(keeps the cache to the region; keyframes not yet pushed stay)")
     pull.add_argument("--retries", type=int, default=5, help="attempts while the server is unavailable")
     pull.set_defaults(func=_pull)
 
@@ -178,7 +181,7 @@ def _pull(args: argparse.Namespace) -> int:
     from pathlib import Path
 
     from .postgres import PostgresStore
-    from .sync import pull, retry
+    from .sync import evict, pull, retry
 
     region = _region(args, required=True)
     out = Path(args.out)
@@ -190,7 +193,9 @@ def _pull(args: argparse.Namespace) -> int:
                 out, units=units, creator="reloc-vggt db pull")
             with local:
                 local.set_metadata("fleet_source", server.path)
-                return pull(server, local, region), len(local)
-    report, total = retry(run, f"pull from {args.url}", attempts=max(1, args.retries))
-    print(f"pulled fleet map -> {out}: {report}; {out} holds {total} keyframes")
+                report = pull(server, local, region)
+                return report, evict(local, server, region) if args.evict else 0, len(local)
+    report, evicted, total = retry(run, f"pull from {args.url}", attempts=max(1, args.retries))
+    gone = f", {evicted} outside the region evicted" if args.evict else ""
+    print(f"pulled fleet map -> {out}: {report}{gone}; {out} holds {total} keyframes")
     return 0

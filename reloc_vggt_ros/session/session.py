@@ -269,15 +269,25 @@ class Session:
             return f"{len(self._store)} keyframes checkpointed in {self._store.path}"
 
     # ----------------------------------------------------------------- prior
-    def set_prior(self, T_map_cam: np.ndarray, covariance: np.ndarray | None = None) -> PosePrior:
-        """A prior for the next queries (an all-zero covariance means none was given)."""
+    def set_prior(self, T_map_base: np.ndarray, covariance: np.ndarray | None = None) -> PosePrior:
+        """A prior for the next queries: the pose of the published frame (the base, or the camera
+        without a base frame), turned into the camera's by each query's extrinsic (an all-zero
+        covariance means none was given)."""
         cov = None if covariance is None or not np.any(covariance) else np.asarray(covariance, float).reshape(6, 6)
-        prior = PosePrior(np.asarray(T_map_cam, float), cov)
+        prior = PosePrior(np.asarray(T_map_base, float), cov)
         with self._lock:
             self._prior = (prior, self._clock())
             if isinstance(self._localizer, TrackingLocalizer):
                 self._localizer.reset()     # the operator says where we are: relocalize from it
         return prior
+
+    def relocalize_next(self) -> str:
+        """A full relocalization for the next frame instead of tracking (the ``~/relocalize`` service)."""
+        with self._lock:
+            if not isinstance(self._localizer, TrackingLocalizer):
+                return "tracking is off: every frame is relocalized already"
+            self._localizer.relocalize_next()
+        return "the next frame is relocalized"
 
     def current_prior(self) -> PosePrior | None:
         """The prior unless it expired (``prior_timeout_s`` > 0 and older than that)."""
@@ -332,12 +342,19 @@ class Session:
                 self._start_refresh()
             if self._localizer is None:
                 return Rejected("keyframe database is empty", warn=True)
+            prior = self.current_prior()
+            if prior is not None and T_base_cam is not None:   # the prior is the base's: the camera's is needed
+                try:
+                    T_base_cam = _resolve(T_base_cam)
+                except LookupError as err:
+                    return Rejected(str(err), warn=True)
+                prior = PosePrior(*camera_pose(prior.T_world_cam, prior.covariance, T_base_cam=T_base_cam))
             try:
-                if isinstance(self._localizer, TrackingLocalizer):
-                    result = self._localizer.localize(image, intrinsics, stamp_ns, self.current_prior(),
+                if isinstance(self._localizer, TrackingLocalizer) or getattr(self._localizer, "uses_odometry", False):
+                    result = self._localizer.localize(image, intrinsics, stamp_ns, prior,
                                                       _odom_camera(T_odom_base, T_base_cam))
                 else:
-                    result = self._localizer.localize(image, intrinsics, stamp_ns=stamp_ns, prior=self.current_prior())
+                    result = self._localizer.localize(image, intrinsics, stamp_ns=stamp_ns, prior=prior)
             except Exception as err:  # noqa: BLE001 - one failing frame must not go silent or stop the node
                 return Rejected(f"localizer failed: {err}", warn=True, error=err)
         return self.accept(result, T_odom_base, T_base_cam, camera)

@@ -8,8 +8,10 @@ its time budget on 2 cores; the judging (warm-up, then flat) is the bench's own 
 
 from __future__ import annotations
 
+import time
 from pathlib import Path
 
+import cv2
 import pytest
 
 pytest.importorskip("rclpy")
@@ -23,7 +25,7 @@ from reloc_vggt_ros.localizer.registry import index_database  # noqa: E402
 
 from ros_harness import next_domain_id  # noqa: E402
 
-pytestmark = [pytest.mark.ros, pytest.mark.slow]
+pytestmark = pytest.mark.ros
 
 FRAMES = 600
 
@@ -38,6 +40,7 @@ def temple_map(tmp_path_factory) -> Path:
     return path
 
 
+@pytest.mark.slow
 def test_short_soak_is_flat_and_accounts_for_every_frame(tmp_path: Path, temple_map: Path) -> None:
     r = soak.run(FRAMES, 30.0, next_domain_id(), tmp_path, {"geometric.preset": "realtime"},
                  warmup_s=8.0, window_s=5.0, db=temple_map)
@@ -56,3 +59,43 @@ def test_short_soak_is_flat_and_accounts_for_every_frame(tmp_path: Path, temple_
     assert len(r["curves"]["samples"]) >= 15                # one sample a second over the whole run
     png = soak.plot(r, tmp_path / "soak.png")
     assert png.stat().st_size > 10_000
+
+
+def test_every_image_the_stamp_matcher_drops_is_counted(tmp_path: Path) -> None:
+    """Found by the soak: camera_info that overtakes older images drops them all at once; each
+    must count as a rejection, or received - processed - dropped grows for ever (no real queue)."""
+    import rclpy
+    from rclpy.lifecycle import TransitionCallbackReturn
+    from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CameraInfo, Image
+
+    from reloc_vggt_ros.ros.convert import bgr_to_image, intrinsics_to_camera_info, ns_to_stamp
+    from reloc_vggt_ros.ros.node import RelocNode
+
+    db = tmp_path / "empty.db"
+    KeyframeStore.create(db, creator="test").close()
+    rec = read_posed_folder(SCENE, "db")[0]
+    image = bgr_to_image(cv2.imread(str(rec.path)), Image())
+    info = intrinsics_to_camera_info(rec.intrinsics, CameraInfo())
+    context = rclpy.Context()
+    rclpy.init(context=context)
+    try:
+        node = RelocNode(context=context, parameter_overrides=[Parameter("database_path", value=str(db))])
+        assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
+        assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
+        t0 = 1_700_000_000 * 10**9
+        for k in range(4):                       # four images, their camera_info not (yet) there
+            ns_to_stamp(t0 + k * 33_000_000, image.header.stamp)
+            node.image_callback(image)
+        ns_to_stamp(t0 + 3 * 33_000_000, info.header.stamp)
+        node.camera_info_callback(info)          # pairs the newest; the three older ones can never pair
+        end = time.monotonic() + 30
+        while node.stats.processed < 4 and time.monotonic() < end:
+            time.sleep(0.05)
+        s = node.stats
+        assert (s.received, s.unmatched_images) == (4, 3)
+        assert s.processed + s.dropped == s.received, (s.received, s.processed, s.dropped)
+        node.trigger_shutdown()
+        node.destroy_node()
+    finally:
+        rclpy.try_shutdown(context=context)

@@ -211,6 +211,27 @@ def test_base_pose_covariance_and_map_odom_through_the_extrinsic(db, scene):
     np.testing.assert_allclose(d3.T_map_base @ moved, T_map_cam, atol=1e-12)
 
 
+def test_a_base_prior_reaches_the_backend_as_the_camera_prior(db, scene):
+    """/initialpose is the base's pose; each query hands the backend the camera's, through that
+    query's extrinsic (so a prior may come before the camera is known)."""
+    _, img, intr, T_map_cam = scene
+    loc = ScriptedLocalizer([_ok(T_map_cam)] * 2)
+    session, _ = _session(db, loc)
+    T_map_base = T_map_cam @ invert_T(T_BASE_CAM)
+    cov = np.diag([0.25, 0.25, 0.01, 0.001, 0.001, 0.07])
+    session.set_prior(T_map_base, cov)
+    session.localize(img, intr, 1, T_base_cam=lambda: T_BASE_CAM)
+    prior = loc.priors[-1]
+    np.testing.assert_allclose(prior.T_world_cam, T_map_cam, atol=1e-9)
+    from reloc_vggt_ros.geometry import transform_pose_covariance
+    np.testing.assert_allclose(prior.covariance, transform_pose_covariance(cov, T_map_base, T_c_d=T_BASE_CAM))
+
+    def missing() -> np.ndarray:
+        raise LookupError("no TF base_link -> camera (the camera extrinsic) at the stamp")
+    d = session.localize(img, intr, 2, T_base_cam=missing)
+    assert isinstance(d, Rejected) and "no TF base_link -> camera" in d.reason and len(loc.priors) == 1
+
+
 def test_camera_pose_of_a_base_pose_in_another_frame():
     """/initialpose and keyframe_pose: base_link in odom -> camera in map, covariance carried."""
     from reloc_vggt_ros.geometry import perturb_pose, pose_covariance_jacobian, pose_delta

@@ -57,7 +57,7 @@ from ...errors import ConfigError, KeyframeDBError
 from ...geometry import Intrinsics, local_origin, shift_T, shift_transform
 from ...keyframes.blobs import pack_arrays, unpack_arrays
 from ..retrieval import GlobalIndex, VLADRetriever
-from .features import Features, extract_features, fingerprint_fields
+from .features import Features, extract_features, fingerprint_fields, undistorted
 from .map_cache import ByteLRU, KeyframeData, MapEntries
 from .vocabulary import keyframe_sample, train_vocabulary, vlad
 from .triangulation import (Observations, View, backproject_depth, consistent_neighbours, observe, pair_level,
@@ -96,7 +96,9 @@ def fingerprints(config: "MapSettings") -> dict[str, str]:
 @dataclass
 class KeyframeEntry:
     """Everything the query side needs from one keyframe, in memory, in the map's local frame
-    (world shifted by :attr:`GeometricMap.origin`)."""
+    (world shifted by :attr:`GeometricMap.origin`). ``features`` hold ideal (undistorted)
+    keypoints of the pinhole ``intrinsics``; ``camera`` is the keyframe's full camera model
+    (what its image is in: sub-pixel tracking reads it)."""
 
     kf_id: int
     T_local_cam: np.ndarray
@@ -109,6 +111,11 @@ class KeyframeEntry:
     point_descriptors: np.ndarray
     # neighbours whose poses disagree with this keyframe's (pair check): not one consistent map
     inconsistent_ids: frozenset[int] = frozenset()
+    camera: Intrinsics | None = None    # None: ``intrinsics`` (a pinhole camera)
+
+    @property
+    def image_camera(self) -> Intrinsics:
+        return self.intrinsics if self.camera is None else self.camera
 
 
 @dataclass
@@ -234,15 +241,16 @@ class _LeftOut(Exception):
 
 
 class _FeatureSource:
-    """Float32 features for indexing, each read once while it fits a cache of ``map.cache_mb``:
+    """Float32 undistorted features for indexing, each read once while it fits a cache of ``map.cache_mb``:
     from the query cache (float16 -> float32 is exact), an in-memory copy (read-only store), the
     blob, or extracted from the image (stored when the store is writable; once evicted, it comes
     back from its blob, float16-rounded, as a later open would read it)."""
 
     def __init__(self, store: "KeyframeStore", config: "MapSettings", fp: str, writable: bool,
-                 stats: dict[str, int], cache: ByteLRU, memory: dict[int, Features]) -> None:
+                 stats: dict[str, int], cache: ByteLRU, memory: dict[int, Features],
+                 cameras: dict[int, Intrinsics]) -> None:
         self.store, self.config, self.fp, self.writable, self.stats = store, config, fp, writable, stats
-        self.cache, self.memory = cache, memory
+        self.cache, self.memory, self.cameras = cache, memory, cameras
         self.lru = ByteLRU(int(config.cache_mb * 2**20))
 
     def get(self, kf_id: int) -> Features:
@@ -254,7 +262,7 @@ class _FeatureSource:
             f = data.features
             feats = Features(f.keypoints_px, f.descriptors.astype(np.float32), f.scales_px, f.width, f.height)
         elif kf_id in self.memory:
-            feats = self.memory[kf_id]
+            feats = undistorted(self.memory[kf_id], self.cameras[kf_id])
         else:
             try:
                 feats, extracted = _load_or_extract(self.store, kf_id, self.config, self.fp, self.writable, self.stats)
@@ -262,6 +270,7 @@ class _FeatureSource:
                 raise _LeftOut(kf_id, err) from err
             if extracted and not self.writable:
                 self.memory[kf_id] = feats
+            feats = undistorted(feats, self.cameras[kf_id])     # ideal pixels of the pinhole camera
         self.lru.put(kf_id, feats, _features_nbytes(feats))
         return feats
 
@@ -394,13 +403,14 @@ def _point_rows(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr
     neighbour set or consistency decision changed (the decision needs the map-wide level).
 
     ``poses`` and the points computed are in the local frame at ``origin``; blobs hold world points.
-    Read-only stores keep recomputed points in ``memory_points``.
+    ``intr`` are the keyframes' cameras, ``feats`` their undistorted features. Read-only stores
+    keep recomputed points in ``memory_points``.
     """
     tc, cap = config.triangulation, config.max_points_per_keyframe
     pos_of = {int(i): p for p, i in enumerate(ids)}
 
     def view(i: int) -> View:
-        return View(feats.get(i), intr[i], poses[pos_of[i]])
+        return View(feats.get(i), intr[i].pinhole, poses[pos_of[i]])
 
     neighbours = {int(i): [int(ids[j]) for j in nb] for i, nb in zip(ids, all_neighbours(poses, tc))}
     have = store.blob_ids(BACKEND, "points", fp)
@@ -579,7 +589,7 @@ def check_memory_budget(n_keyframes: int, config: "MapSettings", where: str) -> 
 # ----------------------------------------------------------------- the map
 def _keyframe_loader(store: "KeyframeStore", config: "MapSettings", fp: str, rows: dict[int, _Row],
                      cache: ByteLRU, writable: bool, memory_feats: dict[int, Features],
-                     memory_points: dict[int, dict[str, np.ndarray]]) -> Any:
+                     memory_points: dict[int, dict[str, np.ndarray]], cameras: dict[int, Intrinsics]) -> Any:
     """``load(kf_id) -> KeyframeData`` for :class:`MapEntries`: the cached data if its points are
     those of the graph row, else the features (kept from the cache when only the points changed)
     and points blobs. A damaged features blob is recomputed from the image (warning; stored when
@@ -609,6 +619,8 @@ def _keyframe_loader(store: "KeyframeStore", config: "MapSettings", fp: str, row
                     logger.warning("keyframe %d: no features (%s); it matches nothing", kf_id, err)
                     feats = Features(np.zeros((0, 2)), np.zeros((0, _DESC_DIM), np.float16), np.zeros(0, np.float32),
                                      1, 1)
+        if old is None:
+            feats = undistorted(feats, cameras[kf_id])          # ideal pixels of the pinhole camera
         pts = memory_points.get(kf_id) or _arrays(store, kf_id, "points", fp_points, len(feats))
         if pts is None:
             points, track = np.full((len(feats), 3), np.nan), np.zeros(len(feats), np.int32)
@@ -651,7 +663,7 @@ def _make_map(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr: 
               fp_vlad: str = "", memory_vlads: dict[int, np.ndarray] | None = None) -> GeometricMap:
     fps = fingerprints(config)
     writable = not getattr(store, "readonly", False)
-    load = _keyframe_loader(store, config, fps["features"], rows, cache, writable, memory_feats, memory_points)
+    load = _keyframe_loader(store, config, fps["features"], rows, cache, writable, memory_feats, memory_points, intr)
     entries = MapEntries(ids, poses, intr, origin, {int(i): rows[int(i)].inconsistent for i in ids}, load)
     vlads = _vlad_loader(store, fp_vlad, memory_vlads or {}, centroids.size) if index.kind != "flat" else None
     gmap = GeometricMap(entries, centroids, store.revision, stats, fps["features"], origin, poses, index, cache,
@@ -707,7 +719,7 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
                             time.perf_counter() - t0)
                 return gmap
     old_rows = graph[1] if graph is not None else {}
-    feats = _FeatureSource(store, config, fps["features"], writable, stats, cache, memory_feats)
+    feats = _FeatureSource(store, config, fps["features"], writable, stats, cache, memory_feats, intr)
     have_features = store.blob_ids(BACKEND, "features", fps["features"])
     keep = np.ones(len(ids), bool)
     for p, i in enumerate(int(v) for v in ids):      # what has no features yet: extracted first

@@ -92,7 +92,8 @@ class ByteLRU:
 @dataclass(frozen=True)
 class KeyframeData:
     """What a query needs of one keyframe, independent of the map's local frame: features
-    (descriptors float16, the one copy of all of them), world points (float64, NaN where none),
+    (undistorted keypoints; descriptors float16, the one copy of all of them), world points
+    (float64, NaN where none),
     and the matchable subset (indices + float32 descriptors for BLAS)."""
 
     features: Features
@@ -155,9 +156,11 @@ class MapEntries(Mapping[int, "KeyframeEntry"]):
                 return entry
         pos = self._pos[kf_id]                       # KeyError for an unknown id, as a dict
         data = self._load(kf_id)
-        entry = KeyframeEntry(kf_id, self._T[pos], self._intr[kf_id], data.features,
+        camera = self._intr[kf_id]
+        entry = KeyframeEntry(kf_id, self._T[pos], camera.pinhole, data.features,
                               data.points_world - self._origin, np.zeros(0, np.float32), data.point_index,
-                              data.point_descriptors, self._inconsistent.get(kf_id, frozenset()))
+                              data.point_descriptors, self._inconsistent.get(kf_id, frozenset()),
+                              None if camera.distortion is None else camera)
         with self._lock:
             self._recent[kf_id] = entry
             while len(self._recent) > self._RECENT:
