@@ -24,7 +24,7 @@ def _run(*args: str) -> subprocess.CompletedProcess:
 def test_bench_modules_and_tools() -> None:
     assert {"attention_scaling", "localize", "node_rate", "store"} <= set(MODULES)
     tools = sorted(p.name for p in (ROOT / "tools").iterdir() if p.name != "__pycache__")
-    assert tools == ["build_tf2_msgs.sh", "make_sample.py"]
+    assert tools == ["build_tf2_msgs.sh", "make_sample.py", "pg_test_server.sh"]
 
 
 @pytest.mark.parametrize("name", MODULES)
