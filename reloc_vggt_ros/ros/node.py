@@ -158,7 +158,7 @@ class RelocNode(LifecycleNode):
         load leaves the node up, waiting for ~/set_reference, with the reason in diagnostics."""
         backend = make_mapfree_localizer(cfg.map_free.backend, weights_options(cfg.map_free.backend, cfg.engine))
         self._close_session()
-        self._map_free = MapFreeLocalizerAdapter(backend)
+        self._map_free = MapFreeLocalizerAdapter(backend, cfg.map_free.window)
         self._last_T_map_cam = None
         self._session = Session(cfg, lambda store: backend, clock=lambda: self.get_clock().now().nanoseconds / 1e9,
                                 on_warning=self._warn, log=self.get_logger())
@@ -199,6 +199,8 @@ class RelocNode(LifecycleNode):
                       self.create_service(Trigger, "~/reload_database", self._reload_callback)]
         if self._map_free is not None:
             self._srvs.append(self.create_service(Trigger, "~/set_reference", self._set_reference_callback))
+        if self._require_cfg().tracking.enabled:
+            self._srvs.append(self.create_service(Trigger, "~/relocalize", self._relocalize_callback))
 
     def _init_worker(self, cfg: NodeConfig) -> None:
         self._worker = Worker(self._handle_frame, self._handle_keyframe, max_keyframes=cfg.mapping.max_queue,
@@ -376,6 +378,15 @@ class RelocNode(LifecycleNode):
             response.success, response.message = True, self._session.save(self._require_cfg().save_path or None)
         except RelocError as err:
             response.success, response.message = False, f"save failed: {err}"
+        self.get_logger().info(response.message)
+        return response
+
+    def _relocalize_callback(self, request: Any, response: Any) -> Any:
+        """Tracking: relocalize the next frame (gated like every fix) instead of tracking it."""
+        if self._session is None:
+            response.success, response.message = False, "no database open"
+        else:
+            response.success, response.message = True, self._session.relocalize_next()
         self.get_logger().info(response.message)
         return response
 

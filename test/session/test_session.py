@@ -315,6 +315,51 @@ def test_live_mapping_acceptance_and_one_refresh_per_burst(tmp_path, scene):
     assert not refused.added and refused.reason.startswith("keyframe rejected by the database:") and "read-only" in refused.reason
 
 
+class BlockingRefreshLocalizer(ScriptedLocalizer):
+    """A backend that swaps its map in atomically, whose refresh waits for the test's signal."""
+
+    concurrent_refresh = True
+
+    def __init__(self, results: list[RelocResult]) -> None:
+        super().__init__(results)
+        import threading
+
+        self.release = threading.Event()
+        self.refreshing = threading.Event()
+
+    def refresh(self) -> None:
+        self.refreshing.set()
+        assert self.release.wait(30)
+        self.refreshes += 1
+
+
+def test_live_refresh_runs_off_the_frame_path(tmp_path, db, scene):
+    """A keyframe burst's re-index runs on a background thread: queries keep being answered
+    (from the map before it) while it runs; the next burst waits for it. With the refresh on the
+    frame path (as before), the second query would wait for the release and the test times out."""
+    import threading
+
+    _, img, intr, T = scene
+    loc = BlockingRefreshLocalizer([_ok(T) for _ in range(4)])
+    session = Session(SessionConfig(mapping=MappingConfig(enabled=True)), lambda store: loc)
+    session.open(db, readonly=False)
+    assert session.add_keyframe(img, intr, make_T(np.eye(3), np.array([50.0, 0.0, 0.0])), 7).added
+    answers: list[object] = []
+    worker = threading.Thread(target=lambda: answers.extend(session.localize(img, intr, k) for k in (8, 9)))
+    worker.start()
+    assert loc.refreshing.wait(10)                  # the first query started the refresh ...
+    worker.join(10)
+    assert not worker.is_alive() and [type(a) for a in answers] == [Published, Published]   # ... and both answered
+    assert session.refreshing and loc.refreshes == 0
+    assert session.add_keyframe(img, intr, make_T(np.eye(3), np.array([90.0, 0.0, 0.0])), 10).added
+    assert isinstance(session.localize(img, intr, 11), Published)    # one refresh at a time: no second one yet
+    loc.release.set()
+    assert session.wait_for_refresh(10) and loc.refreshes == 1 and not session.refreshing
+    assert isinstance(session.localize(img, intr, 12), Published)    # the pending burst starts the next
+    assert session.wait_for_refresh(10) and loc.refreshes == 2
+    session.close()
+
+
 def test_real_geometric_backend_through_the_session(tmp_path, scene):
     """The whole path on real images: index, localize, accept, covariance floors, map->odom."""
     from reloc_vggt_ros.localizer.registry import index_database, make_localizer
