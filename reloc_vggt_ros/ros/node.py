@@ -591,6 +591,7 @@ class RelocNode(LifecycleNode):
     def _publish(self, cfg: NodeConfig, frame: _Frame, decision: Published, base_frame: str) -> None:
         if not self._active:
             return
+        self._last_T_map_cam = decision.T_map_cam  # before the pose goes out: a caller that saw it finds it
         self._pose_pub.publish(pose_with_covariance(decision.T_map_base, decision.covariance, frame.stamp_ns,
                                                     cfg.map_frame))
         if self._tf_pub is not None and base_frame:
@@ -600,7 +601,6 @@ class RelocNode(LifecycleNode):
                 self._tf_pub.send(decision.T_map_odom, frame.stamp_ns + int(cfg.transform_tolerance_s * 1e9),
                                   cfg.map_frame, cfg.odom_frame)
                 self._T_map_odom = decision.T_map_odom  # after the fix-stamped one: the timer never precedes it
-        self._last_T_map_cam = decision.T_map_cam
         latency_ms = (time.monotonic() - frame.received_s) * 1e3
         result = decision.result
         self.stats.on_result(frame.stamp_ns, latency_ms, True, "localized", result.confidence, result.num_inliers,

@@ -96,7 +96,8 @@ def test_sim_time_replay_scores_the_base_pose(tmp_path):
                                 distortion=LENS)
     params = Path(__file__).parents[2] / "config" / "reloc_vggt.yaml"
     m = evaluate(db, bag, tmp_path / "eval", params, domain_id=98, sim_time=True, overrides={"odom_frame": "odom"})
-    assert m["n_localized"] == m["n_queries"] == 4, m["node_diagnostics"]
+    assert m["n_localized"] == m["n_queries"] == 4, (m["node_diagnostics"],
+                                                     (tmp_path / "eval" / "node.log").read_text()[-3000:])
     assert m["median_translation_m"] < 0.05 and m["median_rotation_deg"] < 0.5, m
     assert m["node_exit_code"] == 0 and m["sim_time"]
     # the node's clock is the bag's: its last diagnostics are stamped within the bag's 1.5 s
@@ -104,5 +105,7 @@ def test_sim_time_replay_scores_the_base_pose(tmp_path):
 
     assert START_NS <= int(m["node_diagnostics"]["header_stamp_ns"]) <= START_NS + 2 * 10**9, m["node_diagnostics"]
     log = (tmp_path / "eval" / "node.log").read_text()
-    assert "no TF" not in log and "jumped back" not in log, log
+    # the extrinsic is always found and bag time never runs back (a late odom sample on a loaded
+    # machine only costs that frame its map->odom, with a warning)
+    assert "the camera extrinsic" not in log and "jumped back" not in log, log[-3000:]
 
