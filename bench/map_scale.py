@@ -17,7 +17,7 @@ How a map of N keyframes is made (real images, real descriptor statistics, built
    among than a real city's: the temple queries are only ever matched against the one temple).
 3. The map-wide state is then computed by the real indexer (``index_database``): the neighbour
    graph (k-d tree, every keyframe checked against its stored points), the global VLAD index
-   (exact up to ``map.exact_index_max`` keyframes, PCA + HNSW above); the vocabulary is the
+   (exact up to ``map.exact_index_max`` keyframes, inverted lists above); the vocabulary is the
    base's (``map.vocabulary_growth=0``: the copies have its descriptor statistics). Neighbours
    are limited to 100 m (``map.triangulation.max_neighbour_distance_m``; the scenes span < 20 m),
    so a copy's neighbours are its own scene's, as in the base, and its stored points stay valid.

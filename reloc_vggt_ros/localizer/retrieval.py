@@ -1,7 +1,8 @@
 """Choosing which keyframes to match a query against: one :class:`Retriever`, one prior policy.
 
 A retriever ranks the keyframes by a global descriptor over a :class:`GlobalIndex` (exact
-inner-product search; above a size threshold PCA + HNSW in faiss, see :meth:`GlobalIndex.approximate`;
+inner-product search; above a size threshold inverted lists over 8-bit codes in faiss, see
+:meth:`GlobalIndex.approximate`, the candidates re-ranked by the exact descriptors;
 either serialises to bytes, so a map stores it and start-up does not rebuild it) and, given a pose
 prior (from ``/initialpose`` or the last fix), takes half of its top-k by distance to the prior
 (:class:`PoseIndex`, a k-d tree over the camera centres) and the rest by similarity
@@ -53,7 +54,7 @@ class GlobalIndex:
     :meth:`to_bytes` / :meth:`from_bytes` persist either.
     """
 
-    kind = "flat"            # exact; "pca-hnsw": approximate (:meth:`approximate`)
+    kind = "flat"            # exact; "ivf-sq8": approximate (:meth:`approximate`)
 
     def __init__(self, dim: int, backend: str = "auto", normalize: bool = True) -> None:
         if int(dim) <= 0:
@@ -97,26 +98,23 @@ class GlobalIndex:
             self._desc = np.concatenate([self._desc, desc])
 
     @classmethod
-    def approximate(cls, dim: int, training: np.ndarray, reduced_dim: int = 256, normalize: bool = True,
-                    ef_search: int = 128) -> "GlobalIndex":
-        """An empty approximate index for large maps: PCA to ``reduced_dim`` (trained on
-        ``training`` [M,D]), then an HNSW graph (faiss) searched by L2 in the reduced space.
-
-        For unit vectors ``|a - b|^2 = 2 - 2 cos``, and PCA keeps most of that distance, so the
-        order is the cosine order up to the dimensions dropped; scores are ``1 - d^2 / 2``. Memory
-        is ~``4 * reduced_dim + 256`` bytes a keyframe (a 8192-d VLAD flat: 32 kB), a search visits
-        a few hundred of them whatever the map's size.
+    def approximate(cls, dim: int, training: np.ndarray, n_lists: int, n_probe: int = 8,
+                    normalize: bool = True) -> "GlobalIndex":
+        """An empty approximate index for large maps (faiss ``IVF<n_lists>,SQ8``, inner product):
+        k-means lists trained on ``training`` [M,D], a query scans the ``n_probe`` lists whose
+        centroids it is most similar to, over 8-bit codes (8 kB a keyframe for an 8192-d VLAD
+        instead of 32 kB). Distances are computed in the full space, so a map of many look-alike
+        (or duplicated) keyframes cannot hide a distinct one from its own lists.
         """
         if faiss is None:
             raise ValueError("the approximate global index needs faiss, which is not importable")
         index = cls(dim, backend="faiss", normalize=normalize)
         train = index._prepare(training)
-        out_dim = max(1, min(int(reduced_dim), dim, len(train)))
-        hnsw = faiss.IndexHNSWFlat(out_dim, 32)
-        hnsw.hnsw.efSearch = int(ef_search)
-        pre = faiss.IndexPreTransform(faiss.PCAMatrix(dim, out_dim), hnsw)
-        pre.train(train)
-        index._faiss, index.kind = pre, "pca-hnsw"
+        lists = max(1, min(int(n_lists), len(train)))
+        ivf = faiss.index_factory(dim, f"IVF{lists},SQ8", faiss.METRIC_INNER_PRODUCT)
+        ivf.train(train)
+        ivf.nprobe = max(1, int(n_probe))
+        index._faiss, index.kind = ivf, "ivf-sq8"
         return index
 
     def to_bytes(self) -> bytes:
@@ -182,8 +180,6 @@ class GlobalIndex:
         elif self._faiss is not None:
             scores, pos = self._faiss.search(q, kk)
             ids = np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
-            if self.kind == "pca-hnsw":
-                scores = 1.0 - 0.5 * scores            # squared L2 of unit vectors -> cosine
         else:
             sims = (self._desc @ q[0])[None] if single else q @ self._desc.T
             pos = np.argsort(-sims, axis=1, kind="stable")[:, :kk]

@@ -120,8 +120,8 @@ class MapSettings:
     memory_budget_mb: float = setting(2048.0, "memory the map may hold: the cache plus what stays loaded "
                                               "(global index, poses, graph); a larger map is refused at open")
     exact_index_max: int = setting(2000, "maps up to this many keyframes search VLAD exactly; larger ones "
-                                         "through PCA + HNSW (faiss)")
-    index_dim: int = setting(256, "PCA dimensions of the approximate VLAD index")
+                                         "through inverted lists (faiss IVF, 8-bit codes), re-ranked exactly")
+    index_probe: int = setting(8, "inverted lists the approximate VLAD index scans per query")
 
     def __post_init__(self) -> None:
         if self.vocabulary_words < 1:
@@ -133,9 +133,9 @@ class MapSettings:
         if not 0.0 < self.cache_mb <= self.memory_budget_mb:
             raise ConfigError(f"cache_mb must be > 0 and <= memory_budget_mb ({self.memory_budget_mb}), "
                               f"got {self.cache_mb}")
-        if self.exact_index_max < 1 or self.index_dim < 8:
-            raise ConfigError(f"exact_index_max must be >= 1 and index_dim >= 8, got {self.exact_index_max}, "
-                              f"{self.index_dim}")
+        if self.exact_index_max < 1 or self.index_probe < 1:
+            raise ConfigError(f"exact_index_max and index_probe must be >= 1, got {self.exact_index_max}, "
+                              f"{self.index_probe}")
 
 
 @dataclass(frozen=True)

@@ -10,7 +10,7 @@ Blobs (backend ``"geometric"``), each under a fingerprint of the settings that p
   ``graph`` (every keyframe's neighbour ids, pair statistics and consistency state, the CRC32 of
   its pose/intrinsics and of its points blob, and a digest of the whole keyframe set) and
   ``global_index`` (the VLAD search structure, :class:`..retrieval.GlobalIndex` bytes: exact up to
-  ``map.exact_index_max`` keyframes, PCA + HNSW above).
+  ``map.exact_index_max`` keyframes, inverted lists over 8-bit codes above, re-ranked exactly).
 
 :func:`index_store` is incremental: it computes only what is missing or stale. When the stored
 graph's digest matches the keyframes in the store, opening a map reads the poses, the vocabulary,
@@ -507,7 +507,12 @@ def _retrain(n_keyframes: int, vocabulary: dict[str, np.ndarray], config: "MapSe
 
 def _index_fingerprint(fp_vlad: str, n_keyframes: int, config: "MapSettings") -> str:
     exact = n_keyframes <= config.exact_index_max
-    return _digest("index", fp_vlad, "flat" if exact else f"pca{config.index_dim}-hnsw32")
+    return _digest("index", fp_vlad, "flat" if exact else f"ivf-sq8-{_index_lists(n_keyframes)}")
+
+
+def _index_lists(n_keyframes: int) -> int:
+    """Inverted lists of the approximate index: ~sqrt(N) (100 at 10k keyframes, 316 at 100k)."""
+    return max(1, int(np.sqrt(n_keyframes)))
 
 
 def _load_index(store: "KeyframeStore", fp: str) -> GlobalIndex | None:
@@ -519,7 +524,7 @@ def _load_index(store: "KeyframeStore", fp: str) -> GlobalIndex | None:
         return None
 
 
-_INDEX_TRAINING = 2000      # VLADs the PCA of the approximate index is trained on (evenly spread)
+_INDEX_TRAINING = 2000      # VLADs the lists of the approximate index are trained on (evenly spread)
 _INDEX_BATCH = 1000
 
 
@@ -559,20 +564,21 @@ def _global_index(store: "KeyframeStore", ids: np.ndarray, feats: _FeatureSource
     if len(ids) <= config.exact_index_max:
         return add(GlobalIndex(dim, backend="numpy", normalize=False), ids)
     sample = ids[np.unique(np.linspace(0, len(ids) - 1, min(len(ids), _INDEX_TRAINING)).astype(int))]
-    index = GlobalIndex.approximate(dim, np.stack([vec(int(i)) for i in sample]), config.index_dim, normalize=False)
+    index = GlobalIndex.approximate(dim, np.stack([vec(int(i)) for i in sample]), _index_lists(len(ids)),
+                                    config.index_probe, normalize=False)
     return add(index, ids)
 
 
 # ----------------------------------------------------------------- memory budget
 def resident_bytes(n_keyframes: int, config: "MapSettings") -> int:
     """What a map of ``n_keyframes`` keeps loaded besides the keyframe cache: the global index
-    (VLAD vectors up to ``exact_index_max``, PCA-reduced + HNSW links above), poses (world and
+    (VLAD vectors up to ``exact_index_max``, 8-bit codes + list centroids above), poses (world and
     local), graph rows and the retriever's k-d tree (estimate)."""
     vlad_dim = config.vocabulary_words * _DESC_DIM
     exact = n_keyframes <= config.exact_index_max
-    per = 4 * vlad_dim if exact else 4 * config.index_dim + 32 * 2 * 4 + 16
+    per = 4 * vlad_dim if exact else vlad_dim + 8           # float32 vectors, or 8-bit codes + id
     per += 3 * 128 + config.triangulation.max_neighbours * 25 + 200
-    return int(n_keyframes * per + (0 if exact else 4 * vlad_dim * config.index_dim))
+    return int(n_keyframes * per + (0 if exact else 4 * vlad_dim * _index_lists(n_keyframes)))
 
 
 def check_memory_budget(n_keyframes: int, config: "MapSettings", where: str) -> None:
@@ -583,7 +589,7 @@ def check_memory_budget(n_keyframes: int, config: "MapSettings", where: str) -> 
             f"{where}: a map of {n_keyframes} keyframes keeps ~{resident:.0f} MB loaded (global index, poses, "
             f"graph) plus the keyframe cache geometric.map.cache_mb = {config.cache_mb:g} MB, over "
             f"geometric.map.memory_budget_mb = {config.memory_budget_mb:g} MB: raise memory_budget_mb "
-            f"(or lower cache_mb, or index_dim / exact_index_max)")
+            f"(or lower cache_mb or exact_index_max)")
 
 
 # ----------------------------------------------------------------- the map
