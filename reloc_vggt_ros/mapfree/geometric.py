@@ -27,18 +27,18 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ..config import setting
 from ..errors import ConfigError, DataError
-from ..geometry import Intrinsics, invert_T, is_valid_T, rotation_error_deg
+from ..geometry import Intrinsics, invert_T, is_valid_T, rotation_error_deg, transform_pose_covariance
 from ..geometry.multiview import pose_covariance_of
 from ..localizer.base import RelocResult, RelocStatus
 from ..localizer.geometric.config import FeatureConfig, TriangulationConfig
-from ..localizer.geometric.features import Features, extract_features
+from ..localizer.geometric.features import Features, extract_features, undistorted
 from ..localizer.geometric.pnp import pose_covariance, solve_pnp
 from ..localizer.geometric.relative_pose import (RelativeObservation, TwoView, TwoViewSettings, intersect_rays,
                                                  joint_covariance, observation, refine_jointly,
@@ -137,10 +137,15 @@ class GeometricMapFree:
     def set_reference(self, reference: Reference) -> None:
         check_reference(reference)
         depth = None if reference.depth_m is None else metric_depth(reference.depth_m)
-        feats = extract_features(reference.image_bgr, self.config.features)
-        self._ref, self._ref_feats = reference, feats
+        feats = self._features(reference.image_bgr, reference.intrinsics)
+        # geometry runs on ideal pixels of the pinhole camera (keypoints undistorted)
+        self._ref = replace(reference, intrinsics=reference.intrinsics.pinhole)
+        self._ref_feats = feats
         self._ref_points = (None if depth is None
-                            else backproject_depth(feats, reference.intrinsics, np.eye(4), depth))
+                            else backproject_depth(feats, self._ref.intrinsics, np.eye(4), depth))
+
+    def _features(self, image: np.ndarray, camera: Intrinsics) -> Features:
+        return undistorted(extract_features(image, self.config.features), camera)
 
     def _reference(self) -> tuple[Reference, Features]:
         if self._ref is None or self._ref_feats is None:
@@ -156,7 +161,8 @@ class GeometricMapFree:
         if bad:
             return RelocResult(RelocStatus.INVALID_INPUT, reason=bad)
         cfg = self.config
-        feats = extract_features(query.image_bgr, cfg.features)
+        feats = self._features(query.image_bgr, query.intrinsics)
+        query = replace(query, intrinsics=query.intrinsics.pinhole)
         tv, why = two_view(ref_feats, ref.intrinsics, feats, query.intrinsics, cfg.two_view)
         diag: dict[str, Any] = {"method": "two_view", "num_features": len(feats)}
         if tv is None:
@@ -180,7 +186,7 @@ class GeometricMapFree:
         """The query pose in the reference's world frame, judged."""
         T_world_ref = np.asarray(self._reference()[0].T_world_cam, float)
         T = T_world_ref @ T_ref_q
-        cov = pose_covariance_of(lambda X: T_world_ref @ X, T_ref_q, cov_ref)
+        cov = transform_pose_covariance(cov_ref, T_ref_q, T_a_b=T_world_ref)
         confidence = _confidence(n_inliers, self.config)
         status, reason = _judge(n_inliers, confidence, cov, scale, self.config)
         return RelocResult(status, T, cov, confidence, n_inliers, reason, diag)
@@ -229,7 +235,8 @@ class GeometricMapFree:
             return [self.localize(q) for q in queries]
         t0 = time.perf_counter()
         cfg = self.config
-        feats = [extract_features(q.image_bgr, cfg.features) for q in queries]
+        feats = [self._features(q.image_bgr, q.intrinsics) for q in queries]
+        queries = [replace(q, intrinsics=q.intrinsics.pinhole) for q in queries]
         poses = [np.asarray(q.T_odom_cam, float) for q in queries]
         obs: list[RelativeObservation] = []
         pairs: dict[int, np.ndarray] = {}

@@ -96,33 +96,28 @@ def test_track1_depth_gives_metric_pose(views: dict, depth_0004: np.ndarray) -> 
     assert pose_error(far.T_world_cam, views["0006.jpg"][2])[0] > 2.0
 
 
+@pytest.mark.slow
 def test_track2_odometry_gives_metric_pose_for_every_frame(views: dict) -> None:
+    """Exact odometry -> every frame metric and OK; no odometry -> single frames of unknown scale;
+    odometry twice too long -> the pose is off by about the distance (the scale is not invented)."""
     loc = make_mapfree_localizer("geometric", OPTIONS)
     loc.set_reference(_reference(views, "0004.jpg"))
     names = ["0005.jpg", "0006.jpg", "0007.jpg"]
     T_world_odom = views["0007.jpg"][2]                  # the odometry frame: the last query camera
-    results = loc.localize_sequence([_query(views, n, T_world_odom) for n in names])
+    frames = [_query(views, n, T_world_odom) for n in names]
+    results = loc.localize_sequence(frames)
     assert [r.diagnostics["scale"] for r in results] == ["odometry"] * 3
     for n, r in zip(names, results):
         t_err, r_err = pose_error(r.T_world_cam, views[n][2])
         assert r.ok and t_err < 0.05 and r_err < 0.3, (n, t_err, r_err, r.reason)
-    # without odometry the same frames are single frames of unknown scale
     alone = loc.localize_sequence([_query(views, n) for n in names])
     assert all(r.diagnostics["scale"] == SCALE_UNKNOWN and not r.ok for r in alone)
-
-
-def test_track2_scale_follows_the_odometry(views: dict) -> None:
-    """Odometry twice too long -> the pose is off by about the distance (the scale is not invented)."""
-    loc = make_mapfree_localizer("geometric", OPTIONS)
-    loc.set_reference(_reference(views, "0004.jpg"))
-    T_wo = views["0007.jpg"][2]
-    frames = []
-    for n in ("0005.jpg", "0006.jpg", "0007.jpg"):
-        q = _query(views, n, T_wo)
+    doubled = []
+    for q in frames:
         T = q.T_odom_cam.copy()
         T[:3, 3] *= 2.0
-        frames.append(QueryFrame(q.image_bgr, q.intrinsics, T_odom_cam=T, name=n))
-    res = loc.localize_sequence(frames)[-1]
+        doubled.append(QueryFrame(q.image_bgr, q.intrinsics, T_odom_cam=T, name=q.name))
+    res = loc.localize_sequence(doubled)[-1]
     assert pose_error(res.T_world_cam, views["0007.jpg"][2])[0] > 1.0
 
 

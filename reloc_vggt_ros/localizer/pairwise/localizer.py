@@ -25,7 +25,7 @@ import numpy as np
 
 from ...geometry import Intrinsics, shift_T
 from ..base import PosePrior, RelocResult, RelocStatus
-from ..geometric.features import extract_features
+from ..geometric.features import extract_features, undistorted
 from ..geometric.indexing import GeometricMap, index_store
 from ..geometric.localizer import StageTrace, _check_input
 from ..geometric.matching import single_thread_blas
@@ -42,10 +42,7 @@ __all__ = ["PairwiseLocalizer"]
 
 
 def _retriever(gmap: GeometricMap) -> VLADRetriever:
-    ids = gmap.ids()
-    poses = np.stack([gmap.entries[i].T_local_cam for i in ids]) if len(ids) else np.zeros((0, 4, 4))
-    vlads = np.stack([gmap.entries[i].vlad for i in ids]) if len(ids) else np.zeros((0, 0), np.float32)
-    return VLADRetriever(ids, poses, vlads, gmap.vocabulary)
+    return gmap.retriever()
 
 
 class PairwiseLocalizer:
@@ -86,8 +83,9 @@ class PairwiseLocalizer:
                   intrinsics: Intrinsics, stamp_ns: int, T_prior: np.ndarray | None) -> RelocResult:
         cfg = self.config
         trace = StageTrace(stamp_ns=stamp_ns)
+        camera, intrinsics = intrinsics, intrinsics.pinhole      # keypoints undistorted, as the map's
         with trace.stage("feature"):
-            feats = extract_features(image_bgr, cfg.features)
+            feats = undistorted(extract_features(image_bgr, cfg.features), camera)
         with trace.stage("retrieval"):
             retrieved = retriever.retrieve(feats.descriptors, cfg.top_k, T_prior)
         obs, why = [], {}
