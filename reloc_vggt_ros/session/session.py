@@ -94,6 +94,8 @@ class MappingConfig:
     min_distance_m: float = setting(0.25, "a new keyframe must be this far from every keyframe ...")
     min_angle_rad: float = setting(0.26, "... or rotated this much from the nearest one")
     max_queue: int = setting(1000, "keyframes waiting to be written before new ones are refused")
+    refresh_in_background: bool = setting(True, "re-index new keyframes on a background thread while queries "
+                                                "use the previous map (false: on the frame path, one map in memory)")
 
     def __post_init__(self) -> None:
         for name in ("min_distance_m", "min_angle_rad"):
@@ -451,7 +453,7 @@ class Session:
             return                                   # still dirty: the next query starts the next one
         self._dirty = False
         store, localizer = self._store, self._localizer
-        if localizer is None or not _concurrent_refresh(localizer):
+        if localizer is None or not self.config.mapping.refresh_in_background or not _concurrent_refresh(localizer):
             self._refresh(store, localizer)
             return
         self._refresher = threading.Thread(target=self._refresh, args=(store, localizer), name="map-refresh",

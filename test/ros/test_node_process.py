@@ -149,7 +149,9 @@ def test_shutdown_under_load_loses_no_keyframe(tmp_path, temple_db, probe, templ
     db = tmp_path / "map.db"
     shutil.copy(temple_db, db)
     n1, n2 = 8, 8
-    node = NodeProcess(tmp_path, probe.domain, _params(db, **{"mapping.enabled": True, "qos_depth": 20}))
+    # the re-index on the frame path is the load that queues phase-2 keyframes (a background one would not)
+    node = NodeProcess(tmp_path, probe.domain, _params(db, **{"mapping.enabled": True, "qos_depth": 20,
+                                                              "mapping.refresh_in_background": False}))
 
     def send_keyframes(ks: range) -> None:
         for k in ks:
