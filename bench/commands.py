@@ -13,6 +13,11 @@ from reloc_vggt_ros.errors import ConfigError
 __all__ = ["register"]
 
 
+def fmt(v: Any, spec: str) -> str:
+    """``v`` formatted with ``spec``, or "-" for None (a table cell)."""
+    return "-" if v is None else format(v, spec)
+
+
 def parse_size(text: str) -> tuple[int, int]:
     try:
         w, h = (int(v) for v in text.lower().split("x"))

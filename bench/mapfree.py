@@ -114,7 +114,7 @@ def run_mapfree_bench(scenes: list[Path], work: Path, backend: str = DEFAULT_MAP
     for s in scenes:
         convert_posed_folder(s, work, window=window)
     sources = {s.name: s for s in scenes}
-    depth = {t: write_triangulated_depth(work / t, sources) for t in ("track1", "track2")}
+    depth = {t: write_triangulated_depth(work / t, sources) for t in ("track1",)}
     t1 = _frame_rows(work / "track1", backend, options, depth=True)
     t2 = _frame_rows(work / "track2", backend, options, depth=False)
     return {"backend": backend, "options": options, "window": window, "scenes": [s.name for s in scenes],

@@ -15,7 +15,8 @@ the camera half way round the ring at frame K while odometry goes on as if nothi
 
 The node (``tracking.enabled``, ``geometric.preset: realtime``, ``odom_frame: odom``) runs in its
 own process; each frame is published at the stream rate and the pose (if any) recorded with its
-arrival time. Reported: latency publish -> pose p50/p95/max (all frames and tracked frames only),
+arrival time. ``--in-process`` runs no node: tracking and per-frame relocalization alternate frame
+by frame on the same frames in this process (their cost ratio under the same load). Reported: latency publish -> pose p50/p95/max (all frames and tracked frames only),
 frames answered vs sent, error against the ground truth over time, the share of frames served by
 tracking, and (kidnap) the largest error published between the kidnap and the first pose again
 within the gate, plus a plot (``--plot``). ``--no-tracking`` runs the same stream with per-frame
@@ -243,6 +244,47 @@ def run(stream: list[StreamFrame], recs: list[PosedImage], rate_hz: float, domai
     return {"rows": rows, "dropped": dropped, "frames_tracked": frames_tracked}
 
 
+def run_in_process(stream: list[StreamFrame], recs: list[PosedImage], out_dir: Path) -> dict[str, Any]:
+    """The same frames through ``TrackingLocalizer`` and through the plain backend (per-frame
+    relocalization), alternating frame by frame in this process (no DDS, no drops), so that the
+    two costs are compared under the same load: compute per frame, error, tracking share."""
+    from bench.node_rate import build_db
+    from reloc_vggt_ros.keyframes import KeyframeStore
+    from reloc_vggt_ros.localizer.registry import make_localizer
+    from reloc_vggt_ros.localizer.tracking import TrackingConfig, TrackingLocalizer
+
+    renderer = Renderer(recs)
+    with KeyframeStore.open(build_db(out_dir / "temple-db.db"), readonly=True) as store:
+        plain = make_localizer("geometric", store, preset="realtime", top_k=5)
+        tracking = TrackingLocalizer(make_localizer("geometric", store, preset="realtime", top_k=5),
+                                     TrackingConfig(enabled=True))
+        rows = []
+        for f in stream:
+            img = renderer.render(f)
+            t0 = time.perf_counter()
+            res = tracking.localize(img, renderer.intrinsics, f.stamp_ns, T_odom_cam=f.T_odom_cam)
+            t1 = time.perf_counter()
+            ref = plain.localize(img, renderer.intrinsics, f.stamp_ns)
+            t2 = time.perf_counter()
+            rows.append({"served_by": res.diagnostics.get("served_by", ""), "tracking_ms": 1e3 * (t1 - t0),
+                         "relocalization_ms": 1e3 * (t2 - t1),
+                         "tracking_t_err_m": pose_error(res.T_world_cam, f.T_world_cam)[0] if res.ok else None,
+                         "relocalization_t_err_m": pose_error(ref.T_world_cam, f.T_world_cam)[0] if ref.ok else None})
+    tracked = [r["tracking_ms"] for r in rows if r["served_by"] == "tracking"]
+    reloc = [r["relocalization_ms"] for r in rows]
+    med = lambda key: float(np.median([r[key] for r in rows if r[key] is not None]))  # noqa: E731
+    return {"frames": len(rows), "answered_tracking": sum(r["tracking_t_err_m"] is not None for r in rows),
+            "answered_relocalization": sum(r["relocalization_t_err_m"] is not None for r in rows),
+            "tracking_fraction": len(tracked) / len(rows),
+            "tracked_ms_p50": float(np.percentile(tracked, 50)), "tracked_ms_p95": float(np.percentile(tracked, 95)),
+            "all_frames_tracking_ms_p50": float(np.percentile([r["tracking_ms"] for r in rows], 50)),
+            "relocalization_ms_p50": float(np.percentile(reloc, 50)),
+            "relocalization_ms_p95": float(np.percentile(reloc, 95)),
+            "tracked_over_relocalization_p50": float(np.percentile(tracked, 50) / np.percentile(reloc, 50)),
+            "median_translation_m_tracking": med("tracking_t_err_m"),
+            "median_translation_m_relocalization": med("relocalization_t_err_m"), "per_frame": rows}
+
+
 def summarize(rows: list[dict[str, Any]], rate_hz: float, dropped: int, frames_tracked: int, gate_m: float
               ) -> dict[str, Any]:
     """The JSON keys of the issue plus the tracked-only latencies and the kidnap outcome."""
@@ -310,6 +352,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed-deg-s", type=float, default=10.0, help="motion around the object")
     ap.add_argument("--kidnap-at", type=int, default=None, help="jump half way round the ring at this frame")
     ap.add_argument("--no-tracking", action="store_true", help="per-frame relocalization (the baseline)")
+    ap.add_argument("--in-process", action="store_true",
+                    help="no node: tracking and per-frame relocalization alternated on the same frames in this process")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE", help="node parameter")
     ap.add_argument("--domain-id", type=int, default=96)
     ap.add_argument("--plot", type=Path, default=None, help="PNG of error and latency over time")
@@ -326,6 +370,20 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     recs = read_posed_folder(SCENE)
     stream = make_stream(recs, args.frames, args.rate, args.speed_deg_s, args.kidnap_at)
+    if args.in_process:
+        r = run_in_process(stream, recs, out_dir)
+        r.update(load_average_1min=os.getloadavg()[0], cpu_count=os.cpu_count())
+        print(f"in process, {r['frames']} frames: tracking answered {r['answered_tracking']} ({r['tracking_fraction']:.0%} "
+              f"by tracking), tracked frame p50/p95 {r['tracked_ms_p50']:.1f}/{r['tracked_ms_p95']:.1f} ms; per-frame "
+              f"relocalization answered {r['answered_relocalization']}, p50/p95 {r['relocalization_ms_p50']:.1f}/"
+              f"{r['relocalization_ms_p95']:.1f} ms; tracked / relocalization p50 {r['tracked_over_relocalization_p50']:.2f}; "
+              f"median error tracking {r['median_translation_m_tracking'] * 1e3:.2f} mm, relocalization "
+              f"{r['median_translation_m_relocalization'] * 1e3:.2f} mm (load {r['load_average_1min']:.1f} on "
+              f"{r['cpu_count']} cores)")
+        if args.json:
+            args.json.parent.mkdir(parents=True, exist_ok=True)
+            args.json.write_text(json.dumps(r, indent=2) + "\n")
+        return 0
     g = TrackingConfig().gate
     gate_m = float(np.sqrt(chi2_gate(g.probability) * 2) * g.min_sigma_m)   # two floored poses, one axis
     res = run(stream, recs, args.rate, args.domain_id, out_dir, params)

@@ -1,4 +1,5 @@
-"""Reader for posed-image folders (``images/``, ``poses.txt``, ``split.txt``; format in docs/database.md).
+"""Reader for posed-image folders (``images/``, ``poses.txt``, ``split.txt``, optional
+``distortion.txt``; format in docs/database.md).
 
 ``poses.txt`` stores world-to-camera ``T_cam_world``; records carry camera-to-world
 ``T_world_cam`` (the package convention, README "Conventions"), converted here once.
@@ -15,9 +16,9 @@ import cv2
 import numpy as np
 
 from ..errors import DataError
-from ..geometry import Intrinsics, invert_T, T_from_quat_t
+from ..geometry import Distortion, Intrinsics, invert_T, T_from_quat_t
 
-__all__ = ["PosedImage", "read_posed_folder", "load_image"]
+__all__ = ["PosedImage", "read_posed_folder", "read_distortion", "load_image"]
 
 logger = logging.getLogger(__name__)
 
@@ -82,12 +83,30 @@ def _read_split(folder: Path) -> dict[str, str]:
     return split
 
 
+def read_distortion(folder: Path) -> Distortion | None:
+    """The lens model of every image of ``folder`` from its ``distortion.txt`` (one line
+    ``<model> <coefficients...>`` in ROS CameraInfo terms); None without the file or with zero
+    coefficients; DataError naming the file for anything malformed."""
+    path = folder / "distortion.txt"
+    if not path.is_file():
+        return None
+    lines = [ln.strip() for ln in path.read_text().splitlines() if ln.strip() and not ln.lstrip().startswith("#")]
+    if len(lines) != 1:
+        raise DataError(f"{path}: expected one line '<model> <coefficients...>', got {len(lines)}")
+    try:
+        return Distortion.parse(lines[0])
+    except ValueError as err:
+        raise DataError(f"{path}: {err}") from err
+
+
 def read_posed_folder(folder: Path | str, split: str | None = None,
                       check_images: bool = True) -> list[PosedImage]:
     """All posed images of ``folder`` in sorted name order, optionally only one split.
 
-    Raises DataError for a missing folder/file/image, a malformed line, a non-unit quaternion or
-    a non-positive focal length, naming the file and line.
+    Raises DataError for a missing folder/file/image, a malformed line, a non-unit quaternion,
+    a non-positive focal length or a malformed ``distortion.txt``, naming the file and line.
+    With ``distortion.txt`` the intrinsics of ``poses.txt`` are the raw camera's and every
+    record carries the distortion.
     """
     folder = Path(folder)
     poses_path = folder / "poses.txt"
@@ -96,6 +115,7 @@ def read_posed_folder(folder: Path | str, split: str | None = None,
     if split is not None and split not in SPLITS:
         raise DataError(f"unknown split {split!r}; expected one of {SPLITS}")
     splits = _read_split(folder)
+    distortion = read_distortion(folder)
     if split is not None and not splits:
         raise DataError(f"split {split!r} requested but {folder / 'split.txt'} is missing or empty")
     records: list[PosedImage] = []
@@ -122,7 +142,7 @@ def read_posed_folder(folder: Path | str, split: str | None = None,
             raise DataError(f"{where}: image {path} not found")
         width, height = _image_size(path) if check_images else (1, 1)
         T_cam_world = T_from_quat_t(q, [tx, ty, tz])
-        records.append(PosedImage(name, path, Intrinsics(fx, fy, cx, cy, width, height),
+        records.append(PosedImage(name, path, Intrinsics(fx, fy, cx, cy, width, height, distortion),
                                   invert_T(T_cam_world), img_split))
     records.sort(key=lambda r: r.name)
     logger.info("read %d posed images from %s (split=%s)", len(records), folder, split or "all")

@@ -10,7 +10,8 @@ from collections.abc import Callable
 
 import numpy as np
 
-from .se3 import make_T, project_to_SO3, so3_exp, so3_log
+from .pose_covariance import perturb_pose, pose_delta
+from .se3 import project_to_SO3
 
 __all__ = ["chordal_mean_rotation", "intersect_lines", "pose_covariance_of"]
 
@@ -45,20 +46,14 @@ def intersect_lines(origins: np.ndarray, directions: np.ndarray, weights: np.nda
 
 def pose_covariance_of(fn: Callable[[np.ndarray], np.ndarray], T: np.ndarray, cov: np.ndarray,
                        step: float = 1e-6) -> np.ndarray:
-    """Covariance of ``fn(T)`` (a pose) from the 6x6 ``cov`` of ``T``, both over (centre, rotation
-    vector on the left in the world frame) as :class:`RelocResult` lays them out; the Jacobian by
-    central differences."""
-    def perturb(T0: np.ndarray, xi: np.ndarray) -> np.ndarray:
-        return make_T(so3_exp(xi[3:]) @ T0[:3, :3], T0[:3, 3] + xi[:3])
-
-    def params(T1: np.ndarray, T0: np.ndarray) -> np.ndarray:
-        return np.r_[T1[:3, 3] - T0[:3, 3], so3_log(T1[:3, :3] @ T0[:3, :3].T)]
-
+    """Covariance of ``fn(T)`` (a pose) from the 6x6 ``cov`` of ``T`` in the layout of
+    ``pose_covariance`` (``perturb_pose``), for any ``fn`` (e.g. one that inverts ``T``, which
+    ``transform_pose_covariance`` does not cover); the Jacobian by central differences."""
     out0 = fn(T)
     J = np.zeros((6, 6))
     for k in range(6):
         xi = np.zeros(6)
         xi[k] = step
-        J[:, k] = (params(fn(perturb(T, xi)), out0) - params(fn(perturb(T, -xi)), out0)) / (2 * step)
+        J[:, k] = (pose_delta(out0, fn(perturb_pose(T, xi))) - pose_delta(out0, fn(perturb_pose(T, -xi)))) / (2 * step)
     out = J @ cov @ J.T
     return 0.5 * (out + out.T)

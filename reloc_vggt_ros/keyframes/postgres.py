@@ -113,12 +113,12 @@ class Record:
 
 def redact_url(url: str) -> str:
     """The URL without its password (for messages and ``path``)."""
-    import psycopg
-
     try:
-        info = psycopg.conninfo.conninfo_to_dict(url)
-    except psycopg.Error:
-        return "<unparsable PostgreSQL URL>"
+        from psycopg.conninfo import conninfo_to_dict
+
+        info = conninfo_to_dict(url)
+    except Exception:  # noqa: BLE001 - no psycopg, or unparsable: show nothing that could hold a password
+        return "<PostgreSQL URL>"
     host, port = info.get("host", "localhost"), info.get("port", "5432")
     user = f"{info['user']}@" if info.get("user") else ""
     return f"postgresql://{user}{host}:{port}/{info.get('dbname', '')}"
@@ -195,8 +195,11 @@ class PostgresStore:
                                   f"{FLEET_SCHEMA_VERSION}; robots and server must agree: {what}")
 
     def _connection(self):  # noqa: ANN202 - psycopg.Connection
-        import psycopg
-
+        try:
+            import psycopg
+        except ImportError as err:
+            raise KeyframeDBError("the fleet store needs psycopg 3: pip install 'psycopg[binary]' "
+                                  "(pinned in requirements.txt)") from err
         if self._closed:
             raise KeyframeDBError(f"{self.path}: store is closed")
         if self._conn is None or self._conn.closed or self._conn.broken:
@@ -269,7 +272,10 @@ class PostgresStore:
         ``source`` records who pushed them (a robot name)."""
         rows = []
         for rec in records:
-            _, row = KeyframeStore._row(rec.keyframe)  # the same validation as the SQLite store
+            _, (*row, distortion) = KeyframeStore._row(rec.keyframe)  # the same validation as the SQLite store
+            if distortion is not None:
+                raise KeyframeDBError(f"keyframe {rec.keyframe.name!r} has a lens model ({distortion[0]}): the fleet "
+                                      "store holds pinhole keyframes only; push undistorted (image_rect) keyframes")
             for (backend, key), (fp, _) in rec.blobs.items():
                 _check_blob_args(backend, key, fp)
             rows.append(row)
@@ -448,6 +454,12 @@ class PostgresStore:
             rows = cur.fetchall()
         for kf_id, data, crc in rows:
             yield int(kf_id), _verified(bytes(data), crc, f"blob {backend}/{key} of keyframe {kf_id}")
+
+    def blob_ids(self, backend: str, key: str, fingerprint: str) -> set[int]:
+        with self._cursor() as cur:
+            cur.execute("SELECT kf_id FROM blobs WHERE backend = %s AND key = %s AND fingerprint = %s",
+                        (backend, key, fingerprint))
+            return {int(r[0]) for r in cur.fetchall()}
 
     def put_map_blob(self, backend: str, key: str, data: bytes, fingerprint: str) -> None:
         _check_blob_args(backend, key, fingerprint)

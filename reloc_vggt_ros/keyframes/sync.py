@@ -44,7 +44,7 @@ from .blobs import pack_arrays, unpack_arrays
 from .postgres import PostgresStore, Record, ServerUnavailable
 from .store import KeyframeStore
 
-__all__ = ["Region", "SyncReport", "push", "pull", "local_uuids", "retry", "FleetConfig", "FleetSync"]
+__all__ = ["Region", "SyncReport", "push", "pull", "evict", "local_uuids", "retry", "FleetConfig", "FleetSync"]
 
 logger = logging.getLogger(__name__)
 
@@ -230,6 +230,21 @@ def pull(server: PostgresStore, local: KeyframeStore, region: Region | None = No
     return SyncReport(sent, len(wanted) - len(todo), skipped)
 
 
+def evict(local: KeyframeStore, server: PostgresStore, region: Region) -> int:
+    """Remove from the cache the keyframes outside ``region`` that the server holds (a keyframe
+    only this robot has is never removed: push it first); returns how many were removed."""
+    uuids = local_uuids(local)
+    ids, poses = local.poses()
+    outside = [int(i) for i in ids[~region.contains(poses[:, :3, 3])] if int(i) in uuids]
+    on_server = server.ids_of(uuids[i] for i in outside)
+    removed = [i for i in outside if uuids[i] in on_server]
+    for kf_id in removed:
+        local.remove_keyframe(kf_id)
+    if removed:
+        _store_uuids(local, {i: u for i, u in uuids.items() if i not in set(removed)})
+    return len(removed)
+
+
 def retry(fn: Callable[[], T], what: str, attempts: int = 5, base_delay_s: float = 0.5, max_delay_s: float = 10.0,
           sleep: Callable[[float], None] = time.sleep) -> T:
     """``fn()``, run again after a ServerUnavailable with exponential backoff (x2 per attempt, up to
@@ -346,7 +361,7 @@ class FleetSync:
                                             f"{self.cache_path}, retry in "
                                             f"{cfg.period_s * min(8, 2 ** self._failures):.0f} s")
             return
-        except (KeyframeDBError, ConfigError) as err:  # schema mismatch, units, a damaged cache
+        except Exception as err:  # noqa: BLE001 - schema mismatch, units, a damaged cache: the node stays up
             self._failures += 1
             self._set(level="error", message=f"fleet sync failed: {err}; localizing from the local cache")
             return

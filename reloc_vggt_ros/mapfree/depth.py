@@ -5,7 +5,7 @@ reference's keypoints are triangulated with its known pose and those of the sour
 the scene does **not** contain (neither its queries nor, in Track 2, their window frames; images
 are matched by content, the converter copies them byte for byte) — like a depth sensor beside the
 reference camera that never saw the queries. The depth (metres, or the source's units) is
-written at each triangulated keypoint's pixel of ``seq0/frame_00000.<suffix>.png`` (uint16
+rendered at the triangulated points' pixels (``reference.render_depth``) into ``seq0/frame_00000.<suffix>.png`` (uint16
 millimetres, 0 elsewhere: the challenge's depth format), so ``mapfree localize --depth-suffix``
 reads it like any other depth file.
 """
@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 
 from ..data import read_posed_folder
-from ..geometry import apply_T, invert_T
 from ..localizer.geometric.config import FeatureConfig, TriangulationConfig
 from ..localizer.geometric.features import extract_features
 from ..localizer.geometric.triangulation import View, triangulate_keyframe
 from .dataset import read_dataset, read_info
+from .reference import render_depth
 
 __all__ = ["TRIANGULATED_SUFFIX", "write_triangulated_depth"]
 
@@ -37,14 +37,15 @@ def _digest(path: Path) -> str:
     return hashlib.sha1(path.read_bytes()).hexdigest()
 
 
-def write_triangulated_depth(dataset: Path | str, sources: dict[str, Path],
-                             suffix: str = TRIANGULATED_SUFFIX) -> dict[str, int]:
+def write_triangulated_depth(dataset: Path | str, sources: dict[str, Path], suffix: str = TRIANGULATED_SUFFIX,
+                             features: FeatureConfig | None = None) -> dict[str, int]:
     """Write the reference depth of every scene of a converted ``dataset`` whose source folder
     (``mapfree.json``'s ``source``) is in ``sources``; returns {scene: depth pixels written}
     (0: no view left to triangulate with, no file written)."""
     info = read_info(dataset).get("scenes", {})
-    feat_cfg, tri_cfg = FeatureConfig(), TriangulationConfig()
+    feat_cfg, tri_cfg = features or FeatureConfig(), TriangulationConfig()
     folders: dict[str, list] = {}
+    views: dict[Path, View] = {}                 # each source image described once
     written: dict[str, int] = {}
     for scene in read_dataset(dataset):
         src = info.get(scene.name, {}).get("source")
@@ -61,18 +62,16 @@ def write_triangulated_depth(dataset: Path | str, sources: dict[str, Path],
             continue
 
         def view(rec) -> View:                                      # noqa: ANN001 - PosedImage
-            return View(extract_features(cv2.imread(str(rec.path)), feat_cfg), rec.intrinsics, rec.T_world_cam)
+            if rec.path not in views:
+                views[rec.path] = View(extract_features(cv2.imread(str(rec.path)), feat_cfg), rec.intrinsics,
+                                       rec.T_world_cam)
+            return views[rec.path]
 
         ref = view(ref_rec)
         with np.errstate(divide="ignore", invalid="ignore"):
             points, _ = triangulate_keyframe(ref, [view(r) for r in others], tri_cfg)
-        ok = np.all(np.isfinite(points), axis=1)
-        z = apply_T(invert_T(ref_rec.T_world_cam), points[ok])[:, 2]
-        xy = np.round(ref.features.keypoints_px[ok]).astype(int)
-        k = ref_rec.intrinsics
-        depth = np.zeros((k.height, k.width), np.uint16)
-        inside = (z > 0) & (xy[:, 0] >= 0) & (xy[:, 0] < k.width) & (xy[:, 1] >= 0) & (xy[:, 1] < k.height)
-        depth[xy[inside, 1], xy[inside, 0]] = np.clip(np.round(z[inside] * 1000.0), 1, 65535).astype(np.uint16)
+        metres = render_depth(points[np.all(np.isfinite(points), axis=1)], ref_rec.intrinsics, ref_rec.T_world_cam)
+        depth = np.where(metres > 0, np.clip(np.round(metres * 1000.0), 1, 65535), 0).astype(np.uint16)
         written[scene.name] = int(np.count_nonzero(depth))
         if written[scene.name]:
             cv2.imwrite(str(out), depth)

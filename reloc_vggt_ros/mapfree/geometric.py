@@ -27,26 +27,27 @@ import logging
 import math
 import time
 from collections.abc import Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 import numpy as np
 
 from ..config import setting
 from ..errors import ConfigError, DataError
-from ..geometry import Intrinsics, invert_T, is_valid_T, rotation_error_deg
+from ..geometry import Intrinsics, invert_T, is_valid_T, rotation_error_deg, transform_pose_covariance
 from ..geometry.multiview import pose_covariance_of
 from ..localizer.base import RelocResult, RelocStatus
 from ..localizer.geometric.config import FeatureConfig, TriangulationConfig
-from ..localizer.geometric.features import Features, extract_features
+from ..localizer.geometric.features import Features, extract_features, undistorted
 from ..localizer.geometric.pnp import pose_covariance, solve_pnp
 from ..localizer.geometric.relative_pose import (RelativeObservation, TwoView, TwoViewSettings, intersect_rays,
                                                  joint_covariance, observation, refine_jointly,
                                                  relative_covariance, two_view)
 from ..localizer.geometric.triangulation import View, backproject_depth, triangulate_keyframe
 from .base import SCALE_UNKNOWN, QueryFrame, Reference
+from .reference import check_reference
 
-__all__ = ["GeometricMapFreeConfig", "GeometricMapFree", "check_depth"]
+__all__ = ["GeometricMapFreeConfig", "GeometricMapFree", "metric_depth"]
 
 logger = logging.getLogger(__name__)
 
@@ -57,7 +58,7 @@ MAX_DEPTH_M = 500.0      # a larger median is millimetres (or garbage) read as m
 class GeometricMapFreeConfig:
     """Settings of the weights-free map-free localizer."""
 
-    features: FeatureConfig = setting(factory=lambda: FeatureConfig(max_keypoints=4096, max_edge_px=1600),
+    features: FeatureConfig = setting(factory=lambda: FeatureConfig(max_keypoints=4096, max_edge_px=1024),
                                       doc="RootSIFT of reference and query")
     two_view: TwoViewSettings = setting(factory=TwoViewSettings, doc="matching and essential matrix")
     pnp_max_reproj_px: float = setting(4.0, "PnP inlier threshold on depth-backprojected points (px)")
@@ -91,21 +92,11 @@ def check_image(image: np.ndarray, intr: Intrinsics, what: str) -> str:
     return ""
 
 
-def check_depth(depth_m: np.ndarray, width: int, height: int) -> np.ndarray:
-    """The depth image as float64 metres (0 where invalid), or DataError: another size than the
-    image, not 2-D, negative values, no valid pixel, or a median that reads as millimetres."""
-    depth = np.asarray(depth_m)
-    if depth.ndim != 2:
-        raise DataError(f"reference depth must be a single-channel [H,W] image, got shape {depth.shape}")
-    if depth.shape != (height, width):
-        raise DataError(f"reference depth is {depth.shape[1]}x{depth.shape[0]} but the reference image is "
-                        f"{width}x{height}")
-    depth = depth.astype(np.float64)
+def metric_depth(depth_m: np.ndarray) -> np.ndarray:
+    """A checked reference depth (``reference.check_reference``) as float64 metres, 0 where
+    invalid; DataError where its median reads as millimetres rather than metres."""
+    depth = np.asarray(depth_m, np.float64)
     valid = np.isfinite(depth) & (depth > 0)
-    if np.any(np.isfinite(depth) & (depth < 0)):
-        raise DataError("reference depth has negative values")
-    if not valid.any():
-        raise DataError("reference depth has no valid pixel (all 0 or non-finite)")
     med = float(np.median(depth[valid]))
     if med > MAX_DEPTH_M:
         raise DataError(f"reference depth median {med:g} is not plausible in metres (> {MAX_DEPTH_M:g}); "
@@ -144,18 +135,17 @@ class GeometricMapFree:
         self._ref_points: np.ndarray | None = None     # [N,3] keypoints in the reference camera (depth)
 
     def set_reference(self, reference: Reference) -> None:
-        bad = check_image(reference.image_bgr, reference.intrinsics, "reference")
-        if bad:
-            raise DataError(bad)
-        if not is_valid_T(np.asarray(reference.T_world_cam, float)):
-            raise DataError("reference T_world_cam is not a finite rigid 4x4 transform")
-        depth = None
-        if reference.depth_m is not None:
-            depth = check_depth(reference.depth_m, reference.intrinsics.width, reference.intrinsics.height)
-        feats = extract_features(reference.image_bgr, self.config.features)
-        self._ref, self._ref_feats = reference, feats
+        check_reference(reference)
+        depth = None if reference.depth_m is None else metric_depth(reference.depth_m)
+        feats = self._features(reference.image_bgr, reference.intrinsics)
+        # geometry runs on ideal pixels of the pinhole camera (keypoints undistorted)
+        self._ref = replace(reference, intrinsics=reference.intrinsics.pinhole)
+        self._ref_feats = feats
         self._ref_points = (None if depth is None
-                            else backproject_depth(feats, reference.intrinsics, np.eye(4), depth))
+                            else backproject_depth(feats, self._ref.intrinsics, np.eye(4), depth))
+
+    def _features(self, image: np.ndarray, camera: Intrinsics) -> Features:
+        return undistorted(extract_features(image, self.config.features), camera)
 
     def _reference(self) -> tuple[Reference, Features]:
         if self._ref is None or self._ref_feats is None:
@@ -171,7 +161,8 @@ class GeometricMapFree:
         if bad:
             return RelocResult(RelocStatus.INVALID_INPUT, reason=bad)
         cfg = self.config
-        feats = extract_features(query.image_bgr, cfg.features)
+        feats = self._features(query.image_bgr, query.intrinsics)
+        query = replace(query, intrinsics=query.intrinsics.pinhole)
         tv, why = two_view(ref_feats, ref.intrinsics, feats, query.intrinsics, cfg.two_view)
         diag: dict[str, Any] = {"method": "two_view", "num_features": len(feats)}
         if tv is None:
@@ -195,7 +186,7 @@ class GeometricMapFree:
         """The query pose in the reference's world frame, judged."""
         T_world_ref = np.asarray(self._reference()[0].T_world_cam, float)
         T = T_world_ref @ T_ref_q
-        cov = pose_covariance_of(lambda X: T_world_ref @ X, T_ref_q, cov_ref)
+        cov = transform_pose_covariance(cov_ref, T_ref_q, T_a_b=T_world_ref)
         confidence = _confidence(n_inliers, self.config)
         status, reason = _judge(n_inliers, confidence, cov, scale, self.config)
         return RelocResult(status, T, cov, confidence, n_inliers, reason, diag)
@@ -244,7 +235,8 @@ class GeometricMapFree:
             return [self.localize(q) for q in queries]
         t0 = time.perf_counter()
         cfg = self.config
-        feats = [extract_features(q.image_bgr, cfg.features) for q in queries]
+        feats = [self._features(q.image_bgr, q.intrinsics) for q in queries]
+        queries = [replace(q, intrinsics=q.intrinsics.pinhole) for q in queries]
         poses = [np.asarray(q.T_odom_cam, float) for q in queries]
         obs: list[RelativeObservation] = []
         pairs: dict[int, np.ndarray] = {}

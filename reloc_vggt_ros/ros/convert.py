@@ -14,7 +14,7 @@ import cv2
 import numpy as np
 
 from ..errors import DataError
-from ..geometry import Intrinsics, T_from_quat_t, T_to_quat_t, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
+from ..geometry import Distortion, Intrinsics, T_from_quat_t, T_to_quat_t, quat_wxyz_to_xyzw, quat_xyzw_to_wxyz
 from ..session.input_checks import check_image_size, compressed_header
 
 __all__ = [
@@ -83,24 +83,73 @@ def bgr_to_image(img_bgr: np.ndarray, msg: Any, encoding: str = "bgr8") -> Any:
     return msg
 
 
-def camera_info_to_intrinsics(msg: Any) -> Intrinsics:
-    """Pinhole intrinsics from CameraInfo.k; DataError if unset (k all zero) or invalid.
+def camera_info_to_intrinsics(msg: Any, image_size: tuple[int, int] | None = None) -> Intrinsics:
+    """The camera of a CameraInfo (K, lens distortion, binning, ROI) for an image of
+    ``image_size`` (width, height); DataError with the reason if it cannot be used.
 
-    Distortion is not applied: the node expects rectified images (``image_rect``) and says so.
+    ``distortion_model`` / ``d``: ``plumb_bob``, ``rational_polynomial``, ``equidistant`` (an
+    empty or all-zero ``d`` of a polynomial model is a rectified ``image_rect``: pinhole); an
+    unknown model, a wrong coefficient count or a non-finite coefficient is refused.
+    ``binning_x/y`` and ``roi`` are applied as the driver applied them to the image (K is the
+    full-resolution camera's); an image of another size than that, with the same aspect ratio
+    within a pixel, was resized downstream: K is scaled to it (pixel-centre convention).
     """
     k = np.asarray(msg.k, float).reshape(3, 3)
     if not np.all(np.isfinite(k)) or k[0, 0] <= 0 or k[1, 1] <= 0:
         raise DataError(f"camera_info has no valid intrinsics (k = {k.ravel().tolist()})")
     if msg.width <= 0 or msg.height <= 0:
         raise DataError(f"camera_info has no image size ({msg.width}x{msg.height})")
-    return Intrinsics.from_K(k, msg.width, msg.height)
+    try:
+        distortion = Distortion.from_ros(str(msg.distortion_model), np.asarray(msg.d, float).ravel().tolist())
+    except ValueError as err:
+        raise DataError(f"camera_info: {err}") from err
+    intr = _binned(_roi(Intrinsics.from_K(k, msg.width, msg.height, distortion), msg), msg)
+    return intr if image_size is None else _resized(intr, *image_size)
+
+
+def _roi(intr: Intrinsics, msg: Any) -> Intrinsics:
+    """The camera of the CameraInfo's region of interest (all-zero ``roi``: the full image)."""
+    roi = getattr(msg, "roi", None)
+    if roi is None or (int(roi.width) == 0 and int(roi.height) == 0):
+        return intr
+    x, y, w, h = int(roi.x_offset), int(roi.y_offset), int(roi.width), int(roi.height)
+    if w <= 0 or h <= 0 or x + w > intr.width or y + h > intr.height:
+        raise DataError(f"camera_info roi {w}x{h} at ({x}, {y}) does not lie inside the "
+                        f"{intr.width}x{intr.height} camera")
+    return Intrinsics(intr.fx, intr.fy, intr.cx - x, intr.cy - y, w, h, intr.distortion)
+
+
+def _binned(intr: Intrinsics, msg: Any) -> Intrinsics:
+    """The camera after the CameraInfo's binning (0 and 1: none); a binned pixel's centre is the
+    centre of the block it sums (pixel-centre convention)."""
+    bx, by = (max(int(getattr(msg, f"binning_{a}", 0)), 1) for a in "xy")
+    if (bx, by) == (1, 1):
+        return intr
+    if intr.width // bx == 0 or intr.height // by == 0:
+        raise DataError(f"camera_info binning {bx}x{by} leaves no pixel of the {intr.width}x{intr.height} image")
+    return Intrinsics(intr.fx / bx, intr.fy / by, (intr.cx + 0.5) / bx - 0.5, (intr.cy + 0.5) / by - 0.5,
+                      intr.width // bx, intr.height // by, intr.distortion)
+
+
+def _resized(intr: Intrinsics, width: int, height: int) -> Intrinsics:
+    """``intr`` scaled to an image of ``width`` x ``height``; DataError unless that is a resize."""
+    if (width, height) == (intr.width, intr.height):
+        return intr
+    sx, sy = width / intr.width, height / intr.height
+    if abs(sx - sy) > 1.0 / min(width, height, intr.width, intr.height):
+        raise DataError(f"camera_info is for {intr.width}x{intr.height} but the image is {width}x{height} "
+                        "(not a resize: the aspect ratios differ)")
+    return intr.scaled(sx, sy)
 
 
 def intrinsics_to_camera_info(intr: Intrinsics, msg: Any) -> Any:
-    """Fill a CameraInfo (rclpy or rosbags) for an undistorted pinhole camera."""
+    """Fill a CameraInfo (rclpy or rosbags): K, and the lens model (``plumb_bob`` with zero D
+    for a pinhole camera)."""
     msg.width, msg.height = int(intr.width), int(intr.height)
-    msg.distortion_model = "plumb_bob"
-    msg.d = np.zeros(5, float) if isinstance(msg.d, np.ndarray) else [0.0] * 5
+    d = intr.distortion
+    msg.distortion_model = "plumb_bob" if d is None else d.model
+    coeffs = [0.0] * 5 if d is None else list(d.coefficients)
+    msg.d = np.asarray(coeffs, float) if isinstance(msg.d, np.ndarray) else coeffs
     K = intr.K
     P = np.hstack([K, np.zeros((3, 1))])
     msg.k = K.ravel().astype(float)

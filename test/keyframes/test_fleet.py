@@ -53,8 +53,8 @@ class Server:
 
     def new_database(self) -> str:
         name = f"t_{uuid.uuid4().hex[:12]}"
-        self.sql("postgres", f"CREATE DATABASE {name}")
-        self.sql(name, "CREATE EXTENSION postgis")
+        # a copy of `fleet` (PostGIS already in it; FILE_COPY writes little WAL, so crash recovery stays short)
+        self.sql("postgres", f"CREATE DATABASE {name} TEMPLATE fleet STRATEGY FILE_COPY")
         return self.url(name)
 
     def restart(self) -> None:
@@ -151,6 +151,29 @@ def test_push_pull_round_trip_is_bit_exact_and_idempotent(server: Server, sample
         assert b.check() == []                    # the cache passes `db check` (checksums, integrity)
     # the pulled copy pushed back is the same keyframes (global ids from content): nothing new
     assert "0 copied, 7 already there" in cli("db", "push", str(cache), url).stdout
+    assert "0 copied, 0 already there" in cli("db", "push", str(cache), url, "--near=0,0,500", "--radius", "10").stdout
+    # a route: the keyframes within 2 m of the straight line from the first camera to the last
+    with KeyframeStore.open(sample_db, readonly=True) as a:
+        ids, poses = a.poses()
+        centres, first_name = poses[:, :3, 3], a.get_keyframe(int(ids[0])).name
+    route = ";".join(",".join(f"{v:.6f}" for v in c) for c in centres[[0, -1]])
+    ends = tuple(tuple(float(f"{v:.6f}") for v in c) for c in centres[[0, -1]])
+    expected = int(Region(ends[0], 2.0, ends).contains(centres).sum())
+    assert 2 <= expected < 7
+    along = cli("db", "pull", url, "--out", str(tmp_path / "route.db"), f"--route={route}", "--radius", "2")
+    assert f"{expected} copied" in along.stdout, along.stdout + along.stderr
+
+    # the cache shrinks to a new region, but never loses a keyframe only it has
+    with KeyframeStore.open(cache) as c:
+        kf = c.get_keyframe(c.keyframe_ids()[0])
+        T = kf.T_world_cam.copy()
+        T[2, 3] += 500.0
+        c.add_keyframe(replace(kf, kf_id=None, name="mapped-here", T_world_cam=T))   # not pushed
+    near_first = ",".join(f"{v:.6f}" for v in centres[0])
+    moved = cli("db", "pull", url, "--out", str(cache), f"--near={near_first}", "--radius", "0.1", "--evict")
+    assert "0 copied, 1 already there" in moved.stdout and "6 outside the region evicted" in moved.stdout, moved.stdout
+    with KeyframeStore.open(cache, readonly=True) as c:
+        assert sorted(k.name for k in c.iter_keyframes()) == sorted([first_name, "mapped-here"])
 
 
 def test_spatial_queries_use_the_gist_index_and_keep_utm_precision(server: Server, sample_db: Path) -> None:
@@ -169,10 +192,11 @@ def test_spatial_queries_use_the_gist_index_and_keep_utm_precision(server: Serve
             assert near[0] == i and set(near) == {j for j, d in zip(ids, np.linalg.norm(centres - c, axis=1))
                                                   if d <= 0.5}
         assert fleet.near(centres[0] + [0.0, 0.0, 30.0], 20.0) == []
-        radius = 3.0   # the scene's cameras lie on an arc; a straight route from the first to the last
+        radius = 2.0   # the scene's cameras lie on an arc: 4 of 7 are this close to the chord
         dist = Region(tuple(centres[0]), radius, (tuple(centres[0]), tuple(centres[-1]))).contains(centres)
         route = fleet.along_route([centres[0], centres[-1]], radius)
         assert set(route) == {i for i, d in zip(ids, dist) if d} and route[0] == ids[0] and route[-1] == ids[-1]
+        assert 2 < len(route) < len(ids)
         x, y, z = centres[0]
         plan = server.sql(fleet.url.rsplit("/", 1)[1], "EXPLAIN SELECT id FROM keyframes WHERE ST_3DDWithin("
                           f"position, ST_MakePoint({x}, {y}, {z}), 1.0)")
@@ -304,7 +328,8 @@ def test_node_pulls_its_region_and_keeps_localizing_while_the_server_is_down(ser
     try:
         node = RelocNode(context=context, parameter_overrides=[
             Parameter("database_path", value=str(cache)), Parameter("fleet.url", value=url),
-            Parameter("fleet.period_s", value=0.5), Parameter("fleet.timeout_s", value=2.0)])
+            Parameter("fleet.period_s", value=0.5), Parameter("fleet.timeout_s", value=2.0),
+            Parameter("base_frame", value="")])   # publish the camera pose (no TF tree here)
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
         node._session.set_prior(query.T_world_cam)          # what an /initialpose does

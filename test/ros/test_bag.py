@@ -157,3 +157,42 @@ def test_bag_play_clock_and_a_late_joiner_gets_the_static_tree(tmp_path):
     assert [(t.header.frame_id, t.child_frame_id) for t in static[0].transforms] == [("base_link", "camera")]
     assert clock == sorted(clock) and len(clock) > 30, len(clock)        # ~1.5 s at 50 Hz, never backwards
     assert START_NS - 1 <= clock[0] and clock[-1] == START_NS + 1_500_000_000
+
+
+@pytest.mark.ros
+def test_player_loops_and_its_clock_jumps_back_at_each_start(tmp_path):
+    """BagPlayer with loops=2 (what `bag play --loop` repeats): every message twice, /clock back
+    to the bag start at the second pass — the bag loop a use_sim_time node must survive."""
+    pytest.importorskip("rclpy")
+    import rclpy
+    from rclpy.executors import SingleThreadedExecutor
+    from rclpy.qos import QoSProfile, ReliabilityPolicy
+    from rosgraph_msgs.msg import Clock
+
+    from reloc_vggt_ros.data.bag import START_NS
+    from reloc_vggt_ros.ros.convert import stamp_to_ns
+    from reloc_vggt_ros.ros.player import BagPlayer
+
+    bag = write_bag_from_folder(SAMPLE, tmp_path / "q.mcap", fps=10.0, max_side=64)
+    context = rclpy.Context()
+    rclpy.init(context=context, domain_id=96)
+    node = rclpy.create_node("looper", context=context)
+    ex = SingleThreadedExecutor(context=context)
+    ex.add_node(node)
+    clock: list[int] = []
+    node.create_subscription(Clock, "/clock", lambda m: clock.append(stamp_to_ns(m.clock)),
+                             QoSProfile(depth=1000, reliability=ReliabilityPolicy.RELIABLE))
+    try:
+        player = BagPlayer(node, bag, clock_hz=100.0)
+        spin = lambda t: ex.spin_once(timeout_sec=t)  # noqa: E731
+        assert player.wait_for_subscribers("/clock", 10, spin)
+        assert player.play(2.0, spin, loops=2) == 2 * 12
+        for _ in range(50):
+            spin(0.01)
+    finally:
+        ex.shutdown()
+        node.destroy_node()
+        rclpy.try_shutdown(context=context)
+    back = [i for i in range(1, len(clock)) if clock[i] < clock[i - 1]]
+    assert len(back) == 1 and clock[back[0]] == START_NS, back       # one jump: to the start, once
+    assert clock[back[0] - 1] == START_NS + 300_000_000 == clock[-1]

@@ -3,8 +3,9 @@
 Reference: fountain-P11 (sample/, 640 px) image 0003.jpg with its true pose and a depth PNG
 (uint16 mm) of its SIFT keypoints triangulated from three neighbours under the true poses (the
 scene ships no depth); queries: the held-out real views 0004 and 0001. The node must publish the
-query pose in the map (= the scene's world) frame, remember a place through ~/set_reference, and
-stay up with the reason in /diagnostics when the reference is unusable.
+query pose in the map (= the scene's world) frame with the default backend (weights-free
+geometric), remember a place through ~/set_reference, and stay up with the reason in /diagnostics
+when the reference is unusable.
 """
 
 from __future__ import annotations
@@ -48,7 +49,7 @@ def _params(ref: Any, depth: Path, **over: Any) -> dict[str, Any]:
     i, T = ref.intrinsics, ref.T_world_cam
     q = R_to_quat(T[:3, :3])
     pose = [*T[:3, 3], q[1], q[2], q[3], q[0]]
-    params = {"mode": "map_free", "diagnostics_rate_hz": 10.0, "map_free.backend": "depth_pnp",
+    params = {"mode": "map_free", "diagnostics_rate_hz": 10.0,          # the default backend (geometric)
               "map_free.reference_image": str(SAMPLE / "images" / REFERENCE),
               "map_free.reference_intrinsics": f"[{i.fx!r}, {i.fy!r}, {i.cx!r}, {i.cy!r}]",
               "map_free.reference_pose": "[" + ", ".join(repr(float(v)) for v in pose) + "]",
@@ -89,7 +90,7 @@ def test_map_free_node_publishes_the_query_pose_and_remembers_a_place(tmp_path, 
         res = _set_reference(probe, node)
         assert res.success and res.message == f"reference set from frame {stamp} at the last published pose, no depth"
         probe.send_frame(q1.image_bgr, q1.intrinsics, stamp + S, frame_id="camera")
-        d = probe.wait_diag("has no depth image", node=node)         # depth_pnp needs depth: no scale, no pose
+        d = probe.wait_diag("no source of metric scale", node=node)  # no depth: direction only, not published
         assert d["reference"] == f"frame_{stamp}" and len(probe.poses) == 1
         assert node.alive()
     finally:
@@ -123,8 +124,54 @@ def test_unusable_reference_keeps_the_node_up_with_the_reason(tmp_path, scene, c
         res = _set_reference(probe, node)
         assert res.success and "at the identity (nothing published yet)" in res.message, res.message
         probe.send_frame(q.image_bgr, q.intrinsics, T0 + 2 * S, frame_id="camera")
-        d = probe.wait_diag("has no depth image", node=node)
+        d = probe.wait_diag("no source of metric scale", node=node)
         assert d["reference"] == f"frame_{T0 + S}" and node.alive() and not probe.poses
+    finally:
+        probe.close()
+        assert node.stop() == 0, node.log()
+
+
+@pytest.mark.slow
+def test_remembered_place_with_odometry_publishes_metric_poses(tmp_path, scene):
+    """No reference by parameters: the first frame is remembered (identity: the map frame is that
+    camera), then frames with odom -> camera on /tf are localized jointly (map_free.window 3,
+    Track 2 of the default backend) and published at metric scale."""
+    from tf2_msgs.msg import TFMessage
+
+    from reloc_vggt_ros.data import load_image, read_posed_folder
+    from reloc_vggt_ros.geometry import invert_T, make_T, so3_exp
+    from reloc_vggt_ros.ros.convert import transform_stamped
+
+    recs = {r.name: r for r in read_posed_folder(SAMPLE)}
+    T_odom_world = make_T(so3_exp(np.array([0.1, 0.2, -0.3])), np.array([5.0, -2.0, 1.0]))
+    domain = next_domain_id()
+    probe = Probe(domain)
+    node = NodeProcess(tmp_path, domain, {"mode": "map_free", "diagnostics_rate_hz": 10.0, "odom_frame": "odom",
+                                          "map_free.window": 3})
+    try:
+        probe.wait_for_node(node)
+        probe.spin_until(lambda: probe.tf_pub.get_subscription_count() > 0, 10, "the node's /tf listener", node)
+
+        def send(name: str, stamp: int) -> None:
+            rec = recs[name]
+            probe.tf_pub.publish(TFMessage(transforms=[transform_stamped(T_odom_world @ rec.T_world_cam, stamp,
+                                                                         "odom", "camera")]))
+            probe.spin(0.3)
+            probe.send_frame(load_image(rec.path), rec.intrinsics, stamp, frame_id="camera")
+            probe.spin_until(lambda: any(d.get("last_stamp_ns") == str(stamp) for d in probe.diags), 120,
+                             f"frame {name} processed", node)
+
+        send(REFERENCE, T0 + S)
+        assert _set_reference(probe, node).success
+        for i, name in enumerate(("0004.jpg", "0005.jpg"), start=2):
+            send(name, T0 + i * S)
+        probe.spin_until(lambda: len(probe.poses) >= 2, 30, "/relocalized_pose", node)
+        # the remembered frame had odometry too, so 0004 already has a sequence of two
+        assert [stamp_to_ns(p.header.stamp) for p in probe.poses] == [T0 + 2 * S, T0 + 3 * S]
+        for msg, name in zip(probe.poses, ("0004.jpg", "0005.jpg")):
+            T_ref_gt = invert_T(recs[REFERENCE].T_world_cam) @ recs[name].T_world_cam   # map = the remembered camera
+            t_err, r_err = pose_error(pose_to_T(msg.pose.pose), T_ref_gt)
+            assert t_err < 0.05 and r_err < 0.3, (name, t_err, r_err)
     finally:
         probe.close()
         assert node.stop() == 0, node.log()

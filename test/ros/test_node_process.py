@@ -70,13 +70,14 @@ def test_bad_inputs_are_reported_and_the_node_keeps_running(tmp_path, empty_db, 
         # unsupported encoding
         probe.send_frame(img, intr, T0 + 100 * MS, encoding="16UC1")
         probe.wait_diag(r"unsupported image encoding '16UC1' \(supported: rgb8, bgr8, mono8\)", node=node)
-        # camera_info of another size than the image
+        # camera_info of another size than the image, not a resize of it (a resize rescales K)
         small = Intrinsics(intr.fx / 2, intr.fy / 2, intr.cx / 2, intr.cy / 2, 320, 240)
+        other = Intrinsics(intr.fx / 2, intr.fy / 2, intr.cx / 2, intr.cy / 2, 320, 200)
         from reloc_vggt_ros.ros.convert import intrinsics_to_camera_info, ns_to_stamp
         from sensor_msgs.msg import CameraInfo
 
-        probe.send_frame(img, small, T0 + 200 * MS)
-        probe.wait_diag("camera_info is for 320x240 but the image is 640x480", node=node)
+        probe.send_frame(img, other, T0 + 200 * MS)
+        probe.wait_diag("camera_info is for 320x200 but the image is 640x480", node=node)
         # images without camera_info: after the sync queue overflows, the reason says so
         for k in range(5):
             probe.send_frame(img, intr, T0 + (300 + k) * MS, info=False)
@@ -89,14 +90,15 @@ def test_bad_inputs_are_reported_and_the_node_keeps_running(tmp_path, empty_db, 
         probe.send_keyframe_pose(T, T0 + 500 * MS, nan=True)
         probe.send_frame(img, intr, T0 + 500 * MS)
         probe.wait_diag("keyframe rejected: pose is not finite", key="last_keyframe_reason", node=node)
-        # initialpose in the wrong frame is ignored with a warning
+        # initialpose in a frame without TF to map is ignored with a warning
         from geometry_msgs.msg import PoseWithCovarianceStamped
 
         bad_prior = PoseWithCovarianceStamped()
         bad_prior.header.frame_id = "odom"
         bad_prior.pose.pose.orientation.w = 1.0
         probe.prior_pub.publish(bad_prior)
-        probe.wait_diag("ignored initialpose: initialpose frame 'odom' is not 'map'", key="last_warning", node=node)
+        probe.wait_diag("ignored initialpose: initialpose in frame 'odom': no TF map -> odom", key="last_warning",
+                        node=node)
         # ... and the node still works: a valid keyframe lands in the database
         probe.send_keyframe_pose(T, T0 + 600 * MS)
         probe.send_frame(img, intr, T0 + 600 * MS)
@@ -108,7 +110,7 @@ def test_bad_inputs_are_reported_and_the_node_keeps_running(tmp_path, empty_db, 
     assert code == 0
     log = node.log()
     assert "unsupported image encoding '16UC1'" in log
-    assert "camera_info is for 320x240 but the image is 640x480" in log
+    assert "camera_info is for 320x200 but the image is 640x480" in log
     assert "image size changed from 640x480 to 320x240" in log
     assert "no camera_info within 0.010 s of the image stamp" in log
     with KeyframeStore.open(empty_db, readonly=True) as store:

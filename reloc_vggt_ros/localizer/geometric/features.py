@@ -2,7 +2,9 @@
 
 Keypoints are always returned in the OpenCV pixel convention of the *input* image (centre of the
 top-left pixel is (0, 0)), whatever working resolution the detector ran at, so they can be used
-directly with the image's :class:`~reloc_vggt_ros.geometry.Intrinsics`.
+directly with the image's :class:`~reloc_vggt_ros.geometry.Intrinsics`. A distorted camera's
+keypoints go through :func:`undistorted` before any geometry (the detector runs on the raw image;
+only the keypoints are moved, never the pixels).
 """
 
 from __future__ import annotations
@@ -13,9 +15,10 @@ from dataclasses import asdict, dataclass
 import cv2
 import numpy as np
 
+from ...geometry import Intrinsics
 from .config import FeatureConfig
 
-__all__ = ["Features", "extract_features", "fingerprint_fields"]
+__all__ = ["Features", "extract_features", "undistorted", "fingerprint_fields"]
 
 logger = logging.getLogger(__name__)
 
@@ -93,6 +96,17 @@ def extract_features(image_bgr: np.ndarray, config: FeatureConfig) -> Features:
     # Pixel centres map as (x + 0.5) / s - 0.5 between resolutions.
     xy = (xy + 0.5) / sxy - 0.5
     return Features(xy, _normalise(desc, config.root_sift), sizes / float(sxy.mean()), width, height)
+
+
+def undistorted(features: Features, camera: Intrinsics) -> Features:
+    """``features`` with keypoints in ideal pixels of ``camera.pinhole`` and sizes scaled by the
+    local undistortion scale (a keypoint's pixel error grows with it); the same object for a
+    pinhole camera."""
+    if camera.distortion is None:
+        return features
+    kp = features.keypoints_px
+    scales = features.scales_px * camera.undistortion_scale(kp).astype(np.float32)
+    return Features(camera.undistort_px(kp), features.descriptors, scales, features.width, features.height)
 
 
 def _normalise(desc: np.ndarray, root_sift: bool) -> np.ndarray:

@@ -30,6 +30,7 @@ from ...geometry import apply_T, invert_T
 from .config import LKRefineSettings
 
 if TYPE_CHECKING:
+    from ...geometry import Intrinsics
     from ...keyframes import Keyframe, KeyframeStore
     from .indexing import KeyframeEntry
 
@@ -54,6 +55,7 @@ class KeyframeImages:
         self._nbytes = 0
         self._failed: set[int] = set()
         self._lock = threading.Lock()
+        self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._images)
@@ -84,13 +86,17 @@ class KeyframeImages:
                 self._nbytes += img.nbytes
             while self._nbytes > self.capacity_bytes and len(self._images) > 1:
                 self._nbytes -= self._images.popitem(last=False)[1].nbytes
+                self.evictions += 1
         return img
 
     def warm(self, kf_ids: list[int]) -> int:
-        """Decode ahead, in order, until the cache is full, so that no query pays a first-use
-        decode (5.6 ms per 1536x1024 JPEG); returns how many images are held."""
+        """Decode ahead, in order, until the next image would not fit, so that no query pays a
+        first-use decode (5.6 ms per 1536x1024 JPEG); returns how many images are held. (It
+        stops at the first eviction: a capacity that is no multiple of the image size must not
+        decode every keyframe of the map, each pushing out the one before.)"""
+        before = self.evictions
         for kf_id in kf_ids:
-            if self._nbytes >= self.capacity_bytes:
+            if self._nbytes >= self.capacity_bytes or self.evictions > before:
                 break
             self.get(kf_id)
         return len(self._images)
@@ -182,8 +188,8 @@ def track_into_query(query_image: np.ndarray, kf_grays: list[np.ndarray], kf_ind
 
 
 def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, image_bgr: np.ndarray,
-                  T_local_cam: np.ndarray, x2d: np.ndarray, sigma: np.ndarray, kf_of: np.ndarray,
-                  kf_kp: np.ndarray, inliers: np.ndarray, settings: LKRefineSettings
+                  camera: "Intrinsics", T_local_cam: np.ndarray, x2d: np.ndarray, sigma: np.ndarray,
+                  kf_of: np.ndarray, kf_kp: np.ndarray, inliers: np.ndarray, settings: LKRefineSettings
                   ) -> tuple[np.ndarray, np.ndarray, int]:
     """2D points [M,2] and sigmas [M] of the matches with the PnP inliers' tracks put in.
 
@@ -192,6 +198,8 @@ def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, i
     seen from the keyframe and from the query centre (``T_local_cam``, the map's local frame) within
     ``max_angle_deg``; a kept track replaces ``x2d[i]`` with ``sigma_px``. The rest (views
     farther apart, keyframe image missing, LK failed or disagreed) keep point and sigma.
+    ``x2d`` are ideal pixels of the query ``camera``'s pinhole: tracking runs in the raw images
+    (each keyframe's and the query's camera model) and its result is undistorted back.
     Returns ``(x2d, sigma, number of tracks kept)``; the inputs are not modified.
     """
     x2d, sigma = x2d.copy(), sigma.copy()
@@ -211,15 +219,15 @@ def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, i
             continue
         # the keyframe pixel of the 3D point, not its keypoint: the point is the map's estimate
         # from all its observations, the keypoint one noisy observation of it
-        pts_l.append(e.intrinsics.project(apply_T(invert_T(e.T_local_cam), X)))
+        pts_l.append(e.image_camera.project(apply_T(invert_T(e.T_local_cam), X)))
         rows_l.append(rows)
         which_l.append(np.full(len(rows), len(grays)))
         grays.append(gray)
     if not grays:
         return x2d, sigma, 0
     rows = np.concatenate(rows_l)
-    tracked, ok = track_into_query(image_bgr, grays, np.concatenate(which_l), np.concatenate(pts_l), x2d[rows],
-                                   settings)
-    x2d[rows[ok]] = tracked[ok]
-    sigma[rows[ok]] = settings.sigma_px
+    tracked, ok = track_into_query(image_bgr, grays, np.concatenate(which_l), np.concatenate(pts_l),
+                                   camera.distort_px(x2d[rows]), settings)
+    x2d[rows[ok]] = camera.undistort_px(tracked[ok])
+    sigma[rows[ok]] = settings.sigma_px * camera.undistortion_scale(tracked[ok])    # raw -> ideal pixels
     return x2d, sigma, int(ok.sum())

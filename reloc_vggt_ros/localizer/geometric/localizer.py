@@ -2,7 +2,8 @@
 
 Per query (:meth:`GeometricLocalizer._localize`), each stage a function of its own module:
 
-1. features (``features``): RootSIFT at the query's working resolution;
+1. features (``features``): RootSIFT at the query's working resolution, keypoints undistorted
+   (``features.undistorted``: every later stage sees ideal pixels of the pinhole camera);
 2. retrieval (``..retrieval.VLADRetriever``): top-k keyframes by VLAD similarity, half of them
    by distance to the prior pose when one is given;
 3. 2D-3D matching (``matching.match_2d3d``): ratio + mutual against each keyframe's points;
@@ -14,6 +15,9 @@ Per query (:meth:`GeometricLocalizer._localize`), each stage a function of its o
    weighted by its expected localisation error;
 7. covariance (``pnp.covariance``): from the refinement Jacobian plus the map terms;
 8. judgement (``judge``): confidence, OK / LOW_CONFIDENCE with the reason.
+
+A camera rig (:meth:`GeometricLocalizer.localize_rig`, stages in ``rig``) runs stages 1-4 per
+camera and one generalized PnP of the base over all cameras' matches, then 7-8.
 
 When the retrieved keyframes hold too few 3D points, relative poses to several keyframes
 (essential matrices) are intersected instead (``relative_pose.relative_fallback``). Timings
@@ -31,7 +35,7 @@ import dataclasses
 import logging
 import threading
 import time
-from collections.abc import Iterator
+from collections.abc import Iterator, Sequence
 from concurrent.futures import ThreadPoolExecutor
 from contextlib import contextmanager
 from dataclasses import dataclass
@@ -45,15 +49,16 @@ from ...geometry import Intrinsics, shift_T
 from ..base import PosePrior, RelocResult, RelocStatus
 from ..retrieval import VLADRetriever
 from .config import PRESETS, GeometricConfig
-from .features import extract_features
+from .features import extract_features, undistorted
 from .indexing import GeometricMap, index_store
 from .judge import PlaceChoice, choose_place, judge, pnp_confidence, relative_confidence
 from .lk_refine import KeyframeImages, track_inliers
 from .matching import match_2d3d, single_thread_blas
 from .places import Place, group_by_place, keyframe_spacing, other_places, solve_place
 from .pnp import (Correspondences, covariance, inlier_spread, keypoint_sigma_px, other_session_offset,
-                  refine_weighted)
+                  refine_weighted, RigObservations, refine_rig_weighted, rig_covariance, solve_rig_pnp)
 from .relative_pose import relative_fallback
+from .rig import CameraView, RigFrame, camera_inliers, observe_camera, rig_input_problem, rig_observations
 
 if TYPE_CHECKING:
     from ...keyframes import KeyframeStore
@@ -91,6 +96,7 @@ class GeometricLocalizer:
     """Localizer protocol over a KeyframeStore; indexes missing blobs on construction/refresh."""
 
     name = "geometric"
+    concurrent_refresh = True      # refresh() may run beside localize(): the map is swapped in as one snapshot
 
     def __init__(self, store: "KeyframeStore", config: GeometricConfig | None = None) -> None:
         self.store = store
@@ -103,12 +109,20 @@ class GeometricLocalizer:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="geometric-match") if threads > 1 else None
         self._state = _Snapshot.of(index_store(store, self.config.map))
         self._kf_images = KeyframeImages(store, int(self.config.lk.cache_mb * 2**20))
-        self._warm_images()
+        self._warm()
 
-    def _warm_images(self) -> None:
-        """Keyframe images for LK decoded at start-up / refresh, not inside the first queries."""
-        if self.config.lk.enabled:
-            self._kf_images.warm([int(i) for i in self._state.retriever.ids])
+    def _warm(self) -> None:
+        """A map that fits its caches is loaded at start-up / refresh, not inside the first
+        queries (keyframe data: damage found and, writable, repaired now; LK images decoded);
+        a larger one loads what the queries retrieve."""
+        gmap = self._state.map
+        if gmap.cache is not None and gmap.footprint_bytes <= gmap.cache.capacity_bytes:
+            for kf_id in gmap.entries:
+                gmap.entries[kf_id]
+        if self.config.lk.enabled and len(gmap.entries):
+            pixels = sum(gmap.entries.intrinsics(i).width * gmap.entries.intrinsics(i).height for i in gmap.entries)
+            if pixels <= self._kf_images.capacity_bytes:
+                self._kf_images.warm([int(i) for i in self._state.retriever.ids])
 
     @property
     def _map(self) -> GeometricMap:
@@ -135,10 +149,9 @@ class GeometricLocalizer:
             if self.store.revision != self._state.map.revision:
                 old = self._state.map
                 self._state = _Snapshot.of(index_store(self.store, self.config.map, previous=old))
-                # unchanged keyframes keep their Features object (index_store reuses it)
-                self._kf_images.forget({i for i, e in self._state.map.entries.items()
-                                        if i in old.entries and old.entries[i].features is e.features})
-                self._warm_images()
+                # keyframe images never change (ids are never reused): drop only removed keyframes'
+                self._kf_images.forget({int(i) for i in self._state.map.entries})
+                self._warm()
 
     def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
                  prior: PosePrior | None = None) -> RelocResult:
@@ -156,6 +169,78 @@ class GeometricLocalizer:
             res = dataclasses.replace(res, T_world_cam=shift_T(res.T_world_cam, origin))
         return res
 
+    def localize_rig(self, frames: Sequence[RigFrame], stamp_ns: int = 0, prior: PosePrior | None = None
+                     ) -> RelocResult:
+        """Pose of a rig's base (``T_world_cam`` of the result is ``T_world_base``; ``prior`` is a
+        base pose) from the images of the cameras present in ``frames`` (any subset of the rig).
+        ``diagnostics["cameras"]`` holds per camera its features, retrieved keyframes, matches
+        and inliers."""
+        state = self._state
+        origin = state.map.origin
+        T_prior = None if prior is None else shift_T(prior.T_world_cam, -origin)
+        with single_thread_blas():
+            res = self._localize_rig(state, frames, stamp_ns, T_prior)
+        if res.T_world_cam is not None:
+            res = dataclasses.replace(res, T_world_cam=shift_T(res.T_world_cam, origin))
+        return res
+
+    def _localize_rig(self, state: "_Snapshot", frames: Sequence[RigFrame], stamp_ns: int,
+                      T_prior: np.ndarray | None) -> RelocResult:
+        """The rig query in the map's local frame (stages in ``rig``)."""
+        trace = StageTrace(stamp_ns=stamp_ns, method="rig_pnp")
+        bad = rig_input_problem(frames, _check_input)
+        if bad:
+            return RelocResult(RelocStatus.INVALID_INPUT, reason=bad)
+        if len(state.retriever) == 0:
+            return RelocResult(RelocStatus.EMPTY_DATABASE, reason="the keyframe database is empty")
+        q, acc = self.config.query, self.config.acceptance
+        with trace.stage("observe"):
+            views = [observe_camera(state.map.entries, state.retriever, f, T_prior, self.config, self._pool)
+                     for f in frames]
+        cams = {v.frame.camera.name: {"num_features": len(v.features), "retrieved": v.retrieved,
+                                      "num_matches_2d3d": len(v.local.matches), "num_inliers": 0}
+                for v in views}
+        trace.note(cameras=cams)
+        obs = rig_observations(views, q.scale_weighted)
+        n_matched = sum(v.local.matches.num_query_keypoints for v in views)
+        if n_matched < acc.min_inliers:
+            return trace.result(RelocStatus.NO_MATCH, reason=f"only {n_matched} 2D-3D matches over "
+                                f"{len(views)} camera(s) (< min_inliers {acc.min_inliers})")
+        with trace.stage("pnp"):
+            solved = solve_rig_pnp(obs, q.pnp_max_reproj_px)
+        if solved is None:
+            return trace.result(RelocStatus.NO_MATCH, reason="generalized PnP RANSAC found no pose")
+        T, inliers, iterations = solved
+        if q.scale_weighted:
+            if self.config.lk.enabled:
+                with trace.stage("lk"):
+                    obs = [self._track_camera(state, v, o, T, m) for v, o, m in zip(views, obs, inliers)]
+            with trace.stage("refine"):
+                T = refine_rig_weighted(T, [o.subset(m) for o, m in zip(obs, inliers) if m.any()])
+        keep = [camera_inliers(T, o, v.local.matches.q_idx, m) for o, v, m in zip(obs, views, inliers)]
+        used = [o.subset(k) for o, k in zip(obs, keep) if k.any()]
+        with trace.stage("covariance"):
+            cov = rig_covariance(T, used, q)
+        spreads = [inlier_spread(o.x2d[k], o.intr) for o, k in zip(obs, keep)]
+        for v, k, spread in zip(views, keep, spreads):
+            cams[v.frame.camera.name].update(num_inliers=int(k.sum()), inlier_spread=spread)
+        n_inl = int(sum(k.sum() for k in keep))
+        ratio = n_inl / max(n_matched, 1)
+        confidence = pnp_confidence(n_inl, ratio, max(spreads), acc)
+        verdict = judge(n_inl, confidence, cov.covariance, acc, "")
+        trace.note(num_inliers=n_inl, inlier_ratio=ratio, reproj_rms_px=cov.reproj_rms_px,
+                   covariance_inflation=cov.inflation, ransac_iterations=iterations)
+        return trace.result(verdict.status, T, cov.covariance, confidence, n_inl, verdict.reason)
+
+    def _track_camera(self, state: "_Snapshot", view: CameraView, obs: RigObservations, T_local_base: np.ndarray,
+                      inliers: np.ndarray) -> RigObservations:
+        """One rig camera's observations with its inliers re-placed by LK tracks (``lk_refine``)."""
+        m, f = view.local.matches, view.frame
+        x2d, sigma, _ = track_inliers(state.map.entries, self._kf_images, f.image_bgr, f.intrinsics,
+                                      T_local_base @ obs.T_base_cam, obs.x2d, obs.sigma_px, m.kf_id, m.kf_kp,
+                                      inliers, self.config.lk)
+        return dataclasses.replace(obs, x2d=x2d, sigma_px=sigma)
+
     def _localize(self, state: "_Snapshot", image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int,
                   T_prior: np.ndarray | None, prior_cov: np.ndarray | None = None) -> RelocResult:
         """The query in the map's local frame (``T_prior`` and the pose returned are local)."""
@@ -168,8 +253,9 @@ class GeometricLocalizer:
             return RelocResult(RelocStatus.EMPTY_DATABASE, reason="the keyframe database is empty")
         entries = state.map.entries
 
+        camera, intrinsics = intrinsics, intrinsics.pinhole
         with trace.stage("feature"):
-            feats = extract_features(image_bgr, q.features)
+            feats = undistorted(extract_features(image_bgr, q.features), camera)
         with trace.stage("retrieval"):
             retrieved = state.retriever.retrieve(feats.descriptors, q.top_k, T_prior)
         with trace.stage("match"):
@@ -201,8 +287,8 @@ class GeometricLocalizer:
             sigma = keypoint_sigma_px(feats.scales_px[m.q_idx])
             if cfg.lk.enabled:
                 with trace.stage("lk"):
-                    x2d, sigma, n_tracked = track_inliers(entries, self._kf_images, image_bgr, T, x2d, sigma,
-                                                          m.kf_id, m.kf_kp, pnp.inliers, cfg.lk)
+                    x2d, sigma, n_tracked = track_inliers(entries, self._kf_images, image_bgr, camera, T, x2d,
+                                                          sigma, m.kf_id, m.kf_kp, pnp.inliers, cfg.lk)
                 trace.note(lk_tracked=n_tracked, lk_attempted=int(pnp.inliers.sum()))
             with trace.stage("refine"):
                 inl = pnp.inliers
@@ -225,7 +311,7 @@ class GeometricLocalizer:
         confidence = pnp_confidence(n_inl, ratio, spread, acc)
         verdict = judge(n_inl, confidence, cov.covariance, acc, choice.reason)
         inl_sigma = np.ones(n_inl) if sigma is None else sigma[keep]
-        trace.note(correspondences=Correspondences(x2d[keep], m.x3d[keep] + state.map.origin, inl_sigma),
+        trace.note(correspondences=Correspondences(camera.distort_px(x2d[keep]), m.x3d[keep] + state.map.origin, inl_sigma),
                    num_inliers=n_inl, inlier_ratio=ratio, inlier_spread=spread, reproj_rms_px=cov.reproj_rms_px,
                    covariance_inflation=cov.inflation, ransac_iterations=pnp.iterations,
                    inliers_per_keyframe={int(k): int(np.sum(keep & (m.kf_id == k))) for k in retrieved},
@@ -297,13 +383,8 @@ class _Snapshot:
 
     @classmethod
     def of(cls, gmap: GeometricMap) -> "_Snapshot":
-        ids = gmap.ids()
-        if len(ids) == 0:
-            return cls(gmap, VLADRetriever(ids, np.zeros((0, 4, 4)), np.zeros((0, 0), np.float32), gmap.vocabulary),
-                       0.0)
-        poses = np.stack([gmap.entries[i].T_local_cam for i in ids])
-        return cls(gmap, VLADRetriever(ids, poses, np.stack([gmap.entries[i].vlad for i in ids]), gmap.vocabulary),
-                   keyframe_spacing(poses[:, :3, 3]))
+        spacing = keyframe_spacing(gmap.poses_local[:, :3, 3]) if len(gmap.entries) else 0.0
+        return cls(gmap, gmap.retriever(), spacing)
 
 
 def _check_input(image: np.ndarray, intr: Intrinsics) -> str:

@@ -18,6 +18,14 @@
 Both Jacobians are :func:`projection_jacobian` (d pixel / d camera point) chained with the
 derivative of the camera point for their parameterisation: the one projection Jacobian of the
 backend (``relative_pose`` differentiates Sampson errors numerically and has none).
+
+Camera rigs: a rig's pose is its base's, ``T_world_base``; camera ``c`` sits at
+``T_world_base @ T_base_cam[c]``. :func:`solve_rig_pnp` is poselib's generalized absolute pose
+(LO-RANSAC GP3P + Cauchy refinement over every camera's matches), :func:`rig_pose_covariance`
+the covariance of the base pose in the same layout (a perturbation ``(rho, phi)`` of the base
+moves camera ``c``'s centre by ``rho + phi x (C_c - C_base)`` and turns it by ``phi``: each
+camera's reprojection Jacobian times that adjoint, all cameras stacked); a single camera is the
+rig of one camera at the base.
 """
 
 from __future__ import annotations
@@ -28,11 +36,12 @@ import cv2
 import numpy as np
 import poselib
 
-from ...geometry import Intrinsics, apply_T, invert_T, make_T, so3_exp, so3_log
+from ...geometry import Intrinsics, apply_T, invert_T, make_T, pose_covariance_jacobian, so3_exp, so3_log
 from .config import QuerySettings
 
-__all__ = ["PnPResult", "Correspondences", "solve_pnp", "unique_inliers", "projection_jacobian", "reprojection_jacobian",
-           "keypoint_sigma_px", "refine_weighted", "pose_covariance", "other_session_offset", "PoseCovariance",
+__all__ = ["PnPResult", "Correspondences", "solve_pnp", "unique_inliers", "projection_jacobian",
+           "reprojection_jacobian", "keypoint_sigma_px", "refine_weighted", "refine_rig_weighted", "pose_covariance",
+           "other_session_offset", "PoseCovariance",
            "covariance", "inlier_spread", "camera_dict"]
 
 
@@ -49,7 +58,7 @@ class Correspondences:
     """The unique 2D-3D inliers of a pose (``diagnostics["correspondences"]`` of a PnP result): what
     camera-rate tracking follows from frame to frame."""
 
-    x2d: np.ndarray              # [N,2] query pixels (LK-refined where tracked)
+    x2d: np.ndarray              # [N,2] query image pixels (raw: distorted for a lens; LK-refined where tracked)
     x3d: np.ndarray              # [N,3] map points, world frame
     sigma_px: np.ndarray         # [N] expected localisation error of each 2D point (1 = unweighted)
 
@@ -81,6 +90,46 @@ def solve_pnp(x2d: np.ndarray, x3d: np.ndarray, intr: Intrinsics, max_reproj_px:
     uv, Xc = _reprojection(T_cam_world, x3d[inliers], intr)
     res = np.linalg.norm(uv - x2d[inliers], axis=1)
     return PnPResult(invert_T(T_cam_world), inliers, res, int(info["iterations"]))
+
+
+@dataclass(frozen=True)
+class RigObservations:
+    """One rig camera's 2D-3D correspondences: ideal pixels ``x2d`` [N,2] of the pinhole
+    ``intr``, points ``x3d`` [N,3], the camera's extrinsic ``T_base_cam``, optional sigmas [N]."""
+
+    x2d: np.ndarray
+    x3d: np.ndarray
+    intr: Intrinsics
+    T_base_cam: np.ndarray
+    sigma_px: np.ndarray | None = None
+
+    def subset(self, mask: np.ndarray) -> "RigObservations":
+        return RigObservations(self.x2d[mask], self.x3d[mask], self.intr, self.T_base_cam,
+                               None if self.sigma_px is None else self.sigma_px[mask])
+
+
+def _poselib_pose(T_cam_world: np.ndarray) -> "poselib.CameraPose":
+    p = poselib.CameraPose()
+    p.R, p.t = T_cam_world[:3, :3], T_cam_world[:3, 3]
+    return p
+
+
+def solve_rig_pnp(cams: list[RigObservations], max_reproj_px: float, loss_scale_px: float = 1.0,
+                  seed: int = 0) -> tuple[np.ndarray, list[np.ndarray], int] | None:
+    """``(T_world_base, inliers per camera (bool), RANSAC iterations)`` of the generalized
+    absolute pose (LO-RANSAC + Cauchy refinement) over every camera's matches; None if there is
+    no pose with >= 4 inliers."""
+    if sum(len(c.x2d) for c in cams) < 4:
+        return None
+    pose, info = poselib.estimate_generalized_absolute_pose(
+        [np.ascontiguousarray(c.x2d, np.float64) for c in cams], [np.ascontiguousarray(c.x3d, np.float64) for c in cams],
+        [_poselib_pose(invert_T(c.T_base_cam)) for c in cams], [camera_dict(c.intr) for c in cams],
+        {"max_reproj_error": float(max_reproj_px), "seed": seed, "min_iterations": 100},
+        {"loss_type": "CAUCHY", "loss_scale": float(loss_scale_px)})
+    inliers = [np.asarray(m, bool).reshape(-1) for m in info["inliers"]]
+    if sum(int(m.sum()) for m in inliers) < 4:
+        return None
+    return invert_T(make_T(np.asarray(pose.R), np.asarray(pose.t))), inliers, int(info["iterations"])
 
 
 def unique_inliers(q_idx: np.ndarray, inliers: np.ndarray, residuals: np.ndarray) -> np.ndarray:
@@ -119,18 +168,29 @@ def projection_jacobian(Xc: np.ndarray, intr: Intrinsics) -> np.ndarray:
     return J
 
 
-def reprojection_jacobian(T_world_cam: np.ndarray, x3d: np.ndarray, intr: Intrinsics) -> np.ndarray:
-    """d(pixel residuals [2N]) / d(rho, phi) [2N,6] for the perturbation in the module doc."""
-    R_cw = T_world_cam[:3, :3].T
-    d = x3d - T_world_cam[:3, 3]
+def reprojection_jacobian(T_world_cam: np.ndarray, x3d: np.ndarray, intr: Intrinsics,
+                          T_base_cam: np.ndarray | None = None) -> np.ndarray:
+    """d(pixel residuals [2N]) / d(rho, phi) [2N,6] for the perturbation in the module doc; with
+    ``T_base_cam`` the pose is the base's (``T_world_cam`` is then ``T_world_base``) and the
+    camera sits at ``T_world_base @ T_base_cam``."""
+    T_wc = T_world_cam if T_base_cam is None else T_world_cam @ T_base_cam
+    R_cw = T_wc[:3, :3].T
+    d = x3d - T_wc[:3, 3]
     Jpi = projection_jacobian(d @ R_cw.T, intr)
-    return np.concatenate([Jpi @ -R_cw, Jpi @ (R_cw @ _hat(d))], axis=2).reshape(-1, 6)
+    J = np.concatenate([Jpi @ -R_cw, Jpi @ (R_cw @ _hat(d))], axis=2).reshape(-1, 6)
+    # a base perturbation moves the camera by the adjoint of the extrinsic (its lever arm)
+    return J if T_base_cam is None else J @ pose_covariance_jacobian(T_world_cam, T_c_d=T_base_cam)
 
 
-def _camera_step_jacobian(Xc: np.ndarray, intr: Intrinsics) -> np.ndarray:
-    """d(pixels)/d(v, w) [N,2,6] for the camera-frame step ``Xc' = exp(w) Xc + v``."""
+def _camera_step_jacobian(Xc: np.ndarray, intr: Intrinsics, T_cam_base: np.ndarray | None = None,
+                          Xb: np.ndarray | None = None) -> np.ndarray:
+    """d(pixels)/d(v, w) [N,2,6] for the camera-frame step ``Xc' = exp(w) Xc + v``; with
+    ``T_cam_base`` and the base-frame points ``Xb``, for the base-frame step ``Xb' = exp(w) Xb + v``."""
     Jpi = projection_jacobian(Xc, intr)
-    return np.concatenate([Jpi, Jpi @ -_hat(Xc)], axis=2)
+    if T_cam_base is None:
+        return np.concatenate([Jpi, Jpi @ -_hat(Xc)], axis=2)
+    Jb = Jpi @ T_cam_base[:3, :3]
+    return np.concatenate([Jb, Jb @ -_hat(Xb)], axis=2)
 
 
 def keypoint_sigma_px(sizes_px: np.ndarray, sigma_per_size: float = 0.07, min_sigma_px: float = 0.05
@@ -145,26 +205,42 @@ def refine_weighted(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, s
 
     Returns the input pose unchanged if a step is singular or not finite (degenerate inliers).
     """
-    T_cw = invert_T(T_world_cam)
+    return refine_rig_weighted(T_world_cam, [RigObservations(x2d, x3d, intr, np.eye(4), sigma)], loss_scale,
+                               iterations)
+
+
+def refine_rig_weighted(T_world_base: np.ndarray, cams: list[RigObservations], loss_scale: float = 2.0,
+                        iterations: int = 10) -> np.ndarray:
+    """:func:`refine_weighted` of a rig's base pose over every camera's inliers (each with sigmas).
+
+    Iteratively reweighted Gauss-Newton stepping in the base frame, ``Xb' = exp(w) Xb + v``
+    (for a single camera at the base: the camera frame).
+    """
+    T_bw = invert_T(T_world_base)
+    T_cbs = [invert_T(c.T_base_cam) for c in cams]
     for _ in range(iterations):
-        Xc = apply_T(T_cw, x3d)
-        r = (intr.project(Xc) - x2d) / sigma[:, None]                       # [N,2]
+        rs, Js = [], []
+        for c, T_cb in zip(cams, T_cbs):
+            Xb = apply_T(T_bw, c.x3d)
+            Xc = apply_T(T_cb, Xb)
+            rs.append((c.intr.project(Xc) - c.x2d) / c.sigma_px[:, None])                 # [N,2]
+            Js.append(_camera_step_jacobian(Xc, c.intr, T_cb, Xb) / c.sigma_px[:, None, None])
+        r, J = np.concatenate(rs), np.concatenate(Js).reshape(-1, 6)
         w = 1.0 / (1.0 + np.sum(r**2, axis=1) / loss_scale**2)             # Cauchy IRLS weight
-        J = (_camera_step_jacobian(Xc, intr) / sigma[:, None, None]).reshape(-1, 6)
         Jw = J * np.repeat(w, 2)[:, None]
         try:
             delta = -np.linalg.solve(Jw.T @ J, Jw.T @ r.reshape(-1))
         except np.linalg.LinAlgError:
-            return T_world_cam.copy()
+            return T_world_base.copy()
         if not np.all(np.isfinite(delta)):
-            return T_world_cam.copy()
+            return T_world_base.copy()
         dR = so3_exp(delta[3:])
-        T_cw[:3, :3] = dR @ T_cw[:3, :3]
-        T_cw[:3, 3] = dR @ T_cw[:3, 3] + delta[:3]
+        T_bw[:3, :3] = dR @ T_bw[:3, :3]
+        T_bw[:3, 3] = dR @ T_bw[:3, 3] + delta[:3]
         # converged: the step moves no point by more than ~1e-4 of its pixel sigma
         if np.abs(J @ delta).max() < 1e-4:
             break
-    return invert_T(T_cw)
+    return invert_T(T_bw)
 
 
 def pose_covariance(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, intr: Intrinsics,
@@ -176,10 +252,17 @@ def pose_covariance(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, i
     ``sigma^2`` is the variance of those normalised residuals, so only the relative sigmas are
     assumed; the scale returned is then the RMS pixel residual instead of ``sigma``.
     """
-    J = reprojection_jacobian(T_world_cam, x3d, intr)
-    uv, _ = _reprojection(invert_T(T_world_cam), x3d, intr)
-    r_px = uv - x2d
-    w = np.ones(len(x2d)) if sigma_px is None else 1.0 / np.asarray(sigma_px, np.float64)
+    return rig_pose_covariance(T_world_cam, [RigObservations(x2d, x3d, intr, np.eye(4), sigma_px)])
+
+
+def rig_pose_covariance(T_world_base: np.ndarray, cams: list[RigObservations]) -> tuple[np.ndarray, float]:
+    """:func:`pose_covariance` of a rig's base pose from every camera's inliers, stacked (all
+    cameras with sigmas or none)."""
+    J = np.concatenate([reprojection_jacobian(T_world_base, c.x3d, c.intr, c.T_base_cam) for c in cams])
+    r_px = np.concatenate([_reprojection(invert_T(T_world_base @ c.T_base_cam), c.x3d, c.intr)[0] - c.x2d
+                           for c in cams])
+    sigma_px = None if any(c.sigma_px is None for c in cams) else np.concatenate([c.sigma_px for c in cams])
+    w = np.ones(len(r_px)) if sigma_px is None else 1.0 / np.asarray(sigma_px, np.float64)
     r = (r_px * w[:, None]).reshape(-1)
     J = (J.reshape(-1, 2, 6) * w[:, None, None]).reshape(-1, 6)
     sigma2 = float(r @ r) / max(r.size - 6, 1)
@@ -220,8 +303,14 @@ def covariance(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, intr: 
     (map errors are shared by many correspondences, so the information stops growing like N),
     plus ``d d^T`` for the disagreement ``d`` with another session: where sessions of the map
     disagree, which one the answer follows is a choice, and the covariance says so."""
-    cov, rms = pose_covariance(T_world_cam, x2d, x3d, intr, sigma_px=sigma_px)
-    n = len(x2d)
+    return rig_covariance(T_world_cam, [RigObservations(x2d, x3d, intr, np.eye(4), sigma_px)], query, other_offset)
+
+
+def rig_covariance(T_world_base: np.ndarray, cams: list[RigObservations], query: QuerySettings,
+                   other_offset: np.ndarray | None = None) -> PoseCovariance:
+    """:func:`covariance` of a rig's base pose (:func:`rig_pose_covariance`, the same map terms)."""
+    cov, rms = rig_pose_covariance(T_world_base, cams)
+    n = sum(len(c.x2d) for c in cams)
     inflation = max(1.0, n / query.max_independent_inliers) if query.max_independent_inliers else 1.0
     cov = cov * inflation
     cov = cov + (np.outer(other_offset, other_offset) if other_offset is not None else np.zeros((6, 6)))

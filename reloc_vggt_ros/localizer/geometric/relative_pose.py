@@ -34,8 +34,9 @@ if TYPE_CHECKING:
     from .indexing import KeyframeEntry
 
 __all__ = ["TwoViewSettings", "TwoView", "estimate_relative", "guided_matches", "two_view",
-           "relative_covariance", "UNBOUNDED_VARIANCE_M2", "observation", "RelativeObservation", "relative_observation", "intersect_rays", "refine_jointly",
-           "joint_covariance", "RelativePose", "relative_fallback"]
+           "relative_covariance", "UNBOUNDED_VARIANCE_M2", "observation", "RelativeObservation",
+           "relative_observation", "intersect_rays", "refine_jointly", "joint_covariance", "RelativePose",
+           "relative_fallback"]
 
 
 @dataclass

@@ -46,13 +46,16 @@ class View:
 def select_neighbours(index: int, T_world_cams: np.ndarray, config: TriangulationConfig) -> list[int]:
     """Positions of up to ``max_neighbours`` keyframes nearest to ``index`` that look the same way.
 
-    ``T_world_cams`` [N,4,4]. Keyframes at the very same centre add no baseline and are skipped.
+    ``T_world_cams`` [N,4,4]. Keyframes at the very same centre add no baseline and are skipped,
+    and so are those beyond ``max_neighbour_distance_m`` (when set).
     """
     centres = T_world_cams[:, :3, 3]
     axes = T_world_cams[:, :3, 2]
     dist = np.linalg.norm(centres - centres[index], axis=1)
     cos_axis = axes @ axes[index]
     ok = (cos_axis >= np.cos(np.radians(config.max_view_angle_deg))) & (dist > 1e-9)
+    if config.max_neighbour_distance_m > 0:
+        ok &= dist <= config.max_neighbour_distance_m
     ok[index] = False
     cand = np.flatnonzero(ok)
     return [int(c) for c in cand[np.argsort(dist[cand], kind="stable")][: config.max_neighbours]]
@@ -276,17 +279,20 @@ def backproject_depth(features: Features, intrinsics: Intrinsics, T_world_cam: n
                       depth_m: np.ndarray) -> np.ndarray:
     """World points [N,3] of the keypoints from a depth map [H,W] in metres (NaN where 0/invalid).
 
-    The depth map may have another resolution than the image; it is sampled at the nearest pixel.
+    ``features`` hold ideal keypoints of ``intrinsics.pinhole``; the depth map is registered to
+    the (raw, possibly distorted) image, so it is read where ``intrinsics`` puts each keypoint
+    in that image. It may have another resolution than the image; it is sampled at the nearest pixel.
     """
     h, w = depth_m.shape[:2]
-    xy = features.keypoints_px
+    xy = intrinsics.distort_px(features.keypoints_px)
     sx, sy = w / features.width, h / features.height
     col = np.clip(np.round((xy[:, 0] + 0.5) * sx - 0.5).astype(int), 0, w - 1)
     row = np.clip(np.round((xy[:, 1] + 0.5) * sy - 0.5).astype(int), 0, h - 1)
     z = depth_m[row, col].astype(np.float64)
     valid = np.isfinite(z) & (z > 0)
-    rays = np.stack([(xy[:, 0] - intrinsics.cx) / intrinsics.fx,
-                     (xy[:, 1] - intrinsics.cy) / intrinsics.fy, np.ones(len(xy))], axis=1)
+    ideal = features.keypoints_px
+    rays = np.stack([(ideal[:, 0] - intrinsics.cx) / intrinsics.fx,
+                     (ideal[:, 1] - intrinsics.cy) / intrinsics.fy, np.ones(len(ideal))], axis=1)
     X_cam = rays * z[:, None]
     X_world = apply_T(T_world_cam, X_cam)
     X_world[~valid] = np.nan

@@ -25,9 +25,9 @@ import numpy as np
 
 from ...geometry import Intrinsics, shift_T
 from ..base import PosePrior, RelocResult, RelocStatus
-from ..geometric.features import extract_features
+from ..geometric.features import extract_features, undistorted
 from ..geometric.indexing import GeometricMap, index_store
-from ..geometric.localizer import StageTrace
+from ..geometric.localizer import StageTrace, _check_input
 from ..geometric.matching import single_thread_blas
 from ..geometric.relative_pose import observation, two_view
 from ..retrieval import VLADRetriever
@@ -42,10 +42,7 @@ __all__ = ["PairwiseLocalizer"]
 
 
 def _retriever(gmap: GeometricMap) -> VLADRetriever:
-    ids = gmap.ids()
-    poses = np.stack([gmap.entries[i].T_local_cam for i in ids]) if len(ids) else np.zeros((0, 4, 4))
-    vlads = np.stack([gmap.entries[i].vlad for i in ids]) if len(ids) else np.zeros((0, 0), np.float32)
-    return VLADRetriever(ids, poses, vlads, gmap.vocabulary)
+    return gmap.retriever()
 
 
 class PairwiseLocalizer:
@@ -70,12 +67,9 @@ class PairwiseLocalizer:
     def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
                  prior: PosePrior | None = None) -> RelocResult:
         gmap, retriever = self._state
-        if not isinstance(image_bgr, np.ndarray) or image_bgr.dtype != np.uint8 or image_bgr.ndim not in (2, 3):
-            return RelocResult(RelocStatus.INVALID_INPUT, reason="image must be a uint8 [H,W] or [H,W,3] array")
-        h, w = image_bgr.shape[:2]
-        if (w, h) != (intrinsics.width, intrinsics.height):
-            return RelocResult(RelocStatus.INVALID_INPUT, reason=f"image is {w}x{h} but the intrinsics are for "
-                               f"{intrinsics.width}x{intrinsics.height}")
+        bad = _check_input(image_bgr, intrinsics)           # the geometric backend's input check
+        if bad:
+            return RelocResult(RelocStatus.INVALID_INPUT, reason=bad)
         if len(retriever) == 0:
             return RelocResult(RelocStatus.EMPTY_DATABASE, reason="the keyframe database is empty")
         T_prior = None if prior is None else shift_T(prior.T_world_cam, -gmap.origin)
@@ -89,8 +83,9 @@ class PairwiseLocalizer:
                   intrinsics: Intrinsics, stamp_ns: int, T_prior: np.ndarray | None) -> RelocResult:
         cfg = self.config
         trace = StageTrace(stamp_ns=stamp_ns)
+        camera, intrinsics = intrinsics, intrinsics.pinhole      # keypoints undistorted, as the map's
         with trace.stage("feature"):
-            feats = extract_features(image_bgr, cfg.features)
+            feats = undistorted(extract_features(image_bgr, cfg.features), camera)
         with trace.stage("retrieval"):
             retrieved = retriever.retrieve(feats.descriptors, cfg.top_k, T_prior)
         obs, why = [], {}

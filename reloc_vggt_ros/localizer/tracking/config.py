@@ -1,6 +1,6 @@
 """Settings of camera-rate tracking: the tracker, the motion prior, the gate and the cascade.
 
-A leaf module (only ``config`` and ``errors``). The node reads them as its ``tracking.*``
+A leaf module (only ``config``, ``errors``, the gate's probabilities and the geometric presets' names). The node reads them as its ``tracking.*``
 parameters (``session.SessionConfig.tracking``); everything is off unless ``tracking.enabled``.
 """
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ...config import setting
 from ...errors import ConfigError
 from ...geometry.gating import GATE_PROBABILITIES
+from ..geometric.config import PRESETS as GEOMETRIC_PRESETS
 
 __all__ = ["CascadeSettings", "GateSettings", "MotionSettings", "TrackerSettings", "TrackingConfig"]
 
@@ -33,22 +34,24 @@ class CascadeSettings:
 
     A cheap answer the backend's own judge does not call OK (no match, or LOW_CONFIDENCE: too few
     inliers, low confidence, ambiguous places) always escalates. ``weak_below_inliers`` adds an
-    inlier bar on OK answers; leave-one-scene-out on the four shared scenes chose 0 in every fold
-    (``python -m bench.cascade``, docs/tracking.md): no OK cheap answer there needed the fuller pass.
+    inlier bar on OK answers (at 320x240 the cheap pass answers OK with 40-100 inliers but 2-5x the
+    fuller pass's error); leave-one-scene-out on the four shared scenes at three sizes chose 100-150
+    per fold and 150 on all of them (``python -m bench.cascade``, docs/tracking.md).
     """
 
     enabled: bool = setting(True, "run a fuller pass when the cheap query fails or is weak")
     full_preset: str = setting("default", "geometric preset of the fuller pass (query side; the map is shared)")
     full_top_k: int = setting(0, "keyframes the fuller pass retrieves (0 = twice the cheap pass's)")
-    weak_below_inliers: int = setting(0, "an OK cheap answer with fewer inliers is weak and escalated "
+    weak_below_inliers: int = setting(150, "an OK cheap answer with fewer inliers is weak and escalated "
                                           "(0 = escalate failures only)")
     budget_ms: float = setting(500.0, "escalate only if the cheap pass's time plus the fuller pass's expected "
                                       "time fits (0 = no limit)")
 
     def __post_init__(self) -> None:
         _non_negative(self, "tracking.cascade", "full_top_k", "weak_below_inliers", "budget_ms")
-        if not self.full_preset.strip():
-            raise ConfigError("tracking.cascade.full_preset must name a geometric preset")
+        if self.full_preset not in GEOMETRIC_PRESETS:
+            raise ConfigError(f"tracking.cascade.full_preset {self.full_preset!r} is not a geometric preset; "
+                              f"choose from {sorted(GEOMETRIC_PRESETS)}")
 
 
 @dataclass(frozen=True)
@@ -98,7 +101,7 @@ class MotionSettings:
 class TrackerSettings:
     """Frame-to-frame LK of the last fix's inliers and PnP on them (``tracker``)."""
 
-    window_px: int = setting(21, "LK window (odd)")
+    window_px: int = setting(15, "LK window (odd)")
     pyramid_levels: int = setting(3, "LK pyramid levels above the image")
     max_fb_px: float = setting(0.5, "forward-backward disagreement a track may have (px)")
     sigma_px: float = setting(0.1, "error LK tracking adds to a point's error at the fix (px)")

@@ -3,9 +3,10 @@
 A :class:`Track` holds the previous frame (grayscale) and the 2D positions of 3D map points in
 it (the inliers of the last fix, ``geometric.pnp.Correspondences``). :func:`track_frame` moves
 the points into the new frame with LK, starting where the predicted pose projects them (the
-motion prior), keeps those whose backward track returns within ``max_fb_px``, and solves the
-pose with the geometric backend's PnP stages (``solve_pnp`` RANSAC, ``refine_weighted``,
-``covariance``) in a local frame (``geometry.local_origin``: map points of any magnitude keep
+motion prior), keeps those whose backward track returns within ``max_fb_px``, refines them once
+more from the fix's frame (no drift accumulates), and solves the pose with the geometric
+backend's PnP stages (``refine_weighted`` from the prediction, ``solve_pnp`` RANSAC only when
+the prediction fits poorly, ``covariance``) in a local frame (``geometry.local_origin``: map points of any magnitude keep
 their precision). The health checks (inliers, RMS reprojection error, position sigma) say why
 a step failed.
 """
@@ -71,15 +72,15 @@ def start_track(gray: np.ndarray, corr: Correspondences, T_world_cam: np.ndarray
                  T_world_cam[:3, 3] - origin)
 
 
-def _lk(a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray, s: TrackerSettings) -> tuple[np.ndarray, np.ndarray]:
-    lk = dict(winSize=(s.window_px, s.window_px), maxLevel=s.pyramid_levels,
+def _lk(a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray, s: TrackerSettings, levels: int | None = None
+        ) -> tuple[np.ndarray, np.ndarray]:
+    lk = dict(winSize=(s.window_px, s.window_px), maxLevel=s.pyramid_levels if levels is None else levels,
               criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 20, 0.03), flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
     out, st, _ = cv2.calcOpticalFlowPyrLK(a, b, pa, pb.copy(), **lk)
     return out, st.ravel().astype(bool) & np.all(np.isfinite(out), axis=1)
 
 
-def _anchor_refine(track: Track, gray: np.ndarray, fwd: np.ndarray, ok: np.ndarray, s: TrackerSettings
-                   ) -> np.ndarray:
+def _anchor_refine(track: Track, gray: np.ndarray, fwd: np.ndarray, ok: np.ndarray, s: TrackerSettings) -> np.ndarray:
     """Frame-to-frame LK drifts a little every frame; each point is tracked once more from the fix's
     frame (the anchor), starting where frame-to-frame LK put it, on the finest level only. A point
     keeps the anchored position where that converged within ``max_fb_px`` x 4 of the frame-to-frame one
@@ -87,14 +88,36 @@ def _anchor_refine(track: Track, gray: np.ndarray, fwd: np.ndarray, ok: np.ndarr
     if track.anchor_gray is track.gray or not ok.any():
         return fwd
     idx = np.flatnonzero(ok)
-    lk = dict(winSize=(s.window_px, s.window_px), maxLevel=0,
-              criteria=(cv2.TERM_CRITERIA_COUNT | cv2.TERM_CRITERIA_EPS, 10, 0.03), flags=cv2.OPTFLOW_USE_INITIAL_FLOW)
-    out, st, _ = cv2.calcOpticalFlowPyrLK(track.anchor_gray, gray, track.anchor_x2d[idx], fwd[idx].copy(), **lk)
-    good = st.ravel().astype(bool) & np.all(np.isfinite(out), axis=1)
+    out, good = _lk(track.anchor_gray, gray, track.anchor_x2d[idx], fwd[idx], s, levels=0)
     good &= np.linalg.norm(out - fwd[idx], axis=1) <= 4 * s.max_fb_px
     refined = fwd.copy()
     refined[idx[good]] = out[good]
     return refined
+
+
+def _solve(T_pred: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, sigma: np.ndarray, intr: Intrinsics,
+           s: TrackerSettings) -> tuple[np.ndarray | None, np.ndarray]:
+    """Pose and inliers of the tracked points: a robust (Cauchy) refinement from the prediction,
+    the points within ``max_reproj_px`` refined again; RANSAC (``solve_pnp``) only when fewer than
+    90 % of the points fit (a poor prediction), so a frame costs two small least-squares solves."""
+    T = refine_weighted(T_pred, x2d, x3d, sigma, intr)
+    inl = _residual_px(T, x2d, x3d, intr) <= s.max_reproj_px
+    if inl.sum() < 0.9 * len(inl):
+        pnp = solve_pnp(x2d, x3d, intr, s.max_reproj_px)
+        if pnp is None:
+            return None, np.zeros(len(x2d), bool)
+        T, inl = pnp.T_world_cam, pnp.inliers
+    if inl.sum() < s.min_inliers:
+        return None, inl
+    return refine_weighted(T, x2d[inl], x3d[inl], sigma[inl], intr), inl
+
+
+def _residual_px(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, intr: Intrinsics) -> np.ndarray:
+    Xc = apply_T(invert_T(T_world_cam), x3d)
+    r = np.full(len(x2d), np.inf)
+    front = Xc[:, 2] > 1e-9
+    r[front] = np.linalg.norm(intr.project(Xc[front]) - x2d[front], axis=1)
+    return r
 
 
 def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_cam: np.ndarray,
@@ -112,25 +135,25 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
     inside = (fwd[:, 0] >= 0) & (fwd[:, 1] >= 0) & (fwd[:, 0] <= intr.width - 1) & (fwd[:, 1] <= intr.height - 1)
     ok &= inside
     fwd = _anchor_refine(track, gray, fwd, ok, settings)
-    x2d, x3d, sig_fix = fwd[ok].astype(np.float64), track.x3d_local[ok], track.sigma_px[ok]
+    raw, x3d, sig_fix = fwd[ok].astype(np.float64), track.x3d_local[ok], track.sigma_px[ok]
+    x2d, intr = intr.undistort_px(raw), intr.pinhole       # LK in the raw image, geometry on ideal pixels
     n = int(ok.sum())
     if n < settings.min_inliers:
         return TrackStep(None, None, n, float("nan"), f"tracking lost: {n} of {len(ok)} points tracked "
                          f"(< {settings.min_inliers})", None)
-    pnp = solve_pnp(x2d, x3d, intr, settings.max_reproj_px)
-    if pnp is None or int(pnp.inliers.sum()) < settings.min_inliers:
-        k = 0 if pnp is None else int(pnp.inliers.sum())
-        return TrackStep(None, None, k, float("nan"), f"tracking lost: PnP on {n} tracked points kept {k} "
-                         f"(< {settings.min_inliers})", None)
-    inl = pnp.inliers
     # a point is as good as it was at the fix (its keypoint size, or its LK track into the keyframe)
     # plus what frame-to-frame tracking adds
-    sigma = np.sqrt(sig_fix[inl] ** 2 + settings.sigma_px**2)
-    T = refine_weighted(pnp.T_world_cam, x2d[inl], x3d[inl], sigma, intr)
+    sigma_all = np.sqrt(sig_fix**2 + settings.sigma_px**2)
+    T, inl = _solve(T_pred, x2d, x3d, sigma_all, intr, settings)
+    if T is None:
+        k = int(inl.sum())
+        return TrackStep(None, None, k, float("nan"), f"tracking lost: PnP on {n} tracked points kept {k} "
+                         f"(< {settings.min_inliers})", None)
+    sigma = sigma_all[inl]
     cov = covariance(T, x2d[inl], x3d[inl], intr, sigma, _QUERY, None)
     n_inl = int(inl.sum())
     keep = np.flatnonzero(ok)[inl]
-    nxt = Track(gray, x2d[inl].astype(np.float32), x3d[inl], track.origin, track.n_fix, track.anchor_gray,
+    nxt = Track(gray, raw[inl].astype(np.float32), x3d[inl], track.origin, track.n_fix, track.anchor_gray,
                 track.anchor_x2d[keep], track.sigma_px[keep], track.centre_fix)
     pos_sigma = float(np.sqrt(max(np.linalg.eigvalsh(cov.covariance[:3, :3]).max(), 0.0)))
     reason = ""
