@@ -55,7 +55,7 @@ demo: setup
 
 # The ROS tests (test/ros: real nodes over loopback DDS, bags, type hashes) on jazzy first, then
 # the whole suite on kilted; the last pytest summary is the whole suite's.
-test: setup
+test: setup pg-setup
 ifeq ($(ROS_DISTRO),kilted)
 	$(MAKE) --no-print-directory test-ros ROS_DISTRO=jazzy
 endif

@@ -50,7 +50,8 @@ ROOT = Path(__file__).resolve().parents[1]
 T0_NS = 1_700_000_000 * 10**9
 KEYFRAME_HZ = 5.0
 NODE_PARAMS: dict[str, Any] = {"mapping.enabled": True, "mapping.min_distance_m": 0.0, "mapping.min_angle_rad": 0.0,
-                               "diagnostics_rate_hz": 20.0, "max_rate_hz": 1.0, "geometric.preset": "realtime"}
+                               "diagnostics_rate_hz": 20.0, "max_rate_hz": 1.0, "geometric.preset": "realtime",
+                               "base_frame": "''"}   # keyframe_pose is the camera pose (no base_link TF here)
 _ADDED = re.compile(r"^keyframe (\d+) added$")
 
 
@@ -269,7 +270,7 @@ def save_kills(kills: int, db: Path, work: Path, domain: int, rng: random.Random
     durations: list[float] = []
     log = work / "save_node.log"
     for k in range(kills):
-        with node_until_sigkill(db, domain, log, {"save_path": str(target)}) as (_, probe):
+        with node_until_sigkill(db, domain, log, {"save_path": str(target), "base_frame": "''"}) as (_, probe):
             client = probe.node.create_client(Trigger, "/reloc_vggt_node/save_database")
             while not client.service_is_ready():
                 probe.spin(0.05)
@@ -327,6 +328,7 @@ def main(argv: list[str] | None = None) -> int:
     if args.build_kills:
         print(f"{args.build_kills} SIGKILLs of `reloc-vggt db build --overwrite`", flush=True)
         result.update(build_kills(args.build_kills, work, rng))
+        save(result)
     if args.save_kills:
         print(f"{args.save_kills} SIGKILLs during ~/save_database", flush=True)
         result.update(save_kills(args.save_kills, db, work, args.domain_id, rng))

@@ -239,7 +239,7 @@ def run(frames: int, rate_hz: float, domain: int, out_dir: Path, params: dict[st
     db = db or build_db(out_dir / "temple-db.db")
     recs = read_posed_folder(SCENE, None)
     log = out_dir / "soak_node.log"
-    proc = start_node(db, None, domain, log, {"diagnostics_rate_hz": 2.0, **(params or {})})
+    proc = start_node(db, None, domain, log, {"diagnostics_rate_hz": 2.0, "base_frame": "''", **(params or {})})
     probe = BenchProbe(domain, "soak_bench")
     try:
         msgs = frame_messages([(r.path, r.intrinsics, r.T_world_cam) for r in recs])

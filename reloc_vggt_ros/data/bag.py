@@ -27,8 +27,9 @@ import numpy as np
 
 from ..distro import rosbags_store
 from ..errors import DataError
-from ..geometry import (T_to_quat_t, camera_mount, interpolate_T, invert_T, make_T, quat_wxyz_to_xyzw,
-                        quat_xyzw_to_wxyz, so3_exp, T_from_quat_t)
+from ..geometry import (Distortion, Intrinsics, T_to_quat_t, camera_mount, interpolate_T, invert_T, make_T,
+                        quat_wxyz_to_xyzw, quat_xyzw_to_wxyz, so3_exp, T_from_quat_t)
+from .distort import distort_image
 from .posed_folder import load_image, read_posed_folder
 
 __all__ = ["IMAGE_TOPIC", "COMPRESSED_TOPIC", "INFO_TOPIC", "GT_TOPIC", "TF_TOPIC", "TF_STATIC_TOPIC", "BagMessage",
@@ -87,13 +88,14 @@ def _image_msg(ts, img: np.ndarray, stamp_ns: int, frame_id: str, compressed: bo
 
 
 def _info_msg(ts, intr, stamp_ns: int, frame_id: str):
+    """CameraInfo of ``intr`` (K and its lens model, as the node reads them)."""
+    from ..ros.convert import intrinsics_to_camera_info
+
     ROI = ts.types["sensor_msgs/msg/RegionOfInterest"]
-    K = intr.K
-    P = np.hstack([K, np.zeros((3, 1))])
-    return ts.types[INFO_T](header=_header(ts, stamp_ns, frame_id), height=intr.height, width=intr.width,
-                            distortion_model="plumb_bob", d=np.zeros(5), k=K.reshape(-1), r=np.eye(3).reshape(-1),
-                            p=P.reshape(-1), binning_x=0, binning_y=0,
-                            roi=ROI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+    msg = ts.types[INFO_T](header=_header(ts, stamp_ns, frame_id), height=0, width=0, distortion_model="",
+                           d=np.zeros(0), k=np.zeros(9), r=np.zeros(9), p=np.zeros(12), binning_x=0, binning_y=0,
+                           roi=ROI(x_offset=0, y_offset=0, height=0, width=0, do_rectify=False))
+    return intrinsics_to_camera_info(intr, msg)
 
 
 def _pose_msg(ts, T: np.ndarray, stamp_ns: int, frame_id: str):
@@ -166,12 +168,15 @@ def _odometry(robot: RobotBag, stamps: list[int], T_map_base: list[np.ndarray]) 
 
 def write_bag_from_folder(folder: Path | str, out: Path | str, split: str | None = "query", fps: float = 2.0,
                           max_side: int | None = None, compressed: bool = False, camera_frame: str = "camera",
-                          map_frame: str = "map", overwrite: bool = False, robot: RobotBag | None = None) -> Path:
+                          map_frame: str = "map", overwrite: bool = False, robot: RobotBag | None = None,
+                          distortion: Distortion | None = None) -> Path:
     """Write the ``split`` images of a posed folder as a bag at ``out`` (one ``.mcap`` file).
 
     Images are stamped ``1/fps`` apart in sorted name order; ``max_side`` downsizes (intrinsics
-    scaled to match). With ``robot`` the bag is robot-style (module doc). Returns ``out``.
-    Refuses to replace ``out`` unless ``overwrite``.
+    scaled to match). With ``robot`` the bag is robot-style (module doc). ``distortion`` shows
+    the (pinhole) images through that lens (``data.distort``), CameraInfo carrying its model and
+    coefficients; a distorted folder's own lens is written as it is. Returns ``out``. Refuses
+    to replace ``out`` unless ``overwrite``.
     """
     from rosbags.rosbag2 import StoragePlugin, Writer
 
@@ -201,6 +206,11 @@ def write_bag_from_folder(folder: Path | str, out: Path | str, split: str | None
                 if scale < 1.0:
                     intr = intr.scaled(scale)
                     img = cv2.resize(img, (intr.width, intr.height), interpolation=cv2.INTER_AREA)
+                if distortion is not None:
+                    if intr.distortion is not None:
+                        raise DataError(f"{folder} is already distorted ({intr.distortion.model}): no second lens")
+                    intr = Intrinsics(intr.fx, intr.fy, intr.cx, intr.cy, intr.width, intr.height, distortion)
+                    img = distort_image(img, intr)
                 stamp = START_NS + i * period_ns
                 writer.write(c_img, stamp, ts.serialize_cdr(_image_msg(ts, img, stamp, camera_frame, compressed), img_type))
                 writer.write(c_info, stamp, ts.serialize_cdr(_info_msg(ts, intr, stamp, camera_frame), INFO_T))

@@ -102,20 +102,32 @@ def median_baseline(T_world_cams: np.ndarray, chunk: int = 256, default: float |
     same pose error pass on a big map and fail on a small one. The README tables use it too, and
     so does ``db info``. ``T_world_cams`` [N,4,4] camera-to-world of the map (db) cameras (or
     camera centres [N,3]); coincident cameras (distance 0) are ignored; distances are computed
-    ``chunk`` rows at a time so that a 100k-keyframe map needs no N x N matrix. With fewer than
+    ``chunk`` rows at a time for the cameras a k-d tree cannot settle (a 100k-keyframe map needs
+    no N x N matrix, nor N x N time: 10k keyframes take milliseconds). With fewer than
     two distinct cameras: ``default`` if given, else a ConfigError.
     """
+    from scipy.spatial import cKDTree
+
     T = np.asarray(T_world_cams, float)
     C = T[:, :3, 3] if T.ndim == 3 else T.reshape(-1, 3)
     if len(C) < 2:
         if default is not None:
             return default
         raise ConfigError("need at least two cameras for a baseline")
-    nearest = np.empty(len(C))
-    for i in range(0, len(C), chunk):
-        d = np.linalg.norm(C[i:i + chunk, None, :] - C[None, :, :], axis=2)
+    # the nearest distinct camera among the 2 (then 8) nearest (distances recomputed as below: same bits)
+    tree = cKDTree(C)
+    nearest = np.full(len(C), np.inf)
+    rows = np.arange(len(C))
+    for k in (2, 8):
+        _, cand = tree.query(C[rows], min(k, len(C)))
+        d = np.linalg.norm(C[rows, None, :] - C[cand], axis=2)
         d[d <= 1e-12] = np.inf
-        nearest[i:i + chunk] = d.min(axis=1)
+        nearest[rows] = d.min(axis=1)
+        rows = rows[~np.isfinite(nearest[rows])]
+    for i in rows:                                            # 8+ cameras at one place: all of them
+        row = np.linalg.norm(C[i:i + 1, None, :] - C[None, :, :], axis=2)[0]
+        row[row <= 1e-12] = np.inf
+        nearest[i] = row.min()
     nearest = nearest[np.isfinite(nearest)]
     if nearest.size == 0:
         if default is not None:

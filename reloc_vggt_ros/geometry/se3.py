@@ -46,11 +46,20 @@ def compose(*Ts: np.ndarray) -> np.ndarray:
 def is_valid_T(T: np.ndarray, tol: float = 1e-6) -> bool:
     """True for a finite 4x4 rigid transform (orthonormal, det +1, last row 0 0 0 1)."""
     T = np.asarray(T)
-    if T.shape != (4, 4) or not np.all(np.isfinite(T)):
-        return False
-    R = T[:3, :3]
-    return (np.allclose(R.T @ R, np.eye(3), atol=tol) and abs(np.linalg.det(R) - 1.0) < tol
-            and np.allclose(T[3], [0, 0, 0, 1], atol=tol))
+    return T.shape == (4, 4) and bool(valid_T_mask(T[None], tol)[0])
+
+
+def valid_T_mask(Ts: np.ndarray, tol: float = 1e-6) -> np.ndarray:
+    """bool [N]: :func:`is_valid_T` of each of ``Ts`` [N,4,4], in one pass (a map's 100k poses)."""
+    Ts = np.asarray(Ts, dtype=float).reshape(-1, 4, 4)
+    finite = np.isfinite(Ts).all(axis=(1, 2))
+    T = np.where(finite[:, None, None], Ts, np.eye(4))
+    R = T[:, :3, :3]
+    eye, last = np.eye(3), np.array([0.0, 0.0, 0.0, 1.0])
+    ortho = (np.abs(np.transpose(R, (0, 2, 1)) @ R - eye) <= tol + 1e-5 * np.abs(eye)).all(axis=(1, 2))
+    det = np.abs(np.linalg.det(R) - 1.0) < tol
+    row = (np.abs(T[:, 3] - last) <= tol + 1e-5 * np.abs(last)).all(axis=1)
+    return finite & ortho & det & row
 
 
 def project_to_SO3(M: np.ndarray) -> np.ndarray:

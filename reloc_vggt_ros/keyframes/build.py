@@ -1,8 +1,9 @@
-"""Build stage: a posed-image folder -> a keyframe database file (hloc-style function over paths).
+"""Build stage: a posed-image folder -> a keyframe database file (hloc-style function over paths);
+merging databases (:func:`merge_keyframe_dbs`).
 
 The database is written to a temporary file beside the target and moved into place only when
-complete (``files.replace_db_file``: fsync, ``os.replace``), so a build killed at any moment
-leaves the previous file at the target intact and never a half-written one under the real name.
+complete (``files.replace_db_file``: fsync, ``os.replace``), so a build or merge killed at any
+moment leaves the previous file at the target intact and never a half-written one under the real name.
 Backends precompute their per-keyframe blobs through ``localizer.registry.index_database``
 when that module exists; the store itself never depends on a backend.
 """
@@ -10,6 +11,8 @@ when that module exists; the store itself never depends on a backend.
 from __future__ import annotations
 
 import logging
+import sqlite3
+import zlib
 from pathlib import Path
 
 import cv2
@@ -17,11 +20,12 @@ import numpy as np
 
 from ..data import PosedImage, read_posed_folder
 from ..errors import DataError, KeyframeDBError
+from .blobs import pack_arrays, unpack_arrays
 from .files import remove_db_files, replace_db_file, temp_beside
-from .store import KeyframeStore
+from .store import SCHEMA_VERSION, KeyframeStore
 from .types import Keyframe
 
-__all__ = ["build_keyframe_db", "index_with_backend", "keyframe_from_posed"]
+__all__ = ["build_keyframe_db", "index_with_backend", "keyframe_from_posed", "merge_keyframe_dbs"]
 
 logger = logging.getLogger(__name__)
 
@@ -123,3 +127,94 @@ def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None
     logger.info("wrote %d keyframes to %s", len(records), db_path)
     return db_path
 
+
+_KEYFRAME_COLUMNS = ("name, stamp_ns, image_format, image_sha256, width, height, fx, fy, cx, cy, T_world_cam, "
+                     "depth_height, depth_width, depth, image")
+
+
+def merge_keyframe_dbs(inputs: list[Path | str], db_path: Path | str, overwrite: bool = False,
+                       backend: str | None = "geometric", creator: str = "reloc-vggt db merge") -> Path:
+    """One database with every keyframe of ``inputs``, in order (the first keeps its ids, each
+    next one's follow), their checksums and blobs copied byte for byte (SQL, no decode).
+
+    The first input's map-wide blobs (vocabulary) are kept; a keyframe's geometric points blob
+    gets its neighbour ids renumbered like the keyframes, so the indexer that ``backend`` runs
+    afterwards recomputes only what the merge changed: points of keyframes whose neighbours now
+    include the other map's (the seam), the graph and the global index (and the VLADs, should
+    the vocabulary be retrained as the map grew). Inputs must be of the current schema and the
+    same units; KeyframeDBError names the one that is not.
+    """
+    paths, db_path = [Path(p) for p in inputs], Path(db_path)
+    if len(paths) < 2:
+        raise KeyframeDBError("merge needs at least two databases")
+    if db_path.exists() and not overwrite:
+        raise KeyframeDBError(f"{db_path} exists; pass overwrite=True (--overwrite) to replace it")
+    units = set()
+    for path in paths:
+        if path.resolve() == db_path.resolve():
+            raise KeyframeDBError(f"cannot merge {path} into itself")
+        with KeyframeStore.open(path, readonly=True) as store:
+            if store.schema_version != SCHEMA_VERSION:
+                raise KeyframeDBError(f"{path}: schema version {store.schema_version}, merge copies checksums of "
+                                      f"version {SCHEMA_VERSION}: open it writable once "
+                                      f"(`reloc-vggt db check --migrate {path}`)")
+            units.add(store.metadata.get("units", "m"))
+    if len(units) > 1:
+        raise KeyframeDBError(f"cannot merge databases of different units {sorted(units)}")
+    tmp = temp_beside(db_path, "merging")
+    try:
+        with KeyframeStore.create(tmp, units=units.pop(), creator=creator) as store:
+            store.set_metadata("source", " + ".join(str(p.resolve()) for p in paths))
+        conn = sqlite3.connect(str(tmp), isolation_level=None)
+        try:
+            conn.execute("PRAGMA foreign_keys = ON")
+            for n, path in enumerate(paths):
+                _merge_one(conn, path, first=n == 0)
+            conn.execute("UPDATE metadata SET value = CAST(value AS INTEGER) + 1 WHERE key = 'revision'")
+            conn.execute("PRAGMA journal_mode = DELETE")
+        finally:
+            conn.close()
+        if backend and backend != "none":
+            with KeyframeStore.open(tmp) as store:
+                index_with_backend(store, backend)
+                store._conn.execute("PRAGMA journal_mode = DELETE")  # noqa: SLF001 - self-contained file
+        replace_db_file(tmp, db_path)
+    finally:
+        remove_db_files(tmp)
+    logger.info("merged %s into %s", ", ".join(map(str, paths)), db_path)
+    return db_path
+
+
+def _merge_one(conn: sqlite3.Connection, path: Path, first: bool) -> None:
+    """Append one database's keyframes (ids shifted past the current ones), checksums and blobs."""
+    conn.execute("ATTACH DATABASE ? AS src", (f"{path.resolve().as_uri()}?mode=ro",))
+    try:
+        conn.execute("BEGIN IMMEDIATE")
+        offset = int(conn.execute("SELECT COALESCE(MAX(id), 0) FROM main.keyframes").fetchone()[0])
+        conn.execute(f"INSERT INTO main.keyframes(id, {_KEYFRAME_COLUMNS}) SELECT id + ?, {_KEYFRAME_COLUMNS} "
+                     "FROM src.keyframes ORDER BY id", (offset,))
+        conn.execute("INSERT INTO main.keyframe_crc SELECT kf_id + ?, meta_crc32, depth_crc32 FROM src.keyframe_crc",
+                     (offset,))
+        conn.execute("INSERT INTO main.keyframe_distortion SELECT kf_id + ?, model, coefficients "
+                     "FROM src.keyframe_distortion", (offset,))
+        conn.execute("INSERT INTO main.blobs SELECT kf_id + ?, backend, key, fingerprint, data, crc32 FROM src.blobs "
+                     "WHERE NOT (backend = 'geometric' AND key = 'points')", (offset,))
+        for kf_id, fp, data, crc in conn.execute("SELECT kf_id, fingerprint, data, crc32 FROM src.blobs WHERE "
+                                                 "backend = 'geometric' AND key = 'points'").fetchall():
+            if offset and crc == zlib.crc32(data):       # a damaged blob is copied as it is (the indexer redoes it)
+                arrays = unpack_arrays(data)
+                if "neighbour_ids" in arrays:
+                    arrays["neighbour_ids"] = arrays["neighbour_ids"] + offset
+                    data = pack_arrays(arrays)
+                    crc = zlib.crc32(data)
+            conn.execute("INSERT INTO main.blobs VALUES (?, 'geometric', 'points', ?, ?, ?)",
+                         (kf_id + offset, fp, data, crc))
+        if first:
+            conn.execute("INSERT INTO main.map_blobs SELECT * FROM src.map_blobs")
+        conn.execute("COMMIT")
+    except (sqlite3.Error, KeyframeDBError) as err:
+        if conn.in_transaction:
+            conn.execute("ROLLBACK")
+        raise KeyframeDBError(f"cannot merge {path}: {err}") from err
+    finally:
+        conn.execute("DETACH DATABASE src")

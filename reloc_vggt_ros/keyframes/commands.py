@@ -1,4 +1,4 @@
-"""`reloc-vggt db build`, `db info`, `db check`, and the fleet sync `db push` / `db pull`."""
+"""`reloc-vggt db build`, `db merge`, `db info`, `db check`, and the fleet sync `db push` / `db pull`."""
 
 from __future__ import annotations
 
@@ -7,7 +7,7 @@ import json
 
 from ..errors import KeyframeDBError
 from .blobs import unpack_arrays
-from .build import build_keyframe_db
+from .build import build_keyframe_db, merge_keyframe_dbs
 from .store import REPAIR_HINT, KeyframeStore
 from .summary import format_summary, summarize
 
@@ -15,7 +15,7 @@ __all__ = ["register"]
 
 
 def register(subparsers: argparse._SubParsersAction) -> None:
-    db = subparsers.add_parser("db", help="keyframe database: build, info, check, push, pull")
+    db = subparsers.add_parser("db", help="keyframe database: build, merge, info, check, push, pull")
     sub = db.add_subparsers(dest="db_command", required=True)
 
     build = sub.add_parser("build", help="build a keyframe database from a posed-image folder")
@@ -32,6 +32,14 @@ def register(subparsers: argparse._SubParsersAction) -> None:
                        help="do not store the weights-free thumbnail retrieval descriptors (the VGGT "
                        "backends then compute them on first use)")
     build.set_defaults(func=_build)
+
+    merge = sub.add_parser("merge", help="one database with the keyframes (and reusable blobs) of several")
+    merge.add_argument("inputs", nargs="+", help="databases to merge, in order (the first keeps its ids)")
+    merge.add_argument("--out", required=True, help="database file to write (.db)")
+    merge.add_argument("--overwrite", action="store_true", help="replace an existing database")
+    merge.add_argument("--backend", default="geometric", choices=("none", "geometric"),
+                       help="bring this backend's data up to date after merging (default: geometric)")
+    merge.set_defaults(func=_merge)
 
     info = sub.add_parser("info", help="counts, map extent, units and backends of a database")
     info.add_argument("db", help="database file")
@@ -75,6 +83,14 @@ def _build(args: argparse.Namespace) -> int:
     path = build_keyframe_db(args.images, args.out, split=None if args.split == "all" else args.split,
                              overwrite=args.overwrite, max_side=args.max_side, backend=backend,
                              thumbnails=not args.no_thumbnails)
+    with KeyframeStore.open(path, readonly=True) as store:
+        print(format_summary(summarize(store)))
+    return 0
+
+
+def _merge(args: argparse.Namespace) -> int:
+    path = merge_keyframe_dbs(args.inputs, args.out, overwrite=args.overwrite,
+                              backend=None if args.backend == "none" else args.backend)
     with KeyframeStore.open(path, readonly=True) as store:
         print(format_summary(summarize(store)))
     return 0

@@ -455,6 +455,12 @@ class PostgresStore:
         for kf_id, data, crc in rows:
             yield int(kf_id), _verified(bytes(data), crc, f"blob {backend}/{key} of keyframe {kf_id}")
 
+    def blob_ids(self, backend: str, key: str, fingerprint: str) -> set[int]:
+        with self._cursor() as cur:
+            cur.execute("SELECT kf_id FROM blobs WHERE backend = %s AND key = %s AND fingerprint = %s",
+                        (backend, key, fingerprint))
+            return {int(r[0]) for r in cur.fetchall()}
+
     def put_map_blob(self, backend: str, key: str, data: bytes, fingerprint: str) -> None:
         _check_blob_args(backend, key, fingerprint)
         data = bytes(data)

@@ -1,8 +1,11 @@
 """Choosing which keyframes to match a query against: one :class:`Retriever`, one prior policy.
 
 A retriever ranks the keyframes by a global descriptor over a :class:`GlobalIndex` (exact
-inner-product search) and, given a pose prior (from ``/initialpose`` or the last fix), takes half
-of its top-k by distance to the prior and the rest by similarity (:meth:`Retriever.retrieve`).
+inner-product search; above a size threshold PCA + HNSW in faiss, see :meth:`GlobalIndex.approximate`;
+either serialises to bytes, so a map stores it and start-up does not rebuild it) and, given a pose
+prior (from ``/initialpose`` or the last fix), takes half of its top-k by distance to the prior
+(:class:`PoseIndex`, a k-d tree over the camera centres) and the rest by similarity
+(:meth:`Retriever.retrieve`). A query costs the same on a map of 100 keyframes and of 100k.
 Two descriptors implement it: VLAD over the query's local features (:class:`VLADRetriever`, the
 geometric backend) and a small weights-free grey thumbnail (:class:`ThumbnailRetriever`, the VGGT
 backends). Thumbnails live in the database (``db build`` stores them); a retriever reads them and
@@ -16,13 +19,15 @@ from collections.abc import Callable, Iterable, Mapping
 
 import cv2
 import numpy as np
+from scipy.spatial import cKDTree
 
+from ..errors import KeyframeDBError
 from ..geometry import rotation_error_deg
 from ..keyframes.blobs import pack_arrays, unpack_arrays
 from ..keyframes.store import KeyframeStore
 from ..keyframes.types import Keyframe
 
-__all__ = ["GlobalIndex", "nearest_by_pose", "Retriever", "VLADRetriever", "ThumbnailRetriever",
+__all__ = ["GlobalIndex", "PoseIndex", "nearest_by_pose", "Retriever", "VLADRetriever", "ThumbnailRetriever",
            "thumbnail_descriptor", "store_global_descriptors", "thumbnail_descriptors", "GLOBAL_KEY",
            "THUMBNAIL_BACKEND", "THUMBNAIL_FINGERPRINT"]
 
@@ -44,8 +49,11 @@ class GlobalIndex:
 
     With ``normalize=True`` (default) descriptors and queries are L2-normalised, so the score is
     the cosine similarity in [-1, 1]. Ties are ordered by insertion order in the numpy backend;
-    faiss may order exact ties differently.
+    faiss may order exact ties differently. :meth:`approximate` builds the large-map variant;
+    :meth:`to_bytes` / :meth:`from_bytes` persist either.
     """
+
+    kind = "flat"            # exact; "pca-hnsw": approximate (:meth:`approximate`)
 
     def __init__(self, dim: int, backend: str = "auto", normalize: bool = True) -> None:
         if int(dim) <= 0:
@@ -60,6 +68,7 @@ class GlobalIndex:
         self._ids = np.zeros(0, dtype=np.int64)
         self._desc = np.zeros((0, self.dim), dtype=np.float32)
         self._faiss = faiss.IndexFlatIP(self.dim) if self.backend == "faiss" else None
+        self.kind = "flat"
 
     def __len__(self) -> int:
         return len(self._ids)
@@ -87,10 +96,81 @@ class GlobalIndex:
         else:
             self._desc = np.concatenate([self._desc, desc])
 
+    @classmethod
+    def approximate(cls, dim: int, training: np.ndarray, reduced_dim: int = 256, normalize: bool = True,
+                    ef_search: int = 128) -> "GlobalIndex":
+        """An empty approximate index for large maps: PCA to ``reduced_dim`` (trained on
+        ``training`` [M,D]), then an HNSW graph (faiss) searched by L2 in the reduced space.
+
+        For unit vectors ``|a - b|^2 = 2 - 2 cos``, and PCA keeps most of that distance, so the
+        order is the cosine order up to the dimensions dropped; scores are ``1 - d^2 / 2``. Memory
+        is ~``4 * reduced_dim + 256`` bytes a keyframe (a 8192-d VLAD flat: 32 kB), a search visits
+        a few hundred of them whatever the map's size.
+        """
+        if faiss is None:
+            raise ValueError("the approximate global index needs faiss, which is not importable")
+        index = cls(dim, backend="faiss", normalize=normalize)
+        train = index._prepare(training)
+        out_dim = max(1, min(int(reduced_dim), dim, len(train)))
+        hnsw = faiss.IndexHNSWFlat(out_dim, 32)
+        hnsw.hnsw.efSearch = int(ef_search)
+        pre = faiss.IndexPreTransform(faiss.PCAMatrix(dim, out_dim), hnsw)
+        pre.train(train)
+        index._faiss, index.kind = pre, "pca-hnsw"
+        return index
+
+    def to_bytes(self) -> bytes:
+        """The whole index (ids, vectors or the faiss structure) as one blob (:meth:`from_bytes`)."""
+        arrays = {"ids": self._ids, "dim": np.array(self.dim), "normalize": np.array(self.normalize),
+                  "kind": np.array(self.kind)}
+        if self._faiss is not None:
+            arrays["faiss"] = faiss.serialize_index(self._faiss)
+        else:
+            arrays["descriptors"] = self._desc
+        return pack_arrays(arrays)
+
+    @classmethod
+    def from_bytes(cls, data: bytes) -> "GlobalIndex":
+        """The index :meth:`to_bytes` wrote; ValueError if the blob is not one (or needs faiss)."""
+        try:
+            arrays = unpack_arrays(data)
+            dim, kind, ids = int(arrays["dim"]), str(arrays["kind"]), arrays["ids"].astype(np.int64)
+            normalize = bool(arrays["normalize"])
+        except (KeyError, TypeError, ValueError, KeyframeDBError) as err:
+            raise ValueError(f"not a global index blob: {err}") from err
+        if "faiss" in arrays:
+            if faiss is None:
+                raise ValueError("the stored global index needs faiss, which is not importable")
+            index = cls(dim, backend="faiss", normalize=normalize)
+            index._faiss = faiss.deserialize_index(np.ascontiguousarray(arrays["faiss"], np.uint8))
+            if index._faiss.ntotal != len(ids) or index._faiss.d != dim:
+                raise ValueError(f"global index blob holds {index._faiss.ntotal} vectors of dim {index._faiss.d} "
+                                 f"for {len(ids)} ids of dim {dim}")
+        else:
+            index = cls(dim, backend="numpy", normalize=normalize)
+            desc = arrays.get("descriptors")
+            if desc is None or desc.shape != (len(ids), dim):
+                raise ValueError(f"global index blob: descriptors {None if desc is None else desc.shape} for "
+                                 f"{len(ids)} ids of dim {dim}")
+            index._desc = np.ascontiguousarray(desc, np.float32)
+        index._ids, index.kind = ids, kind
+        return index
+
+    @property
+    def ids(self) -> np.ndarray:
+        return self._ids
+
+    @property
+    def nbytes(self) -> int:
+        """Memory the index holds (vectors, ids; the faiss structure by its serialised size)."""
+        inner = 0 if self._faiss is None else int(faiss.serialize_index(self._faiss).nbytes)
+        return int(self._desc.nbytes + self._ids.nbytes) + inner
+
     def search(self, desc: np.ndarray, k: int) -> tuple[np.ndarray, np.ndarray]:
         """Top-``k`` ``(ids, scores)``, best first: shape [k'] for a [D] query, [M,k'] for [M,D].
 
-        ``k' = min(k, len(self))``; scores are inner products (cosine if normalised).
+        ``k' = min(k, len(self))``; scores are inner products (cosine if normalised); an
+        approximate index may find fewer than ``k'`` (id -1 pads).
         """
         if int(k) <= 0:
             raise ValueError(f"k must be positive, got {k}")
@@ -101,7 +181,9 @@ class GlobalIndex:
             ids, scores = np.zeros((len(q), 0), np.int64), np.zeros((len(q), 0), np.float32)
         elif self._faiss is not None:
             scores, pos = self._faiss.search(q, kk)
-            ids = self._ids[pos]
+            ids = np.where(pos >= 0, self._ids[np.maximum(pos, 0)], -1)
+            if self.kind == "pca-hnsw":
+                scores = 1.0 - 0.5 * scores            # squared L2 of unit vectors -> cosine
         else:
             sims = (self._desc @ q[0])[None] if single else q @ self._desc.T
             pos = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
@@ -129,6 +211,43 @@ def nearest_by_pose(ids: np.ndarray, T_world_cam: np.ndarray, T_prior: np.ndarra
     cost = dist + rot_weight_m_per_rad * angle
     order = np.argsort(cost, kind="stable")[: int(k)]
     return ids[order], cost[order]
+
+
+class PoseIndex:
+    """The keyframes nearest to a prior pose (the cost of :func:`nearest_by_pose`) through a k-d
+    tree over the camera centres: a query reads a few dozen keyframes, not every one.
+
+    Exact: the cost is at least the centre distance, so once the k-th best cost among the
+    nearest centres is no larger than the farthest of them, no other keyframe can beat it; the
+    candidate set grows 4x until that holds.
+    """
+
+    def __init__(self, ids: np.ndarray, T_world_cam: np.ndarray) -> None:
+        self.ids = np.asarray(ids, np.int64).reshape(-1)
+        self.T_world_cam = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
+        if len(self.ids) != len(self.T_world_cam):
+            raise ValueError(f"{len(self.ids)} ids for {len(self.T_world_cam)} poses")
+        self._tree = cKDTree(self.T_world_cam[:, :3, 3]) if len(self.ids) else None
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+    def nearest(self, T_prior: np.ndarray, k: int, rot_weight_m_per_rad: float = 1.0
+                ) -> tuple[np.ndarray, np.ndarray]:
+        """As :func:`nearest_by_pose` over every keyframe: ``(ids [k'], cost [k'])``."""
+        n, k = len(self.ids), int(k)
+        if self._tree is None or k <= 0:
+            return nearest_by_pose(self.ids[:0], self.T_world_cam[:0], T_prior, max(k, 1), rot_weight_m_per_rad)
+        T_prior = np.asarray(T_prior, dtype=float)
+        m = min(n, max(4 * k, 32))
+        while True:
+            _, pos = self._tree.query(T_prior[:3, 3], m)
+            pos = np.sort(np.atleast_1d(pos))          # id order: nearest_by_pose's tie order
+            ids, cost = nearest_by_pose(self.ids[pos], self.T_world_cam[pos], T_prior, k, rot_weight_m_per_rad)
+            reach = float(np.max(np.linalg.norm(self.T_world_cam[pos, :3, 3] - T_prior[:3, 3], axis=1)))
+            if m == n or cost[-1] <= reach:
+                return ids, cost
+            m = min(n, 4 * m)
 
 
 def thumbnail_descriptor(image_bgr: np.ndarray, size: tuple[int, int] = (16, 12)) -> np.ndarray:
@@ -195,16 +314,27 @@ class Retriever:
     """Keyframes to match a query against, by global-descriptor similarity and a pose prior.
 
     ``ids`` [N] keyframe ids, ``T_world_cam`` [N,4,4] their poses, ``descriptors`` [N,D] their
-    global descriptors (``normalize``: see :class:`GlobalIndex`). Subclasses say how a query is
-    described (:meth:`describe`); the prior policy is this class's and the same for every backend.
+    global descriptors (``normalize``: see :class:`GlobalIndex`), or ``index``: a built (e.g.
+    stored) :class:`GlobalIndex` over the same ids. Subclasses say how a query is described
+    (:meth:`describe`); the prior policy is this class's and the same for every backend.
     """
 
-    def __init__(self, ids: np.ndarray, T_world_cam: np.ndarray, descriptors: np.ndarray,
-                 normalize: bool = True) -> None:
+    #: candidates an approximate index hands to the exact re-ranking, per keyframe asked for
+    RERANK_FACTOR = 8
+
+    def __init__(self, ids: np.ndarray, T_world_cam: np.ndarray, descriptors: np.ndarray | None = None,
+                 normalize: bool = True, index: GlobalIndex | None = None,
+                 rerank: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        self.rerank = rerank
         self.ids = np.asarray(ids, np.int64).reshape(-1)
         self.T_world_cam = np.asarray(T_world_cam, np.float64).reshape(-1, 4, 4)
-        self.index: GlobalIndex | None = None
-        if len(self.ids):
+        self.poses = PoseIndex(self.ids, self.T_world_cam)
+        self.index = index
+        if index is not None and len(index) != len(self.ids):
+            raise ValueError(f"global index holds {len(index)} keyframes, the retriever {len(self.ids)}")
+        if index is None and len(self.ids):
+            if descriptors is None:
+                raise ValueError("a retriever needs descriptors or an index")
             self.index = GlobalIndex(descriptors.shape[1], backend="numpy", normalize=normalize)
             self.index.add(self.ids, descriptors)
 
@@ -219,14 +349,30 @@ class Retriever:
         """Up to ``k`` keyframe ids: by similarity, best first; with a prior pose, the
         ``max(1, k // 2)`` keyframes nearest to it (:func:`nearest_by_pose`) first, then the most
         similar of the rest (the geometric backend's policy; the VGGT backends follow it too)."""
+        if min(int(k), len(self.ids)) <= 0 or self.index is None:
+            return []
+        return self.rank(self.describe(query), k, prior_T_world_cam)
+
+    def rank(self, descriptor: np.ndarray, k: int, prior_T_world_cam: np.ndarray | None = None) -> list[int]:
+        """:meth:`retrieve` for a query already described (the part that depends on the map's size)."""
         k = min(int(k), len(self.ids))
         if k <= 0 or self.index is None:
             return []
-        order, _ = self.index.search(self.describe(query), len(self.ids))
-        ranked = [int(i) for i in order]
+        # the top k suffice: at most k // 2 of them are taken by the prior already
+        if self.rerank is not None and self.index.kind != "flat":
+            # an approximate index finds the neighbourhood; the exact descriptors order it
+            cand, _ = self.index.search(descriptor, max(self.RERANK_FACTOR * k, 32))
+            cand = cand[cand >= 0]
+            q = np.asarray(descriptor, np.float32).reshape(-1)
+            if self.index.normalize:
+                q = q / max(float(np.linalg.norm(q)), 1e-12)
+            order = cand[np.argsort(-(self.rerank(cand) @ q), kind="stable")][:k] if len(cand) else cand
+        else:
+            order, _ = self.index.search(descriptor, k)
+        ranked = [int(i) for i in order if i >= 0]
         if prior_T_world_cam is None:
             return ranked[:k]
-        near, _ = nearest_by_pose(self.ids, self.T_world_cam, prior_T_world_cam, max(1, k // 2))
+        near, _ = self.poses.nearest(prior_T_world_cam, max(1, k // 2))
         chosen = [int(i) for i in near]
         chosen += [i for i in ranked if i not in chosen][: k - len(chosen)]
         return chosen
@@ -235,9 +381,9 @@ class Retriever:
 class VLADRetriever(Retriever):
     """VLAD of the query's local descriptors against the map's vocabulary (unit-norm already)."""
 
-    def __init__(self, ids: np.ndarray, T_world_cam: np.ndarray, vlads: np.ndarray, vocabulary: np.ndarray
-                 ) -> None:
-        super().__init__(ids, T_world_cam, vlads, normalize=False)
+    def __init__(self, ids: np.ndarray, T_world_cam: np.ndarray, vlads: np.ndarray | None, vocabulary: np.ndarray,
+                 index: GlobalIndex | None = None, rerank: Callable[[np.ndarray], np.ndarray] | None = None) -> None:
+        super().__init__(ids, T_world_cam, vlads, normalize=False, index=index, rerank=rerank)
         self.vocabulary = vocabulary
 
     def describe(self, query: np.ndarray) -> np.ndarray:

@@ -67,6 +67,7 @@ class DepthPnPLocalizer:
         if ref.depth_m is None:
             return
         feats = extract_features(ref.image_bgr, self.features)
+        feats.keypoints_px = ref.intrinsics.undistort_px(feats.keypoints_px)     # ideal pixels of a lens camera
         X = backproject_depth(feats, ref.intrinsics, ref.T_world_cam, ref.depth_m)
         ok = np.all(np.isfinite(X), axis=1)
         self._points, self._descriptors = X[ok], feats.descriptors[ok]
@@ -87,13 +88,14 @@ class DepthPnPLocalizer:
         feats = extract_features(query.image_bgr, self.features)
         pairs = match_descriptors(feats.descriptors, self._descriptors, cfg.match_ratio)
         diagnostics = {"scale": "depth", "matches": len(pairs), "reference_points": len(self._points)}
-        x2d, x3d = feats.keypoints_px[pairs[:, 0]], self._points[pairs[:, 1]]
-        pnp = solve_pnp(x2d, x3d, query.intrinsics, cfg.pnp_max_reproj_px) if len(pairs) >= 4 else None
+        intr = query.intrinsics.pinhole
+        x2d, x3d = query.intrinsics.undistort_px(feats.keypoints_px[pairs[:, 0]]), self._points[pairs[:, 1]]
+        pnp = solve_pnp(x2d, x3d, intr, cfg.pnp_max_reproj_px) if len(pairs) >= 4 else None
         if pnp is None or pnp.inliers.sum() < 6:
             return RelocResult(RelocStatus.NO_MATCH, reason=f"depth_pnp: no pose from {len(pairs)} matches",
                                diagnostics=diagnostics)
         n_in = int(pnp.inliers.sum())
-        cov, rms = pose_covariance(pnp.T_world_cam, x2d[pnp.inliers], x3d[pnp.inliers], query.intrinsics)
+        cov, rms = pose_covariance(pnp.T_world_cam, x2d[pnp.inliers], x3d[pnp.inliers], intr)
         diagnostics["reproj_rms_px"] = rms
         confidence = float(1.0 - np.exp(-n_in / 40.0))
         ok = n_in >= cfg.min_inliers

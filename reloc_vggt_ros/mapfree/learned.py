@@ -279,7 +279,8 @@ class PointMapLocalizer:
         if len(x2d) < cfg.min_inliers:
             return RelocResult(RelocStatus.LOW_CONFIDENCE, reason=f"only {len(x2d)} confident query points "
                                f"(min_inliers {cfg.min_inliers})", diagnostics=diagnostics)
-        intr = network_intrinsics(query.intrinsics, cfg.image_hw)
+        raw = network_intrinsics(query.intrinsics, cfg.image_hw)
+        x2d, intr = raw.undistort_px(x2d), raw.pinhole       # PnP and its covariance on ideal pixels
         X_world = apply_T(ref.T_world_cam @ align.S_ref_net, X_net)
         T_world_query = self.query_pose(maps, align, x2d, X_world, intr)
         if T_world_query is None:

@@ -98,9 +98,10 @@ def load_reference(image_path: str | Path, camera: Sequence[float], T_world_cam:
 
 
 def pixel_rays(xy_px: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:
-    """Camera-frame rays [N, 3] with z = 1 through pixels ``xy_px`` [N, 2] (OpenCV centres):
-    a pixel with depth z is the camera point ``z * ray``."""
-    xy = np.asarray(xy_px, np.float64).reshape(-1, 2)
+    """Camera-frame rays [N, 3] with z = 1 through raw image pixels ``xy_px`` [N, 2] (OpenCV
+    centres; undistorted first when the camera has a lens model): a pixel with depth z is the
+    camera point ``z * ray``."""
+    xy = intrinsics.undistort_px(xy_px)
     return np.stack([(xy[:, 0] - intrinsics.cx) / intrinsics.fx,
                      (xy[:, 1] - intrinsics.cy) / intrinsics.fy, np.ones(len(xy))], axis=1)
 

@@ -46,6 +46,9 @@ def register(subparsers: Any) -> None:
     fi.add_argument("--max-side", type=int, default=None, help="downsize so the longer side is at most this")
     fi.add_argument("--compressed", action="store_true", help="JPEG CompressedImage instead of raw bgr8")
     fi.add_argument("--overwrite", action="store_true")
+    fi.add_argument("--distortion", nargs="+", default=None, metavar=("MODEL", "D"),
+                    help="show the images through this lens: plumb_bob K1 K2 P1 P2 K3, rational_polynomial (8 "
+                         "coefficients) or equidistant K1..K4; CameraInfo carries it")
     robot = fi.add_argument_group("robot-style bag (camera on a base; /tf, /tf_static; ground truth = base pose)")
     robot.add_argument("--robot", action="store_true", help="write /tf_static base_link->camera and /tf "
                        "odom->base_link; ground truth is the base pose")
@@ -174,8 +177,17 @@ def cmd_bag_from_images(args: argparse.Namespace) -> int:
     elif any(v is not None for v in robot_args.values()):
         given = [k for k, v in robot_args.items() if v is not None]
         raise DataError(f"{', '.join(given)} describe a robot-style bag: add --robot")
+    distortion = None
+    if args.distortion:
+        from ..geometry import Distortion
+
+        try:
+            distortion = Distortion(args.distortion[0], tuple(float(c) for c in args.distortion[1:]))
+        except ValueError as err:
+            raise DataError(f"--distortion: {err}") from err
     out = write_bag_from_folder(args.folder, args.out, None if args.split == "all" else args.split, args.fps,
-                                args.max_side, args.compressed, overwrite=args.overwrite, robot=robot)
+                                args.max_side, args.compressed, overwrite=args.overwrite, robot=robot,
+                                distortion=distortion)
     print(f"wrote {out}")
     return 0
 

@@ -94,7 +94,6 @@ class RelocNode(LifecycleNode):
         self._tf_lookup: Any = None
         self._T_map_odom: np.ndarray | None = None   # the last one sent, kept alive by a timer
         self._time_epoch = 0
-        self._last_camera_frame = ""
         self._jump_handle: Any = None
         self._map_free: MapFreeLocalizerAdapter | None = None    # mode map_free: the reference holder
         self._last_T_map_cam: np.ndarray | None = None           # the last published pose
@@ -159,7 +158,7 @@ class RelocNode(LifecycleNode):
         load leaves the node up, waiting for ~/set_reference, with the reason in diagnostics."""
         backend = make_mapfree_localizer(cfg.map_free.backend, weights_options(cfg.map_free.backend, cfg.engine))
         self._close_session()
-        self._map_free = MapFreeLocalizerAdapter(backend)
+        self._map_free = MapFreeLocalizerAdapter(backend, cfg.map_free.window)
         self._last_T_map_cam = None
         self._session = Session(cfg, lambda store: backend, clock=lambda: self.get_clock().now().nanoseconds / 1e9,
                                 on_warning=self._warn, log=self.get_logger())
@@ -200,6 +199,8 @@ class RelocNode(LifecycleNode):
                       self.create_service(Trigger, "~/reload_database", self._reload_callback)]
         if self._map_free is not None:
             self._srvs.append(self.create_service(Trigger, "~/set_reference", self._set_reference_callback))
+        if self._require_cfg().tracking.enabled:
+            self._srvs.append(self.create_service(Trigger, "~/relocalize", self._relocalize_callback))
 
     def _init_worker(self, cfg: NodeConfig) -> None:
         self._worker = Worker(self._handle_frame, self._handle_keyframe, max_keyframes=cfg.mapping.max_queue,
@@ -380,6 +381,15 @@ class RelocNode(LifecycleNode):
         self.get_logger().info(response.message)
         return response
 
+    def _relocalize_callback(self, request: Any, response: Any) -> Any:
+        """Tracking: relocalize the next frame (gated like every fix) instead of tracking it."""
+        if self._session is None:
+            response.success, response.message = False, "no database open"
+        else:
+            response.success, response.message = True, self._session.relocalize_next()
+        self.get_logger().info(response.message)
+        return response
+
     def _reload_callback(self, request: Any, response: Any) -> Any:
         try:
             if self._session is None:
@@ -409,7 +419,6 @@ class RelocNode(LifecycleNode):
     # ----------------------------------------------------------------- callbacks (hand off only)
     def image_callback(self, msg: Any) -> None:
         self.stats.on_input()
-        self._last_camera_frame = msg.header.frame_id.lstrip("/") or self._last_camera_frame
         stamp = stamp_to_ns(msg.header.stamp)
         cfg = self._require_cfg()
         try:
@@ -433,27 +442,28 @@ class RelocNode(LifecycleNode):
             self._offer(*pair)
 
     def keyframe_pose_callback(self, msg: Any) -> None:
-        """Turn the pose (base_frame, or the camera, in its header frame) into the camera pose in
-        map through TF at its stamp, or reject it with the reason at once (not after pairing)."""
+        """Bring the pose (base_frame, or the camera, in its header frame) into map through TF at
+        its stamp, or reject it with the reason at once (not after pairing)."""
         stamp = stamp_to_ns(msg.header.stamp)
         cfg = self._require_cfg()
         try:
             check_stamp(stamp, self.get_clock().now().nanoseconds, cfg.max_future_stamp_s, what="keyframe_pose")
-            T_map_cam, _ = self._camera_pose_in_map(msg.pose, None, msg.header.frame_id, stamp, "keyframe_pose")
+            T_map_base, _ = self._pose_in_map(msg.pose, None, msg.header.frame_id, stamp, "keyframe_pose")
         except DataError as err:
             return self._keyframe_outcome(stamp, KeyframeOutcome(False, f"keyframe rejected: {err}", warn=True))
-        pair = self._kf_sync.add_b(stamp, T_map_cam)
+        pair = self._kf_sync.add_b(stamp, T_map_base)
         if pair is not None:
             self._offer_keyframe(pair)
 
     def initialpose_callback(self, msg: Any) -> None:
-        """A prior as nav2 AMCL takes it: base_frame's pose in the header frame, through TF."""
+        """A prior as nav2 AMCL takes it: base_frame's pose in the header frame, through TF (the
+        session turns it into the camera's with each query's extrinsic)."""
         try:
             cov = np.asarray(msg.pose.covariance, float).reshape(6, 6)
             if not np.all(np.isfinite(cov)):
                 raise DataError("initialpose covariance is not finite")
-            T, cov = self._camera_pose_in_map(msg.pose.pose, cov, msg.header.frame_id, stamp_to_ns(msg.header.stamp),
-                                              "initialpose")
+            T, cov = self._pose_in_map(msg.pose.pose, cov, msg.header.frame_id, stamp_to_ns(msg.header.stamp),
+                                       "initialpose")
         except DataError as err:
             self.get_logger().warning(f"ignoring /initialpose: {err}")
             self.stats.warn(f"ignored initialpose: {err}")
@@ -462,10 +472,10 @@ class RelocNode(LifecycleNode):
             self._session.set_prior(T, cov)
         self.get_logger().info(f"prior set at ({T[0, 3]:.2f}, {T[1, 3]:.2f}, {T[2, 3]:.2f}): retrieval narrowed")
 
-    def _camera_pose_in_map(self, pose: Any, cov: np.ndarray | None, frame_id: str, stamp_ns: int,
-                            what: str) -> tuple[np.ndarray, np.ndarray | None]:
-        """The camera pose in map (and its covariance) of a base_frame pose given in ``frame_id``
-        at ``stamp_ns`` (0: the latest TF); DataError naming the missing TF."""
+    def _pose_in_map(self, pose: Any, cov: np.ndarray | None, frame_id: str, stamp_ns: int,
+                     what: str) -> tuple[np.ndarray, np.ndarray | None]:
+        """A pose (and its covariance) given in ``frame_id``, in map through TF at ``stamp_ns``
+        (0: the latest); DataError naming the missing TF."""
         cfg = self._require_cfg()
         T = pose_to_T(pose)
         frame = frame_id.lstrip("/")
@@ -473,15 +483,9 @@ class RelocNode(LifecycleNode):
             raise DataError(f"{what} has no header.frame_id")
         try:
             T_map_frame = None if frame == cfg.map_frame else self._tf(cfg.map_frame, frame, stamp_ns, what)()
-            T_base_cam = None
-            if cfg.base_frame:
-                camera = cfg.camera_frame or self._last_camera_frame
-                if not camera:
-                    raise LookupError("the camera frame is not known yet (set camera_frame, or send an image first)")
-                T_base_cam = self._tf(cfg.base_frame, camera, stamp_ns, "the camera extrinsic")()
         except LookupError as err:
             raise DataError(f"{what} in frame {frame!r}: {err}") from err
-        return camera_pose(T, cov, T_map_frame, T_base_cam)
+        return camera_pose(T, cov, T_map_frame)
 
     def _reject_input(self, reason: str) -> None:
         """A message refused in its callback: the reason in diagnostics, logged once per kind."""
@@ -612,7 +616,15 @@ class RelocNode(LifecycleNode):
 
     def _handle_keyframe(self, pair: tuple[int, _Frame, Any]) -> None:
         """Hand one posed image to the session; every outcome is counted with its reason."""
-        stamp_ns, frame, T_map_cam = pair      # converted to the camera in map on arrival (keyframe_pose_callback)
+        stamp_ns, frame, T_map_base = pair      # in map since its arrival (keyframe_pose_callback)
+        cfg = self._require_cfg()
+        camera_frame = cfg.camera_frame or frame.image.header.frame_id
+        try:
+            T_map_cam = T_map_base
+            if cfg.base_frame:   # the database keeps camera poses
+                T_map_cam = T_map_base @ self._tf(cfg.base_frame, camera_frame, stamp_ns, "the camera extrinsic")()
+        except LookupError as err:
+            return self._keyframe_outcome(stamp_ns, KeyframeOutcome(False, f"keyframe rejected: {err}", warn=True))
         try:
             image, intr = self._decode(frame)
         except DataError as err:

@@ -11,12 +11,18 @@ place"). Its pose is then the camera pose of the last published fix, or the iden
 was published (the map frame becomes that camera's frame). A frame-set reference has no depth: its scale is unknown
 unless the backend has another source. Until a reference is set every frame is answered
 NO_MATCH with the reason (a reference file that failed to load names why).
+
+With odometry (the node's ``odom_frame``) and ``window`` > 1, each frame is localized jointly
+with the frames before it (``localize_sequence``, Track 2): the sequence's own motion gives the
+metric scale a remembered place (no depth) lacks.
 """
 
 from __future__ import annotations
 
 import math
 import threading
+from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import numpy as np
@@ -45,6 +51,8 @@ class MapFreeConfig:
     reference_depth: str = setting("", "depth image of the reference (16-bit PNG/TIFF or float .npy in metres); "
                                        "'' = none (scale unknown)")
     depth_unit: float = setting(0.001, "metres per count of a 16-bit depth image (0.001 = millimetres)")
+    window: int = setting(0, "with odometry (odom_frame): each frame localized jointly with up to window-1 "
+                             "frames before it (Track 2, metric scale from odometry); 0 or 1 = each frame alone")
 
     def __post_init__(self) -> None:
         if not self.backend.strip():
@@ -61,6 +69,8 @@ class MapFreeConfig:
             raise ConfigError("map_free.reference_depth is set but map_free.reference_image is not")
         if not self.depth_unit > 0:
             raise ConfigError(f"map_free.depth_unit must be > 0, got {self.depth_unit}")
+        if not 0 <= self.window <= 20:
+            raise ConfigError(f"map_free.window must be in 0..20, got {self.window}")
 
     def reference_T(self) -> np.ndarray:
         """``T_map_cam`` of the reference (the parameter is xyzw, ROS order)."""
@@ -71,9 +81,12 @@ class MapFreeConfig:
 class MapFreeLocalizerAdapter:
     """A map-free backend as the Session's localizer, plus the reference it answers against."""
 
-    def __init__(self, backend: MapFreeLocalizer) -> None:
+    uses_odometry = True       # the Session hands it odom -> camera at each frame's stamp
+
+    def __init__(self, backend: MapFreeLocalizer, window: int = 0) -> None:
         self.backend = backend
         self.name = f"map_free:{backend.name}"
+        self._window: deque[QueryFrame] = deque(maxlen=max(window, 1))
         self.missing = "no map-free reference set: give map_free.reference_image or call ~/set_reference"
         self._reference: Reference | None = None
         self._last: tuple[np.ndarray, Intrinsics, int] | None = None
@@ -117,12 +130,28 @@ class MapFreeLocalizerAdapter:
         return f"reference set from frame {stamp_ns} at {where}, no depth"
 
     def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
-                 prior: PosePrior | None = None) -> RelocResult:
+                 prior: PosePrior | None = None,
+                 odom_camera: np.ndarray | Callable[[], np.ndarray] | None = None) -> RelocResult:
+        """Track 1, or with odometry and ``window`` > 1 Track 2 over the recent frames (the last
+        frame's result); a frame without odometry (no TF yet) breaks the sequence."""
         self._last = (image_bgr, intrinsics, stamp_ns)
+        T_odom_cam = None
+        if odom_camera is not None and self._window.maxlen > 1:
+            try:
+                T_odom_cam = np.asarray(odom_camera() if callable(odom_camera) else odom_camera, float)
+            except LookupError:
+                T_odom_cam = None
+        frame = QueryFrame(image_bgr, intrinsics, stamp_ns, T_odom_cam)
+        if T_odom_cam is None:
+            self._window.clear()
+        else:
+            self._window.append(frame)
         with self._lock:
             if self._reference is None:
                 return RelocResult(RelocStatus.NO_MATCH, reason=self.missing)
-            return self.backend.localize(QueryFrame(image_bgr, intrinsics, stamp_ns))
+            if len(self._window) >= 2:
+                return self.backend.localize_sequence(list(self._window))[-1]
+            return self.backend.localize(frame)
 
     def refresh(self) -> None:
         """Nothing to re-read: the reference changes only through :meth:`set_reference`."""

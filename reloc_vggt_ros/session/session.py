@@ -189,6 +189,7 @@ class Session:
         self._last_size: tuple[int, int] | None = None
         self._last_extrinsic: dict[str, np.ndarray] = {}   # per camera frame
         self._last_fix: np.ndarray | None = None   # camera centre of the last published pose (fleet sync)
+        self._refresher: threading.Thread | None = None
 
     # ----------------------------------------------------------------- database
     def open(self, path: Path | str, readonly: bool) -> None:
@@ -224,6 +225,7 @@ class Session:
             self.open(self._store.path, self._store.readonly)
 
     def close(self) -> None:
+        self.wait_for_refresh()
         with self._lock:
             self._localizer = None
             if self._store is not None:
@@ -267,15 +269,25 @@ class Session:
             return f"{len(self._store)} keyframes checkpointed in {self._store.path}"
 
     # ----------------------------------------------------------------- prior
-    def set_prior(self, T_map_cam: np.ndarray, covariance: np.ndarray | None = None) -> PosePrior:
-        """A prior for the next queries (an all-zero covariance means none was given)."""
+    def set_prior(self, T_map_base: np.ndarray, covariance: np.ndarray | None = None) -> PosePrior:
+        """A prior for the next queries: the pose of the published frame (the base, or the camera
+        without a base frame), turned into the camera's by each query's extrinsic (an all-zero
+        covariance means none was given)."""
         cov = None if covariance is None or not np.any(covariance) else np.asarray(covariance, float).reshape(6, 6)
-        prior = PosePrior(np.asarray(T_map_cam, float), cov)
+        prior = PosePrior(np.asarray(T_map_base, float), cov)
         with self._lock:
             self._prior = (prior, self._clock())
             if isinstance(self._localizer, TrackingLocalizer):
                 self._localizer.reset()     # the operator says where we are: relocalize from it
         return prior
+
+    def relocalize_next(self) -> str:
+        """A full relocalization for the next frame instead of tracking (the ``~/relocalize`` service)."""
+        with self._lock:
+            if not isinstance(self._localizer, TrackingLocalizer):
+                return "tracking is off: every frame is relocalized already"
+            self._localizer.relocalize_next()
+        return "the next frame is relocalized"
 
     def current_prior(self) -> PosePrior | None:
         """The prior unless it expired (``prior_timeout_s`` > 0 and older than that)."""
@@ -317,8 +329,9 @@ class Session:
         without a base frame) at ``stamp_ns``. Each may be a callable looked up only once the
         pose is accepted (TF has had the inference time to arrive) that raises LookupError: a
         missing extrinsic rejects the frame, a missing odom->base is a warning and the pose is
-        still published. The map is re-indexed first if keyframes were added and none is
-        pending (once per burst).
+        still published. The map is re-indexed if keyframes were added and none is pending
+        (once per burst): off the frame path (:meth:`_start_refresh`) where the backend swaps
+        its map in atomically.
         """
         try:
             self.check_frame(image, intrinsics)
@@ -326,16 +339,22 @@ class Session:
             return Rejected(str(err), warn=True)
         with self._lock:
             if self._dirty and keyframes_pending == 0:
-                self._dirty = False
-                self._refresh()
+                self._start_refresh()
             if self._localizer is None:
                 return Rejected("keyframe database is empty", warn=True)
+            prior = self.current_prior()
+            if prior is not None and T_base_cam is not None:   # the prior is the base's: the camera's is needed
+                try:
+                    T_base_cam = _resolve(T_base_cam)
+                except LookupError as err:
+                    return Rejected(str(err), warn=True)
+                prior = PosePrior(*camera_pose(prior.T_world_cam, prior.covariance, T_base_cam=T_base_cam))
             try:
-                if isinstance(self._localizer, TrackingLocalizer):
-                    result = self._localizer.localize(image, intrinsics, stamp_ns, self.current_prior(),
+                if isinstance(self._localizer, TrackingLocalizer) or getattr(self._localizer, "uses_odometry", False):
+                    result = self._localizer.localize(image, intrinsics, stamp_ns, prior,
                                                       _odom_camera(T_odom_base, T_base_cam))
                 else:
-                    result = self._localizer.localize(image, intrinsics, stamp_ns=stamp_ns, prior=self.current_prior())
+                    result = self._localizer.localize(image, intrinsics, stamp_ns=stamp_ns, prior=prior)
             except Exception as err:  # noqa: BLE001 - one failing frame must not go silent or stop the node
                 return Rejected(f"localizer failed: {err}", warn=True, error=err)
         return self.accept(result, T_odom_base, T_base_cam, camera)
@@ -415,20 +434,62 @@ class Session:
             self._dirty = True  # re-indexed before the next query, not per keyframe
         return KeyframeOutcome(True, f"keyframe {kf_id} added", kf_id=kf_id)
 
-    def _make_localizer(self) -> Localizer:
-        """The backend over the open store, wrapped in camera-rate tracking when enabled."""
-        localizer = self._build(self._store)
+    def _make_localizer(self, store: KeyframeStore | None = None) -> Localizer:
+        """The backend over the open store (or ``store``), wrapped in camera-rate tracking when enabled."""
+        localizer = self._build(store or self._store)
         return TrackingLocalizer(localizer, self.config.tracking) if self.config.tracking.enabled else localizer
 
-    def _refresh(self) -> None:
-        """Index keyframes added live (building the localizer when the map was empty)."""
+    def _start_refresh(self) -> None:
+        """Index keyframes added live (building the localizer when the map was empty), under the
+        session lock. A backend that swaps its map in atomically (``concurrent_refresh``, the
+        geometric one) refreshes on a background thread, so queries keep answering from the old
+        map meanwhile (at 2k keyframes a refresh took ~15 s on the frame path); one refresh at a
+        time, keyframes added during it start the next. The first build of an empty map stays on
+        the frame path: there is no old map to answer from, and the query that triggered it gets
+        the new one."""
+        if self._refresher is not None and self._refresher.is_alive():
+            return                                   # still dirty: the next query starts the next one
+        self._dirty = False
+        store, localizer = self._store, self._localizer
+        if localizer is None or not _concurrent_refresh(localizer):
+            self._refresh(store, localizer)
+            return
+        self._refresher = threading.Thread(target=self._refresh, args=(store, localizer), name="map-refresh",
+                                           daemon=True)
+        self._refresher.start()
+
+    def wait_for_refresh(self, timeout: float | None = None) -> bool:
+        """Wait for a background refresh to finish; False if it still runs after ``timeout``."""
+        refresher = self._refresher
+        if refresher is not None:
+            refresher.join(timeout)
+            return not refresher.is_alive()
+        return True
+
+    @property
+    def refreshing(self) -> bool:
+        """A background refresh is running (queries use the map before it)."""
+        return self._refresher is not None and self._refresher.is_alive()
+
+    def _refresh(self, store: KeyframeStore | None, localizer: Localizer | None) -> None:
         t0 = time.monotonic()
         try:
-            if self._localizer is None:
-                self._localizer = self._make_localizer()  # first keyframe of an empty map
+            if localizer is None:
+                localizer = self._make_localizer(store)   # first keyframes of an empty map
             else:
-                self._localizer.refresh()
+                localizer.refresh()
         except (RelocError, ImportError) as err:  # keep mapping; the reason is in diagnostics
             self._on_warning(f"localizer refresh failed: {err}")
             return
+        with self._lock:
+            if self._store is not store:             # closed or re-opened meanwhile: not ours to set
+                return
+            self._localizer = localizer
         self._log.info(f"map refreshed: {self.size} keyframes in {time.monotonic() - t0:.2f} s")
+
+
+def _concurrent_refresh(localizer: Localizer) -> bool:
+    """Whether ``refresh()`` may run beside ``localize()`` (the backend swaps its map in as one
+    snapshot); a tracking wrapper refreshes its backend, so the backend decides."""
+    inner = getattr(localizer, "relocalizer", localizer)
+    return bool(getattr(inner, "concurrent_refresh", False))

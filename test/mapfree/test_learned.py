@@ -264,3 +264,14 @@ def test_reloc_vggt_k1_runs_an_onnx_export_like_torch(scene, tmp_path) -> None:
     a, b = torch_k1.localize(queries[0][0]), onnx_k1.localize(queries[0][0])
     np.testing.assert_allclose(b.T_world_cam, a.T_world_cam, atol=1e-4)
     assert b.confidence == pytest.approx(a.confidence, abs=1e-4) and b.status is a.status
+
+
+def test_pixel_rays_undistort_a_lens_camera(scene) -> None:
+    """Depth pixels of a distorted reference are back-projected along their ideal rays."""
+    from reloc_vggt_ros.geometry.camera import Distortion
+
+    ref, _ = scene
+    lens = dataclasses.replace(ref.intrinsics, distortion=Distortion("plumb_bob", (-0.2, 0.05, 0.001, -0.001, 0.0)))
+    xy = np.array([[10.0, 20.0], [320.0, 213.0], [630.0, 400.0]])
+    np.testing.assert_allclose(pixel_rays(xy, lens), pixel_rays(lens.undistort_px(xy), lens.pinhole), atol=1e-12)
+    assert not np.allclose(pixel_rays(xy, lens), pixel_rays(xy, lens.pinhole), atol=1e-3)

@@ -9,6 +9,7 @@ held-out query 0001.
 from __future__ import annotations
 
 import re
+from pathlib import Path
 
 import numpy as np
 import pytest
@@ -110,11 +111,8 @@ def test_base_pose_tf_and_covariance_through_the_extrinsic(tmp_path, scene):
         probe.send_frame(img, intr, stamp1 + 2 * S, frame_id="camera_unknown")
         d = probe.wait_diag(r"no TF base_link -> camera_unknown \(the camera extrinsic\)", node=node, timeout=90)
         assert d["published"] == "2" and len(probe.poses) == 2
-        # 4. /initialpose of base_link in odom (nav2 style): through map->odom and the extrinsic
-        # of the camera of the last image
-        probe.send_frame(img, intr, stamp1 + 3 * S, frame_id="camera")
-        probe.spin_until(lambda: len(probe.poses) >= 3, 90, "the third pose", node)
-        probe.spin(0.3)
+        # 4. /initialpose of base_link in odom (nav2 style): into map through map->odom (the
+        # session turns it into the camera's prior with each query's extrinsic), then a query
         from geometry_msgs.msg import PoseWithCovarianceStamped
         from tf2_msgs.msg import TFMessage
 
@@ -129,7 +127,9 @@ def test_base_pose_tf_and_covariance_through_the_extrinsic(tmp_path, scene):
         probe.spin_until(lambda: "prior set at" in node.log(), 20, "the prior", node)
         latest = transform_to_T(_map_odom(probe)[-1].transform)
         x, y, z = map(float, re.search(r"prior set at \(([-\d.]+), ([-\d.]+), ([-\d.]+)\)", node.log()).groups())
-        np.testing.assert_allclose([x, y, z], (latest @ T_odom_prior @ T_BASE_CAM)[:3, 3], atol=0.006)
+        np.testing.assert_allclose([x, y, z], (latest @ T_odom_prior)[:3, 3], atol=0.006)
+        probe.send_frame(img, intr, stamp1 + 3 * S, frame_id="camera")
+        probe.spin_until(lambda: len(probe.poses) >= 3, 90, "the third pose", node)
         # 5. the "static" mount changes (a second static publisher disagrees): reported, and the
         # TF at the image stamp is used
         moved = T_BASE_CAM @ make_T(np.eye(3), np.array([0.0, 0.02, 0.0]))
@@ -216,44 +216,56 @@ def _stamp(t: float):
 
 
 def test_keyframe_pose_of_the_base_is_stored_as_the_camera_pose(tmp_path):
-    """Mapping with a base frame: a keyframe_pose of base_link in odom becomes, through map->odom
-    and the extrinsic at its stamp, the camera pose the database keeps (node in-process, TF fed
-    to its buffer directly); without the extrinsic it is rejected with the reason."""
+    """Mapping with a base frame: a keyframe_pose of base_link in odom is brought into map on
+    arrival (map->odom at its stamp) and stored as the camera pose through the extrinsic of the
+    paired image's camera; without the extrinsic it is rejected with the reason (node
+    in-process, TF fed to its buffer directly)."""
+    import cv2
     import rclpy
     from geometry_msgs.msg import PoseStamped
     from rclpy.lifecycle import TransitionCallbackReturn
     from rclpy.parameter import Parameter
+    from sensor_msgs.msg import CameraInfo, Image
 
+    from reloc_vggt_ros.data.posed_folder import read_posed_folder
     from reloc_vggt_ros.keyframes import KeyframeStore
-    from reloc_vggt_ros.ros.convert import T_to_pose, ns_to_stamp
-    from reloc_vggt_ros.ros.node import RelocNode
+    from reloc_vggt_ros.ros.convert import T_to_pose, bgr_to_image, intrinsics_to_camera_info, ns_to_stamp
+    from reloc_vggt_ros.ros.node import RelocNode, _Frame
 
     db = tmp_path / "map.db"
     KeyframeStore.create(db).close()
+    rec = read_posed_folder(Path(__file__).parents[2] / "sample" / "fountain-P11-small", "db")[0]
+    T_map_odom = make_T(so3_exp(np.array([0.0, 0.0, 0.3])), np.array([5.0, -2.0, 0.0]))
+    T_odom_base = make_T(so3_exp(np.array([0.0, 0.0, -1.0])), np.array([1.0, 2.0, 0.0]))
     context = rclpy.Context()
-    rclpy.init(context=context, args=["--ros-args", "-p", "mapping.enabled:=true", "-p", "camera_frame:=camera"])
+    rclpy.init(context=context, args=["--ros-args", "-p", "mapping.enabled:=true"])
     try:
         node = RelocNode(context=context, parameter_overrides=[Parameter("database_path", value=str(db))])
         assert node.trigger_configure() == TransitionCallbackReturn.SUCCESS
         assert node.trigger_activate() == TransitionCallbackReturn.SUCCESS
-        T_map_odom = make_T(so3_exp(np.array([0.0, 0.0, 0.3])), np.array([5.0, -2.0, 0.0]))
-        T_odom_base = make_T(so3_exp(np.array([0.0, 0.0, -1.0])), np.array([1.0, 2.0, 0.0]))
-        stamp = T0 + 3 * S
 
-        def keyframe_pose() -> None:
+        def keyframe(stamp: int) -> None:
             msg = PoseStamped()
             msg.header.frame_id = "odom"
             ns_to_stamp(stamp, msg.header.stamp)
             T_to_pose(T_odom_base, msg.pose)
             node.keyframe_pose_callback(msg)
+            (_, T_map_base), = node._kf_sync._b                 # in map, waiting for its image
+            node._kf_sync.clear()
+            np.testing.assert_allclose(T_map_base, T_map_odom @ T_odom_base, atol=1e-9)
+            image = bgr_to_image(cv2.imread(str(rec.path)), Image())
+            image.header.frame_id = "camera"
+            node._handle_keyframe((stamp, _Frame(stamp, image, intrinsics_to_camera_info(rec.intrinsics, CameraInfo()),
+                                                 0.0), T_map_base))
 
-        node._tf_lookup.buffer.set_transform(T_map_odom, stamp, "map", "odom")
-        keyframe_pose()
+        node._tf_lookup.buffer.set_transform(T_map_odom, 0, "map", "odom", static=True)
+        keyframe(T0 + 3 * S)
         assert "no TF base_link -> camera (the camera extrinsic)" in node.stats.last_keyframe_reason
         node._tf_lookup.buffer.set_transform(T_BASE_CAM, 0, "base_link", "camera", static=True)
-        keyframe_pose()
-        (_, T_map_cam), = node._kf_sync._b                     # waiting for its image
-        np.testing.assert_allclose(T_map_cam, T_map_odom @ T_odom_base @ T_BASE_CAM, atol=1e-9)
+        keyframe(T0 + 4 * S)
+        assert node.stats.keyframes_added == 1, node.stats.last_keyframe_reason
         node.destroy_node()
     finally:
         rclpy.try_shutdown(context=context)
+    with KeyframeStore.open(db, readonly=True) as store:
+        np.testing.assert_allclose(store.poses()[1][0], T_map_odom @ T_odom_base @ T_BASE_CAM, atol=1e-6)

@@ -129,3 +129,49 @@ def test_unusable_reference_keeps_the_node_up_with_the_reason(tmp_path, scene, c
     finally:
         probe.close()
         assert node.stop() == 0, node.log()
+
+
+@pytest.mark.slow
+def test_remembered_place_with_odometry_publishes_metric_poses(tmp_path, scene):
+    """No reference by parameters: the first frame is remembered (identity: the map frame is that
+    camera), then frames with odom -> camera on /tf are localized jointly (map_free.window 3,
+    Track 2 of the default backend) and published at metric scale."""
+    from tf2_msgs.msg import TFMessage
+
+    from reloc_vggt_ros.data import load_image, read_posed_folder
+    from reloc_vggt_ros.geometry import invert_T, make_T, so3_exp
+    from reloc_vggt_ros.ros.convert import transform_stamped
+
+    recs = {r.name: r for r in read_posed_folder(SAMPLE)}
+    T_odom_world = make_T(so3_exp(np.array([0.1, 0.2, -0.3])), np.array([5.0, -2.0, 1.0]))
+    domain = next_domain_id()
+    probe = Probe(domain)
+    node = NodeProcess(tmp_path, domain, {"mode": "map_free", "diagnostics_rate_hz": 10.0, "odom_frame": "odom",
+                                          "map_free.window": 3})
+    try:
+        probe.wait_for_node(node)
+        probe.spin_until(lambda: probe.tf_pub.get_subscription_count() > 0, 10, "the node's /tf listener", node)
+
+        def send(name: str, stamp: int) -> None:
+            rec = recs[name]
+            probe.tf_pub.publish(TFMessage(transforms=[transform_stamped(T_odom_world @ rec.T_world_cam, stamp,
+                                                                         "odom", "camera")]))
+            probe.spin(0.3)
+            probe.send_frame(load_image(rec.path), rec.intrinsics, stamp, frame_id="camera")
+            probe.spin_until(lambda: any(d.get("last_stamp_ns") == str(stamp) for d in probe.diags), 120,
+                             f"frame {name} processed", node)
+
+        send(REFERENCE, T0 + S)
+        assert _set_reference(probe, node).success
+        for i, name in enumerate(("0004.jpg", "0005.jpg"), start=2):
+            send(name, T0 + i * S)
+        probe.spin_until(lambda: len(probe.poses) >= 2, 30, "/relocalized_pose", node)
+        # the remembered frame had odometry too, so 0004 already has a sequence of two
+        assert [stamp_to_ns(p.header.stamp) for p in probe.poses] == [T0 + 2 * S, T0 + 3 * S]
+        for msg, name in zip(probe.poses, ("0004.jpg", "0005.jpg")):
+            T_ref_gt = invert_T(recs[REFERENCE].T_world_cam) @ recs[name].T_world_cam   # map = the remembered camera
+            t_err, r_err = pose_error(pose_to_T(msg.pose.pose), T_ref_gt)
+            assert t_err < 0.05 and r_err < 0.3, (name, t_err, r_err)
+    finally:
+        probe.close()
+        assert node.stop() == 0, node.log()

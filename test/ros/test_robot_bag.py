@@ -13,9 +13,10 @@ from reloc_vggt_ros.data.bag import (COMPRESSED_TOPIC, GT_TOPIC, IMAGE_TOPIC, IN
                                      RobotBag, ground_truth_from_bag, read_bag, typestore, write_bag_from_folder)
 from reloc_vggt_ros.data.posed_folder import read_posed_folder
 from reloc_vggt_ros.errors import DataError
-from reloc_vggt_ros.geometry import T_from_quat_t, camera_mount, pose_error, quat_xyzw_to_wxyz
+from reloc_vggt_ros.geometry import Distortion, T_from_quat_t, camera_mount, pose_error, quat_xyzw_to_wxyz
 
 SAMPLE = Path(__file__).parents[2] / "sample" / "fountain-P11-small"
+LENS = Distortion("plumb_bob", (-0.28, 0.09, 0.0008, -0.0005, -0.012))
 
 
 def _T(tr) -> np.ndarray:
@@ -59,6 +60,15 @@ def test_robot_bag_command_line(tmp_path, capsys):
     assert main(["bag", "from-images", str(SAMPLE), "--out", str(out), "--max-side", "160", "--robot", "--compressed",
                  "--mount", "0", "0", "1.5", "0", "--drift", "0", "0", "--tf-rate", "4"]) == 0
     assert {m.topic for m in read_bag(out)} == {COMPRESSED_TOPIC, INFO_TOPIC, GT_TOPIC, TF_TOPIC, TF_STATIC_TOPIC}
+    lens = tmp_path / "lens.mcap"
+    assert main(["bag", "from-images", str(SAMPLE), "--out", str(lens), "--max-side", "160", "--distortion",
+                 "equidistant", "0.05", "-0.01", "0.002", "0"]) == 0
+    ts = typestore()
+    info = ts.deserialize_cdr(next(m for m in read_bag(lens) if m.topic == INFO_TOPIC).raw, "sensor_msgs/msg/CameraInfo")
+    assert info.distortion_model == "equidistant" and info.d.tolist() == [0.05, -0.01, 0.002, 0.0]
+    assert main(["bag", "from-images", str(SAMPLE), "--out", str(tmp_path / "y.mcap"), "--distortion", "fisheye",
+                 "1"]) != 0
+    assert "--distortion: unknown distortion model 'fisheye'" in capsys.readouterr().err
     gt = ground_truth_from_bag(out)
     recs = read_posed_folder(SAMPLE, "query")
     for T, rec in zip((gt[s] for s in sorted(gt)), recs):
@@ -73,16 +83,17 @@ def test_robot_bag_command_line(tmp_path, capsys):
 @pytest.mark.slow
 def test_sim_time_replay_scores_the_base_pose(tmp_path):
     """End to end at 320 px: db of the sample's db split, a robot bag of its queries (/tf_static
-    mount, drifting /tf odometry, /clock from the player), `evaluate` with sim time, map->odom
-    mode: every query localized and the base pose as accurate as the camera's (the camera pose
-    scored as the base would be 1.25 m off)."""
+    mount, drifting /tf odometry, images through a plumb_bob lens with its CameraInfo, /clock from
+    the player), `evaluate` with sim time, map->odom mode: every query localized and the base
+    pose as accurate as the camera's (the camera pose scored as the base would be 1.25 m off)."""
     pytest.importorskip("rclpy")
     from reloc_vggt_ros.keyframes import build_keyframe_db
     from reloc_vggt_ros.ros.evaluate import evaluate
 
     db = tmp_path / "db.db"
     build_keyframe_db(SAMPLE, db, split="db", backend="geometric", max_side=320)
-    bag = write_bag_from_folder(SAMPLE, tmp_path / "robot.mcap", split="query", max_side=320, robot=RobotBag())
+    bag = write_bag_from_folder(SAMPLE, tmp_path / "robot.mcap", split="query", max_side=320, robot=RobotBag(),
+                                distortion=LENS)
     params = Path(__file__).parents[2] / "config" / "reloc_vggt.yaml"
     m = evaluate(db, bag, tmp_path / "eval", params, domain_id=98, sim_time=True, overrides={"odom_frame": "odom"})
     assert m["n_localized"] == m["n_queries"] == 4, m["node_diagnostics"]

@@ -113,3 +113,32 @@ def test_map_free_settings_are_validated() -> None:
     T = MapFreeConfig(reference_pose=(1.0, 2.0, 3.0, 0.0, 0.0, 1.0, 0.0)).reference_T()
     np.testing.assert_allclose(T[:3, 3], [1, 2, 3])
     np.testing.assert_allclose(T[:3, :3], np.diag([-1.0, -1.0, 1.0]), atol=1e-12)   # 180 deg about z
+
+
+def test_remembered_place_with_odometry_gives_metric_poses(scene) -> None:
+    """Track 2 in the node's policy: a place remembered without depth (0003 at its true pose), then
+    frames with odometry (their true poses in an odometry frame) are published at metric scale;
+    a frame without odometry is Track 1 again: no scale, not published."""
+    from reloc_vggt_ros.data import load_image, read_posed_folder
+    from reloc_vggt_ros.geometry import make_T, so3_exp
+
+    ref, _, _, _ = scene
+    recs = {r.name: r for r in read_posed_folder(SAMPLE)}
+    adapter = MapFreeLocalizerAdapter(make_mapfree_localizer("geometric"), window=3)
+    session = _session(adapter)
+    assert isinstance(session.localize(ref.image_bgr, ref.intrinsics, 1), Rejected)      # no reference yet
+    adapter.remember_place(ref.T_world_cam)
+    T_odom_world = make_T(so3_exp(np.array([0.1, 0.2, -0.3])), np.array([5.0, -2.0, 1.0]))
+    outs = []
+    for stamp, name in enumerate(("0004.jpg", "0005.jpg"), start=10):
+        rec = recs[name]
+        outs.append(session.localize(load_image(rec.path), rec.intrinsics, stamp,
+                                     T_odom_base=T_odom_world @ rec.T_world_cam))
+    assert isinstance(outs[0], Rejected) and "no source of metric scale" in outs[0].reason   # one frame: Track 1
+    out = outs[1]
+    assert isinstance(out, Published) and out.result.diagnostics["scale"] == "odometry", out
+    t_err, r_err = pose_error(out.T_map_cam, recs["0005.jpg"].T_world_cam)
+    assert t_err < 0.05 and r_err < 0.2, (t_err, r_err)                  # 3.6 m from the remembered place
+    rec = recs["0005.jpg"]
+    alone = session.localize(load_image(rec.path), rec.intrinsics, 20)  # no odometry: the sequence breaks
+    assert isinstance(alone, Rejected) and "no source of metric scale" in alone.reason

@@ -211,6 +211,27 @@ def test_base_pose_covariance_and_map_odom_through_the_extrinsic(db, scene):
     np.testing.assert_allclose(d3.T_map_base @ moved, T_map_cam, atol=1e-12)
 
 
+def test_a_base_prior_reaches_the_backend_as_the_camera_prior(db, scene):
+    """/initialpose is the base's pose; each query hands the backend the camera's, through that
+    query's extrinsic (so a prior may come before the camera is known)."""
+    _, img, intr, T_map_cam = scene
+    loc = ScriptedLocalizer([_ok(T_map_cam)] * 2)
+    session, _ = _session(db, loc)
+    T_map_base = T_map_cam @ invert_T(T_BASE_CAM)
+    cov = np.diag([0.25, 0.25, 0.01, 0.001, 0.001, 0.07])
+    session.set_prior(T_map_base, cov)
+    session.localize(img, intr, 1, T_base_cam=lambda: T_BASE_CAM)
+    prior = loc.priors[-1]
+    np.testing.assert_allclose(prior.T_world_cam, T_map_cam, atol=1e-9)
+    from reloc_vggt_ros.geometry import transform_pose_covariance
+    np.testing.assert_allclose(prior.covariance, transform_pose_covariance(cov, T_map_base, T_c_d=T_BASE_CAM))
+
+    def missing() -> np.ndarray:
+        raise LookupError("no TF base_link -> camera (the camera extrinsic) at the stamp")
+    d = session.localize(img, intr, 2, T_base_cam=missing)
+    assert isinstance(d, Rejected) and "no TF base_link -> camera" in d.reason and len(loc.priors) == 1
+
+
 def test_camera_pose_of_a_base_pose_in_another_frame():
     """/initialpose and keyframe_pose: base_link in odom -> camera in map, covariance carried."""
     from reloc_vggt_ros.geometry import perturb_pose, pose_covariance_jacobian, pose_delta
@@ -292,6 +313,51 @@ def test_live_mapping_acceptance_and_one_refresh_per_burst(tmp_path, scene):
     ro_session, _ = _session(db, ScriptedLocalizer())
     refused = ro_session.add_keyframe(img, intr, poses[8], 40)
     assert not refused.added and refused.reason.startswith("keyframe rejected by the database:") and "read-only" in refused.reason
+
+
+class BlockingRefreshLocalizer(ScriptedLocalizer):
+    """A backend that swaps its map in atomically, whose refresh waits for the test's signal."""
+
+    concurrent_refresh = True
+
+    def __init__(self, results: list[RelocResult]) -> None:
+        super().__init__(results)
+        import threading
+
+        self.release = threading.Event()
+        self.refreshing = threading.Event()
+
+    def refresh(self) -> None:
+        self.refreshing.set()
+        assert self.release.wait(30)
+        self.refreshes += 1
+
+
+def test_live_refresh_runs_off_the_frame_path(tmp_path, db, scene):
+    """A keyframe burst's re-index runs on a background thread: queries keep being answered
+    (from the map before it) while it runs; the next burst waits for it. With the refresh on the
+    frame path (as before), the second query would wait for the release and the test times out."""
+    import threading
+
+    _, img, intr, T = scene
+    loc = BlockingRefreshLocalizer([_ok(T) for _ in range(4)])
+    session = Session(SessionConfig(mapping=MappingConfig(enabled=True)), lambda store: loc)
+    session.open(db, readonly=False)
+    assert session.add_keyframe(img, intr, make_T(np.eye(3), np.array([50.0, 0.0, 0.0])), 7).added
+    answers: list[object] = []
+    worker = threading.Thread(target=lambda: answers.extend(session.localize(img, intr, k) for k in (8, 9)))
+    worker.start()
+    assert loc.refreshing.wait(10)                  # the first query started the refresh ...
+    worker.join(10)
+    assert not worker.is_alive() and [type(a) for a in answers] == [Published, Published]   # ... and both answered
+    assert session.refreshing and loc.refreshes == 0
+    assert session.add_keyframe(img, intr, make_T(np.eye(3), np.array([90.0, 0.0, 0.0])), 10).added
+    assert isinstance(session.localize(img, intr, 11), Published)    # one refresh at a time: no second one yet
+    loc.release.set()
+    assert session.wait_for_refresh(10) and loc.refreshes == 1 and not session.refreshing
+    assert isinstance(session.localize(img, intr, 12), Published)    # the pending burst starts the next
+    assert session.wait_for_refresh(10) and loc.refreshes == 2
+    session.close()
 
 
 def test_real_geometric_backend_through_the_session(tmp_path, scene):

@@ -17,7 +17,7 @@ def test_full_pass_shares_the_map_with_other_query_settings(realtime) -> None:
     assert full.config.query.top_k == 2 * realtime.config.query.top_k
     assert full_pass(realtime, CascadeSettings(enabled=False)) is None
     with pytest.raises(ConfigError, match="not a geometric preset"):
-        full_pass(realtime, CascadeSettings(full_preset="bogus"))
+        CascadeSettings(full_preset="bogus")
 
 
 def test_weak_cheap_answer_escalates_and_a_strong_one_does_not(stream, realtime) -> None:

@@ -22,8 +22,13 @@ def test_session_publishes_tracked_poses_and_a_prior_restarts_from_relocalizatio
     assert served[0] == "relocalization" and served[1:].count("tracking") >= 8
     f, _, _ = frames[9]
     assert np.allclose(decisions[-1].T_map_odom, decisions[-1].T_map_cam @ invert_T(f.T_odom_cam))
-    session.set_prior(frames[10][0].T_world_cam, np.eye(6) * 1e-2)
+    assert session.relocalize_next() == "the next frame is relocalized"
     f, img, intr = frames[10]
+    d = session.localize(img, intr, f.stamp_ns, f.T_odom_cam)
+    assert isinstance(d, Published) and d.result.diagnostics["served_by"] == "relocalization"
+    assert any("relocalized (d^2" in n for n in d.result.diagnostics["tracking_notes"])   # gated, not reset
+    session.set_prior(frames[11][0].T_world_cam, np.eye(6) * 1e-2)
+    f, img, intr = frames[11]
     d = session.localize(img, intr, f.stamp_ns, f.T_odom_cam)
     assert isinstance(d, Published) and d.result.diagnostics["served_by"] == "relocalization"
     assert pose_error(d.T_map_cam, f.T_world_cam)[0] < 2e-3
@@ -34,4 +39,5 @@ def test_tracking_off_is_the_plain_backend(temple_store) -> None:
     session = Session(SessionConfig(), lambda store: make_localizer("geometric", store, preset="realtime"))
     session.open(temple_store.path, readonly=True)
     assert not isinstance(session._localizer, TrackingLocalizer)
+    assert "tracking is off" in session.relocalize_next()
     session.close()

@@ -74,7 +74,8 @@ def test_a_single_wrong_fix_never_moves_the_published_pose(stream, realtime, con
     the track published instead; with ``confirm_fixes=1`` (no confirmation) it would be published."""
     frames = stream(40)
     wrong = stream(1, kidnap_at=0)[0][1]
-    cfg = dataclasses.replace(CONFIG, relocalize_every_s=0.5,
+    # relocalized in the frame itself (a background fix lands a nondeterministic number of frames later)
+    cfg = dataclasses.replace(CONFIG, relocalize_every_s=0.5, relocalize_in_background=False,
                               gate=GateSettings(confirm_fixes=confirm))
     rows = run(TrackingLocalizer(_Swapped(realtime, wrong, {1}), cfg), frames)   # 2nd relocalization: frame 15
     bad = [(f.stamp_ns, err) for f, res, err in rows if res.ok and err[0] > GATE_M]
@@ -133,3 +134,20 @@ def test_reference_timeout_makes_the_next_fix_count_as_is(stream, realtime) -> N
     res = loc.localize(img, intr, later, T_odom_cam=f.T_odom_cam)
     assert res.ok and res.diagnostics["served_by"] == "relocalization"
     assert any("no prediction" in n for n in res.diagnostics["tracking_notes"])
+
+
+def test_a_wrong_background_fix_is_held_back_while_tracking_goes_on(stream, realtime) -> None:
+    """The same wrong fix from the background relocalization: gated against the pose tracked for
+    its frame, held back; the frames meanwhile and after are tracked and right."""
+    frames = stream(30)
+    wrong = stream(1, kidnap_at=0)[0][1]
+    loc = TrackingLocalizer(_Swapped(realtime, wrong, {1}), dataclasses.replace(CONFIG, relocalize_every_s=0.3))
+    rows = []
+    for k, frame in enumerate(frames):
+        rows += run(loc, [frame])
+        if loc._future is not None and k < len(frames) - 1:
+            loc._future.result()         # every background fix is taken in by the next frame
+    notes = " ".join(n for _, res, _ in rows for n in res.diagnostics["tracking_notes"])
+    assert "background fix held back" in notes and "background fix adopted" in notes
+    assert all(res.ok and err[0] <= GATE_M for _, res, err in rows)
+    assert sum(res.diagnostics["served_by"] == "tracking" for _, res, _ in rows) >= 25

@@ -79,6 +79,9 @@ class TriangulationConfig:
     pair_consistency_factor: float = setting(2.5, "inconsistent pair: median Sampson > this x the map's (0 = off)")
     min_pair_matches: int = setting(30, "matches a pair needs to be judged consistent or not")
     reanchor: bool = setting(True, "re-anchor inconsistent neighbours instead of dropping them")
+    # Large maps: a keyframe 10 km away shares no point with this one, but without a limit it is
+    # still chosen when too few near ones look the same way (and its pair is matched for nothing).
+    max_neighbour_distance_m: float = setting(0.0, "never choose neighbours farther than this (m; 0 = no limit)")
 
     def __post_init__(self) -> None:
         if self.max_neighbours < 1:
@@ -95,6 +98,8 @@ class TriangulationConfig:
         if self.pair_consistency_factor != 0.0 and self.pair_consistency_factor <= 1.0:
             raise ConfigError("pair_consistency_factor must be 0 (off) or > 1, got "
                               f"{self.pair_consistency_factor}")
+        if not self.max_neighbour_distance_m >= 0.0:
+            raise ConfigError(f"max_neighbour_distance_m must be >= 0 (0 = no limit), got {self.max_neighbour_distance_m}")
         if self.min_pair_matches < 8:
             raise ConfigError(f"min_pair_matches must be >= 8, got {self.min_pair_matches}")
 
@@ -107,12 +112,30 @@ class MapSettings:
     triangulation: TriangulationConfig = setting(factory=TriangulationConfig, doc="keyframe points")
     vocabulary_words: int = setting(64, "VLAD visual words (k-means over the map's descriptors)")
     max_points_per_keyframe: int = setting(0, "match only the N points seen in most views (0 = all)")
+    # Large maps (none of these changes a stored blob: no re-index when they change)
+    vocabulary_growth: float = setting(2.0, "retrain the vocabulary (and every VLAD) once the map has this many "
+                                            "times the keyframes it was trained on (0 = never)")
+    cache_mb: float = setting(512.0, "keyframe features and points held for queries (MB; least recently "
+                                     "used dropped, reloaded from the database on demand)")
+    memory_budget_mb: float = setting(2048.0, "memory the map may hold: the cache plus what stays loaded "
+                                              "(global index, poses, graph); a larger map is refused at open")
+    exact_index_max: int = setting(2000, "maps up to this many keyframes search VLAD exactly; larger ones "
+                                         "through PCA + HNSW (faiss)")
+    index_dim: int = setting(256, "PCA dimensions of the approximate VLAD index")
 
     def __post_init__(self) -> None:
         if self.vocabulary_words < 1:
             raise ConfigError(f"vocabulary_words must be >= 1, got {self.vocabulary_words}")
         if self.max_points_per_keyframe < 0:
             raise ConfigError(f"max_points_per_keyframe must be >= 0, got {self.max_points_per_keyframe}")
+        if self.vocabulary_growth != 0.0 and self.vocabulary_growth <= 1.0:
+            raise ConfigError(f"vocabulary_growth must be 0 (never) or > 1, got {self.vocabulary_growth}")
+        if not 0.0 < self.cache_mb <= self.memory_budget_mb:
+            raise ConfigError(f"cache_mb must be > 0 and <= memory_budget_mb ({self.memory_budget_mb}), "
+                              f"got {self.cache_mb}")
+        if self.exact_index_max < 1 or self.index_dim < 8:
+            raise ConfigError(f"exact_index_max must be >= 1 and index_dim >= 8, got {self.exact_index_max}, "
+                              f"{self.index_dim}")
 
 
 @dataclass(frozen=True)

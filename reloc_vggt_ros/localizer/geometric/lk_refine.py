@@ -55,6 +55,7 @@ class KeyframeImages:
         self._nbytes = 0
         self._failed: set[int] = set()
         self._lock = threading.Lock()
+        self.evictions = 0
 
     def __len__(self) -> int:
         return len(self._images)
@@ -85,13 +86,17 @@ class KeyframeImages:
                 self._nbytes += img.nbytes
             while self._nbytes > self.capacity_bytes and len(self._images) > 1:
                 self._nbytes -= self._images.popitem(last=False)[1].nbytes
+                self.evictions += 1
         return img
 
     def warm(self, kf_ids: list[int]) -> int:
-        """Decode ahead, in order, until the cache is full, so that no query pays a first-use
-        decode (5.6 ms per 1536x1024 JPEG); returns how many images are held."""
+        """Decode ahead, in order, until the next image would not fit, so that no query pays a
+        first-use decode (5.6 ms per 1536x1024 JPEG); returns how many images are held. (It
+        stops at the first eviction: a capacity that is no multiple of the image size must not
+        decode every keyframe of the map, each pushing out the one before.)"""
+        before = self.evictions
         for kf_id in kf_ids:
-            if self._nbytes >= self.capacity_bytes:
+            if self._nbytes >= self.capacity_bytes or self.evictions > before:
                 break
             self.get(kf_id)
         return len(self._images)

@@ -96,6 +96,7 @@ class GeometricLocalizer:
     """Localizer protocol over a KeyframeStore; indexes missing blobs on construction/refresh."""
 
     name = "geometric"
+    concurrent_refresh = True      # refresh() may run beside localize(): the map is swapped in as one snapshot
 
     def __init__(self, store: "KeyframeStore", config: GeometricConfig | None = None) -> None:
         self.store = store
@@ -108,12 +109,20 @@ class GeometricLocalizer:
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="geometric-match") if threads > 1 else None
         self._state = _Snapshot.of(index_store(store, self.config.map))
         self._kf_images = KeyframeImages(store, int(self.config.lk.cache_mb * 2**20))
-        self._warm_images()
+        self._warm()
 
-    def _warm_images(self) -> None:
-        """Keyframe images for LK decoded at start-up / refresh, not inside the first queries."""
-        if self.config.lk.enabled:
-            self._kf_images.warm([int(i) for i in self._state.retriever.ids])
+    def _warm(self) -> None:
+        """A map that fits its caches is loaded at start-up / refresh, not inside the first
+        queries (keyframe data: damage found and, writable, repaired now; LK images decoded);
+        a larger one loads what the queries retrieve."""
+        gmap = self._state.map
+        if gmap.cache is not None and gmap.footprint_bytes <= gmap.cache.capacity_bytes:
+            for kf_id in gmap.entries:
+                gmap.entries[kf_id]
+        if self.config.lk.enabled and len(gmap.entries):
+            pixels = sum(gmap.entries.intrinsics(i).width * gmap.entries.intrinsics(i).height for i in gmap.entries)
+            if pixels <= self._kf_images.capacity_bytes:
+                self._kf_images.warm([int(i) for i in self._state.retriever.ids])
 
     @property
     def _map(self) -> GeometricMap:
@@ -140,10 +149,9 @@ class GeometricLocalizer:
             if self.store.revision != self._state.map.revision:
                 old = self._state.map
                 self._state = _Snapshot.of(index_store(self.store, self.config.map, previous=old))
-                # unchanged keyframes keep their Features object (index_store reuses it)
-                self._kf_images.forget({i for i, e in self._state.map.entries.items()
-                                        if i in old.entries and old.entries[i].features is e.features})
-                self._warm_images()
+                # keyframe images never change (ids are never reused): drop only removed keyframes'
+                self._kf_images.forget({int(i) for i in self._state.map.entries})
+                self._warm()
 
     def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
                  prior: PosePrior | None = None) -> RelocResult:
@@ -375,13 +383,8 @@ class _Snapshot:
 
     @classmethod
     def of(cls, gmap: GeometricMap) -> "_Snapshot":
-        ids = gmap.ids()
-        if len(ids) == 0:
-            return cls(gmap, VLADRetriever(ids, np.zeros((0, 4, 4)), np.zeros((0, 0), np.float32), gmap.vocabulary),
-                       0.0)
-        poses = np.stack([gmap.entries[i].T_local_cam for i in ids])
-        return cls(gmap, VLADRetriever(ids, poses, np.stack([gmap.entries[i].vlad for i in ids]), gmap.vocabulary),
-                   keyframe_spacing(poses[:, :3, 3]))
+        spacing = keyframe_spacing(gmap.poses_local[:, :3, 3]) if len(gmap.entries) else 0.0
+        return cls(gmap, gmap.retriever(), spacing)
 
 
 def _check_input(image: np.ndarray, intr: Intrinsics) -> str:

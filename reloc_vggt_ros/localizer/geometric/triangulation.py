@@ -46,13 +46,16 @@ class View:
 def select_neighbours(index: int, T_world_cams: np.ndarray, config: TriangulationConfig) -> list[int]:
     """Positions of up to ``max_neighbours`` keyframes nearest to ``index`` that look the same way.
 
-    ``T_world_cams`` [N,4,4]. Keyframes at the very same centre add no baseline and are skipped.
+    ``T_world_cams`` [N,4,4]. Keyframes at the very same centre add no baseline and are skipped,
+    and so are those beyond ``max_neighbour_distance_m`` (when set).
     """
     centres = T_world_cams[:, :3, 3]
     axes = T_world_cams[:, :3, 2]
     dist = np.linalg.norm(centres - centres[index], axis=1)
     cos_axis = axes @ axes[index]
     ok = (cos_axis >= np.cos(np.radians(config.max_view_angle_deg))) & (dist > 1e-9)
+    if config.max_neighbour_distance_m > 0:
+        ok &= dist <= config.max_neighbour_distance_m
     ok[index] = False
     cand = np.flatnonzero(ok)
     return [int(c) for c in cand[np.argsort(dist[cand], kind="stable")][: config.max_neighbours]]

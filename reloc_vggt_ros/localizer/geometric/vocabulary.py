@@ -1,7 +1,10 @@
 """Weights-free global image descriptor: VLAD over local descriptors, vocabulary from the map.
 
 The visual words are a faiss k-means over the database's own (Root)SIFT descriptors, so the
-descriptor adapts to the scene with no training data. VLAD with intra-normalisation and signed
+descriptor adapts to the scene with no training data. Training never holds the whole map:
+:func:`keyframe_sample` keeps a bounded random share of each keyframe's descriptors as the map is
+streamed (at most ``4 * MAX_TRAINING_DESCRIPTORS`` rows in all, ~200 MB), and k-means sees
+``MAX_TRAINING_DESCRIPTORS`` of them; a map small enough to fit is sampled exactly as before. VLAD with intra-normalisation and signed
 square root (Arandjelovic & Zisserman, "All about VLAD", CVPR 2013); cosine similarity compares.
 """
 
@@ -12,11 +15,22 @@ import logging
 import faiss
 import numpy as np
 
-__all__ = ["train_vocabulary", "vlad", "MAX_TRAINING_DESCRIPTORS"]
+__all__ = ["train_vocabulary", "keyframe_sample", "vlad", "MAX_TRAINING_DESCRIPTORS"]
 
 logger = logging.getLogger(__name__)
 
 MAX_TRAINING_DESCRIPTORS = 100_000
+
+
+def keyframe_sample(descriptors: np.ndarray, n_keyframes: int, seed: int) -> np.ndarray:
+    """At most ``ceil(4 * MAX_TRAINING_DESCRIPTORS / n_keyframes)`` random rows of one keyframe's
+    descriptors (all of them when it has fewer), so the training set of a map of any size is
+    bounded while every keyframe is represented (rows kept in their order)."""
+    cap = -(-4 * MAX_TRAINING_DESCRIPTORS // max(int(n_keyframes), 1))
+    if len(descriptors) <= cap:
+        return descriptors
+    rows = np.sort(np.random.default_rng(seed).choice(len(descriptors), cap, replace=False))
+    return descriptors[rows]
 
 
 def train_vocabulary(descriptors: list[np.ndarray], n_words: int, seed: int = 0) -> np.ndarray:

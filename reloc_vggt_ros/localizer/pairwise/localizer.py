@@ -42,10 +42,7 @@ __all__ = ["PairwiseLocalizer"]
 
 
 def _retriever(gmap: GeometricMap) -> VLADRetriever:
-    ids = gmap.ids()
-    poses = np.stack([gmap.entries[i].T_local_cam for i in ids]) if len(ids) else np.zeros((0, 4, 4))
-    vlads = np.stack([gmap.entries[i].vlad for i in ids]) if len(ids) else np.zeros((0, 0), np.float32)
-    return VLADRetriever(ids, poses, vlads, gmap.vocabulary)
+    return gmap.retriever()
 
 
 class PairwiseLocalizer:

@@ -26,15 +26,11 @@ def full_pass(cheap: Localizer, settings: CascadeSettings) -> Localizer | None:
     without presets over a shared map)."""
     if not settings.enabled:
         return None
-    from ..geometric import PRESETS, GeometricLocalizer
     from ...config import from_mapping, to_mapping
-    from ...errors import ConfigError
+    from ..geometric import PRESETS, GeometricLocalizer
 
     if not isinstance(cheap, GeometricLocalizer):
         return None
-    if settings.full_preset not in PRESETS:
-        raise ConfigError(f"tracking.cascade.full_preset {settings.full_preset!r} is not a geometric preset; "
-                          f"choose from {sorted(PRESETS)}")
     base = PRESETS[settings.full_preset]
     top_k = settings.full_top_k or 2 * cheap.config.query.top_k
     query = {**to_mapping(base.query), "top_k": top_k}

@@ -1,6 +1,6 @@
 """Settings of camera-rate tracking: the tracker, the motion prior, the gate and the cascade.
 
-A leaf module (only ``config`` and ``errors``). The node reads them as its ``tracking.*``
+A leaf module (only ``config``, ``errors``, the gate's probabilities and the geometric presets' names). The node reads them as its ``tracking.*``
 parameters (``session.SessionConfig.tracking``); everything is off unless ``tracking.enabled``.
 """
 
@@ -11,6 +11,7 @@ from dataclasses import dataclass
 from ...config import setting
 from ...errors import ConfigError
 from ...geometry.gating import GATE_PROBABILITIES
+from ..geometric.config import PRESETS as GEOMETRIC_PRESETS
 
 __all__ = ["CascadeSettings", "GateSettings", "MotionSettings", "TrackerSettings", "TrackingConfig"]
 
@@ -48,8 +49,9 @@ class CascadeSettings:
 
     def __post_init__(self) -> None:
         _non_negative(self, "tracking.cascade", "full_top_k", "weak_below_inliers", "budget_ms")
-        if not self.full_preset.strip():
-            raise ConfigError("tracking.cascade.full_preset must name a geometric preset")
+        if self.full_preset not in GEOMETRIC_PRESETS:
+            raise ConfigError(f"tracking.cascade.full_preset {self.full_preset!r} is not a geometric preset; "
+                              f"choose from {sorted(GEOMETRIC_PRESETS)}")
 
 
 @dataclass(frozen=True)

@@ -94,6 +94,11 @@ class TrackingLocalizer:
         self._chain: list[Reference] = []
         self._background: _Background | None = None     # its result is for this state only
 
+    def relocalize_next(self) -> None:
+        """Drop the track: the next frame is relocalized (and still gated against the prediction)."""
+        with self._lock:
+            self._track = None
+
     def refresh(self) -> None:
         self.relocalizer.refresh()
 
