@@ -96,7 +96,8 @@ def summarize(rows: list[dict[str, Any]], prefix: str = "") -> dict[str, Any]:
     R = np.array([r[prefix + "r_err"] for r in est])
     v = np.array([r[prefix + "vcre_px"] for r in est])
     return {
-        "frames": n, "estimates": len(est), "ok": sum(r["status"] == "ok" for r in rows),
+        "frames": n, "estimates": len(est),
+        "ok": None if prefix else sum(r["status"] == "ok" for r in rows),     # the two-view pose is never OK
         **{f"auc@{k:g}": float(a) for k, a in auc.items()},
         "precision_vcre": float(np.sum(v < VCRE_THRESHOLD_PX) / n),
         "precision_pose": float(np.sum((t < T_THRESHOLD_M) & (R < R_THRESHOLD_DEG)) / n),
@@ -138,7 +139,7 @@ def tables(t1: list[dict[str, Any]], t2: list[dict[str, Any]]) -> dict[str, Any]
 
 def format_table(tabs: dict[str, Any]) -> str:
     def cell(v: Any, fmt: str) -> str:
-        return "-" if v is None else format(v, fmt)
+        return f"{'-':>{fmt.strip('<>^').split('.')[0] or 1}}" if v is None else format(v, fmt)
 
     head = (f"{'set':<24} {'rows':<9} {'frames':>6} {'OK':>4} {'AUC@5':>6} {'AUC@10':>6} {'AUC@20':>6} "
             f"{'VCRE<90':>7} {'25cm,5°':>7} {'med t':>8} {'med R°':>7} {'wall s':>6} {'CPU s':>6}")
@@ -147,7 +148,7 @@ def format_table(tabs: dict[str, Any]) -> str:
         for part, m in parts.items():
             if not m.get("frames"):
                 continue
-            lines.append(f"{label:<24} {part:<9} {m['frames']:>6} {m['ok']:>4} {m['auc@5']:>6.3f} {m['auc@10']:>6.3f} "
+            lines.append(f"{label:<24} {part:<9} {m['frames']:>6} {cell(m['ok'], '>4')} {m['auc@5']:>6.3f} {m['auc@10']:>6.3f} "
                          f"{m['auc@20']:>6.3f} {m['precision_vcre']:>7.3f} {m['precision_pose']:>7.3f} "
                          f"{cell(m['median_t_err'], '8.4f')} {cell(m['median_r_err_deg'], '7.3f')} "
                          f"{m['median_latency_s']:>6.2f} {m['median_cpu_s']:>6.2f}")
