@@ -36,6 +36,12 @@ def model(golden: dict[str, torch.Tensor]) -> VGGT:
     return m
 
 
+def _matches_golden(ours: torch.Tensor, ref: torch.Tensor) -> bool:
+    """Within the golden data's strict bound (5e-6 normalised): bit-equality with a file made on
+    another CPU would test the kernels' summation order, not the model."""
+    return ((ours - ref).abs().max() / ref.abs().max()).item() <= 5e-6
+
+
 @pytest.fixture(autouse=True)
 def _no_grad_one_thread():
     threads = torch.get_num_threads()
@@ -53,7 +59,7 @@ def test_layer_loop_equals_forward(model: VGGT, golden: dict[str, torch.Tensor])
     for i in range(agg.depth):
         frame_out, tokens = agg.run_layer(i, tokens, pos)
         assert torch.equal(torch.cat([frame_out, tokens], -1), ref[i])
-    assert torch.equal(ref[23], golden["s3.out.agg.23"])
+    assert _matches_golden(ref[23], golden["s3.out.agg.23"])
 
 
 def test_global_attn_fn_sees_frame_major_qkv(model: VGGT, golden: dict[str, torch.Tensor]) -> None:
@@ -67,7 +73,7 @@ def test_global_attn_fn_sees_frame_major_qkv(model: VGGT, golden: dict[str, torc
     out, _ = model.aggregator(images, global_attn_fn=dense)
     assert [c[0] for c in calls] == list(range(24))
     assert all(c[1:] == ((2, 2, 2 * 26, 16), 2, 26) for c in calls)
-    assert all(torch.equal(o, golden[f"b2s2.out.agg.{i}"]) for i, o in enumerate(out))
+    assert all(_matches_golden(o, golden[f"b2s2.out.agg.{i}"]) for i, o in enumerate(out))
 
 
 def test_block_diagonal_global_mask_decouples_frames_and_frames_arg_picks_slots(
@@ -97,7 +103,7 @@ def test_camera_tokens_replace_the_learned_camera_token(model: VGGT,
     learned = torch.cat([agg.camera_token[:, :1], agg.camera_token[:, 1:].expand(1, 2, 1, 32)],
                         dim=1)
     same, _ = agg(images, camera_tokens=learned)
-    assert torch.equal(same[23], golden["s3.out.agg.23"])
+    assert _matches_golden(same[23], golden["s3.out.agg.23"])
     other = learned.clone()
     # change only the last frame's (query) token; not by a constant, which LayerNorm removes
     other[:, 2] += torch.randn(32, generator=torch.Generator().manual_seed(0))
