@@ -20,11 +20,11 @@ import cv2
 import numpy as np
 
 from ..data import read_posed_folder
-from ..localizer.geometric.config import FeatureConfig, TriangulationConfig
+from ..localizer.geometric.config import FeatureConfig
 from ..localizer.geometric.features import extract_features
-from ..localizer.geometric.triangulation import View, triangulate_keyframe
+from ..localizer.geometric.triangulation import View
 from .dataset import read_dataset, read_info
-from .reference import render_depth
+from .reference import depth_from_views
 
 __all__ = ["TRIANGULATED_SUFFIX", "write_triangulated_depth"]
 
@@ -43,7 +43,7 @@ def write_triangulated_depth(dataset: Path | str, sources: dict[str, Path], suff
     (``mapfree.json``'s ``source``) is in ``sources``; returns {scene: depth pixels written}
     (0: no view left to triangulate with, no file written)."""
     info = read_info(dataset).get("scenes", {})
-    feat_cfg, tri_cfg = features or FeatureConfig(), TriangulationConfig()
+    feat_cfg = features or FeatureConfig()
     folders: dict[str, list] = {}
     views: dict[Path, View] = {}                 # each source image described once
     written: dict[str, int] = {}
@@ -67,10 +67,7 @@ def write_triangulated_depth(dataset: Path | str, sources: dict[str, Path], suff
                                        rec.T_world_cam)
             return views[rec.path]
 
-        ref = view(ref_rec)
-        with np.errstate(divide="ignore", invalid="ignore"):
-            points, _ = triangulate_keyframe(ref, [view(r) for r in others], tri_cfg)
-        metres = render_depth(points[np.all(np.isfinite(points), axis=1)], ref_rec.intrinsics, ref_rec.T_world_cam)
+        metres = depth_from_views(view(ref_rec), [view(r) for r in others])
         depth = np.where(metres > 0, np.clip(np.round(metres * 1000.0), 1, 65535), 0).astype(np.uint16)
         written[scene.name] = int(np.count_nonzero(depth))
         if written[scene.name]:

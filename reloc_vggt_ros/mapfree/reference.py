@@ -18,6 +18,7 @@ from __future__ import annotations
 
 from collections.abc import Sequence
 from pathlib import Path
+from typing import TYPE_CHECKING
 
 import cv2
 import numpy as np
@@ -27,7 +28,10 @@ from ..errors import DataError
 from ..geometry import Intrinsics, apply_T, invert_T, is_valid_T
 from .base import Reference
 
-__all__ = ["check_reference", "read_depth", "load_reference", "pixel_rays", "render_depth",
+if TYPE_CHECKING:
+    from ..localizer.geometric.triangulation import View
+
+__all__ = ["check_reference", "read_depth", "load_reference", "pixel_rays", "render_depth", "depth_from_views",
            "triangulated_depth"]
 
 
@@ -125,15 +129,25 @@ def triangulated_depth(image_bgr: np.ndarray, intrinsics: Intrinsics, T_world_ca
     """Sparse depth of a posed view from posed neighbour views ``(image, intrinsics, T_world_cam)``:
     its SIFT keypoints triangulated under the known poses (default map settings), rendered by
     :func:`render_depth`. DataError if no point survives."""
-    from ..localizer.geometric.config import FeatureConfig, TriangulationConfig
+    from ..localizer.geometric.config import FeatureConfig
     from ..localizer.geometric.features import extract_features
-    from ..localizer.geometric.triangulation import View, triangulate_keyframe
+    from ..localizer.geometric.triangulation import View
 
     features = FeatureConfig()
     ref = View(extract_features(image_bgr, features), intrinsics, np.asarray(T_world_cam, float))
     others = [View(extract_features(img, features), intr, np.asarray(T, float)) for img, intr, T in neighbours]
-    points, _ = triangulate_keyframe(ref, others, TriangulationConfig())
-    depth = render_depth(points[np.all(np.isfinite(points), axis=1)], intrinsics, T_world_cam)
+    depth = depth_from_views(ref, others)
     if not np.any(depth > 0):
         raise DataError("no point of the view triangulates with its neighbours: no depth")
     return depth
+
+
+def depth_from_views(ref: View, others: Sequence[View]) -> np.ndarray:
+    """Depth (metres, 0 = none) of ``ref``: its keypoints triangulated with ``others`` under the
+    known poses (default triangulation settings), rendered at their pixels (:func:`render_depth`)."""
+    from ..localizer.geometric.config import TriangulationConfig
+    from ..localizer.geometric.triangulation import triangulate_keyframe
+
+    with np.errstate(divide="ignore", invalid="ignore"):
+        points, _ = triangulate_keyframe(ref, list(others), TriangulationConfig())
+    return render_depth(points[np.all(np.isfinite(points), axis=1)], ref.intrinsics, ref.T_world_cam)
