@@ -49,6 +49,7 @@ from ..config import setting
 from ..errors import ConfigError
 from ..geometry import Intrinsics, apply_T, invert_T, make_T, pose_error, umeyama_ransac
 from ..localizer.base import RelocResult, RelocStatus
+from ..localizer.geometric.relative_pose import UNBOUNDED_VARIANCE_M2
 from .base import SCALE_UNKNOWN, QueryFrame, Reference
 from .reference import check_reference, pixel_rays
 
@@ -57,7 +58,7 @@ __all__ = ["PointMapConfig", "PointMapLocalizer", "RelocVGGTK1Config", "RelocVGG
 
 logger = logging.getLogger(__name__)
 
-UNKNOWN_SCALE_VAR_M2 = 1e6          # variance along the baseline when no scale is known (1 km sigma)
+UNKNOWN_SCALE_VAR_M2 = UNBOUNDED_VARIANCE_M2   # variance along the baseline when no scale is known (the two-view stage's)
 NO_SCALE = "no source of metric scale (the reference has no depth): translation direction only, unit length"
 
 
