@@ -20,7 +20,7 @@ from ..session.input_checks import check_image_size, compressed_header
 __all__ = [
     "SUPPORTED_ENCODINGS", "decode_raw_image", "image_to_bgr", "compressed_to_bgr", "bgr_to_image",
     "camera_info_to_intrinsics", "intrinsics_to_camera_info", "stamp_to_ns", "ns_to_stamp",
-    "pose_to_T", "pose_in_frame_to_T", "T_to_pose", "pose_with_covariance", "transform_stamped", "transform_to_T",
+    "pose_to_T", "T_to_pose", "pose_with_covariance", "transform_stamped", "transform_to_T",
 ]
 
 SUPPORTED_ENCODINGS = ("rgb8", "bgr8", "mono8")
@@ -181,13 +181,6 @@ def pose_to_T(pose: Any) -> np.ndarray:
     if abs(n - 1.0) > 1e-2:
         raise DataError(f"pose quaternion is not unit length (norm {n:.4f})")
     return T_from_quat_t(q_wxyz, [p.x, p.y, p.z])
-
-
-def pose_in_frame_to_T(pose: Any, frame_id: str, expected_frame: str, what: str) -> np.ndarray:
-    """:func:`pose_to_T` of a pose stamped in ``frame_id``; DataError unless that is ``expected_frame``."""
-    if frame_id.lstrip("/") != expected_frame:
-        raise DataError(f"{what} frame {frame_id!r} is not {expected_frame!r}")
-    return pose_to_T(pose)
 
 
 def T_to_pose(T: np.ndarray, pose: Any) -> Any:
