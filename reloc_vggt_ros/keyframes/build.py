@@ -10,9 +10,11 @@ when that module exists; the store itself never depends on a backend.
 
 from __future__ import annotations
 
+import dataclasses
 import logging
 import sqlite3
 import zlib
+from collections.abc import Sequence
 from pathlib import Path
 
 import cv2
@@ -83,11 +85,14 @@ def index_with_backend(store: KeyframeStore, backend: str) -> None:
     index_database(store, backend)
 
 
-def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None = "db",
+def build_keyframe_db(images: Path | str | Sequence[Path | str], db_path: Path | str, split: str | None = "db",
                       overwrite: bool = False, max_side: int | None = None,
                       backend: str | None = None, thumbnails: bool = True,
                       creator: str = "reloc-vggt db build") -> Path:
     """Write the ``split`` images of a posed folder (None = all) into a new database at ``db_path``.
+
+    ``images`` may be several posed folders (the cameras of a rig, each with its own intrinsics
+    and lens): their keyframes go into one map, named ``<folder>/<image>``.
 
     Refuses to replace an existing file unless ``overwrite``. ``thumbnails`` stores the
     weights-free retrieval descriptor of every keyframe (``localizer.retrieval.ThumbnailRetriever``
@@ -95,21 +100,30 @@ def build_keyframe_db(images: Path | str, db_path: Path | str, split: str | None
     ``backend`` (e.g. "geometric") additionally indexes the database through the localizer
     registry if it exists. Returns ``db_path``.
     """
-    folder, db_path = _scene_folder(Path(images)), Path(db_path)
+    folders = [_scene_folder(Path(f)) for f in ([images] if isinstance(images, (str, Path)) else images)]
+    if not folders:
+        raise DataError("no posed-image folder given")
+    if len({f.name for f in folders}) != len(folders):
+        raise DataError(f"the folders of a rig build need distinct names (they prefix the keyframe names): "
+                        f"{[str(f) for f in folders]}")
+    folder, db_path = folders[0], Path(db_path)
     if db_path.exists() and not overwrite:
         raise KeyframeDBError(f"{db_path} exists; pass overwrite=True (--overwrite) to replace it")
     if max_side is not None and max_side < 16:
         raise KeyframeDBError(f"max_side must be >= 16 px, got {max_side}")
-    logger.info("building %s from %s (split=%s, max_side=%s, thumbnails=%s, backend=%s)", db_path, folder,
-                split, max_side, thumbnails, backend)
-    records = read_posed_folder(folder, split)
-    if not records:
-        raise DataError(f"{folder}: no images in split {split!r}")
+    logger.info("building %s from %s (split=%s, max_side=%s, thumbnails=%s, backend=%s)", db_path,
+                ", ".join(map(str, folders)), split, max_side, thumbnails, backend)
+    records = []
+    for f in folders:
+        recs = read_posed_folder(f, split)
+        if not recs:
+            raise DataError(f"{f}: no images in split {split!r}")
+        records += [dataclasses.replace(r, name=f"{f.name}/{r.name}") for r in recs] if len(folders) > 1 else recs
     db_path.parent.mkdir(parents=True, exist_ok=True)
     tmp = temp_beside(db_path, "building")
     try:
         with KeyframeStore.create(tmp, units="m", creator=creator) as store:
-            store.set_metadata("source", str(folder.resolve()))
+            store.set_metadata("source", ";".join(str(f.resolve()) for f in folders))
             store.set_metadata("split", split or "all")
             store.set_metadata("max_side", str(max_side or ""))
             for i in range(0, len(records), _BATCH):  # bounded memory: a batch of images at a time

@@ -19,7 +19,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     sub = db.add_subparsers(dest="db_command", required=True)
 
     build = sub.add_parser("build", help="build a keyframe database from a posed-image folder")
-    build.add_argument("--images", required=True, help="posed-image folder (with poses.txt) or its images/")
+    build.add_argument("--images", required=True, action="append",
+                       help="posed-image folder (with poses.txt) or its images/; repeat it for the cameras of a "
+                       "rig (one folder per camera, each with its own intrinsics and lens)")
     build.add_argument("--split", default="db", choices=("db", "query", "all"),
                        help="which images of split.txt become keyframes (default: db)")
     build.add_argument("--out", required=True, help="database file to write (.db)")

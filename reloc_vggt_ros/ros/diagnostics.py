@@ -47,6 +47,7 @@ class NodeStats:
     frames_tracked: int = 0              # published poses that came from tracking
     reference: str = ""           # mode map_free: the current reference ("" = none)
     map_free: bool = False
+    cameras: dict[str, str] = field(default_factory=dict)   # rig.cameras: each camera's last outcome
     _arrivals: deque = field(default_factory=deque, repr=False)
     _latencies_ms: deque = field(default_factory=deque, repr=False)
     _lock: threading.Lock = field(default_factory=threading.Lock, repr=False)
@@ -113,6 +114,7 @@ class NodeStats:
                 "last_keyframe_reason", "tracking_state", "served_by", "frames_tracked")}
             if self.map_free:
                 values["reference"] = self.reference or "none"
+            values.update({f"camera {c}": v for c, v in self.cameras.items()})
         values.update(input_rate_hz=self.input_rate_hz(), latency_ms_p50=p50, latency_ms_p95=p95)
         return values
 

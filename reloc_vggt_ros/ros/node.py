@@ -12,7 +12,9 @@ Callbacks only pair messages by stamp and hand them to the worker (newest query 
 inference never blocks a subscription. Frames follow REP-105 like nav2 AMCL: poses in and out
 are of ``base_frame`` (the camera with ``base_frame: ''``), converted through TF; every stamp the
 node makes is on its ROS clock (``use_sim_time`` honoured), and a backwards time jump (a bag
-loop) resets TF, prior and map->odom. Interface and conventions: docs/ros.md.
+loop) resets TF, prior and map->odom. With ``rig.cameras`` each camera has its own image +
+camera_info pair; frames are grouped by stamp (``rig_sync``) and each group is one rig query of the
+base pose. Interface and conventions: docs/ros.md.
 """
 
 from __future__ import annotations
@@ -47,6 +49,7 @@ from ..keyframes import KeyframeStore
 from ..keyframes.sync import FleetSync
 from ..localizer import registry
 from ..localizer.base import Localizer
+from ..localizer.geometric.rig import RigCamera, RigFrame
 from ..mapfree.registry import make_mapfree_localizer, weights_options
 from ..session import KeyframeOutcome, Published, Rejected, Session, camera_pose, check_stamp
 from ..session.map_free import MapFreeLocalizerAdapter
@@ -55,6 +58,7 @@ from .convert import (camera_info_to_intrinsics, compressed_to_bgr, image_to_bgr
 from .diagnostics import NodeStats, to_diagnostic_array
 from .params import NodeConfig, declare_backend, check_overrides, declare_params, read_backend_config, read_params
 from .qos import DIAGNOSTICS_QOS, INITIALPOSE_QOS, KEYFRAME_POSE_QOS, POSE_QOS, sensor_qos
+from .rig_sync import RigInputs, RigSet
 from .sync import StampMatcher
 from .tf import TfPublisher, make_tf_lookup
 from .worker import Worker
@@ -73,6 +77,17 @@ class _Frame:
     info: Any
     received_s: float
     epoch: int = 0          # ROS-time epoch (bumped by a backwards jump): older frames are stale
+
+
+@dataclass(frozen=True)
+class _RigQuery:
+    """The stamp-grouped frames of a camera rig (``rig.cameras``), handed to the worker as one query."""
+
+    stamp_ns: int
+    frames: dict[str, _Frame]
+    missing: list[str]
+    received_s: float
+    epoch: int = 0
 
 
 class RelocNode(LifecycleNode):
@@ -96,6 +111,7 @@ class RelocNode(LifecycleNode):
         self._time_epoch = 0
         self._jump_handle: Any = None
         self._map_free: MapFreeLocalizerAdapter | None = None    # mode map_free: the reference holder
+        self._rig: RigInputs | None = None                       # rig.cameras: per camera pairing + grouping
         self._last_T_map_cam: np.ndarray | None = None           # the last published pose
         self._active = False
         self._last_warned = ""
@@ -212,12 +228,22 @@ class RelocNode(LifecycleNode):
         self._kf_sync: StampMatcher = StampMatcher(int(cfg.sync_slop_s * 1e9), depth=max(cfg.qos_depth, 10))
         qos, ev = sensor_qos(cfg.qos_depth), self._sub_events()
         image_type, image_topic = (CompressedImage, "image/compressed") if cfg.use_compressed else (Image, "image")
-        self._subs = [
-            self.create_subscription(image_type, image_topic, self.image_callback, qos, event_callbacks=ev),
-            self.create_subscription(CameraInfo, "camera_info", self.camera_info_callback, qos, event_callbacks=ev),
-            self.create_subscription(PoseWithCovarianceStamped, "initialpose", self.initialpose_callback,
-                                     INITIALPOSE_QOS, event_callbacks=ev),
-        ]
+        self._subs = [self.create_subscription(PoseWithCovarianceStamped, "initialpose", self.initialpose_callback,
+                                               INITIALPOSE_QOS, event_callbacks=ev)]
+        if cfg.rig.cameras:
+            self._rig = RigInputs(cfg.rig, int(cfg.sync_slop_s * 1e9), depth=max(cfg.qos_depth, 10))
+            self.stats.cameras = {c: "no image received yet" for c in cfg.rig.cameras}
+            for cam in cfg.rig.cameras:
+                self._subs += [
+                    self.create_subscription(image_type, f"{cam}/{image_topic}",
+                                             lambda msg, c=cam: self.rig_image_callback(c, msg), qos, event_callbacks=ev),
+                    self.create_subscription(CameraInfo, f"{cam}/camera_info",
+                                             lambda msg, c=cam: self.rig_info_callback(c, msg), qos, event_callbacks=ev)]
+        else:
+            self._rig = None
+            self._subs += [
+                self.create_subscription(image_type, image_topic, self.image_callback, qos, event_callbacks=ev),
+                self.create_subscription(CameraInfo, "camera_info", self.camera_info_callback, qos, event_callbacks=ev)]
         if cfg.mapping.enabled:
             self._subs.append(self.create_subscription(PoseStamped, "keyframe_pose", self.keyframe_pose_callback,
                                                        KEYFRAME_POSE_QOS, event_callbacks=ev))
@@ -262,7 +288,7 @@ class RelocNode(LifecycleNode):
         self._T_map_odom = None
         if self._session is not None:
             self._session.reset_time()
-        for sync in (getattr(self, "_image_sync", None), getattr(self, "_kf_sync", None)):
+        for sync in (getattr(self, "_image_sync", None), getattr(self, "_kf_sync", None), self._rig):
             if sync is not None:
                 sync.clear()
         self._warn(f"ROS time jumped back {-jump.delta.nanoseconds / 1e9:.3f} s (bag loop?): TF buffer, prior and "
@@ -441,6 +467,49 @@ class RelocNode(LifecycleNode):
         if pair is not None:
             self._offer(*pair)
 
+    def rig_image_callback(self, camera: str, msg: Any) -> None:
+        """An image of rig camera ``camera``: paired with its camera_info, then grouped by stamp."""
+        self.stats.on_input()
+        stamp = stamp_to_ns(msg.header.stamp)
+        try:
+            check_stamp(stamp, self.get_clock().now().nanoseconds, self._require_cfg().max_future_stamp_s)
+        except DataError as err:
+            return self._reject_input(f"camera {camera!r}: {err}")
+        self._offer_rig_sets(camera, lambda: self._rig.add_image(camera, stamp, msg, self._frame))
+
+    def rig_info_callback(self, camera: str, msg: Any) -> None:
+        self._offer_rig_sets(camera, lambda: self._rig.add_info(camera, stamp_to_ns(msg.header.stamp), msg, self._frame))
+
+    def _offer_rig_sets(self, camera: str, add: Any) -> None:
+        """Run ``add`` on the rig inputs; count images lost unpaired; hand each released set on."""
+        if self._rig is None:
+            return
+        before = self._rig.unmatched[camera]
+        sets = add()
+        lost = self._rig.unmatched[camera] - before
+        if lost > 0:
+            reason = (f"camera {camera!r}: no camera_info within {self._require_cfg().sync_slop_s:.3f} s of the "
+                      "image stamp (is camera_info published with the image's stamp?)")
+            self.stats.cameras[camera] = reason
+            self.stats.unmatched_images += lost
+            for _ in range(lost):
+                self.stats.on_reject_input(None, reason)
+            self._warn(reason)
+        for rig_set in sets:
+            self._offer_rig(rig_set)
+
+    def _frame(self, stamp_ns: int, image: Any, info: Any) -> _Frame:
+        return _Frame(stamp_ns, image, info, time.monotonic(), self._time_epoch)
+
+    def _offer_rig(self, rig_set: RigSet[_Frame]) -> None:
+        frames = {c: f for c, (_, f) in rig_set.frames.items()}
+        query = _RigQuery(rig_set.stamp_ns, frames, rig_set.missing, min(f.received_s for f in frames.values()),
+                          self._time_epoch)
+        for cam in rig_set.missing:
+            self.stats.cameras[cam] = f"missing from the rig query at {rig_set.stamp_ns} (no image within " \
+                                      f"{self._require_cfg().rig.slop_s:.3f} s of it)"
+        self._offer_query(query)
+
     def keyframe_pose_callback(self, msg: Any) -> None:
         """Bring the pose (base_frame, or the camera, in its header frame) into map through TF at
         its stamp, or reject it with the reason at once (not after pairing)."""
@@ -506,13 +575,16 @@ class RelocNode(LifecycleNode):
                 self.stats.on_reject_input(None, reason)
 
     def _offer(self, stamp_ns: int, image: Any, info: Any) -> None:
-        frame = _Frame(stamp_ns, image, info, time.monotonic(), self._time_epoch)
+        self._offer_query(self._frame(stamp_ns, image, info))
+
+    def _offer_query(self, frame: _Frame | _RigQuery) -> None:
+        """The newest query to the worker; in mapping mode also to the keyframe_pose pairing."""
         if self._worker is None:
             return
         if self._worker.offer_query(frame):
             self.stats.dropped = self._worker.dropped
         if self._require_cfg().mapping.enabled:
-            pair = self._kf_sync.add_a(stamp_ns, frame)
+            pair = self._kf_sync.add_a(frame.stamp_ns, frame)
             if pair is not None:
                 self._offer_keyframe(pair)
 
@@ -530,13 +602,15 @@ class RelocNode(LifecycleNode):
         image = decode(frame.image, max_pixels)
         return image, camera_info_to_intrinsics(frame.info, (image.shape[1], image.shape[0]))
 
-    def _handle_frame(self, frame: _Frame) -> None:
+    def _handle_frame(self, frame: _Frame | _RigQuery) -> None:
         cfg = self._require_cfg()
         session = self._session
         if session is None:
             return self._reject(frame, Rejected("no database open", warn=True))
         if frame.epoch != self._time_epoch:
             return self._reject(frame, Rejected("frame from before the ROS time jump: not published", warn=True))
+        if isinstance(frame, _RigQuery):
+            return self._handle_rig(cfg, session, frame)
         try:
             image, intr = self._decode(frame)
         except DataError as err:
@@ -560,6 +634,38 @@ class RelocNode(LifecycleNode):
             return self._reject(frame, Rejected("frame from before the ROS time jump: not published", warn=True))
         return self._publish(cfg, frame, decision, base_frame)
 
+    def _handle_rig(self, cfg: NodeConfig, session: Session, query: _RigQuery) -> None:
+        """Decode each camera's frame and look up its extrinsic (a camera that fails is left out,
+        with its reason), then one rig query of the base pose; per-camera outcome in diagnostics."""
+        frames, problems = [], {}
+        for cam, frame in query.frames.items():
+            try:
+                image, intr = self._decode(frame)
+                T_base_cam = self._tf(cfg.base_frame, frame.image.header.frame_id, frame.stamp_ns,
+                                      f"the extrinsic of camera {cam!r}")()
+            except (DataError, LookupError) as err:
+                problems[cam] = str(err)
+                continue
+            frames.append(RigFrame(RigCamera(cam, T_base_cam), image, intr))
+        for cam, why in problems.items():
+            self.stats.cameras[cam] = f"left out of the rig query: {why}"
+        if not frames:
+            return self._reject(query, Rejected("no usable camera in the rig query: " +
+                                                "; ".join(f"{c}: {w}" for c, w in problems.items()), warn=True))
+        odom = (self._tf(cfg.odom_frame, cfg.base_frame, query.stamp_ns, "odometry")
+                if cfg.odom_frame and self._tf_pub is not None else None)
+        decision = session.localize_rig(frames, query.stamp_ns, odom,
+                                        keyframes_pending=self._worker.pending_keyframes() if self._worker else 0)
+        result = decision.result
+        for cam, d in ((result.diagnostics.get("cameras") or {}) if result is not None else {}).items():
+            self.stats.cameras[cam] = (f"{d.get('num_inliers', 0)} inliers of {d.get('num_matches_2d3d', 0)} "
+                                       f"2D-3D matches, {d.get('num_features', 0)} features")
+        if isinstance(decision, Rejected):
+            return self._reject(query, decision)
+        if query.epoch != self._time_epoch:
+            return self._reject(query, Rejected("frame from before the ROS time jump: not published", warn=True))
+        return self._publish(cfg, query, decision, cfg.base_frame)
+
     def _tf(self, target: str, source: str, stamp_ns: int, what: str, hint: str = "") -> Any:
         """``T_target_source`` at ``stamp_ns``, looked up when called (the session calls it once the
         pose is accepted, so TF has had the inference time to arrive); LookupError with the reason."""
@@ -572,7 +678,7 @@ class RelocNode(LifecycleNode):
                 raise LookupError(f"no TF {target} -> {source} ({what}) at the stamp: {err}{hint}") from err
         return lookup
 
-    def _reject(self, frame: _Frame, decision: Rejected) -> None:
+    def _reject(self, frame: _Frame | _RigQuery, decision: Rejected) -> None:
         """Count a frame that is not published; log a warning once per new reason (no spam)."""
         reason, result = decision.reason, decision.result
         if decision.error is not None and reason != self._last_warned:
@@ -588,7 +694,7 @@ class RelocNode(LifecycleNode):
                                  *_tracking(result))
         self.get_logger().debug(f"frame {frame.stamp_ns}: not published: {reason}")
 
-    def _publish(self, cfg: NodeConfig, frame: _Frame, decision: Published, base_frame: str) -> None:
+    def _publish(self, cfg: NodeConfig, frame: _Frame | _RigQuery, decision: Published, base_frame: str) -> None:
         if not self._active:
             return
         self._last_T_map_cam = decision.T_map_cam  # before the pose goes out: a caller that saw it finds it
@@ -614,25 +720,30 @@ class RelocNode(LifecycleNode):
         stamp = self.get_clock().now().nanoseconds + int(cfg.transform_tolerance_s * 1e9)
         self._tf_pub.send(T_map_odom, stamp, cfg.map_frame, cfg.odom_frame)
 
-    def _handle_keyframe(self, pair: tuple[int, _Frame, Any]) -> None:
-        """Hand one posed image to the session; every outcome is counted with its reason."""
-        stamp_ns, frame, T_map_base = pair      # in map since its arrival (keyframe_pose_callback)
+    def _handle_keyframe(self, pair: tuple[int, _Frame | _RigQuery, Any]) -> None:
+        """Hand one posed image (each camera's of a rig query) to the session; every outcome is
+        counted with its reason."""
+        stamp_ns, query, T_map_base = pair      # in map since its arrival (keyframe_pose_callback)
         cfg = self._require_cfg()
+        frames = query.frames if isinstance(query, _RigQuery) else {"": query}
+        for cam, frame in frames.items():
+            self._keyframe_outcome(stamp_ns, self._keyframe(cfg, cam, frame, T_map_base))
+
+    def _keyframe(self, cfg: NodeConfig, camera: str, frame: _Frame, T_map_base: np.ndarray) -> KeyframeOutcome:
+        """One camera's keyframe: its pose through its extrinsic (the database keeps camera poses)."""
         camera_frame = cfg.camera_frame or frame.image.header.frame_id
+        which = f" of camera {camera!r}" if camera else ""
         try:
             T_map_cam = T_map_base
-            if cfg.base_frame:   # the database keeps camera poses
-                T_map_cam = T_map_base @ self._tf(cfg.base_frame, camera_frame, stamp_ns, "the camera extrinsic")()
-        except LookupError as err:
-            return self._keyframe_outcome(stamp_ns, KeyframeOutcome(False, f"keyframe rejected: {err}", warn=True))
-        try:
+            if cfg.base_frame:
+                T_map_cam = T_map_base @ self._tf(cfg.base_frame, camera_frame, frame.stamp_ns,
+                                                  f"the camera extrinsic{which}")()
             image, intr = self._decode(frame)
-        except DataError as err:
-            return self._keyframe_outcome(stamp_ns, KeyframeOutcome(False, f"keyframe rejected: {err}", warn=True))
+        except (LookupError, DataError) as err:
+            return KeyframeOutcome(False, f"keyframe{which} rejected: {err}", warn=True)
         if self._session is None:
-            return self._keyframe_outcome(stamp_ns, KeyframeOutcome(False, "keyframe rejected: no database open",
-                                                                    warn=True))
-        return self._keyframe_outcome(stamp_ns, self._session.add_keyframe(image, intr, T_map_cam, stamp_ns))
+            return KeyframeOutcome(False, "keyframe rejected: no database open", warn=True)
+        return self._session.add_keyframe(image, intr, T_map_cam, frame.stamp_ns, camera=camera)
 
     def _keyframe_outcome(self, stamp_ns: int, outcome: KeyframeOutcome) -> None:
         self.stats.last_keyframe_reason = outcome.reason
@@ -650,6 +761,10 @@ class RelocNode(LifecycleNode):
     def publish_diagnostics(self) -> None:
         if self._worker is not None:
             self.stats.dropped = self._worker.dropped
+        if self._rig is not None:
+            for cam in self._rig.silent():
+                self.stats.cameras[cam] = (f"silent: no image for more than {self._require_cfg().rig.silent_after_s:.1f} s "
+                                           f"({self._rig.frames_in[cam]} received)")
         fleet = self._fleet.status() if self._fleet is not None else None
         self._diag_pub.publish(to_diagnostic_array(self.stats, self.get_name(), self.get_clock().now().to_msg(), fleet))
 

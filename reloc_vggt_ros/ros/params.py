@@ -31,6 +31,7 @@ from ..errors import ConfigError
 from ..keyframes.sync import FleetConfig
 from ..session import SessionConfig
 from ..session.map_free import MapFreeConfig
+from .rig_sync import RigConfig
 
 __all__ = ["NodeConfig", "COMMON_BACKEND_KEYS", "node_parameters", "config_from_parameters",
            "backend_parameters", "backend_config", "declare_params", "declare_backend", "read_params",
@@ -78,6 +79,7 @@ class NodeConfig(SessionConfig):
     save_path: str = setting("", "copy target of the save_database service; '' = checkpoint in place")
     fleet: FleetConfig = setting(factory=FleetConfig, doc="optional sync of database_path with a fleet map server")
     map_free: MapFreeConfig = setting(factory=MapFreeConfig, doc="mode map_free: backend and reference")
+    rig: RigConfig = setting(factory=RigConfig, doc="a camera rig: several cameras, one base pose per instant")
 
     def __post_init__(self) -> None:
         super().__post_init__()
@@ -90,6 +92,13 @@ class NodeConfig(SessionConfig):
                               "mode map_free")
         if not self.backend.strip():
             raise ConfigError("backend must name a localizer backend, got ''")
+        if self.rig.cameras:
+            if self.mode != "map" or self.tracking.enabled:
+                raise ConfigError("rig.cameras localizes a rig against a keyframe database, one query per instant: "
+                                  "it needs mode map and tracking.enabled false")
+            if not self.base_frame or self.camera_frame:
+                raise ConfigError("rig.cameras needs base_frame (each camera's extrinsic is the TF base_frame -> "
+                                  "its images' header.frame_id) and camera_frame ''")
         check_engine_choice(self.engine_kind, self.engine_fallback)
         if not self.engine and (self.engine_kind != "auto" or self.engine_fallback):
             raise ConfigError("engine_kind / engine_fallback choose how the engine file runs, but engine is ''")

@@ -11,17 +11,47 @@ of its own (a set holds one frame per camera), else it opens a new set. A set is
   with the cameras present and names the missing ones.
 
 Everything is driven by the stamps (not the wall clock), so bags played at any rate and sim time
-behave like live cameras. ROS-free: the node feeds it from its subscription callbacks.
+behave like live cameras. ROS-free: the node feeds :class:`RigInputs` (per camera image <->
+camera_info pairing, then :class:`RigSync`) from its subscription callbacks; ``RigConfig`` is the
+node's ``rig.*`` parameters.
 """
 
 from __future__ import annotations
 
+import re
 from dataclasses import dataclass, field
-from typing import Generic, TypeVar
+from typing import Any, Generic, TypeVar
 
+from ..config import setting
 from ..errors import ConfigError
+from .sync import StampMatcher
 
-__all__ = ["RigSet", "RigSync"]
+__all__ = ["RigConfig", "RigSet", "RigSync", "RigInputs"]
+
+_CAMERA_NAME = re.compile(r"[A-Za-z][A-Za-z0-9_]*")
+
+
+@dataclass(frozen=True)
+class RigConfig:
+    """A camera rig (parameters ``rig.*``): several cameras localized as one base pose per instant."""
+
+    cameras: tuple[str, ...] = setting((), "camera names of a rig; camera N subscribes N/image (or "
+                                           "N/image/compressed) and N/camera_info, its extrinsic base_frame -> "
+                                           "header.frame_id from TF; [] = one camera on image + camera_info")
+    slop_s: float = setting(0.02, "images of the rig's cameras stamped within this of each other are one rig query")
+    wait_s: float = setting(0.1, "a rig query goes out without the cameras whose image is this much late (s)")
+    silent_after_s: float = setting(1.0, "a camera with no image for this long (by stamps) is reported silent")
+
+    def __post_init__(self) -> None:
+        if len(set(self.cameras)) != len(self.cameras):
+            raise ConfigError(f"rig.cameras must be unique, got {list(self.cameras)}")
+        for name in self.cameras:
+            if not _CAMERA_NAME.fullmatch(name):
+                raise ConfigError(f"rig.cameras: {name!r} is not a topic name token (letters, digits, '_', "
+                                  "starting with a letter)")
+        for name in ("slop_s", "wait_s", "silent_after_s"):
+            if not getattr(self, name) >= 0:
+                raise ConfigError(f"rig.{name} must be >= 0, got {getattr(self, name)}")
 
 F = TypeVar("F")
 
@@ -101,3 +131,49 @@ class RigSync(Generic[F]):
         s.missing = [c for c in self.cameras if c not in s.frames]
         s.frames = {c: s.frames[c] for c in self.cameras if c in s.frames}     # rig order
         return s
+
+
+@dataclass
+class RigInputs:
+    """Per camera image <-> camera_info pairing (``StampMatcher``), then stamp grouping (``RigSync``).
+
+    ``add_image`` / ``add_info`` return the rig sets a message releases; ``frames_in[camera]``
+    counts each camera's images, ``unmatched[camera]`` its images dropped without camera_info.
+    """
+
+    config: RigConfig
+    pair_slop_ns: int
+    depth: int = 10
+    sync: RigSync[Any] = field(init=False)
+    _pairs: dict[str, StampMatcher] = field(init=False, repr=False)
+    frames_in: dict[str, int] = field(init=False, default_factory=dict)
+
+    def __post_init__(self) -> None:
+        cams = list(self.config.cameras)
+        self.sync = RigSync(cams, int(self.config.slop_s * 1e9), int(self.config.wait_s * 1e9), depth=self.depth)
+        self._pairs = {c: StampMatcher(self.pair_slop_ns, depth=self.depth) for c in cams}
+        self.frames_in = {c: 0 for c in cams}
+
+    def add_image(self, camera: str, stamp_ns: int, image: Any, make: Any) -> list[RigSet[Any]]:
+        """Offer an image; ``make(stamp_ns, image, info)`` builds the frame once it has its camera_info."""
+        self.frames_in[camera] += 1
+        pair = self._pairs[camera].add_a(stamp_ns, image)
+        return [] if pair is None else self.sync.add(camera, pair[0], make(*pair))
+
+    def add_info(self, camera: str, stamp_ns: int, info: Any, make: Any) -> list[RigSet[Any]]:
+        """Offer a camera_info (see :meth:`add_image`)."""
+        pair = self._pairs[camera].add_b(stamp_ns, info)
+        return [] if pair is None else self.sync.add(camera, pair[0], make(*pair))
+
+    @property
+    def unmatched(self) -> dict[str, int]:
+        return {c: m.unmatched_a for c, m in self._pairs.items()}
+
+    def silent(self) -> list[str]:
+        return self.sync.silent_cameras(int(self.config.silent_after_s * 1e9))
+
+    def clear(self) -> None:
+        """Forget every unpaired and pending frame (a backwards time jump)."""
+        for m in self._pairs.values():
+            m.clear()
+        self.sync = RigSync(list(self.config.cameras), self.sync.slop_ns, self.sync.wait_ns, depth=self.depth)

@@ -37,6 +37,7 @@ from ..errors import ConfigError, DataError, RelocError
 from ..geometry import Intrinsics, invert_T, pose_delta, transform_pose_covariance
 from ..keyframes import Keyframe, KeyframeStore
 from ..localizer.base import Localizer, PosePrior, RelocResult
+from ..localizer.geometric.rig import RigFrame
 from ..localizer.tracking import TrackingConfig, TrackingLocalizer
 from .covariance import covariance_problems, sanitize_covariance
 from .mapping import is_new_keyframe
@@ -361,6 +362,31 @@ class Session:
                 return Rejected(f"localizer failed: {err}", warn=True, error=err)
         return self.accept(result, T_odom_base, T_base_cam, camera)
 
+    def localize_rig(self, frames: list[RigFrame], stamp_ns: int, T_odom_base: Transform | None = None,
+                     keyframes_pending: int = 0) -> Published | Rejected:
+        """One rig query (the images of the cameras present, each with its extrinsic) through the
+        policy: the backend solves the base pose directly (``localize_rig``), so the prior is the
+        base's and the published pose needs no extrinsic; the rest is :meth:`accept`'s."""
+        for f in frames:
+            h, w = f.image_bgr.shape[:2]
+            if (w, h) != (f.intrinsics.width, f.intrinsics.height):
+                return Rejected(f"camera {f.camera.name!r}: camera_info is for {f.intrinsics.width}x"
+                                f"{f.intrinsics.height} but the image is {w}x{h}", warn=True)
+            self._extrinsic(np.asarray(f.camera.T_base_cam, float), f.camera.name)
+        with self._lock:
+            if self._dirty and keyframes_pending == 0:
+                self._start_refresh()
+            if self._localizer is None:
+                return Rejected("keyframe database is empty", warn=True)
+            if not hasattr(self._localizer, "localize_rig"):
+                return Rejected(f"the {self._localizer.name} backend cannot localize a camera rig "
+                                "(rig.cameras needs backend geometric)", warn=True)
+            try:
+                result = self._localizer.localize_rig(frames, stamp_ns=stamp_ns, prior=self.current_prior())
+            except Exception as err:  # noqa: BLE001 - one failing query must not go silent or stop the node
+                return Rejected(f"localizer failed: {err}", warn=True, error=err)
+        return self.accept(result, T_odom_base)
+
     def accept(self, result: RelocResult, T_odom_base: Transform | None = None,
                T_base_cam: Transform | None = None, camera: str = "") -> Published | Rejected:
         """Publish iff the backend said OK, the extrinsic is known and the covariance is usable;
@@ -410,8 +436,9 @@ class Session:
 
     # ----------------------------------------------------------------- live mapping
     def add_keyframe(self, image: np.ndarray, intrinsics: Intrinsics, T_map_cam: np.ndarray,
-                     stamp_ns: int) -> KeyframeOutcome:
-        """Store a posed image if it is far enough from every stored keyframe (never silently)."""
+                     stamp_ns: int, camera: str = "") -> KeyframeOutcome:
+        """Store a posed image if it is far enough from every stored keyframe (never silently);
+        ``camera`` names a rig camera (the keyframes of one instant differ by it)."""
         T = np.asarray(T_map_cam, float)
         try:
             self.check_frame(image, intrinsics)
@@ -426,7 +453,7 @@ class Session:
                 return KeyframeOutcome(False, "keyframe skipped: too close to an existing one")
             if self._store is None:
                 return KeyframeOutcome(False, "keyframe rejected: no database open", warn=True)
-            kf = Keyframe(name=f"live_{stamp_ns}", image_jpeg=jpeg.tobytes(), intrinsics=intrinsics,
+            kf = Keyframe(name=f"live_{camera + '_' if camera else ''}{stamp_ns}", image_jpeg=jpeg.tobytes(), intrinsics=intrinsics,
                           T_world_cam=T, stamp_ns=stamp_ns)
             try:
                 kf_id = self._store.add_keyframe(kf)

@@ -105,3 +105,32 @@ def test_median_nn_baseline() -> None:
     assert np.isnan(median_nn_baseline(np.zeros((1, 3))))
     pts = np.array([[0, 0, 0], [1, 0, 0], [3, 0, 0], [3, 4, 0]], float)
     assert median_nn_baseline(pts) == pytest.approx(np.median([1, 1, 2, 4]))
+
+
+def test_rig_build_takes_one_folder_per_camera_each_with_its_lens(tmp_path: Path) -> None:
+    """Two cameras of a rig (a pinhole one and a plumb_bob one, fountain-P11 at 640x427) built into
+    one map: names prefixed by the camera's folder, each keyframe with its own folder's lens, and a
+    raw query of the distorted camera localizes against the map."""
+    from reloc_vggt_ros.data.distort import write_distorted_folder
+    from reloc_vggt_ros.geometry import Distortion, pose_error
+    from reloc_vggt_ros.localizer.registry import make_localizer
+
+    lens = Distortion("plumb_bob", (-0.28, 0.09, 0.0008, -0.0005, -0.012))
+    front = write_distorted_folder(SCENE, tmp_path / "front", None, size=(640, 427))
+    side = write_distorted_folder(SCENE, tmp_path / "side", lens, size=(640, 427))
+    out = tmp_path / "rig.db"
+    assert main(["db", "build", "--images", str(front), "--images", str(side), "--out", str(out)]) == 0
+    with KeyframeStore.open(out, readonly=True) as store:
+        kfs = list(store.iter_keyframes())
+        assert sorted(k.name for k in kfs) == sorted(f"{cam}/{r.name}" for cam in ("front", "side")
+                                                     for r in read_posed_folder(front, "db"))
+        assert {k.intrinsics.distortion for k in kfs} == {None, lens}
+        assert all((k.intrinsics.distortion == lens) == k.name.startswith("side/") for k in kfs)
+        q = read_posed_folder(side, "query")[0]
+        loc = make_localizer("geometric", store, preset="realtime")
+        res = loc.localize(cv2.imread(str(q.path)), q.intrinsics)
+        assert res.ok, res.reason
+        t, r = pose_error(res.T_world_cam, q.T_world_cam)
+        assert t < 0.01 and r < 0.1, (t, r)
+    with pytest.raises(Exception, match="distinct names"):
+        build_keyframe_db([front, front], tmp_path / "twice.db")
