@@ -51,6 +51,12 @@ class MapFreeConfig:
     reference_depth: str = setting("", "depth image of the reference (16-bit PNG/TIFF or float .npy in metres); "
                                        "'' = none (scale unknown)")
     depth_unit: float = setting(0.001, "metres per count of a 16-bit depth image (0.001 = millimetres)")
+    second_image: str = setting("", "a second posed image of the place (stereo pair, another photo): the metric "
+                                    "scale, triangulated, when there is no reference_depth; '' = none")
+    second_intrinsics: tuple[float, ...] = setting((), "fx fy cx cy of second_image (pixels); required with it")
+    second_pose: tuple[float, ...] = setting((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0),
+                                             "x y z qx qy qz qw of the second image's camera (optical frame) in "
+                                             "map_frame, metric")
     window: int = setting(0, "with odometry (odom_frame): each frame localized jointly with up to window-1 "
                              "frames before it (Track 2, metric scale from odometry); 0 or 1 = each frame alone")
 
@@ -60,11 +66,15 @@ class MapFreeConfig:
         if self.reference_image and len(self.reference_intrinsics) != 4:
             raise ConfigError(f"map_free.reference_intrinsics must be [fx, fy, cx, cy] with reference_image, "
                               f"got {list(self.reference_intrinsics)}")
-        if len(self.reference_pose) != 7 or not all(math.isfinite(v) for v in self.reference_pose):
-            raise ConfigError(f"map_free.reference_pose must be 7 finite numbers x y z qx qy qz qw, "
-                              f"got {list(self.reference_pose)}")
-        if np.linalg.norm(self.reference_pose[3:]) < 1e-9:
-            raise ConfigError("map_free.reference_pose quaternion is zero")
+        for name in ("reference_pose", "second_pose"):
+            pose = getattr(self, name)
+            if len(pose) != 7 or not all(math.isfinite(v) for v in pose):
+                raise ConfigError(f"map_free.{name} must be 7 finite numbers x y z qx qy qz qw, got {list(pose)}")
+            if np.linalg.norm(pose[3:]) < 1e-9:
+                raise ConfigError(f"map_free.{name} quaternion is zero")
+        if self.second_image and (not self.reference_image or len(self.second_intrinsics) != 4):
+            raise ConfigError("map_free.second_image needs map_free.reference_image and second_intrinsics "
+                              f"[fx, fy, cx, cy], got {list(self.second_intrinsics)}")
         if self.reference_depth and not self.reference_image:
             raise ConfigError("map_free.reference_depth is set but map_free.reference_image is not")
         if not self.depth_unit > 0:
@@ -72,10 +82,11 @@ class MapFreeConfig:
         if not 0 <= self.window <= 20:
             raise ConfigError(f"map_free.window must be in 0..20, got {self.window}")
 
-    def reference_T(self) -> np.ndarray:
-        """``T_map_cam`` of the reference (the parameter is xyzw, ROS order)."""
-        q = quat_xyzw_to_wxyz(np.asarray(self.reference_pose[3:], float))
-        return T_from_quat_t(q / np.linalg.norm(q), np.asarray(self.reference_pose[:3], float))
+    def reference_T(self, pose: tuple[float, ...] | None = None) -> np.ndarray:
+        """``T_map_cam`` of the reference (or of ``pose``; the parameter is xyzw, ROS order)."""
+        pose = self.reference_pose if pose is None else pose
+        q = quat_xyzw_to_wxyz(np.asarray(pose[3:], float))
+        return T_from_quat_t(q / np.linalg.norm(q), np.asarray(pose[:3], float))
 
 
 class MapFreeLocalizerAdapter:
@@ -98,19 +109,25 @@ class MapFreeLocalizerAdapter:
 
     def load(self, config: MapFreeConfig) -> str:
         """Set the reference of the settings (none: keep waiting); DataError says why it cannot."""
-        from ..mapfree.reference import load_reference
+        from ..mapfree.reference import load_reference, with_second_view
 
         if not config.reference_image:
             return "no reference image configured; waiting for ~/set_reference"
         try:
             ref = load_reference(config.reference_image, config.reference_intrinsics, config.reference_T(),
                                  config.reference_depth, config.depth_unit)
+            depth = "depth image" if ref.depth_m is not None else "no depth"
+            if config.second_image and ref.depth_m is None:
+                second = load_reference(config.second_image, config.second_intrinsics,
+                                        config.reference_T(config.second_pose))
+                ref = with_second_view(ref, second)
+                depth = f"depth triangulated with the second image {second.name}"
             self.set_reference(ref)
         except DataError as err:
             self.missing = f"no map-free reference: {err}"
             raise
         h, w = ref.image_bgr.shape[:2]
-        return f"map-free reference {ref.name} ({w}x{h}, {'with' if ref.depth_m is not None else 'no'} depth)"
+        return f"map-free reference {ref.name} ({w}x{h}, {depth})"
 
     def set_reference(self, reference: Reference) -> None:
         """Give ``reference`` to the backend (DataError leaves the previous reference in place)."""
