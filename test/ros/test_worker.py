@@ -99,3 +99,27 @@ def test_query_throttle_keeps_newest_and_never_delays_keyframes():
     assert [q for q, _ in seen] == [0, 5]
     assert seen[1][1] - seen[0][1] >= 0.29
     assert kfs[0][0] == "kf" and kfs[0][1] - t0 < 0.2      # handled at once, not after the throttle
+
+
+def test_backlog_is_answered_in_order_while_the_consumer_is_cheap():
+    """While ``keep_backlog`` says so (tracking holds a track), up to ``max_queries`` waiting frames
+    are answered oldest first; without it only the newest is (the rest counted as dropped)."""
+    for cheap, expected, dropped in ((True, [0, 16, 17, 18, 19], 15), (False, [0, 19], 18)):
+        seen, gate = [], threading.Event()
+
+        def handle(q, seen=seen, gate=gate):
+            gate.wait(5)
+            seen.append(q)
+
+        w = Worker(handle, lambda k: None, max_queries=4, keep_backlog=lambda cheap=cheap: cheap)
+        w.start()
+        w.offer_query(0)
+        time.sleep(0.05)        # worker is now blocked on frame 0
+        for i in range(1, 20):
+            w.offer_query(i)
+        gate.set()
+        deadline = time.monotonic() + 5
+        while not w.idle() and time.monotonic() < deadline:
+            time.sleep(0.01)
+        w.stop()
+        assert seen == expected and w.dropped == dropped
