@@ -19,14 +19,15 @@ def test_newest_slot_keeps_latest_and_counts_drops():
     assert (slot.offered, slot.dropped) == (3, 2)
 
 
-def test_slow_handler_sees_newest_frames_only():
+def _flood_while_blocked(**worker_options) -> tuple[list, Worker]:
+    """Frames 1..19 offered while the handler is blocked on frame 0; the frames it then saw."""
     seen, gate = [], threading.Event()
 
     def handle(q):
         gate.wait(5)
         seen.append(q)
 
-    w = Worker(handle, lambda k: None)
+    w = Worker(handle, lambda k: None, **worker_options)
     w.start()
     w.offer_query(0)
     time.sleep(0.05)        # worker is now blocked on frame 0
@@ -37,6 +38,11 @@ def test_slow_handler_sees_newest_frames_only():
     while not w.idle() and time.monotonic() < deadline:
         time.sleep(0.01)
     w.stop()
+    return seen, w
+
+
+def test_slow_handler_sees_newest_frames_only():
+    seen, w = _flood_while_blocked()
     assert seen == [0, 19]
     assert w.dropped == 18
 
@@ -104,22 +110,7 @@ def test_query_throttle_keeps_newest_and_never_delays_keyframes():
 def test_backlog_is_answered_in_order_while_the_consumer_is_cheap():
     """While ``keep_backlog`` says so (tracking holds a track), up to ``max_queries`` waiting frames
     are answered oldest first; without it only the newest is (the rest counted as dropped)."""
-    for cheap, expected, dropped in ((True, [0, 16, 17, 18, 19], 15), (False, [0, 19], 18)):
-        seen, gate = [], threading.Event()
-
-        def handle(q, seen=seen, gate=gate):
-            gate.wait(5)
-            seen.append(q)
-
-        w = Worker(handle, lambda k: None, max_queries=4, keep_backlog=lambda cheap=cheap: cheap)
-        w.start()
-        w.offer_query(0)
-        time.sleep(0.05)        # worker is now blocked on frame 0
-        for i in range(1, 20):
-            w.offer_query(i)
-        gate.set()
-        deadline = time.monotonic() + 5
-        while not w.idle() and time.monotonic() < deadline:
-            time.sleep(0.01)
-        w.stop()
-        assert seen == expected and w.dropped == dropped
+    seen, w = _flood_while_blocked(max_queries=4, keep_backlog=lambda: True)
+    assert seen == [0, 16, 17, 18, 19] and w.dropped == 15
+    seen, w = _flood_while_blocked(max_queries=4, keep_backlog=lambda: False)
+    assert seen == [0, 19] and w.dropped == 18

@@ -31,6 +31,7 @@ result is OK iff a pose is to be published: this localizer is the judge of what 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -54,10 +55,12 @@ __all__ = ["TrackingLocalizer", "Odometry"]
 
 Odometry = np.ndarray | Callable[[], np.ndarray] | None
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class _Background:
-    """A relocalization running on the background thread, and the frame it was started on."""
+    """A relocalization running in the background (worker process or thread), and the frame it was started on."""
 
     future: Future
     stamp_ns: int
@@ -81,7 +84,12 @@ class TrackingLocalizer:
         self._future: Future | None = None         # the background relocalization, until it finished
         self._future_in_process = False
         recipe = recipe_of(base) if config.relocalize_in_background and config.background_process else None
-        self._process = ProcessRelocalizer(recipe, config.cascade) if recipe is not None else None
+        self._process: ProcessRelocalizer | None = None
+        if recipe is not None:
+            try:
+                self._process = ProcessRelocalizer(recipe, config.cascade)
+            except OSError as err:          # no process (limits): the thread does the work
+                logger.warning("tracking: no background relocalization process (%r): using a thread", err)
         self.state = "lost"
         self._last_stamp: int | None = None
         self._last_gray: np.ndarray | None = None
