@@ -285,6 +285,19 @@ def run_in_process(stream: list[StreamFrame], recs: list[PosedImage], out_dir: P
             "median_translation_m_relocalization": med("relocalization_t_err_m"), "per_frame": rows}
 
 
+def unanswered_while_tracking(rows: list[dict[str, Any]]) -> int:
+    """Frames without a pose inside a tracked stretch: the answered frames on both sides are not
+    relocalizations (start-up before the first fix, a kidnap until the fix is confirmed, and the
+    frames that wait for a relocalization without a track are not counted)."""
+    answered = [k for k, r in enumerate(rows) if "latency_ms" in r]
+    n = 0
+    for a, b in zip(answered, answered[1:]):
+        if b - a > 1 and "relocalization" not in (rows[a]["served_by"], rows[b]["served_by"]) \
+                and not any(rows[k]["tracking_state"] == "lost" for k in range(a + 1, b)):
+            n += b - a - 1
+    return n
+
+
 def summarize(rows: list[dict[str, Any]], rate_hz: float, dropped: int, frames_tracked: int, gate_m: float
               ) -> dict[str, Any]:
     """The JSON keys of the issue plus the tracked-only latencies and the kidnap outcome."""
@@ -299,6 +312,7 @@ def summarize(rows: list[dict[str, Any]], rate_hz: float, dropped: int, frames_t
         "tracked_latency_ms_p50": pct(tracked, 50), "tracked_latency_ms_p95": pct(tracked, 95),
         "tracking_fraction": frames_tracked / len(rows) if rows else 0.0,
         "frames_labelled": sum(1 for r in rows if r["served_by"]),
+        "frames_unanswered_while_tracking": unanswered_while_tracking(rows),
         "median_translation_m": float(np.median([r["t_err_m"] for r in ans])) if ans else None,
         "median_rotation_deg": float(np.median([r["r_err_deg"] for r in ans])) if ans else None,
         "max_translation_m": float(max(r["t_err_m"] for r in ans)) if ans else None,
@@ -396,7 +410,8 @@ def main(argv: list[str] | None = None) -> int:
     s = summary
     f = lambda v, fmt=".0f": "n/a" if v is None else format(v, fmt)  # noqa: E731
     print(f"{'tracking' if s['tracking'] else 'per-frame relocalization'} at {s['rate_hz']:.0f} Hz: answered "
-          f"{s['frames_answered']}/{s['frames_sent']} (dropped {s['frames_dropped']}), latency p50/p95/max "
+          f"{s['frames_answered']}/{s['frames_sent']} (dropped {s['frames_dropped']}, unanswered while tracking "
+          f"{s['frames_unanswered_while_tracking']}), latency p50/p95/max "
           f"{f(s['latency_ms_p50'])}/{f(s['latency_ms_p95'])}/{f(s['latency_ms_max'])} ms, while tracking p50/p95 "
           f"{f(s['tracked_latency_ms_p50'])}/{f(s['tracked_latency_ms_p95'])} ms, tracked {s['tracking_fraction']:.0%}, "
           f"median error {f(s['median_translation_m'] and s['median_translation_m'] * 1e3, '.2f')} mm / "

@@ -2,10 +2,12 @@
 
 Subscription callbacks only ``offer`` work and return at once. The worker thread takes the newest
 query (older ones are counted as dropped, never queued behind a slow model) and every pending
-keyframe (mapping must not lose one; they are drained before the thread stops). While the
-consumer says its next queries are cheap (``keep_backlog``: camera-rate tracking has a track),
-up to ``max_queries`` waiting queries are answered in order instead (a tracked frame costs a
-fraction of the frame period, so a backlog left by one slow frame drains within a few frames).
+keyframe (mapping must not lose one; they are drained before the thread stops). Queries that
+arrive while the consumer says its queries are cheap (``keep_backlog``: camera-rate tracking
+holds a track) are kept, up to ``max_queries``, and answered in order (a tracked frame costs a
+fraction of the frame period, so a backlog left by one slow frame drains within a few frames);
+one arriving otherwise (a relocalization is running) drops every waiting query, as before, so
+no frame is answered late behind a relocalization.
 """
 
 from __future__ import annotations
@@ -25,8 +27,9 @@ K = TypeVar("K")
 
 
 class NewestSlot(Generic[T]):
-    """Bounded queue of the newest ``depth`` items (1: ``put`` replaces an unread item); every item
-    pushed out, or skipped by ``take(newest_only=True)``, counts as dropped."""
+    """Queue of waiting items: ``put`` replaces every unread item (newest wins), or with
+    ``backlog=True`` keeps up to ``depth`` of them; every item pushed out, or skipped by
+    ``take(newest_only=True)``, counts as dropped."""
 
     def __init__(self, depth: int = 1) -> None:
         self._items: deque[T] = deque()
@@ -38,15 +41,16 @@ class NewestSlot(Generic[T]):
     def _item(self) -> T | None:
         return self._items[-1] if self._items else None
 
-    def put(self, item: T) -> bool:
+    def put(self, item: T, backlog: bool = False) -> bool:
         """Store ``item``; True if an older unread item was dropped."""
         self.offered += 1
-        self._items.append(item)
-        dropped = len(self._items) > self.depth
-        if dropped:
+        keep = self.depth - 1 if backlog else 0
+        dropped = max(0, len(self._items) - keep)
+        for _ in range(dropped):
             self._items.popleft()
-            self.dropped += 1
-        return dropped
+        self.dropped += dropped
+        self._items.append(item)
+        return dropped > 0
 
     def take(self, newest_only: bool = True) -> T | None:
         """The newest item (older ones dropped), or with ``newest_only=False`` the oldest."""
@@ -93,8 +97,9 @@ class Worker(Generic[T, K]):
 
     def offer_query(self, item: T) -> bool:
         """Hand a query to the worker; True if it replaced (dropped) an unread one."""
+        backlog = self._backlog()
         with self._cv:
-            dropped = self._queries.put(item)
+            dropped = self._queries.put(item, backlog)
             self._cv.notify()
         return dropped
 

@@ -108,9 +108,16 @@ def test_query_throttle_keeps_newest_and_never_delays_keyframes():
 
 
 def test_backlog_is_answered_in_order_while_the_consumer_is_cheap():
-    """While ``keep_backlog`` says so (tracking holds a track), up to ``max_queries`` waiting frames
-    are answered oldest first; without it only the newest is (the rest counted as dropped)."""
+    """Frames that arrive while ``keep_backlog`` says so (tracking holds a track) wait, up to
+    ``max_queries``, and are answered oldest first; without it only the newest is (the rest
+    counted as dropped); a frame arriving without it drops the backlog (no answer late behind a
+    relocalization)."""
     seen, w = _flood_while_blocked(max_queries=4, keep_backlog=lambda: True)
     assert seen == [0, 16, 17, 18, 19] and w.dropped == 15
     seen, w = _flood_while_blocked(max_queries=4, keep_backlog=lambda: False)
     assert seen == [0, 19] and w.dropped == 18
+
+    slot = NewestSlot(depth=3)
+    for i in range(3):
+        slot.put(i, backlog=True)
+    assert slot.put(3, backlog=False) and slot.dropped == 3 and slot.take(newest_only=False) == 3
