@@ -286,13 +286,14 @@ def run_in_process(stream: list[StreamFrame], recs: list[PosedImage], out_dir: P
 
 
 def unanswered_while_tracking(rows: list[dict[str, Any]]) -> int:
-    """Frames without a pose inside a tracked stretch: the answered frames on both sides are not
-    relocalizations (start-up before the first fix, a kidnap until the fix is confirmed, and the
-    frames that wait for a relocalization without a track are not counted)."""
+    """Frames without a pose inside a tracked stretch: the answered frame before them was tracked
+    and the one after is not a relocalization (start-up before the first fix, a kidnap until the
+    fix is confirmed, and the frames that wait for a relocalization without a track are not
+    counted; a frame whose label the 50 Hz diagnostics missed does not start a stretch)."""
     answered = [k for k, r in enumerate(rows) if "latency_ms" in r]
     n = 0
     for a, b in zip(answered, answered[1:]):
-        if b - a > 1 and "relocalization" not in (rows[a]["served_by"], rows[b]["served_by"]) \
+        if b - a > 1 and rows[a]["served_by"] == "tracking" and rows[b]["served_by"] != "relocalization" \
                 and not any(rows[k]["tracking_state"] == "lost" for k in range(a + 1, b)):
             n += b - a - 1
     return n
@@ -312,7 +313,8 @@ def summarize(rows: list[dict[str, Any]], rate_hz: float, dropped: int, frames_t
         "tracked_latency_ms_p50": pct(tracked, 50), "tracked_latency_ms_p95": pct(tracked, 95),
         "tracking_fraction": frames_tracked / len(rows) if rows else 0.0,
         "frames_labelled": sum(1 for r in rows if r["served_by"]),
-        "frames_unanswered_while_tracking": unanswered_while_tracking(rows),
+        "frames_unanswered_while_tracking": (unanswered_while_tracking(rows)
+                                             if any(r["served_by"] == "tracking" for r in rows) else None),
         "median_translation_m": float(np.median([r["t_err_m"] for r in ans])) if ans else None,
         "median_rotation_deg": float(np.median([r["r_err_deg"] for r in ans])) if ans else None,
         "max_translation_m": float(max(r["t_err_m"] for r in ans)) if ans else None,
