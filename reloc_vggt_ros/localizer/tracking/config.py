@@ -149,8 +149,9 @@ class TrackingConfig:
                                                    "thread and keep answering frames by tracking")
     background_process: bool = setting(True, "run those background relocalizations in a worker process (its "
                                              "own read-only copy of the map: no GIL shared with tracking)")
-    queue_depth: int = setting(8, "frames the node keeps waiting while it holds a track, answered in order "
-                                  "(a tracked frame is cheap); without a track the newest frame wins")
+    queue_depth: int = setting(3, "frames the node keeps waiting while it holds a track, answered in order "
+                                  "(a tracked frame is cheap; it bounds how late one can be: depth x frame "
+                                  "period); without a track the newest frame wins")
     tracker: TrackerSettings = setting(factory=TrackerSettings, doc="frame-to-frame tracking")
     motion: MotionSettings = setting(factory=MotionSettings, doc="motion prior")
     gate: GateSettings = setting(factory=GateSettings, doc="consistency gate")
