@@ -16,7 +16,11 @@ the camera half way round the ring at frame K while odometry goes on as if nothi
 The node (``tracking.enabled``, ``geometric.preset: realtime``, ``odom_frame: odom``) runs in its
 own process; each frame is published at the stream rate and the pose (if any) recorded with its
 arrival time. ``--in-process`` runs no node: tracking and per-frame relocalization alternate frame
-by frame on the same frames in this process (their cost ratio under the same load). Reported: latency publish -> pose p50/p95/max (all frames and tracked frames only),
+by frame on the same frames in this process (their cost ratio under the same load). ``--paced
+{process,thread}`` runs no node either: the frames at the stream rate through the node's worker
+queue into ``TrackingLocalizer`` with background relocalizations in the worker process or on a
+thread, and reports the tracked frames' compute while a background relocalization runs and
+otherwise (what the worker process is for). Reported: latency publish -> pose p50/p95/max (all frames and tracked frames only),
 frames answered vs sent, error against the ground truth over time, the share of frames served by
 tracking, and (kidnap) the largest error published between the kidnap and the first pose again
 within the gate, plus a plot (``--plot``). ``--no-tracking`` runs the same stream with per-frame
@@ -285,6 +289,84 @@ def run_in_process(stream: list[StreamFrame], recs: list[PosedImage], out_dir: P
             "median_translation_m_relocalization": med("relocalization_t_err_m"), "per_frame": rows}
 
 
+def unanswered_while_tracking(rows: list[dict[str, Any]]) -> int:
+    """Frames without a pose inside a tracked stretch: the answered frame before them was tracked
+    and the one after is not a relocalization (start-up before the first fix, a kidnap until the
+    fix is confirmed, and the frames that wait for a relocalization without a track are not
+    counted; a frame whose label the 50 Hz diagnostics missed does not start a stretch)."""
+    answered = [k for k, r in enumerate(rows) if "latency_ms" in r]
+    n = 0
+    for a, b in zip(answered, answered[1:]):
+        if b - a > 1 and rows[a]["served_by"] == "tracking" and rows[b]["served_by"] != "relocalization" \
+                and not any(rows[k]["tracking_state"] == "lost" for k in range(a + 1, b)):
+            n += b - a - 1
+    return n
+
+
+def run_paced(stream: list[StreamFrame], recs: list[PosedImage], out_dir: Path, background: str, rate_hz: float
+              ) -> dict[str, Any]:
+    """The frames at the stream rate through the node's :class:`Worker` into ``TrackingLocalizer``
+    (background relocalizations in the worker process or on a thread), in this process: tracked
+    latency, and tracked compute while a background relocalization runs vs otherwise."""
+    import threading
+
+    from bench.node_rate import build_db
+    from reloc_vggt_ros.keyframes import KeyframeStore
+    from reloc_vggt_ros.localizer.registry import make_localizer
+    from reloc_vggt_ros.localizer.tracking import TrackingConfig, TrackingLocalizer
+    from reloc_vggt_ros.ros.worker import Worker
+
+    renderer = Renderer(recs)
+    images = [renderer.render(f) for f in stream]
+    cfg = TrackingConfig(enabled=True, background_process=background == "process")
+    with KeyframeStore.open(build_db(out_dir / "temple-db.db"), readonly=True) as store:
+        loc = TrackingLocalizer(make_localizer("geometric", store, preset="realtime", top_k=5), cfg)
+        if loc._process is not None:
+            loc._process.ready.wait(60)
+        t0 = time.perf_counter()
+        spans: list[list[float]] = []            # [start, end] of each background relocalization
+        submit = loc._submit_background
+
+        def timed_submit(*args: Any) -> Any:
+            fut, span = submit(*args), [time.perf_counter() - t0, float("inf")]
+            spans.append(span)
+            fut.add_done_callback(lambda _: span.__setitem__(1, time.perf_counter() - t0))
+            return fut
+        loc._submit_background = timed_submit      # type: ignore[method-assign]
+        sent: dict[int, float] = {}
+        done: dict[int, tuple[float, float, str]] = {}
+        lock = threading.Lock()
+
+        def handle(k: int) -> None:
+            a = time.perf_counter() - t0
+            res = loc.localize(images[k], renderer.intrinsics, stream[k].stamp_ns, T_odom_cam=stream[k].T_odom_cam)
+            with lock:
+                done[k] = (a, time.perf_counter() - t0, res.diagnostics.get("served_by", ""))
+        worker = Worker(handle, lambda _: None, max_queries=cfg.queue_depth, keep_backlog=lambda: loc.has_track)
+        worker.start()
+        t_next = time.perf_counter()
+        for k in range(len(stream)):
+            time.sleep(max(0.0, t_next - time.perf_counter()))
+            sent[k] = time.perf_counter() - t0
+            worker.offer_query(k)
+            t_next += 1.0 / rate_hz
+        time.sleep(1.0)
+        worker.stop()
+        loc.close()
+    during, other, latency = [], [], []
+    for k, (a, b, served) in done.items():
+        if served != "tracking":
+            continue
+        latency.append(1e3 * (b - sent[k]))
+        (during if any(s < b and e > a for s, e in spans) else other).append(1e3 * (b - a))
+    pct = lambda v, q: float(np.percentile(v, q)) if v else None  # noqa: E731
+    return {"background": background, "frames": len(stream), "answered": len(done), "dropped": worker.dropped,
+            "tracked_latency_ms_p50": pct(latency, 50), "tracked_latency_ms_p95": pct(latency, 95),
+            "tracked_ms_during_background_p50": pct(during, 50), "tracked_ms_during_background_p95": pct(during, 95),
+            "frames_during_background": len(during), "tracked_ms_otherwise_p50": pct(other, 50),
+            "tracked_ms_otherwise_p95": pct(other, 95), "background_relocalizations": len(spans)}
+
+
 def summarize(rows: list[dict[str, Any]], rate_hz: float, dropped: int, frames_tracked: int, gate_m: float
               ) -> dict[str, Any]:
     """The JSON keys of the issue plus the tracked-only latencies and the kidnap outcome."""
@@ -299,6 +381,8 @@ def summarize(rows: list[dict[str, Any]], rate_hz: float, dropped: int, frames_t
         "tracked_latency_ms_p50": pct(tracked, 50), "tracked_latency_ms_p95": pct(tracked, 95),
         "tracking_fraction": frames_tracked / len(rows) if rows else 0.0,
         "frames_labelled": sum(1 for r in rows if r["served_by"]),
+        "frames_unanswered_while_tracking": (unanswered_while_tracking(rows)
+                                             if any(r["served_by"] == "tracking" for r in rows) else None),
         "median_translation_m": float(np.median([r["t_err_m"] for r in ans])) if ans else None,
         "median_rotation_deg": float(np.median([r["r_err_deg"] for r in ans])) if ans else None,
         "max_translation_m": float(max(r["t_err_m"] for r in ans)) if ans else None,
@@ -345,6 +429,26 @@ def plot(rows: list[dict[str, Any]], path: Path, title: str) -> Path:
     return path
 
 
+def _paced_line(r: dict[str, Any]) -> str:
+    f = lambda v: "n/a" if v is None else f"{v:.1f}"  # noqa: E731
+    return (f"paced, background {r['background']}: answered {r['answered']}/{r['frames']} (dropped {r['dropped']}), "
+            f"tracked latency p50/p95 {f(r['tracked_latency_ms_p50'])}/{f(r['tracked_latency_ms_p95'])} ms; tracked "
+            f"compute during a background relocalization p50/p95 {f(r['tracked_ms_during_background_p50'])}/"
+            f"{f(r['tracked_ms_during_background_p95'])} ms ({r['frames_during_background']} frames), otherwise "
+            f"{f(r['tracked_ms_otherwise_p50'])}/{f(r['tracked_ms_otherwise_p95'])} ms (load "
+            f"{r['load_average_1min']:.1f} on {r['cpu_count']} cores)")
+
+
+def _in_process_line(r: dict[str, Any]) -> str:
+    return (f"in process, {r['frames']} frames: tracking answered {r['answered_tracking']} ({r['tracking_fraction']:.0%} "
+            f"by tracking), tracked frame p50/p95 {r['tracked_ms_p50']:.1f}/{r['tracked_ms_p95']:.1f} ms; per-frame "
+            f"relocalization answered {r['answered_relocalization']}, p50/p95 {r['relocalization_ms_p50']:.1f}/"
+            f"{r['relocalization_ms_p95']:.1f} ms; tracked / relocalization p50 {r['tracked_over_relocalization_p50']:.2f}; "
+            f"median error tracking {r['median_translation_m_tracking'] * 1e3:.2f} mm, relocalization "
+            f"{r['median_translation_m_relocalization'] * 1e3:.2f} mm (load {r['load_average_1min']:.1f} on "
+            f"{r['cpu_count']} cores)")
+
+
 def main(argv: list[str] | None = None) -> int:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
     ap.add_argument("--rate", type=float, default=30.0, help="frames per second")
@@ -352,6 +456,9 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--speed-deg-s", type=float, default=10.0, help="motion around the object")
     ap.add_argument("--kidnap-at", type=int, default=None, help="jump half way round the ring at this frame")
     ap.add_argument("--no-tracking", action="store_true", help="per-frame relocalization (the baseline)")
+    ap.add_argument("--paced", choices=("process", "thread"), default=None,
+                    help="no node: the stream paced through the node's worker queue, background relocalizations in "
+                         "the worker process or on a thread")
     ap.add_argument("--in-process", action="store_true",
                     help="no node: tracking and per-frame relocalization alternated on the same frames in this process")
     ap.add_argument("-p", "--param", action="append", default=[], metavar="NAME:=VALUE", help="node parameter")
@@ -370,16 +477,11 @@ def main(argv: list[str] | None = None) -> int:
     out_dir.mkdir(parents=True, exist_ok=True)
     recs = read_posed_folder(SCENE)
     stream = make_stream(recs, args.frames, args.rate, args.speed_deg_s, args.kidnap_at)
-    if args.in_process:
-        r = run_in_process(stream, recs, out_dir)
+    if args.paced or args.in_process:
+        r = run_paced(stream, recs, out_dir, args.paced, args.rate) if args.paced else run_in_process(stream, recs,
+                                                                                                     out_dir)
         r.update(load_average_1min=os.getloadavg()[0], cpu_count=os.cpu_count())
-        print(f"in process, {r['frames']} frames: tracking answered {r['answered_tracking']} ({r['tracking_fraction']:.0%} "
-              f"by tracking), tracked frame p50/p95 {r['tracked_ms_p50']:.1f}/{r['tracked_ms_p95']:.1f} ms; per-frame "
-              f"relocalization answered {r['answered_relocalization']}, p50/p95 {r['relocalization_ms_p50']:.1f}/"
-              f"{r['relocalization_ms_p95']:.1f} ms; tracked / relocalization p50 {r['tracked_over_relocalization_p50']:.2f}; "
-              f"median error tracking {r['median_translation_m_tracking'] * 1e3:.2f} mm, relocalization "
-              f"{r['median_translation_m_relocalization'] * 1e3:.2f} mm (load {r['load_average_1min']:.1f} on "
-              f"{r['cpu_count']} cores)")
+        print(_paced_line(r) if args.paced else _in_process_line(r))
         if args.json:
             args.json.parent.mkdir(parents=True, exist_ok=True)
             args.json.write_text(json.dumps(r, indent=2) + "\n")
@@ -396,7 +498,8 @@ def main(argv: list[str] | None = None) -> int:
     s = summary
     f = lambda v, fmt=".0f": "n/a" if v is None else format(v, fmt)  # noqa: E731
     print(f"{'tracking' if s['tracking'] else 'per-frame relocalization'} at {s['rate_hz']:.0f} Hz: answered "
-          f"{s['frames_answered']}/{s['frames_sent']} (dropped {s['frames_dropped']}), latency p50/p95/max "
+          f"{s['frames_answered']}/{s['frames_sent']} (dropped {s['frames_dropped']}, unanswered while tracking "
+          f"{s['frames_unanswered_while_tracking']}), latency p50/p95/max "
           f"{f(s['latency_ms_p50'])}/{f(s['latency_ms_p95'])}/{f(s['latency_ms_max'])} ms, while tracking p50/p95 "
           f"{f(s['tracked_latency_ms_p50'])}/{f(s['tracked_latency_ms_p95'])} ms, tracked {s['tracking_fraction']:.0%}, "
           f"median error {f(s['median_translation_m'] and s['median_translation_m'] * 1e3, '.2f')} mm / "

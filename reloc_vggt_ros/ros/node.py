@@ -219,8 +219,12 @@ class RelocNode(LifecycleNode):
             self._srvs.append(self.create_service(Trigger, "~/relocalize", self._relocalize_callback))
 
     def _init_worker(self, cfg: NodeConfig) -> None:
+        # while tracking, frames wait in order (a tracked frame is cheap); throttled, the newest wins
+        backlog = cfg.tracking.enabled and cfg.max_rate_hz <= 0
         self._worker = Worker(self._handle_frame, self._handle_keyframe, max_keyframes=cfg.mapping.max_queue,
-                              min_query_interval_s=1.0 / cfg.max_rate_hz if cfg.max_rate_hz > 0 else 0.0)
+                              min_query_interval_s=1.0 / cfg.max_rate_hz if cfg.max_rate_hz > 0 else 0.0,
+                              max_queries=cfg.tracking.queue_depth if backlog else 1,
+                              keep_backlog=lambda: self._session is not None and self._session.has_track)
         self._worker.start()
 
     def _init_subscriptions(self, cfg: NodeConfig) -> None:

@@ -2,7 +2,12 @@
 
 Subscription callbacks only ``offer`` work and return at once. The worker thread takes the newest
 query (older ones are counted as dropped, never queued behind a slow model) and every pending
-keyframe (mapping must not lose one; they are drained before the thread stops).
+keyframe (mapping must not lose one; they are drained before the thread stops). Queries that
+arrive while the consumer says its queries are cheap (``keep_backlog``: camera-rate tracking
+holds a track) are kept, up to ``max_queries``, and answered in order (a tracked frame costs a
+fraction of the frame period, so a backlog left by one slow frame drains within a few frames);
+one arriving otherwise (a relocalization is running) drops every waiting query, as before, so
+no frame is answered late behind a relocalization.
 """
 
 from __future__ import annotations
@@ -22,25 +27,41 @@ K = TypeVar("K")
 
 
 class NewestSlot(Generic[T]):
-    """One-item queue: ``put`` replaces an unread item and counts it as dropped."""
+    """Queue of waiting items: ``put`` replaces every unread item (newest wins), or with
+    ``backlog=True`` keeps up to ``depth`` of them; every item pushed out, or skipped by
+    ``take(newest_only=True)``, counts as dropped."""
 
-    def __init__(self) -> None:
-        self._item: T | None = None
+    def __init__(self, depth: int = 1) -> None:
+        self._items: deque[T] = deque()
+        self.depth = max(1, int(depth))
         self.dropped = 0
         self.offered = 0
 
-    def put(self, item: T) -> bool:
+    @property
+    def _item(self) -> T | None:
+        return self._items[-1] if self._items else None
+
+    def put(self, item: T, backlog: bool = False) -> bool:
         """Store ``item``; True if an older unread item was dropped."""
         self.offered += 1
-        dropped = self._item is not None
-        if dropped:
-            self.dropped += 1
-        self._item = item
-        return dropped
+        keep = self.depth - 1 if backlog else 0
+        dropped = max(0, len(self._items) - keep)
+        for _ in range(dropped):
+            self._items.popleft()
+        self.dropped += dropped
+        self._items.append(item)
+        return dropped > 0
 
-    def take(self) -> T | None:
-        item, self._item = self._item, None
-        return item
+    def take(self, newest_only: bool = True) -> T | None:
+        """The newest item (older ones dropped), or with ``newest_only=False`` the oldest."""
+        if not self._items:
+            return None
+        if newest_only:
+            self.dropped += len(self._items) - 1
+            item = self._items[-1]
+            self._items.clear()
+            return item
+        return self._items.popleft()
 
 
 class Worker(Generic[T, K]):
@@ -51,11 +72,13 @@ class Worker(Generic[T, K]):
     """
 
     def __init__(self, handle_query: Callable[[T], None], handle_keyframe: Callable[[K], None],
-                 max_keyframes: int = 1000, min_query_interval_s: float = 0.0, name: str = "reloc-worker") -> None:
+                 max_keyframes: int = 1000, min_query_interval_s: float = 0.0, name: str = "reloc-worker",
+                 max_queries: int = 1, keep_backlog: Callable[[], bool] | None = None) -> None:
         self._handle_query = handle_query
         self._handle_keyframe = handle_keyframe
+        self._keep_backlog = keep_backlog
         self._cv = threading.Condition()
-        self._queries: NewestSlot[T] = NewestSlot()
+        self._queries: NewestSlot[T] = NewestSlot(max_queries)
         self._keyframes: deque[K] = deque()
         self._max_keyframes = max_keyframes
         self.keyframes_dropped = 0
@@ -74,8 +97,9 @@ class Worker(Generic[T, K]):
 
     def offer_query(self, item: T) -> bool:
         """Hand a query to the worker; True if it replaced (dropped) an unread one."""
+        backlog = self._backlog()
         with self._cv:
-            dropped = self._queries.put(item)
+            dropped = self._queries.put(item, backlog)
             self._cv.notify()
         return dropped
 
@@ -116,7 +140,7 @@ class Worker(Generic[T, K]):
                     return "keyframe", self._keyframes.popleft()
                 wait_s = self._next_query_at - time.monotonic()
                 if wait_s <= 0 or self._stopping:  # throttled queries wait; keyframes never do
-                    query = self._queries.take()
+                    query = self._queries.take(newest_only=not self._backlog())
                     if query is not None and not self._stopping:  # a stale query is not worth the wait
                         self._busy = True
                         self._next_query_at = time.monotonic() + self._min_interval
@@ -125,6 +149,12 @@ class Worker(Generic[T, K]):
                 if self._stopping:
                     return None
                 self._cv.wait(wait_s if wait_s > 0 and self._queries._item is not None else None)
+
+    def _backlog(self) -> bool:
+        try:
+            return self._keep_backlog is not None and bool(self._keep_backlog())
+        except Exception:  # noqa: BLE001 - a failing predicate means newest wins
+            return False
 
     def _run(self) -> None:
         while (job := self._next()) is not None:

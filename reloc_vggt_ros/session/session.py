@@ -227,9 +227,19 @@ class Session:
                 raise DataError("no database open")
             self.open(self._store.path, self._store.readonly)
 
+    @property
+    def has_track(self) -> bool:
+        """Camera-rate tracking holds a track: the next frame is cheap (no lock: a hint for the
+        node's queue)."""
+        localizer = self._localizer
+        return isinstance(localizer, TrackingLocalizer) and localizer.has_track
+
     def close(self) -> None:
         self.wait_for_refresh()
         with self._lock:
+            close = getattr(self._localizer, "close", None)   # tracking's background worker process
+            if callable(close):
+                close()
             self._localizer = None
             if self._store is not None:
                 self._store.close()

@@ -19,14 +19,15 @@ def test_newest_slot_keeps_latest_and_counts_drops():
     assert (slot.offered, slot.dropped) == (3, 2)
 
 
-def test_slow_handler_sees_newest_frames_only():
+def _flood_while_blocked(**worker_options) -> tuple[list, Worker]:
+    """Frames 1..19 offered while the handler is blocked on frame 0; the frames it then saw."""
     seen, gate = [], threading.Event()
 
     def handle(q):
         gate.wait(5)
         seen.append(q)
 
-    w = Worker(handle, lambda k: None)
+    w = Worker(handle, lambda k: None, **worker_options)
     w.start()
     w.offer_query(0)
     time.sleep(0.05)        # worker is now blocked on frame 0
@@ -37,6 +38,11 @@ def test_slow_handler_sees_newest_frames_only():
     while not w.idle() and time.monotonic() < deadline:
         time.sleep(0.01)
     w.stop()
+    return seen, w
+
+
+def test_slow_handler_sees_newest_frames_only():
+    seen, w = _flood_while_blocked()
     assert seen == [0, 19]
     assert w.dropped == 18
 
@@ -99,3 +105,19 @@ def test_query_throttle_keeps_newest_and_never_delays_keyframes():
     assert [q for q, _ in seen] == [0, 5]
     assert seen[1][1] - seen[0][1] >= 0.29
     assert kfs[0][0] == "kf" and kfs[0][1] - t0 < 0.2      # handled at once, not after the throttle
+
+
+def test_backlog_is_answered_in_order_while_the_consumer_is_cheap():
+    """Frames that arrive while ``keep_backlog`` says so (tracking holds a track) wait, up to
+    ``max_queries``, and are answered oldest first; without it only the newest is (the rest
+    counted as dropped); a frame arriving without it drops the backlog (no answer late behind a
+    relocalization)."""
+    seen, w = _flood_while_blocked(max_queries=4, keep_backlog=lambda: True)
+    assert seen == [0, 16, 17, 18, 19] and w.dropped == 15
+    seen, w = _flood_while_blocked(max_queries=4, keep_backlog=lambda: False)
+    assert seen == [0, 19] and w.dropped == 18
+
+    slot = NewestSlot(depth=3)
+    for i in range(3):
+        slot.put(i, backlog=True)
+    assert slot.put(3, backlog=False) and slot.dropped == 3 and slot.take(newest_only=False) == 3

@@ -4,6 +4,7 @@ accuracy, kidnap recovery, the gate against a real wrong fix, and every kind of 
 from __future__ import annotations
 
 import dataclasses
+import time
 
 import numpy as np
 import pytest
@@ -151,3 +152,42 @@ def test_a_wrong_background_fix_is_held_back_while_tracking_goes_on(stream, real
     assert "background fix held back" in notes and "background fix adopted" in notes
     assert all(res.ok and err[0] <= GATE_M for _, res, err in rows)
     assert sum(res.diagnostics["served_by"] == "tracking" for _, res, _ in rows) >= 25
+
+
+def _settle(loc, frames):
+    """Frames until a background relocalization is running, let it finish, then the rest (this
+    loop is faster than 30 Hz: a fix would otherwise land a nondeterministic number of frames later)."""
+    rows = []
+    for k in range(len(frames)):
+        rows += run(loc, frames[k:k + 1])
+        if loc._future is not None:
+            loc._future.exception(60)
+            return rows + run(loc, frames[k + 1:])
+    return rows
+
+
+def test_background_relocalizations_run_in_a_worker_process(stream, realtime) -> None:
+    """The scheduled relocalizations of a healthy track run in a child process over its own
+    read-only map (no GIL shared with tracking); their fixes are adopted like a thread's. When the
+    process dies, relocalizations go on a thread with the reason; ``close`` ends the process."""
+    frames = stream(60)
+    loc = TrackingLocalizer(realtime, dataclasses.replace(CONFIG, relocalize_every_s=0.2))
+    proc = loc._process
+    assert proc is not None and proc.ready.wait(60), proc.dead
+    rows = _settle(loc, frames[:20])
+    notes = [n for _, res, _ in rows for n in res.diagnostics["tracking_notes"]]
+    assert all(res.ok for _, res, _ in rows) and any("background fix adopted" in n for n in notes), notes
+    assert all(err[0] < 5e-3 for _, _, err in rows) and loc._future_in_process
+    proc._proc.kill()
+    proc._proc.wait(10)
+    deadline = time.monotonic() + 10
+    while not proc.dead and time.monotonic() < deadline:
+        time.sleep(0.01)
+    rows = _settle(loc, frames[20:])
+    notes = [n for _, res, _ in rows for n in res.diagnostics["tracking_notes"]]
+    assert any("background process ended" in n for n in notes) and loc._process is None, notes
+    assert any("background fix adopted" in n for n in notes) and not loc._future_in_process   # on the thread
+    other = TrackingLocalizer(realtime, CONFIG)
+    child = other._process._proc
+    other.close()
+    assert child.poll() is not None

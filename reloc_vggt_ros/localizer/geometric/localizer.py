@@ -105,6 +105,7 @@ class GeometricLocalizer:
             cv2.setNumThreads(self.config.num_threads)
         logger.info("geometric localizer: %s", self.config)
         self._lock = threading.Lock()
+        self._source: GeometricLocalizer | None = None      # set on a variant (see variant)
         threads = self.config.query.match_threads
         self._pool = ThreadPoolExecutor(threads, thread_name_prefix="geometric-match") if threads > 1 else None
         self._state = _Snapshot.of(index_store(store, self.config.map))
@@ -125,16 +126,23 @@ class GeometricLocalizer:
                 self._kf_images.warm([int(i) for i in self._state.retriever.ids])
 
     @property
+    def keyframe_spacing_m(self) -> float:
+        """The map's median nearest-keyframe distance (0 with fewer than two keyframes)."""
+        return self._state.spacing
+
+    @property
     def _map(self) -> GeometricMap:
         return self._state.map
 
     def variant(self, config: GeometricConfig) -> "GeometricLocalizer":
         """A localizer with other query settings over this one's map and keyframe images (no second
-        index; the tracking cascade's fuller pass). ``config.map`` must be this one's map settings."""
+        index, and none on refresh: a variant's refresh refreshes this one and takes its map; the
+        tracking cascade's fuller pass). ``config.map`` must be this one's map settings."""
         if config.map != self.config.map:
             raise ConfigError("a variant shares the map: its map settings must equal this localizer's")
         other = copy.copy(self)
         other.config = config
+        other._source = self._source or self          # refresh() re-indexes the source's map only
         threads = config.query.match_threads
         other._pool = ThreadPoolExecutor(threads, thread_name_prefix="geometric-match") if threads > 1 else None
         return other
@@ -145,6 +153,10 @@ class GeometricLocalizer:
         Safe to call from another thread than :meth:`localize`: the new map is swapped in as one
         snapshot, a running query finishes on the old one.
         """
+        if self._source is not None:           # a variant: the map (and its refresh) is its source's
+            self._source.refresh()
+            self._state = self._source._state
+            return
         with self._lock:
             if self.store.revision != self._state.map.revision:
                 old = self._state.map

@@ -5,7 +5,10 @@ pass is another preset's query settings over the same map (``GeometricLocalizer.
 pyramid, more keypoints, more keyframes). A cheap answer is *weak* when it is OK with fewer than
 ``weak_below_inliers`` unique inliers; then, or when it is not OK, the fuller pass runs if the
 cheap pass's time plus the fuller pass's expected time (running mean of its past runs) fits
-``budget_ms``. The fuller answer replaces the cheap one when it is OK or the cheap one was not.
+``budget_ms``. An OK answer is also weak when its :func:`expected_error` (1 px per inlier, as a
+fraction of the map's keyframe spacing) is above ``weak_above_expected_error``: the two rules
+see different weaknesses (little evidence; evidence too coarse for the map's scale, e.g. a
+half-size image) and were each chosen leave-one-scene-out (``bench/cascade.py``). The fuller answer replaces the cheap one when it is OK or the cheap one was not.
 """
 
 from __future__ import annotations
@@ -14,11 +17,30 @@ import time
 
 import numpy as np
 
-from ...geometry import Intrinsics
+from ...geometry import Intrinsics, apply_T, invert_T
 from ..base import Localizer, PosePrior, RelocResult
+from ..geometric.pnp import Correspondences
 from .config import CascadeSettings
 
-__all__ = ["Cascade", "full_pass"]
+__all__ = ["Cascade", "expected_error", "full_pass"]
+
+
+def expected_error(result: RelocResult, intrinsics: Intrinsics, baseline_m: float) -> float | None:
+    """The answer's expected position error as a fraction of the map's keyframe spacing: median
+    inlier depth / (focal length in px x sqrt(inliers)), i.e. what N points each 1 px off give,
+    over ``baseline_m`` (the median nearest-keyframe distance, the unit recall is measured in).
+    Scale-free and resolution-aware: the same cheap answer is weaker in a half-size image (half
+    the focal length) or seen from twice as far; the covariance is not used (on the shared scenes
+    it was 1-2x the real error on the facades and 3-5x on the temple object scan). None without a
+    pose, inliers or baseline."""
+    corr = result.diagnostics.get("correspondences")
+    if result.T_world_cam is None or not isinstance(corr, Correspondences) or len(corr.x3d) == 0 or baseline_m <= 0:
+        return None
+    depth = float(np.median(apply_T(invert_T(result.T_world_cam), np.asarray(corr.x3d, float))[:, 2]))
+    focal = 0.5 * (intrinsics.pinhole.fx + intrinsics.pinhole.fy)
+    if depth <= 0 or focal <= 0:
+        return None
+    return depth / (focal * np.sqrt(len(corr.x3d))) / baseline_m
 
 
 def full_pass(cheap: Localizer, settings: CascadeSettings) -> Localizer | None:
@@ -48,12 +70,22 @@ class Cascade:
         self.name = cheap.name
         self._full_ms: list[float] = []
 
-    def weak(self, result: RelocResult) -> str:
+    def baseline_m(self) -> float:
+        """The map's median nearest-keyframe distance (0 when the backend does not say)."""
+        return float(getattr(self.cheap, "keyframe_spacing_m", 0.0))
+
+    def weak(self, result: RelocResult, intrinsics: Intrinsics | None = None) -> str:
         """Why ``result`` should be escalated ('' when it is good enough)."""
         if not result.ok:
             return f"cheap pass {result.status.value}"
-        if result.num_inliers < self.settings.weak_below_inliers:
-            return f"cheap pass weak: {result.num_inliers} inliers < {self.settings.weak_below_inliers}"
+        s = self.settings
+        if result.num_inliers < s.weak_below_inliers:
+            return f"cheap pass weak: {result.num_inliers} inliers < {s.weak_below_inliers}"
+        if s.weak_above_expected_error and intrinsics is not None:
+            err = expected_error(result, intrinsics, self.baseline_m())
+            if err is not None and err > s.weak_above_expected_error:
+                return (f"cheap pass weak: expected error {err:.2e} of the keyframe spacing > "
+                        f"{s.weak_above_expected_error:.2e}")
         return ""
 
     def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
@@ -62,7 +94,7 @@ class Cascade:
         res = self.cheap.localize(image_bgr, intrinsics, stamp_ns, prior)
         cheap_ms = 1e3 * (time.perf_counter() - t0)
         res.diagnostics.update(cascade="cheap", cheap_ms=cheap_ms)
-        why = self.weak(res) if self.full is not None else ""
+        why = self.weak(res, intrinsics) if self.full is not None else ""
         if not why:
             return res
         expected = float(np.mean(self._full_ms)) if self._full_ms else 0.0

@@ -33,10 +33,13 @@ class CascadeSettings:
     """Cheap query first; a fuller pass over the same map where it fails or is weak (``cascade``).
 
     A cheap answer the backend's own judge does not call OK (no match, or LOW_CONFIDENCE: too few
-    inliers, low confidence, ambiguous places) always escalates. ``weak_below_inliers`` adds an
-    inlier bar on OK answers (at 320x240 the cheap pass answers OK with 40-100 inliers but 2-5x the
-    fuller pass's error); leave-one-scene-out on the four shared scenes at three sizes chose 100-150
-    per fold and 150 on all of them (``python -m bench.cascade``, docs/tracking.md).
+    inliers, low confidence, ambiguous places) always escalates. An OK one is weak, and escalated,
+    when either rule says so: ``weak_below_inliers`` (little evidence) or
+    ``weak_above_expected_error`` (evidence too coarse for the map: median inlier depth / (focal
+    px x sqrt(inliers)) over the map's keyframe spacing, e.g. a half-size image). Each was chosen
+    leave-one-scene-out on the four shared scenes at three sizes (``python -m bench.cascade``,
+    docs/tracking.md): 100-150 and 0.001-0.0015 per fold, 150 and 0.001 on all of them; the
+    inlier rule alone left one held-out 320x240 answer (100 inliers, 2.9 cm) unescalated.
     """
 
     enabled: bool = setting(True, "run a fuller pass when the cheap query fails or is weak")
@@ -44,11 +47,16 @@ class CascadeSettings:
     full_top_k: int = setting(0, "keyframes the fuller pass retrieves (0 = twice the cheap pass's)")
     weak_below_inliers: int = setting(150, "an OK cheap answer with fewer inliers is weak and escalated "
                                           "(0 = escalate failures only)")
+    weak_above_expected_error: float = setting(0.001, "an OK cheap answer whose expected position error (median "
+                                                     "inlier depth / (focal px x sqrt(inliers))) is above this "
+                                                     "fraction of the map's keyframe spacing is weak and escalated "
+                                                     "(0 = off)")
     budget_ms: float = setting(500.0, "escalate only if the cheap pass's time plus the fuller pass's expected "
                                       "time fits (0 = no limit)")
 
     def __post_init__(self) -> None:
-        _non_negative(self, "tracking.cascade", "full_top_k", "weak_below_inliers", "budget_ms")
+        _non_negative(self, "tracking.cascade", "full_top_k", "weak_below_inliers", "weak_above_expected_error",
+                      "budget_ms")
         if self.full_preset not in GEOMETRIC_PRESETS:
             raise ConfigError(f"tracking.cascade.full_preset {self.full_preset!r} is not a geometric preset; "
                               f"choose from {sorted(GEOMETRIC_PRESETS)}")
@@ -139,6 +147,11 @@ class TrackingConfig:
                                              "(0 = only when tracking degrades)")
     relocalize_in_background: bool = setting(True, "while the track is healthy, relocalize on a background "
                                                    "thread and keep answering frames by tracking")
+    background_process: bool = setting(True, "run those background relocalizations in a worker process (its "
+                                             "own read-only copy of the map: no GIL shared with tracking)")
+    queue_depth: int = setting(3, "frames the node keeps waiting while it holds a track, answered in order "
+                                  "(a tracked frame is cheap; it bounds how late one can be: depth x frame "
+                                  "period); without a track the newest frame wins")
     tracker: TrackerSettings = setting(factory=TrackerSettings, doc="frame-to-frame tracking")
     motion: MotionSettings = setting(factory=MotionSettings, doc="motion prior")
     gate: GateSettings = setting(factory=GateSettings, doc="consistency gate")
@@ -146,3 +159,5 @@ class TrackingConfig:
 
     def __post_init__(self) -> None:
         _non_negative(self, "tracking", "relocalize_every_s")
+        if not 1 <= self.queue_depth <= 100:
+            raise ConfigError(f"tracking.queue_depth must be in 1..100, got {self.queue_depth}")

@@ -13,8 +13,8 @@ inliers it exposes) and answers every frame through these stages (each its own m
 4. relocalization (``cascade.Cascade``: cheap query, fuller pass when weak) when there is no
    healthy track, on schedule (``relocalize_every_s``), or when too few tracked points are left;
    the prediction is its pose prior (retrieval nearby, look-alike places resolved). While the
-   track is healthy it runs on a background thread (``relocalize_in_background``) and the
-   frames keep being answered by tracking; its fix, for the frame it was started on, is gated
+   track is healthy it runs in the background (``relocalize_in_background``: a worker process,
+   ``background.ProcessRelocalizer``, or a thread) and the frames keep being answered by tracking; its fix, for the frame it was started on, is gated
    against the pose tracked for that frame and, if adopted, the track restarts from the fix's
    inliers in that frame (LK spans the frames since, from the predicted positions);
 5. gating (``geometry.gating``): a fix is accepted when within the chi-square gate of the tracked
@@ -31,6 +31,7 @@ result is OK iff a pose is to be published: this localizer is the judge of what 
 
 from __future__ import annotations
 
+import logging
 import threading
 import time
 from collections.abc import Callable
@@ -44,6 +45,7 @@ from ...geometry import Intrinsics
 from ...geometry.gating import chi2_gate, mahalanobis2
 from ..base import Localizer, PosePrior, RelocResult, RelocStatus
 from ..geometric.pnp import Correspondences
+from .background import ProcessRelocalizer, recipe_of
 from .cascade import Cascade, full_pass
 from .config import TrackingConfig
 from .motion import Prediction, Reference, predict
@@ -53,10 +55,12 @@ __all__ = ["TrackingLocalizer", "Odometry"]
 
 Odometry = np.ndarray | Callable[[], np.ndarray] | None
 
+logger = logging.getLogger(__name__)
+
 
 @dataclass(frozen=True)
 class _Background:
-    """A relocalization running on the background thread, and the frame it was started on."""
+    """A relocalization running in the background (worker process or thread), and the frame it was started on."""
 
     future: Future
     stamp_ns: int
@@ -78,6 +82,14 @@ class TrackingLocalizer:
         self._lock = threading.Lock()
         self._pool = ThreadPoolExecutor(1, thread_name_prefix="tracking-reloc")
         self._future: Future | None = None         # the background relocalization, until it finished
+        self._future_in_process = False
+        recipe = recipe_of(base) if config.relocalize_in_background and config.background_process else None
+        self._process: ProcessRelocalizer | None = None
+        if recipe is not None:
+            try:
+                self._process = ProcessRelocalizer(recipe, config.cascade)
+            except OSError as err:          # no process (limits): the thread does the work
+                logger.warning("tracking: no background relocalization process (%r): using a thread", err)
         self.state = "lost"
         self._last_stamp: int | None = None
         self._last_gray: np.ndarray | None = None
@@ -94,6 +106,11 @@ class TrackingLocalizer:
         self._chain: list[Reference] = []
         self._background: _Background | None = None     # its result is for this state only
 
+    @property
+    def has_track(self) -> bool:
+        """The next frame will be tracked (a few ms), not relocalized."""
+        return self._track is not None
+
     def relocalize_next(self) -> None:
         """Drop the track: the next frame is relocalized (and still gated against the prediction)."""
         with self._lock:
@@ -101,6 +118,26 @@ class TrackingLocalizer:
 
     def refresh(self) -> None:
         self.relocalizer.refresh()
+        if self._process is not None:
+            self._process.refresh()
+
+    def close(self) -> None:
+        """End the background worker process, if any (the thread pool's thread ends with it)."""
+        if self._process is not None:
+            self._process.close()
+        self._pool.shutdown(wait=False)
+
+    def _submit_background(self, image: np.ndarray, intr: Intrinsics, stamp: int, prior: PosePrior | None,
+                           notes: list[str]) -> Future:
+        """The worker process once it is ready (the thread until then, or after it died)."""
+        proc = self._process
+        if proc is not None and proc.dead:
+            notes.append(f"{proc.dead}: background relocalizations on a thread from now on")
+            self._process = proc = None
+        self._future_in_process = proc is not None and proc.ready.is_set()
+        if self._future_in_process:
+            return proc.submit(image, intr, stamp, prior)
+        return self._pool.submit(self.relocalizer.localize, image, intr, stamp, prior)
 
     # ------------------------------------------------------------------ one frame
     def localize(self, image_bgr: np.ndarray, intrinsics: Intrinsics, stamp_ns: int = 0,
@@ -135,7 +172,7 @@ class TrackingLocalizer:
             if step is not None and step.ok and self.config.relocalize_in_background:
                 if self._future is None or self._future.done():
                     notes.append(due + " (in the background)")
-                    self._future = self._pool.submit(self.relocalizer.localize, image, intr, stamp, fix_prior)
+                    self._future = self._submit_background(image, intr, stamp, fix_prior, notes)
                     self._background = _Background(self._future, stamp, gray, odom, step.T_world_cam,
                                                    step.covariance)
             else:
@@ -145,14 +182,16 @@ class TrackingLocalizer:
         return self._decide(gray, stamp, odom, pred, step, fix, notes)
 
     def _wait_background(self) -> None:
-        """Let a running background relocalization finish (the localizer runs one query at a time);
-        its answer is dropped: this frame relocalizes itself."""
-        if self._future is not None:
+        """Drop the background relocalization's answer: this frame relocalizes itself. One on the
+        thread is let finish first (the localizer runs one query at a time); one in the worker
+        process is not waited for (it keeps ``_future`` until done: one request at a time)."""
+        if self._future is not None and not self._future_in_process:
             try:
                 self._future.result()
             except Exception:  # noqa: BLE001 - its failure is no concern of this frame
                 pass
-        self._future, self._background = None, None
+            self._future = None
+        self._background = None
 
     def _collect_background(self, notes: list[str]) -> bool:
         """Take in a finished background fix: adopted (True: new reference and track) when it agrees
