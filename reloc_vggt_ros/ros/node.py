@@ -628,7 +628,7 @@ class RelocNode(LifecycleNode):
                              " (publish it, e.g. robot_state_publisher, or set base_frame '' to publish the "
                              "camera pose)") if cfg.base_frame else None
         odom = (self._tf(cfg.odom_frame, base_frame, frame.stamp_ns, "odometry")
-                if cfg.odom_frame and self._tf_pub is not None and base_frame else None)
+                if cfg.odom_frame and base_frame else None)      # tracking and Track 2 use it without publish_tf too
         decision = session.localize(image, intr, frame.stamp_ns, odom,
                                     keyframes_pending=self._worker.pending_keyframes() if self._worker else 0,
                                     T_base_cam=extrinsic, camera=camera_frame)
@@ -657,7 +657,7 @@ class RelocNode(LifecycleNode):
             return self._reject(query, Rejected("no usable camera in the rig query: " +
                                                 "; ".join(f"{c}: {w}" for c, w in problems.items()), warn=True))
         odom = (self._tf(cfg.odom_frame, cfg.base_frame, query.stamp_ns, "odometry")
-                if cfg.odom_frame and self._tf_pub is not None else None)
+                if cfg.odom_frame else None)
         decision = session.localize_rig(frames, query.stamp_ns, odom,
                                         keyframes_pending=self._worker.pending_keyframes() if self._worker else 0)
         result = decision.result

@@ -63,8 +63,8 @@ class NodeConfig(SessionConfig):
     base_frame: str = setting("base_link", "robot base frame (REP-105): /relocalized_pose is its pose in map_frame, "
                                            "through the TF base_frame -> camera at the image stamp; "
                                            "'' = publish the camera pose (no base frame)")
-    odom_frame: str = setting("", "if set, publish map->odom using odom->base_frame at the image stamp; "
-                                  "else map->base_frame")
+    odom_frame: str = setting("", "if set, publish map->odom using odom->base_frame at the image stamp, and "
+                                  "feed that odometry to tracking / map-free Track 2; else map->base_frame")
     camera_frame: str = setting("", "optical frame of the camera; '' = header.frame_id of the images")
     publish_tf: bool = setting(True, "publish the map->odom (or map->camera) transform")
     use_compressed: bool = setting(False, "subscribe to image/compressed (jpeg/png) instead of raw image")
