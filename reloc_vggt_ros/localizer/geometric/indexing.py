@@ -50,6 +50,7 @@ from collections.abc import Iterable
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -66,6 +67,7 @@ from .triangulation import (Observations, View, backproject_depth, consistent_ne
 if TYPE_CHECKING:
     from ...keyframes import KeyframeStore
     from .config import MapSettings, TriangulationConfig
+    from .config import FeatureConfig
 
 __all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_store", "fingerprints",
            "blob_problem", "all_neighbours", "resident_bytes"]
@@ -253,6 +255,42 @@ class _FeatureSource:
         self.cache, self.memory, self.cameras = cache, memory, cameras
         self.lru = ByteLRU(int(config.cache_mb * 2**20))
 
+    def extract(self, kf_ids: list[int], jobs: int) -> None:
+        """Extract the features of ``kf_ids`` (none stored yet) in ``jobs`` worker processes, as
+        :meth:`get` would one after the other: stored by this process in id order, so the blobs,
+        the cache and the counts equal a serial run's. Images are read here (checked) and a
+        bounded window of them is in flight; a keyframe whose image is damaged is left for
+        :meth:`get` to report."""
+        if jobs <= 1 or len(kf_ids) < 2:
+            return
+        from collections import deque
+
+        from ...keyframes.build import worker_pool
+
+        pending: deque = deque()
+        todo = iter(kf_ids)
+        with worker_pool(min(jobs, len(kf_ids)), _worker_init) as pool:
+            while True:
+                while len(pending) < 4 * jobs and (kf_id := next(todo, None)) is not None:
+                    try:
+                        image = self.store.get_keyframe(kf_id).image_jpeg
+                    except KeyframeDBError:
+                        continue                                    # get() reads it again and reports it
+                    pending.append((kf_id, pool.submit(_extract_image, image, self.config.features)))
+                if not pending:
+                    return
+                kf_id, future = pending.popleft()
+                feats = future.result()
+                if feats is None:
+                    continue
+                self.stats["features"] += 1
+                if self.writable:
+                    self.store.put_blob(kf_id, BACKEND, "features", pack_arrays(feats.to_arrays()), self.fp)
+                else:
+                    self.memory[kf_id] = feats
+                feats = undistorted(feats, self.cameras[kf_id])
+                self.lru.put(kf_id, feats, _features_nbytes(feats))
+
     def get(self, kf_id: int) -> Features:
         feats = self.lru.get(kf_id)
         if feats is not None:
@@ -273,6 +311,17 @@ class _FeatureSource:
             feats = undistorted(feats, self.cameras[kf_id])     # ideal pixels of the pinhole camera
         self.lru.put(kf_id, feats, _features_nbytes(feats))
         return feats
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)        # one process per core already
+
+
+def _extract_image(image: bytes, config: "FeatureConfig") -> Features | None:
+    """Worker side of :meth:`_FeatureSource.extract`: features of encoded image bytes (None if
+    they do not decode)."""
+    img = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+    return None if img is None else extract_features(img, config)
 
 
 # ----------------------------------------------------------------- neighbour graph
@@ -685,12 +734,14 @@ def map_bytes(rows: Iterable[_Row]) -> int:
                for r in rows)
 
 
-def index_store(store: "KeyframeStore", config: "MapSettings", previous: GeometricMap | None = None
-                ) -> GeometricMap:
+def index_store(store: "KeyframeStore", config: "MapSettings", previous: GeometricMap | None = None,
+                jobs: int = 1) -> GeometricMap:
     """Compute what is missing or stale, store it (unless the store is read-only), load the map.
 
     ``previous``: the map of an earlier call with the same config, whose cache (unchanged
     keyframes' features and points) the new map shares (live mapping refreshes after new keyframes).
+    ``jobs`` > 1: missing features are extracted in that many worker processes (``db build``);
+    the result is the same as with one.
     ConfigError if the map does not fit ``config.memory_budget_mb``.
     """
     t0 = time.perf_counter()
@@ -728,6 +779,7 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
     feats = _FeatureSource(store, config, fps["features"], writable, stats, cache, memory_feats, intr)
     have_features = store.blob_ids(BACKEND, "features", fps["features"])
     keep = np.ones(len(ids), bool)
+    feats.extract([int(i) for i in ids if int(i) not in have_features], jobs)
     for p, i in enumerate(int(v) for v in ids):      # what has no features yet: extracted first
         if i not in have_features:
             try:
