@@ -34,7 +34,9 @@ size; ``retrieval_prior_ms_p50`` with a prior pose 1 m off), ``query_ms_p50`` (t
 CPU time, steadier on a shared machine, and the first, cold pass) and the temple
 accuracy (status, inliers and pose error per query: the table prints whether they equal the
 smallest map's). Then, on the map opened writable, ``refresh_s``: one keyframe added and the
-localizer refreshed (live mapping; the node runs it off the frame path). Sizes the disk cannot hold are skipped, never faked; the docs extrapolate them.
+localizer refreshed (live mapping; the node runs it off the frame path). Sizes the disk cannot hold are skipped, never faked;
+``--extrapolate`` sizes (default 100000) get a row from a straight-line fit of each column over the
+measured sizes, labelled ``extrapolated``.
 """
 
 from __future__ import annotations
@@ -249,11 +251,32 @@ def refresh_time(db: Path) -> dict[str, float]:
 def _table(rows: list[dict[str, Any]]) -> str:
     head = ("keyframes", "build_s", "index_s", "db_mb", "open_s", "open_cpu_s", "rss_mb", "rss_after_queries_mb",
             "retrieval_ms_p50", "retrieval_cpu_ms_p50", "retrieval_prior_ms_p50", "query_ms_p50", "query_cpu_ms_p50", "query_cold_ms_p50",
-            "refresh_s", "refresh_cpu_s", "ok", "same_as_smallest")
+            "refresh_s", "refresh_cpu_s", "ok", "same_as_smallest", "query_vs_smallest", "query_cpu_vs_smallest")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         lines.append(" | ".join(f"{r[h]:.3g}" if isinstance(r.get(h), float) else str(r.get(h, "-")) for h in head))
     return "\n".join(lines)
+
+
+_GROWING = ("build_s", "index_s", "db_mb", "open_s", "open_cpu_s", "rss_mb", "rss_after_queries_mb",
+            "retrieval_ms_p50", "retrieval_cpu_ms_p50", "retrieval_prior_ms_p50", "query_ms_p50", "query_cpu_ms_p50",
+            "refresh_s", "refresh_cpu_s")
+
+
+def extrapolate(rows: list[dict[str, Any]], n_keyframes: int) -> dict[str, Any]:
+    """A row for ``n_keyframes`` from a least-squares line ``a + b * keyframes`` per column through
+    the measured rows (labelled ``extrapolated``; an upper bound for what grows slower than the
+    map, such as the approximate index's search)."""
+    measured = [r for r in rows if "queries" in r]
+    x = np.array([r["keyframes"] for r in measured], float)
+    out: dict[str, Any] = {"keyframes": n_keyframes,
+                           "extrapolated": f"linear fit over the measured {', '.join(str(int(v)) for v in x)}"}
+    for col in _GROWING:
+        y = np.array([r.get(col, np.nan) for r in measured], float)
+        if np.isfinite(y).all() and len(y) >= 2:
+            b, a = np.polyfit(x, y, 1)
+            out[col] = float(a + b * n_keyframes)
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,6 +285,8 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--work", default="/tmp/map_scale", help="where the maps are built (GBs)")
     ap.add_argument("--keep", action="store_true", help="keep the maps (else each is deleted after measuring)")
+    ap.add_argument("--extrapolate", type=int, nargs="*", default=[100_000],
+                    help="sizes not measured: a row each from the measured growth (labelled extrapolated)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
@@ -287,11 +312,20 @@ def main(argv: list[str] | None = None) -> int:
         first = next((r for r in rows if "queries" in r), None)
         row["same_as_smallest"] = first is None or all(
             (a["status"], a["inliers"]) == (b["status"], b["inliers"]) for a, b in zip(first["queries"], row["queries"]))
+        ref = first or row                                   # the target: query time within 10 % of the smallest map's
+        row["query_vs_smallest"] = row["query_ms_p50"] / ref["query_ms_p50"]
+        row["query_cpu_vs_smallest"] = row["query_cpu_ms_p50"] / ref["query_cpu_ms_p50"]
         rows.append(row)
         print(_table([row]).splitlines()[-1], flush=True)
         if not args.keep:
             db.unlink()
-    print(_table([r for r in rows if "queries" in r]))
+    measured = [r for r in rows if "queries" in r]
+    if len(measured) >= 2:
+        rows += [extrapolate(rows, n) for n in args.extrapolate if n not in {r["keyframes"] for r in measured}]
+    print(_table([r for r in rows if "queries" in r or "extrapolated" in r]))
+    for r in rows:
+        if "extrapolated" in r:
+            print(f"{r['keyframes']} keyframes: extrapolated ({r['extrapolated']}), not measured")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0
