@@ -35,8 +35,8 @@ CPU time, steadier on a shared machine, and the first, cold pass) and the temple
 accuracy (status, inliers and pose error per query: the table prints whether they equal the
 smallest map's). Then, on the map opened writable, ``refresh_s``: one keyframe added and the
 localizer refreshed (live mapping; the node runs it off the frame path). Sizes the disk cannot hold are skipped, never faked;
-``--extrapolate`` sizes (default 100000) get a row from a straight-line fit of each column over the
-measured sizes, labelled ``extrapolated``.
+``--extrapolate`` sizes (default 100000) get a row from the measured growth, labelled
+``extrapolated`` (:func:`extrapolate` says which fit each column gets).
 """
 
 from __future__ import annotations
@@ -258,24 +258,48 @@ def _table(rows: list[dict[str, Any]]) -> str:
     return "\n".join(lines)
 
 
-_GROWING = ("build_s", "index_s", "db_mb", "open_s", "open_cpu_s", "rss_mb", "rss_after_queries_mb",
-            "retrieval_ms_p50", "retrieval_cpu_ms_p50", "retrieval_prior_ms_p50", "query_ms_p50", "query_cpu_ms_p50",
-            "refresh_s", "refresh_cpu_s")
+_LINEAR = ("build_s", "index_s", "db_mb", "open_s", "open_cpu_s", "rss_mb", "refresh_s", "refresh_cpu_s")
+_RETRIEVAL = ("retrieval_ms_p50", "retrieval_cpu_ms_p50", "retrieval_prior_ms_p50")
+
+
+def _fit(x: np.ndarray, y: np.ndarray, at: float) -> float | None:
+    """Least-squares line through ``(x, y)`` evaluated at ``at``; a line that falls (noise over
+    what does not grow) gives the largest measured value instead. None without two points."""
+    ok = np.isfinite(y)
+    if ok.sum() < 2:
+        return None
+    b, a = np.polyfit(x[ok], y[ok], 1)
+    return float(a + b * at) if b > 0 else float(np.max(y[ok]))
 
 
 def extrapolate(rows: list[dict[str, Any]], n_keyframes: int) -> dict[str, Any]:
-    """A row for ``n_keyframes`` from a least-squares line ``a + b * keyframes`` per column through
-    the measured rows (labelled ``extrapolated``; an upper bound for what grows slower than the
-    map, such as the approximate index's search)."""
+    """A row for ``n_keyframes`` from the measured growth (labelled ``extrapolated``): what the map
+    holds or reads per keyframe (build, file, start-up, memory, refresh) as a line in the number of
+    keyframes (memory after the queries: plus the most the queries added); retrieval as a line in its square root over the maps with the inverted-list index
+    (a query scans ``index_probe`` of ~sqrt(N) lists: ~sqrt(N) entries); query time as the largest
+    map's plus the retrieval's growth (the rest of a query works on its top-k keyframes, whatever
+    the map's size)."""
     measured = [r for r in rows if "queries" in r]
     x = np.array([r["keyframes"] for r in measured], float)
     out: dict[str, Any] = {"keyframes": n_keyframes,
-                           "extrapolated": f"linear fit over the measured {', '.join(str(int(v)) for v in x)}"}
-    for col in _GROWING:
-        y = np.array([r.get(col, np.nan) for r in measured], float)
-        if np.isfinite(y).all() and len(y) >= 2:
-            b, a = np.polyfit(x, y, 1)
-            out[col] = float(a + b * n_keyframes)
+                           "extrapolated": f"fit over the measured {', '.join(str(int(v)) for v in x)} (see docstring)"}
+    for col in _LINEAR:
+        value = _fit(x, np.array([r.get(col, np.nan) for r in measured], float), n_keyframes)
+        if value is not None:
+            out[col] = value
+    ivf = [r for r in measured if r.get("index_kind") != "flat"]
+    xs = np.sqrt([r["keyframes"] for r in ivf])
+    for col in _RETRIEVAL:
+        value = _fit(xs, np.array([r.get(col, np.nan) for r in ivf], float), float(np.sqrt(n_keyframes)))
+        if value is not None:
+            out[col] = value
+    if "rss_mb" in out:                                  # plus what the queries added (the cache), at most as measured
+        out["rss_after_queries_mb"] = out["rss_mb"] + max(r["rss_after_queries_mb"] - r["rss_mb"] for r in measured)
+    last = max(measured, key=lambda r: r["keyframes"])
+    grow = out.get("retrieval_ms_p50", last["retrieval_ms_p50"]) - last["retrieval_ms_p50"]
+    grow_cpu = out.get("retrieval_cpu_ms_p50", last["retrieval_cpu_ms_p50"]) - last["retrieval_cpu_ms_p50"]
+    out["query_ms_p50"] = last["query_ms_p50"] + grow
+    out["query_cpu_ms_p50"] = last["query_cpu_ms_p50"] + grow_cpu
     return out
 
 

@@ -269,6 +269,7 @@ class _FeatureSource:
 
         pending: deque = deque()
         todo = iter(kf_ids)
+        t0 = time.perf_counter()
         with worker_pool(min(jobs, len(kf_ids)), _worker_init) as pool:
             while True:
                 while len(pending) < 4 * jobs and (kf_id := next(todo, None)) is not None:
@@ -278,6 +279,8 @@ class _FeatureSource:
                         continue                                    # get() reads it again and reports it
                     pending.append((kf_id, pool.submit(_extract_image, image, self.config.features)))
                 if not pending:
+                    logger.info("features of %d keyframes extracted in %d processes in %.1f s", len(kf_ids),
+                                min(jobs, len(kf_ids)), time.perf_counter() - t0)
                     return
                 kf_id, future = pending.popleft()
                 feats = future.result()
