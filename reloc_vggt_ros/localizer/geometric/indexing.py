@@ -255,14 +255,16 @@ class _FeatureSource:
         self.cache, self.memory, self.cameras = cache, memory, cameras
         self.lru = ByteLRU(int(config.cache_mb * 2**20))
 
-    def extract(self, kf_ids: list[int], jobs: int) -> None:
+    def extract(self, kf_ids: list[int], jobs: int) -> set[int]:
         """Extract the features of ``kf_ids`` (none stored yet) in ``jobs`` worker processes, as
         :meth:`get` would one after the other: stored by this process in id order, so the blobs,
         the cache and the counts equal a serial run's. Images are read here (checked) and a
         bounded window of them is in flight; a keyframe whose image is damaged is left for
-        :meth:`get` to report."""
+        :meth:`get` to report. Returns the ids done (the caller must not :meth:`get` them again
+        for this: one evicted since would come back from its blob, unlike in a serial run)."""
+        done: set[int] = set()
         if jobs <= 1 or len(kf_ids) < 2:
-            return
+            return done
         from collections import deque
 
         from ...keyframes.build import worker_pool
@@ -279,9 +281,9 @@ class _FeatureSource:
                         continue                                    # get() reads it again and reports it
                     pending.append((kf_id, pool.submit(_extract_image, image, self.config.features)))
                 if not pending:
-                    logger.info("features of %d keyframes extracted in %d processes in %.1f s", len(kf_ids),
+                    logger.info("features of %d keyframes extracted in %d processes in %.1f s", len(done),
                                 min(jobs, len(kf_ids)), time.perf_counter() - t0)
-                    return
+                    return done
                 kf_id, future = pending.popleft()
                 feats = future.result()
                 if feats is None:
@@ -293,6 +295,7 @@ class _FeatureSource:
                     self.memory[kf_id] = feats
                 feats = undistorted(feats, self.cameras[kf_id])
                 self.lru.put(kf_id, feats, _features_nbytes(feats))
+                done.add(kf_id)
 
     def get(self, kf_id: int) -> Features:
         feats = self.lru.get(kf_id)
@@ -836,9 +839,9 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
     feats = _FeatureSource(store, config, fps["features"], writable, stats, cache, memory_feats, intr)
     have_features = store.blob_ids(BACKEND, "features", fps["features"])
     keep = np.ones(len(ids), bool)
-    feats.extract([int(i) for i in ids if int(i) not in have_features], jobs)
+    extracted = feats.extract([int(i) for i in ids if int(i) not in have_features], jobs)
     for p, i in enumerate(int(v) for v in ids):      # what has no features yet: extracted first
-        if i not in have_features:
+        if i not in have_features and i not in extracted:
             try:
                 feats.get(i)
             except _LeftOut as err:
