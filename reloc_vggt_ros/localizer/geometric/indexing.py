@@ -66,8 +66,7 @@ from .triangulation import (Observations, View, backproject_depth, consistent_ne
 
 if TYPE_CHECKING:
     from ...keyframes import KeyframeStore
-    from .config import MapSettings, TriangulationConfig
-    from .config import FeatureConfig
+    from .config import FeatureConfig, MapSettings, TriangulationConfig
 
 __all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_store", "fingerprints",
            "blob_problem", "all_neighbours", "resident_bytes"]
@@ -418,6 +417,9 @@ def _load_graph(store: "KeyframeStore", fp: str) -> tuple[str, Mapping[int, _Row
         n = len(a["ids"])
         if any(len(a[c]) != n for c in _GRAPH_COLUMNS):
             raise KeyframeDBError("graph blob: arrays of different lengths")
+        if a["neighbours"].ndim != 2 or any(a[c].shape != a["neighbours"].shape
+                                            for c in ("state", "pair_median", "pair_matches")):
+            raise KeyframeDBError("graph blob: neighbour columns of different shapes")   # rows are made later
         if len(np.unique(a["ids"])) != n:
             raise KeyframeDBError("graph blob: repeated keyframe ids")
         return str(a["digest"]), _Graph(a)
