@@ -240,7 +240,7 @@ def measure(db: Path, ref: Path | None = None) -> dict[str, Any]:
                 err = pose_error(res.T_world_cam, T) if res.T_world_cam is not None else (float("nan"),) * 2
                 per_query.append({"status": res.status.value, "inliers": res.num_inliers,
                                   "t_err_m": float(err[0]), "r_err_deg": float(err[1])})
-    cache = state.map.cache
+    cache, rss_queries = state.map.cache, _rss_mb()
     ratio: dict[str, float] = {}
     if ref is not None:
         ref_loc = make_localizer("geometric", KeyframeStore.open(ref, readonly=True), **OPTIONS)
@@ -249,7 +249,7 @@ def measure(db: Path, ref: Path | None = None) -> dict[str, Any]:
         (big, big_cpu), (small, small_cpu) = _interleaved([loc, ref_loc], images)
         ratio = {"query_vs_smallest": big / small, "query_cpu_vs_smallest": big_cpu / small_cpu,
                  "interleaved_query_ms_p50": big, "interleaved_smallest_query_ms_p50": small}
-    return {**ratio, "open_s": open_s, "open_cpu_s": open_cpu_s, "rss_before_open_mb": rss0, "rss_mb": rss_open, "rss_after_queries_mb": _rss_mb(),
+    return {**ratio, "open_s": open_s, "open_cpu_s": open_cpu_s, "rss_before_open_mb": rss0, "rss_mb": rss_open, "rss_after_queries_mb": rss_queries,
             "retrieval_ms_p50": float(np.median(ret)), "retrieval_cpu_ms_p50": float(np.median(ret_cpu)),
             "retrieval_prior_ms_p50": float(np.median(ret_prior)),
             "query_ms_p50": float(np.median(times)), "query_cpu_ms_p50": float(np.median(cpu)),
