@@ -31,10 +31,14 @@ queries), ``retrieval_ms_p50`` (``Retriever.rank`` of the 16 temple queries' VLA
 repetitions: the search, what grows with the map; describing the query is the same work at any
 size; ``retrieval_prior_ms_p50`` with a prior pose 1 m off), ``query_ms_p50`` (the whole
 ``localize``, second and third pass over the queries: the cache holds what they touch; also its
-CPU time, steadier on a shared machine, and the first, cold pass) and the temple
+CPU time, steadier on a shared machine, and the first, cold pass), ``query_vs_smallest`` (the
+target's ratio: this map's and the smallest map's queries timed in turn in one process, so a
+shared machine's changing load hits both alike; wall and CPU) and the temple
 accuracy (status, inliers and pose error per query: the table prints whether they equal the
 smallest map's). Then, on the map opened writable, ``refresh_s``: one keyframe added and the
-localizer refreshed (live mapping; the node runs it off the frame path). Sizes the disk cannot hold are skipped, never faked; the docs extrapolate them.
+localizer refreshed (live mapping; the node runs it off the frame path). Sizes the disk cannot hold are skipped, never faked;
+``--extrapolate`` sizes (default 100000) get a row from the measured growth, labelled
+``extrapolated`` (:func:`extrapolate` says which fit each column gets).
 """
 
 from __future__ import annotations
@@ -172,8 +176,24 @@ def _rss_mb() -> float:
     return float("nan")
 
 
-def measure(db: Path) -> dict[str, Any]:
-    """In this (fresh) process: open like the node, then retrieval and queries on the temple."""
+def _interleaved(locs: list[Any], images: list[tuple]) -> list[tuple[float, float]]:
+    """``(wall, CPU)`` median ms of the queries on each localizer, run query by query in turn
+    (two passes, the order alternated): load that comes and goes hits both alike."""
+    times: list[list[tuple[float, float]]] = [[] for _ in locs]
+    for rep in range(2):
+        for img, intr, _ in images:
+            for k in (range(len(locs)) if rep % 2 == 0 else reversed(range(len(locs)))):
+                t, c = time.perf_counter(), time.process_time()
+                locs[k].localize(img, intr)
+                times[k].append((1e3 * (time.perf_counter() - t), 1e3 * (time.process_time() - c)))
+    return [(float(np.median([w for w, _ in ts])), float(np.median([c for _, c in ts]))) for ts in times]
+
+
+def measure(db: Path, ref: Path | None = None) -> dict[str, Any]:
+    """In this (fresh) process: open like the node, then retrieval and queries on the temple.
+    ``ref`` (the smallest map): afterwards its queries and this map's are timed in turn
+    (:func:`_interleaved`) for the query-time ratio, which a shared machine's load would
+    otherwise decide."""
     from reloc_vggt_ros.geometry import make_T, pose_error, so3_exp
     from reloc_vggt_ros.localizer.geometric.features import extract_features
     from reloc_vggt_ros.localizer.registry import make_localizer
@@ -220,8 +240,16 @@ def measure(db: Path) -> dict[str, Any]:
                 err = pose_error(res.T_world_cam, T) if res.T_world_cam is not None else (float("nan"),) * 2
                 per_query.append({"status": res.status.value, "inliers": res.num_inliers,
                                   "t_err_m": float(err[0]), "r_err_deg": float(err[1])})
-    cache = state.map.cache
-    return {"open_s": open_s, "open_cpu_s": open_cpu_s, "rss_before_open_mb": rss0, "rss_mb": rss_open, "rss_after_queries_mb": _rss_mb(),
+    cache, rss_queries = state.map.cache, _rss_mb()
+    ratio: dict[str, float] = {}
+    if ref is not None:
+        ref_loc = make_localizer("geometric", KeyframeStore.open(ref, readonly=True), **OPTIONS)
+        for img, intr, _ in images:                          # its cache warm, as this map's is
+            ref_loc.localize(img, intr)
+        (big, big_cpu), (small, small_cpu) = _interleaved([loc, ref_loc], images)
+        ratio = {"query_vs_smallest": big / small, "query_cpu_vs_smallest": big_cpu / small_cpu,
+                 "interleaved_query_ms_p50": big, "interleaved_smallest_query_ms_p50": small}
+    return {**ratio, "open_s": open_s, "open_cpu_s": open_cpu_s, "rss_before_open_mb": rss0, "rss_mb": rss_open, "rss_after_queries_mb": rss_queries,
             "retrieval_ms_p50": float(np.median(ret)), "retrieval_cpu_ms_p50": float(np.median(ret_cpu)),
             "retrieval_prior_ms_p50": float(np.median(ret_prior)),
             "query_ms_p50": float(np.median(times)), "query_cpu_ms_p50": float(np.median(cpu)),
@@ -249,11 +277,56 @@ def refresh_time(db: Path) -> dict[str, float]:
 def _table(rows: list[dict[str, Any]]) -> str:
     head = ("keyframes", "build_s", "index_s", "db_mb", "open_s", "open_cpu_s", "rss_mb", "rss_after_queries_mb",
             "retrieval_ms_p50", "retrieval_cpu_ms_p50", "retrieval_prior_ms_p50", "query_ms_p50", "query_cpu_ms_p50", "query_cold_ms_p50",
-            "refresh_s", "refresh_cpu_s", "ok", "same_as_smallest")
+            "refresh_s", "refresh_cpu_s", "ok", "same_as_smallest", "query_vs_smallest", "query_cpu_vs_smallest")
     lines = [" | ".join(head), " | ".join("---" for _ in head)]
     for r in rows:
         lines.append(" | ".join(f"{r[h]:.3g}" if isinstance(r.get(h), float) else str(r.get(h, "-")) for h in head))
     return "\n".join(lines)
+
+
+_LINEAR = ("build_s", "index_s", "db_mb", "open_s", "open_cpu_s", "rss_mb", "refresh_s", "refresh_cpu_s")
+_RETRIEVAL = ("retrieval_ms_p50", "retrieval_cpu_ms_p50", "retrieval_prior_ms_p50")
+
+
+def _fit(x: np.ndarray, y: np.ndarray, at: float) -> float | None:
+    """Least-squares line through ``(x, y)`` evaluated at ``at``; a line that falls (noise over
+    what does not grow) gives the largest measured value instead. None without two points."""
+    ok = np.isfinite(y)
+    if ok.sum() < 2:
+        return None
+    b, a = np.polyfit(x[ok], y[ok], 1)
+    return float(a + b * at) if b > 0 else float(np.max(y[ok]))
+
+
+def extrapolate(rows: list[dict[str, Any]], n_keyframes: int) -> dict[str, Any]:
+    """A row for ``n_keyframes`` from the measured growth (labelled ``extrapolated``): what the map
+    holds or reads per keyframe (build, file, start-up, memory, refresh) as a line in the number of
+    keyframes (memory after the queries: plus the most the queries added); retrieval as a line in its square root over the maps with the inverted-list index
+    (a query scans ``index_probe`` of ~sqrt(N) lists: ~sqrt(N) entries); query time as the largest
+    map's plus the retrieval's growth (the rest of a query works on its top-k keyframes, whatever
+    the map's size)."""
+    measured = [r for r in rows if "queries" in r]
+    x = np.array([r["keyframes"] for r in measured], float)
+    out: dict[str, Any] = {"keyframes": n_keyframes,
+                           "extrapolated": f"fit over the measured {', '.join(str(int(v)) for v in x)} (see docstring)"}
+    for col in _LINEAR:
+        value = _fit(x, np.array([r.get(col, np.nan) for r in measured], float), n_keyframes)
+        if value is not None:
+            out[col] = value
+    ivf = [r for r in measured if r.get("index_kind") != "flat"]
+    xs = np.sqrt([r["keyframes"] for r in ivf])
+    for col in _RETRIEVAL:
+        value = _fit(xs, np.array([r.get(col, np.nan) for r in ivf], float), float(np.sqrt(n_keyframes)))
+        if value is not None:
+            out[col] = value
+    if "rss_mb" in out:                                  # plus what the queries added (the cache), at most as measured
+        out["rss_after_queries_mb"] = out["rss_mb"] + max(r["rss_after_queries_mb"] - r["rss_mb"] for r in measured)
+    last = max(measured, key=lambda r: r["keyframes"])
+    grow = out.get("retrieval_ms_p50", last["retrieval_ms_p50"]) - last["retrieval_ms_p50"]
+    grow_cpu = out.get("retrieval_cpu_ms_p50", last["retrieval_cpu_ms_p50"]) - last["retrieval_cpu_ms_p50"]
+    out["query_ms_p50"] = last["query_ms_p50"] + grow
+    out["query_cpu_ms_p50"] = last["query_cpu_ms_p50"] + grow_cpu
+    return out
 
 
 def main(argv: list[str] | None = None) -> int:
@@ -262,17 +335,21 @@ def main(argv: list[str] | None = None) -> int:
     ap.add_argument("--json", help="write the rows here")
     ap.add_argument("--work", default="/tmp/map_scale", help="where the maps are built (GBs)")
     ap.add_argument("--keep", action="store_true", help="keep the maps (else each is deleted after measuring)")
+    ap.add_argument("--extrapolate", type=int, nargs="*", default=[100_000],
+                    help="sizes not measured: a row each from the measured growth (labelled extrapolated)")
     ap.add_argument("--child", help=argparse.SUPPRESS)
+    ap.add_argument("--ref", help=argparse.SUPPRESS)
     args = ap.parse_args(argv)
     if args.child:
-        print(json.dumps(measure(Path(args.child))))
+        print(json.dumps(measure(Path(args.child), Path(args.ref) if args.ref else None)))
         return 0
     work = Path(args.work)
     work.mkdir(parents=True, exist_ok=True)
     base = build_base(work / "base.db")
     per_kf_mb = base.stat().st_size / 2**20 / 50
-    rows = []
-    for n in args.keyframes:
+    rows: list[dict[str, Any]] = []
+    smallest: Path | None = None       # kept unchanged (its refresh is timed last) for the interleaved ratio
+    for n in sorted(args.keyframes):
         free_mb = shutil.disk_usage(work).free / 2**20
         if per_kf_mb * n * 1.2 + 4096 > free_mb:
             print(f"{n} keyframes: ~{per_kf_mb * n:.0f} MB of map, {free_mb:.0f} MB free on {work}: skipped")
@@ -280,18 +357,32 @@ def main(argv: list[str] | None = None) -> int:
             continue
         db = work / f"map_{n}.db"
         row = build(base, db, n)
-        child = subprocess.run([sys.executable, "-m", "bench.map_scale", "--child", str(db)], capture_output=True,
-                               text=True, check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
+        child = subprocess.run([sys.executable, "-m", "bench.map_scale", "--child", str(db),
+                                *(["--ref", str(smallest)] if smallest else [])], capture_output=True, text=True,
+                               check=True, env={**os.environ, "PYTHONPATH": str(Path(__file__).parents[1])})
         row.update(json.loads(child.stdout.strip().splitlines()[-1]))
-        row.update(refresh_time(db))
         first = next((r for r in rows if "queries" in r), None)
         row["same_as_smallest"] = first is None or all(
             (a["status"], a["inliers"]) == (b["status"], b["inliers"]) for a, b in zip(first["queries"], row["queries"]))
+        if smallest is None:           # the reference of the target (query time within 10 % of its)
+            smallest, row["query_vs_smallest"], row["query_cpu_vs_smallest"] = db, 1.0, 1.0
+        else:
+            row.update(refresh_time(db))
+            if not args.keep:
+                db.unlink()
         rows.append(row)
         print(_table([row]).splitlines()[-1], flush=True)
+    if smallest is not None:           # its refresh adds a keyframe: timed once nothing compares against it
+        next(r for r in rows if "queries" in r).update(refresh_time(smallest))
         if not args.keep:
-            db.unlink()
-    print(_table([r for r in rows if "queries" in r]))
+            smallest.unlink()
+    measured = [r for r in rows if "queries" in r]
+    if len(measured) >= 2:
+        rows += [extrapolate(rows, n) for n in args.extrapolate if n not in {r["keyframes"] for r in measured}]
+    print(_table([r for r in rows if "queries" in r or "extrapolated" in r]))
+    for r in rows:
+        if "extrapolated" in r:
+            print(f"{r['keyframes']} keyframes: extrapolated ({r['extrapolated']}), not measured")
     if args.json:
         Path(args.json).write_text(json.dumps(rows, indent=2))
     return 0

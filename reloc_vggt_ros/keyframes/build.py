@@ -10,12 +10,17 @@ when that module exists; the store itself never depends on a backend.
 
 from __future__ import annotations
 
+import contextlib
 import dataclasses
 import logging
+import multiprocessing
+import os
 import sqlite3
 import zlib
 from collections.abc import Sequence
+from concurrent.futures import ProcessPoolExecutor
 from pathlib import Path
+from typing import Any
 
 import cv2
 import numpy as np
@@ -27,7 +32,8 @@ from .files import remove_db_files, replace_db_file, temp_beside
 from .store import SCHEMA_VERSION, KeyframeStore
 from .types import Keyframe
 
-__all__ = ["build_keyframe_db", "index_with_backend", "keyframe_from_posed", "merge_keyframe_dbs"]
+__all__ = ["build_keyframe_db", "default_jobs", "index_with_backend", "keyframe_from_posed", "merge_keyframe_dbs",
+           "worker_pool"]
 
 logger = logging.getLogger(__name__)
 
@@ -77,18 +83,29 @@ def _encode_jpeg(img: np.ndarray, source: Path) -> bytes:
     return buf.tobytes()
 
 
-def index_with_backend(store: KeyframeStore, backend: str) -> None:
+def default_jobs() -> int:
+    """Worker processes of a build by default: the cores this process may run on."""
+    return len(os.sched_getaffinity(0)) if hasattr(os, "sched_getaffinity") else os.cpu_count() or 1
+
+
+def worker_pool(jobs: int, initializer: Any = None) -> ProcessPoolExecutor:
+    """A pool of ``jobs`` processes for per-keyframe work; spawned, not forked, because the
+    caller may be a threaded process (a node indexing its map off the frame path)."""
+    return ProcessPoolExecutor(jobs, mp_context=multiprocessing.get_context("spawn"), initializer=initializer)
+
+
+def index_with_backend(store: KeyframeStore, backend: str, jobs: int = 1) -> None:
     """Let ``backend`` precompute its blobs into ``store`` (the registry owns backend indexing;
     imported here, not at module level, because the localizer package imports keyframes)."""
     from ..localizer.registry import index_database
 
-    index_database(store, backend)
+    index_database(store, backend, jobs=jobs)
 
 
 def build_keyframe_db(images: Path | str | Sequence[Path | str], db_path: Path | str, split: str | None = "db",
                       overwrite: bool = False, max_side: int | None = None,
                       backend: str | None = None, thumbnails: bool = True,
-                      creator: str = "reloc-vggt db build") -> Path:
+                      creator: str = "reloc-vggt db build", jobs: int = 1) -> Path:
     """Write the ``split`` images of a posed folder (None = all) into a new database at ``db_path``.
 
     ``images`` may be several posed folders (the cameras of a rig, each with its own intrinsics
@@ -98,7 +115,9 @@ def build_keyframe_db(images: Path | str | Sequence[Path | str], db_path: Path |
     weights-free retrieval descriptor of every keyframe (``localizer.retrieval.ThumbnailRetriever``
     reads it; without them the VGGT backends compute them on first use).
     ``backend`` (e.g. "geometric") additionally indexes the database through the localizer
-    registry if it exists. Returns ``db_path``.
+    registry if it exists. ``jobs`` > 1 worker processes (``db build``: :func:`default_jobs`) read the
+    images and extract the backend's features; this process writes their results in order, so
+    the database equals a one-job build's. Returns ``db_path``.
     """
     folders = [_scene_folder(Path(f)) for f in ([images] if isinstance(images, (str, Path)) else images)]
     if not folders:
@@ -120,20 +139,24 @@ def build_keyframe_db(images: Path | str | Sequence[Path | str], db_path: Path |
             raise DataError(f"{f}: no images in split {split!r}")
         records += [dataclasses.replace(r, name=f"{f.name}/{r.name}") for r in recs] if len(folders) > 1 else recs
     db_path.parent.mkdir(parents=True, exist_ok=True)
+    jobs = max(1, int(jobs))
     tmp = temp_beside(db_path, "building")
     try:
         with KeyframeStore.create(tmp, units="m", creator=creator) as store:
             store.set_metadata("source", ";".join(str(f.resolve()) for f in folders))
             store.set_metadata("split", split or "all")
             store.set_metadata("max_side", str(max_side or ""))
-            for i in range(0, len(records), _BATCH):  # bounded memory: a batch of images at a time
-                store.add_keyframes([keyframe_from_posed(r, max_side) for r in records[i:i + _BATCH]])
+            with worker_pool(jobs) if jobs > 1 and len(records) > 1 else contextlib.nullcontext() as pool:
+                for i in range(0, len(records), _BATCH):  # bounded memory: a batch of images at a time
+                    batch = records[i:i + _BATCH]
+                    store.add_keyframes(list(pool.map(keyframe_from_posed, batch, [max_side] * len(batch)))
+                                        if pool is not None else [keyframe_from_posed(r, max_side) for r in batch])
             if thumbnails:
                 from ..localizer.retrieval import thumbnail_descriptors
 
                 thumbnail_descriptors(store)      # what the VGGT backends' retrieval reads
             if backend and backend != "none":
-                index_with_backend(store, backend)
+                index_with_backend(store, backend, jobs)
             store._conn.execute("PRAGMA journal_mode = DELETE")  # self-contained file before the move
         replace_db_file(tmp, db_path)
     finally:

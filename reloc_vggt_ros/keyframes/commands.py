@@ -7,7 +7,7 @@ import json
 
 from ..errors import KeyframeDBError
 from .blobs import unpack_arrays
-from .build import build_keyframe_db, merge_keyframe_dbs
+from .build import build_keyframe_db, default_jobs, merge_keyframe_dbs
 from .store import REPAIR_HINT, KeyframeStore
 from .summary import format_summary, summarize
 
@@ -33,6 +33,9 @@ def register(subparsers: argparse._SubParsersAction) -> None:
     build.add_argument("--no-thumbnails", action="store_true",
                        help="do not store the weights-free thumbnail retrieval descriptors (the VGGT "
                        "backends then compute them on first use)")
+    build.add_argument("--jobs", type=int, default=default_jobs(),
+                       help="worker processes reading images and extracting features (default: the cores); "
+                       "the database is the same with any number")
     build.set_defaults(func=_build)
 
     merge = sub.add_parser("merge", help="one database with the keyframes (and reusable blobs) of several")
@@ -84,7 +87,7 @@ def _build(args: argparse.Namespace) -> int:
     backend = None if args.backend == "none" else args.backend
     path = build_keyframe_db(args.images, args.out, split=None if args.split == "all" else args.split,
                              overwrite=args.overwrite, max_side=args.max_side, backend=backend,
-                             thumbnails=not args.no_thumbnails)
+                             thumbnails=not args.no_thumbnails, jobs=args.jobs)
     with KeyframeStore.open(path, readonly=True) as store:
         print(format_summary(summarize(store)))
     return 0

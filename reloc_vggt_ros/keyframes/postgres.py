@@ -424,17 +424,22 @@ class PostgresStore:
             return [int(r[0]) for r in cur.fetchall()]
 
     # ----------------------------------------------------------------- blobs
-    def put_blob(self, kf_id: int, backend: str, key: str, data: bytes, fingerprint: str) -> None:
+    def put_blob(self, kf_id: int, backend: str, key: str, data: bytes, fingerprint: str,
+                 replace: bool = True) -> bool:
+        """Store a keyframe's blob; with ``replace=False`` only if it has none under this key (another
+        robot's is kept). Returns whether it was written."""
         _check_blob_args(backend, key, fingerprint)
         data = bytes(data)
         import psycopg
 
+        conflict = ("DO UPDATE SET fingerprint = EXCLUDED.fingerprint, data = EXCLUDED.data, crc32 = EXCLUDED.crc32"
+                    if replace else "DO NOTHING")
         try:
             with self._cursor(write=True) as cur:
                 cur.execute("INSERT INTO blobs(kf_id, backend, key, fingerprint, data, crc32) VALUES "
-                            "(%s, %s, %s, %s, %s, %s) ON CONFLICT (kf_id, backend, key) DO UPDATE SET "
-                            "fingerprint = EXCLUDED.fingerprint, data = EXCLUDED.data, crc32 = EXCLUDED.crc32",
+                            f"(%s, %s, %s, %s, %s, %s) ON CONFLICT (kf_id, backend, key) {conflict}",
                             (int(kf_id), backend, key, fingerprint, data, zlib.crc32(data)))
+                return cur.rowcount == 1
         except KeyframeDBError as err:
             if isinstance(err.__cause__, psycopg.errors.ForeignKeyViolation):
                 raise KeyframeDBError(f"{self.path}: no keyframe with id {kf_id} for blob {backend}/{key}") from err
@@ -454,6 +459,15 @@ class PostgresStore:
             rows = cur.fetchall()
         for kf_id, data, crc in rows:
             yield int(kf_id), _verified(bytes(data), crc, f"blob {backend}/{key} of keyframe {kf_id}")
+
+    def blob_keys_of(self, ids: Iterable[int]) -> dict[int, set[tuple[str, str]]]:
+        """``{kf_id: {(backend, key)}}`` of the blobs these keyframes hold (without reading them)."""
+        out: dict[int, set[tuple[str, str]]] = {}
+        with self._cursor() as cur:
+            cur.execute("SELECT kf_id, backend, key FROM blobs WHERE kf_id = ANY(%s)", ([int(i) for i in ids],))
+            for kf_id, backend, key in cur.fetchall():
+                out.setdefault(int(kf_id), set()).add((backend, key))
+        return out
 
     def blob_ids(self, backend: str, key: str, fingerprint: str) -> set[int]:
         with self._cursor() as cur:

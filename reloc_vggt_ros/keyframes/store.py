@@ -201,6 +201,7 @@ class KeyframeStore:
         self.schema_version = SCHEMA_VERSION
         self._warned: set[int] = set()   # damaged keyframes already reported
         self._meta_checked: dict[tuple, str | None] = {}   # small-column row -> its problem (None: fine)
+        self._meta_memo: tuple[tuple[int, int], list[tuple]] | None = None   # (file version, usable rows)
 
     # ----------------------------------------------------------------- open / create / close
     @classmethod
@@ -478,8 +479,13 @@ class KeyframeStore:
         return f"keyframe {kf_id} ({name}) in {self.path} is damaged: {problem}"
 
     def _valid_meta(self) -> list[tuple]:
-        """Small-column rows of the usable keyframes; each damaged one is a warning (once) and left out."""
+        """Small-column rows of the usable keyframes; each damaged one is a warning (once) and left out.
+        Read again only when the file changed (another connection's commit moves ``data_version``,
+        this one's writes ``total_changes``): opening a map asks for poses and intrinsics in turn."""
         with self._read() as cur:
+            version = (int(cur.execute("PRAGMA data_version").fetchone()[0]), cur.connection.total_changes)
+            if self._meta_memo is not None and self._meta_memo[0] == version:
+                return self._meta_memo[1]
             rows = cur.execute(self._meta_sql()).fetchall()
         self._judge_rows(rows)
         good = []
@@ -491,6 +497,7 @@ class KeyframeStore:
                 self._warned.add(row[0])
                 logger.warning("%s; it is skipped (%s)", self._damage(row[0], row[1], problem),
                                DAMAGED_HINT.format(path=self.path))
+        self._meta_memo = (version, good)
         return good
 
     def damaged_keyframes(self) -> dict[int, str]:

@@ -12,7 +12,8 @@ keyframes).
 
 What travels: the keyframe (image bytes, pose bit for bit, intrinsics, depth) and its
 per-keyframe backend blobs with their fingerprints (features, points, VLAD, thumbnails), each
-verified against its checksum on both sides. Map-wide blobs (a vocabulary) do not: each cache
+verified against its checksum on both sides; a push also sends the blobs computed since a
+keyframe was pushed (a key the server's copy lacks; one it has is never replaced). Map-wide blobs (a vocabulary) do not: each cache
 trains its own for its region, and blobs derived from it carry its hash in their fingerprint, so
 stale ones are recomputed, never used. A keyframe and its blobs are one transaction on the
 server; in the cache the keyframes of a batch are one transaction and their blobs follow (a crash
@@ -114,9 +115,11 @@ class SyncReport:
     sent: int = 0          # keyframes copied
     present: int = 0       # already on the other side (by uuid)
     skipped: int = 0       # damaged locally: left out, with a warning
+    blobs: int = 0         # blobs added to keyframes already there (computed after an earlier sync)
 
     def __str__(self) -> str:
-        return f"{self.sent} copied, {self.present} already there, {self.skipped} damaged and skipped"
+        extra = f", {self.blobs} blobs added to keyframes already there" if self.blobs else ""
+        return f"{self.sent} copied, {self.present} already there, {self.skipped} damaged and skipped{extra}"
 
 
 def local_uuids(local: KeyframeStore) -> dict[int, uuid.UUID]:
@@ -188,7 +191,32 @@ def push(local: KeyframeStore, server: PostgresStore, region: Region | None = No
                 continue
             records.append(Record(kf, uuids[kf_id], blobs))
         sent += sum(new for _, new in server.insert(records, source=source))
-    return SyncReport(sent, len(uuids) - sent - skipped, skipped)   # present: before, or pushed meanwhile
+    blobs = _push_new_blobs(local, server, {i: present[u] for i, u in uuids.items() if u in present}, keys)
+    return SyncReport(sent, len(uuids) - sent - skipped, skipped, blobs)   # present: before, or pushed meanwhile
+
+
+def _push_new_blobs(local: KeyframeStore, server: PostgresStore, on_server: dict[int, int],
+                    keys: list[tuple[str, str, str]]) -> int:
+    """Send the blobs the cache holds for keyframes the server already has (``local id -> server
+    id``) under a key the server's copy lacks: a keyframe pushed before it was indexed gets its
+    features, points and VLAD. A blob the server holds under the key (another robot's, other
+    settings) is kept; a damaged local one is a warning. Returns how many were sent."""
+    if not on_server:
+        return 0
+    have = server.blob_keys_of(on_server.values())
+    sent = 0
+    for backend, key, fp in keys:
+        for kf_id in sorted(local.blob_ids(backend, key, fp) & on_server.keys()):
+            if (backend, key) in have.get(on_server[kf_id], set()):
+                continue
+            try:
+                data = local.get_blob(kf_id, backend, key, fp)
+            except KeyframeDBError as err:
+                logger.warning("fleet push: %s; it is not pushed", err)
+                continue
+            if data is not None:
+                sent += server.put_blob(on_server[kf_id], backend, key, data, fp, replace=False)
+    return sent
 
 
 def pull(server: PostgresStore, local: KeyframeStore, region: Region | None = None,
@@ -272,21 +300,28 @@ class FleetConfig:
     push: bool = setting(True, "push keyframes mapped by this robot")
     source: str = setting("", "this robot's name, stored with the keyframes it pushes")
     timeout_s: float = setting(5.0, "connect and statement timeout; slower counts as unavailable")
+    evict_radius_m: float = setting(0.0, "remove from the local cache the keyframes farther than this from the "
+                                    "robot that the server holds (0 = keep everything; at least radius_m)")
 
     def __post_init__(self) -> None:
         for name in ("radius_m", "period_s", "timeout_s"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"fleet.{name} must be > 0, got {getattr(self, name)}")
+        if self.evict_radius_m != 0 and not self.evict_radius_m >= self.radius_m:
+            raise ConfigError(f"fleet.evict_radius_m must be 0 (never evict) or >= fleet.radius_m "
+                              f"({self.radius_m}: what a sync pulls), got {self.evict_radius_m}")
 
 
 class FleetSync:
     """Background push/pull between the node's cache file and the fleet server.
 
     Every ``period_s`` (or after :meth:`poke`): push new local keyframes, then pull the region
-    around ``position()`` (nothing is pulled before the first pose). Failures never stop it: a
+    around ``position()`` (nothing is pulled before the first pose) and, with
+    ``evict_radius_m``, remove the keyframes beyond it that the server holds (the cache follows
+    the robot; one only this robot has stays). Failures never stop it: a
     ServerUnavailable backs off (doubling up to 8 periods) and :meth:`status` says the node is
-    localizing from its cache; ``on_pulled(n)`` is called after keyframes arrived so the node
-    re-indexes. The thread opens its own connection to the cache file (WAL: the node's reads are
+    localizing from its cache; ``on_pulled(n)`` is called after keyframes arrived or left so the
+    node re-indexes. The thread opens its own connection to the cache file (WAL: the node's reads are
     not blocked).
     """
 
@@ -305,7 +340,8 @@ class FleetSync:
         self._server: PostgresStore | None = None
         self._failures = 0
         self._last_ok: float | None = None
-        self._state: dict[str, Any] = {"level": "ok", "message": "fleet sync starting", "pushed": 0, "pulled": 0}
+        self._state: dict[str, Any] = {"level": "ok", "message": "fleet sync starting", "pushed": 0, "pulled": 0,
+                                       "evicted": 0}
 
     def start(self) -> None:
         self._thread = threading.Thread(target=self._run, name="fleet-sync", daemon=True)
@@ -324,7 +360,7 @@ class FleetSync:
         self._wake.set()
 
     def status(self) -> dict[str, Any]:
-        """``level`` (ok / warn / error), ``message``, ``pushed``/``pulled`` totals, ``last_ok_age_s``."""
+        """``level`` (ok / warn / error), ``message``, ``pushed``/``pulled``/``evicted`` totals, ``last_ok_age_s``."""
         with self._lock:
             out = dict(self._state)
         out["last_ok_age_s"] = None if self._last_ok is None else round(self._clock() - self._last_ok, 1)
@@ -351,9 +387,12 @@ class FleetSync:
             with KeyframeStore.open(self.cache_path) as local:
                 pushed = push(local, self._server, source=cfg.source) if cfg.push else SyncReport()
                 position = self._position()
-                pulled = SyncReport()
+                pulled, evicted = SyncReport(), 0
                 if position is not None:
-                    pulled = pull(self._server, local, Region(tuple(map(float, position)), cfg.radius_m))
+                    centre = tuple(map(float, position))
+                    pulled = pull(self._server, local, Region(centre, cfg.radius_m))
+                    if cfg.evict_radius_m > 0:
+                        evicted = evict(local, self._server, Region(centre, cfg.evict_radius_m))
                 size = len(local)
         except ServerUnavailable as err:
             self._failures += 1
@@ -370,7 +409,9 @@ class FleetSync:
         with self._lock:
             self._state["pushed"] += pushed.sent
             self._state["pulled"] += pulled.sent
+            self._state["evicted"] += evicted
+        gone = f"; {evicted} beyond {cfg.evict_radius_m:g} m evicted" if evicted else ""
         self._set(level="ok", message=f"fleet map in sync ({size} keyframes in the cache; last push {pushed}; "
-                                      f"last pull {pulled})")
-        if pulled.sent:
-            self._on_pulled(pulled.sent)
+                                      f"last pull {pulled}{gone})")
+        if pulled.sent or evicted:
+            self._on_pulled(pulled.sent + evicted)

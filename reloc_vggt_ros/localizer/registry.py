@@ -34,7 +34,7 @@ class BackendSpec:
     config: Callable[[], type]
     build: Callable[["KeyframeStore", Any], "Localizer"]
     presets: Callable[[], Mapping[str, Any]] = dict
-    index: Callable[["KeyframeStore", Any], None] | None = None
+    index: Callable[["KeyframeStore", Any, int], None] | None = None
     aliases: Mapping[str, str] = field(default_factory=dict)      # caller key -> (dotted) config field
     # old flat option names (the deprecated YAML-string form) -> the nested mapping
     legacy: Callable[[Mapping[str, Any]], dict[str, Any]] | None = None
@@ -58,10 +58,10 @@ def _geometric_build(store: "KeyframeStore", config: Any) -> "Localizer":
     return GeometricLocalizer(store, config)
 
 
-def _geometric_index(store: "KeyframeStore", config: Any) -> None:
+def _geometric_index(store: "KeyframeStore", config: Any, jobs: int = 1) -> None:
     from .geometric import index_store
 
-    index_store(store, config.map)
+    index_store(store, config.map, jobs=jobs)
 
 
 def _geometric_legacy(flat: Mapping[str, Any]) -> dict[str, Any]:
@@ -186,9 +186,10 @@ def make_localizer(name: str, store: "KeyframeStore", **options: Any) -> "Locali
     return _spec(name).build(store, _config(name, options))
 
 
-def index_database(store: "KeyframeStore", backend_name: str, **options: Any) -> None:
-    """Precompute ``backend_name``'s per-keyframe data into ``store`` (no-op if it has none)."""
+def index_database(store: "KeyframeStore", backend_name: str, jobs: int = 1, **options: Any) -> None:
+    """Precompute ``backend_name``'s per-keyframe data into ``store`` (no-op if it has none);
+    ``jobs`` > 1 extracts the missing per-keyframe data in that many worker processes."""
     spec = _spec(backend_name)
     config = _config(backend_name, options)
     if spec.index is not None:
-        spec.index(store, config)
+        spec.index(store, config, jobs)

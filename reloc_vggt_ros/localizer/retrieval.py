@@ -17,6 +17,7 @@ from __future__ import annotations
 
 import logging
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 import cv2
 import numpy as np
@@ -121,7 +122,9 @@ class GlobalIndex:
         """The whole index (ids, vectors or the faiss structure) as one blob (:meth:`from_bytes`)."""
         arrays = {"ids": self._ids, "dim": np.array(self.dim), "normalize": np.array(self.normalize),
                   "kind": np.array(self.kind)}
-        if self._faiss is not None:
+        if self._faiss is not None and self.kind != "flat":
+            arrays.update(_ivf_arrays(self._faiss))
+        elif self._faiss is not None:
             arrays["faiss"] = faiss.serialize_index(self._faiss)
         else:
             arrays["descriptors"] = self._desc
@@ -131,16 +134,17 @@ class GlobalIndex:
     def from_bytes(cls, data: bytes) -> "GlobalIndex":
         """The index :meth:`to_bytes` wrote; ValueError if the blob is not one (or needs faiss)."""
         try:
-            arrays = unpack_arrays(data)
+            arrays = unpack_arrays(data, copy=False)
             dim, kind, ids = int(arrays["dim"]), str(arrays["kind"]), arrays["ids"].astype(np.int64)
             normalize = bool(arrays["normalize"])
         except (KeyError, TypeError, ValueError, KeyframeDBError) as err:
             raise ValueError(f"not a global index blob: {err}") from err
-        if "faiss" in arrays:
+        if "faiss" in arrays or "ivf_empty" in arrays:
             if faiss is None:
                 raise ValueError("the stored global index needs faiss, which is not importable")
             index = cls(dim, backend="faiss", normalize=normalize)
-            index._faiss = faiss.deserialize_index(np.ascontiguousarray(arrays["faiss"], np.uint8))
+            index._faiss = (_ivf_from_arrays(arrays) if "ivf_empty" in arrays
+                            else faiss.deserialize_index(np.ascontiguousarray(arrays["faiss"], np.uint8)))
             if index._faiss.ntotal != len(ids) or index._faiss.d != dim:
                 raise ValueError(f"global index blob holds {index._faiss.ntotal} vectors of dim {index._faiss.d} "
                                  f"for {len(ids)} ids of dim {dim}")
@@ -150,7 +154,7 @@ class GlobalIndex:
             if desc is None or desc.shape != (len(ids), dim):
                 raise ValueError(f"global index blob: descriptors {None if desc is None else desc.shape} for "
                                  f"{len(ids)} ids of dim {dim}")
-            index._desc = np.ascontiguousarray(desc, np.float32)
+            index._desc = np.array(desc, np.float32)          # a copy: the arrays are views of the blob
         index._ids, index.kind = ids, kind
         return index
 
@@ -185,6 +189,42 @@ class GlobalIndex:
             pos = np.argsort(-sims, axis=1, kind="stable")[:, :kk]
             ids, scores = self._ids[pos], np.take_along_axis(sims, pos, axis=1)
         return (ids[0], scores[0]) if single else (ids, scores)
+
+
+def _ivf_arrays(index: Any) -> dict[str, np.ndarray]:
+    """An inverted-file index as its trained empty structure (centroids, quantiser: small) and its
+    lists' ids and codes as flat arrays, which :func:`_ivf_from_arrays` hands to faiss with one
+    copy (``serialize_index`` bytes cost three at load: a 10k-keyframe map's lists are 80 MB)."""
+    ivf = faiss.extract_index_ivf(index)
+    lists, size = ivf.invlists, ivf.code_size
+    sizes = np.array([lists.list_size(n) for n in range(ivf.nlist)], np.int64)
+    ids = [faiss.rev_swig_ptr(lists.get_ids(n), int(m)).copy() for n, m in enumerate(sizes) if m]
+    codes = [faiss.rev_swig_ptr(lists.get_codes(n), int(m) * size).copy() for n, m in enumerate(sizes) if m]
+    empty = faiss.clone_index(index)
+    empty.reset()
+    return {"ivf_empty": faiss.serialize_index(empty), "ivf_sizes": sizes,
+            "ivf_ids": np.concatenate(ids) if ids else np.zeros(0, np.int64),
+            "ivf_codes": np.concatenate(codes) if codes else np.zeros(0, np.uint8)}
+
+
+def _ivf_from_arrays(arrays: Mapping[str, np.ndarray]) -> Any:
+    """Inverse of :func:`_ivf_arrays`; ValueError if the arrays do not fit together."""
+    index = faiss.deserialize_index(np.ascontiguousarray(arrays["ivf_empty"], np.uint8))
+    ivf = faiss.extract_index_ivf(index)
+    sizes = np.asarray(arrays["ivf_sizes"], np.int64)
+    ids = np.ascontiguousarray(arrays["ivf_ids"], np.int64)
+    codes = np.ascontiguousarray(arrays["ivf_codes"], np.uint8)
+    if len(sizes) != ivf.nlist or (sizes < 0).any() or len(ids) != sizes.sum() or len(codes) != len(ids) * ivf.code_size:
+        raise ValueError(f"global index blob: {len(sizes)} lists of {sizes.sum()} entries for an index of "
+                         f"{ivf.nlist} lists, {len(ids)} ids and {len(codes)} code bytes")
+    start = 0
+    for n, m in enumerate(sizes.tolist()):
+        if m:
+            ivf.invlists.add_entries(n, m, faiss.swig_ptr(ids[start:]),
+                                     faiss.swig_ptr(codes[start * ivf.code_size:]))
+            start += m
+    ivf.ntotal = index.ntotal = start
+    return index
 
 
 def nearest_by_pose(ids: np.ndarray, T_world_cam: np.ndarray, T_prior: np.ndarray, k: int,

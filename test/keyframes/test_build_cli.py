@@ -134,3 +134,31 @@ def test_rig_build_takes_one_folder_per_camera_each_with_its_lens(tmp_path: Path
         assert t < 0.01 and r < 0.1, (t, r)
     with pytest.raises(Exception, match="distinct names"):
         build_keyframe_db([front, front], tmp_path / "twice.db")
+
+
+def _content(path: Path) -> tuple[list, list, list]:
+    """Every keyframe row, keyframe blob and map blob of a database, in a fixed order."""
+    import sqlite3
+
+    conn = sqlite3.connect(path)
+    try:
+        return (conn.execute("SELECT * FROM keyframes ORDER BY id").fetchall(),
+                conn.execute("SELECT * FROM blobs ORDER BY kf_id, backend, key").fetchall(),
+                conn.execute("SELECT * FROM map_blobs ORDER BY backend, key").fetchall())
+    finally:
+        conn.close()
+
+
+def test_parallel_build_writes_the_same_database_as_a_serial_one(tmp_path: Path,
+                                                                  capsys: pytest.CaptureFixture[str]) -> None:
+    """Images resized and features extracted in 2 worker processes, written in order by one:
+    the same keyframes, features, points, VLADs, vocabulary, graph and index, byte for byte."""
+    sample = Path(__file__).resolve().parents[2] / "sample" / "fountain-P11-small"
+    serial = build_keyframe_db(sample, tmp_path / "serial.db", split=None, max_side=320, backend="geometric")
+    parallel = tmp_path / "parallel.db"
+    assert main(["db", "build", "--images", str(sample), "--out", str(parallel), "--split", "all",
+                 "--max-side", "320", "--jobs", "2"]) == 0
+    capsys.readouterr()
+    rows, blobs, map_blobs = _content(serial)
+    assert len(rows) == 11 and {b[2] for b in blobs} >= {"features", "points", "vlad"}
+    assert (rows, blobs, map_blobs) == _content(parallel)

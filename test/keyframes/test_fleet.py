@@ -24,7 +24,7 @@ from pathlib import Path
 import numpy as np
 import pytest
 
-from reloc_vggt_ros.errors import KeyframeDBError
+from reloc_vggt_ros.errors import ConfigError, KeyframeDBError
 from reloc_vggt_ros.geometry import make_T, so3_exp
 from reloc_vggt_ros.keyframes import Keyframe, KeyframeStore
 from reloc_vggt_ros.keyframes.base import KeyframeDatabase, keyframe_uuid
@@ -174,6 +174,63 @@ def test_push_pull_round_trip_is_bit_exact_and_idempotent(server: Server, sample
     assert "0 copied, 1 already there" in moved.stdout and "6 outside the region evicted" in moved.stdout, moved.stdout
     with KeyframeStore.open(cache, readonly=True) as c:
         assert sorted(k.name for k in c.iter_keyframes()) == sorted([first_name, "mapped-here"])
+
+
+def test_blobs_computed_after_a_push_are_pushed_by_the_next(server: Server, sample_db: Path, tmp_path: Path) -> None:
+    """A robot pushes keyframes before indexing them (no features, points or VLAD yet), indexes,
+    pushes again: the server's copies get those blobs, byte for byte, once."""
+    import sqlite3
+
+    url = server.new_database()
+    robot = tmp_path / "robot.db"
+    shutil.copy(sample_db, robot)
+    conn = sqlite3.connect(robot)
+    with conn:
+        conn.execute("DELETE FROM blobs WHERE backend = 'geometric'")   # keyframes mapped, not indexed yet
+    conn.close()
+    first = cli("db", "push", str(robot), url)
+    assert "7 copied, 0 already there" in first.stdout and "blobs added" not in first.stdout, first.stdout
+    with KeyframeStore.open(sample_db, readonly=True) as a, KeyframeStore.open(robot) as r:
+        for kf_id in r.keyframe_ids():                                   # indexed now: the original's blobs
+            for backend, key, fp in a.blob_keys():
+                if backend == "geometric" and (data := a.get_blob(kf_id, backend, key, fp)) is not None:
+                    r.put_blob(kf_id, backend, key, data, fp)
+        original = contents(a)
+    again = cli("db", "push", str(robot), url)
+    assert "0 copied, 7 already there, 0 damaged and skipped, 21 blobs added" in again.stdout, again.stdout + again.stderr
+    with PostgresStore.open(url, readonly=True) as fleet:
+        assert contents(fleet) == original                               # features, points, VLAD of all 7
+    assert "blobs added" not in cli("db", "push", str(robot), url).stdout
+
+
+def test_node_sync_evicts_what_the_robot_left_behind(server: Server, sample_db: Path, tmp_path: Path) -> None:
+    """With ``fleet.evict_radius_m`` the node's cache follows the robot: keyframes beyond it that
+    the server holds go (the node is told, to re-index); one only this robot has stays."""
+    url = server.new_database()
+    with KeyframeStore.open(sample_db, readonly=True) as a, PostgresStore.open(url, create=True) as fleet:
+        assert push(a, fleet).sent == 7
+    cache = tmp_path / "cache.db"
+    shutil.copy(sample_db, cache)
+    with KeyframeStore.open(cache) as c:
+        kf = c.get_keyframe(c.keyframe_ids()[0])
+        T = kf.T_world_cam.copy()
+        T[2, 3] -= 1000.0
+        c.add_keyframe(replace(kf, kf_id=None, name="mapped-far-away", T_world_cam=T))   # never pushed
+        centre = c.poses()[1][:7, :3, 3].mean(axis=0)
+    with pytest.raises(ConfigError, match="evict_radius_m must be 0 .* or >= fleet.radius_m"):
+        FleetConfig(url=url, radius_m=100.0, evict_radius_m=50.0)
+    told: list[int] = []
+    where = [centre]
+    sync = FleetSync(FleetConfig(url=url, push=False, radius_m=100.0, evict_radius_m=200.0), cache,
+                     position=lambda: where[0], on_pulled=told.append)
+    sync.sync_once()                                   # at the map: nothing to evict
+    assert sync.status()["evicted"] == 0 and told == [] and sync.status()["level"] == "ok", sync.status()
+    where[0] = centre + np.array([0.0, 0.0, 1000.0])  # the robot drove 1 km away
+    sync.sync_once()
+    assert sync.status()["evicted"] == 7 and told == [7], sync.status()
+    assert "7 beyond 200 m evicted" in sync.status()["message"]
+    with KeyframeStore.open(cache, readonly=True) as c:
+        assert [k.name for k in c.iter_keyframes()] == ["mapped-far-away"]
 
 
 def test_spatial_queries_use_the_gist_index_and_keep_utm_precision(server: Server, sample_db: Path) -> None:

@@ -16,7 +16,7 @@ import pytest
 from reloc_vggt_ros.data import read_posed_folder
 from reloc_vggt_ros.errors import ConfigError
 from reloc_vggt_ros.geometry import make_T, so3_exp
-from reloc_vggt_ros.keyframes import KeyframeStore, build_keyframe_db
+from reloc_vggt_ros.keyframes import KeyframeStore, build_keyframe_db, pack_arrays, unpack_arrays
 from reloc_vggt_ros.keyframes.build import keyframe_from_posed
 from reloc_vggt_ros.localizer.geometric.config import TriangulationConfig
 from reloc_vggt_ros.localizer.geometric.features import extract_features
@@ -140,10 +140,19 @@ def test_global_index_round_trips_and_the_approximate_one_finds_the_same_neighbo
     approx = GlobalIndex.approximate(512, desc[::3], n_lists=30, n_probe=8, normalize=False)
     approx.add(ids, desc)
     q = desc[::97] + 0.01 * rng.normal(size=(31, 512)).astype(np.float32)
-    for index in (exact, approx):
-        back = GlobalIndex.from_bytes(index.to_bytes())
+    import faiss
+
+    legacy = pack_arrays({"ids": ids, "dim": np.array(512), "normalize": np.array(False),  # whole faiss bytes
+                          "kind": np.array("ivf-sq8"), "faiss": faiss.serialize_index(approx._faiss)})
+    for index, blob in ((exact, exact.to_bytes()), (approx, approx.to_bytes()), (approx, legacy)):
+        back = GlobalIndex.from_bytes(blob)
         assert back.kind == index.kind and np.array_equal(back.ids, index.ids)
-        np.testing.assert_array_equal(back.search(q, 5)[0], index.search(q, 5)[0])
+        for a, b in zip(back.search(q, 5), index.search(q, 5)):
+            np.testing.assert_array_equal(a, b)
+    cut = unpack_arrays(approx.to_bytes())
+    cut["ivf_ids"] = cut["ivf_ids"][:-1]                                 # lists that do not add up
+    with pytest.raises(ValueError, match="global index blob: 30 lists of 3000 entries"):
+        GlobalIndex.from_bytes(pack_arrays(cut))
     want, _ = exact.search(q, 10)
     got, scores = approx.search(q, 10)
     assert (got[:, 0] == want[:, 0]).mean() == 1.0                       # each finds its own vector first

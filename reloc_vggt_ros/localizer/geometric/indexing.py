@@ -46,10 +46,11 @@ import json
 import logging
 import time
 import zlib
-from collections.abc import Iterable
+from collections.abc import Iterator, Mapping
 from dataclasses import asdict, dataclass, field
 from typing import TYPE_CHECKING, Any
 
+import cv2
 import numpy as np
 from scipy.spatial import cKDTree
 
@@ -65,7 +66,7 @@ from .triangulation import (Observations, View, backproject_depth, consistent_ne
 
 if TYPE_CHECKING:
     from ...keyframes import KeyframeStore
-    from .config import MapSettings, TriangulationConfig
+    from .config import FeatureConfig, MapSettings, TriangulationConfig
 
 __all__ = ["BACKEND", "CODE_VERSION", "KeyframeEntry", "GeometricMap", "index_store", "fingerprints",
            "blob_problem", "all_neighbours", "resident_bytes"]
@@ -253,6 +254,48 @@ class _FeatureSource:
         self.cache, self.memory, self.cameras = cache, memory, cameras
         self.lru = ByteLRU(int(config.cache_mb * 2**20))
 
+    def extract(self, kf_ids: list[int], jobs: int) -> set[int]:
+        """Extract the features of ``kf_ids`` (none stored yet) in ``jobs`` worker processes, as
+        :meth:`get` would one after the other: stored by this process in id order, so the blobs,
+        the cache and the counts equal a serial run's. Images are read here (checked) and a
+        bounded window of them is in flight; a keyframe whose image is damaged is left for
+        :meth:`get` to report. Returns the ids done (the caller must not :meth:`get` them again
+        for this: one evicted since would come back from its blob, unlike in a serial run)."""
+        done: set[int] = set()
+        if jobs <= 1 or len(kf_ids) < 2:
+            return done
+        from collections import deque
+
+        from ...keyframes.build import worker_pool
+
+        pending: deque = deque()
+        todo = iter(kf_ids)
+        t0 = time.perf_counter()
+        with worker_pool(min(jobs, len(kf_ids)), _worker_init) as pool:
+            while True:
+                while len(pending) < 4 * jobs and (kf_id := next(todo, None)) is not None:
+                    try:
+                        image = self.store.get_keyframe(kf_id).image_jpeg
+                    except KeyframeDBError:
+                        continue                                    # get() reads it again and reports it
+                    pending.append((kf_id, pool.submit(_extract_image, image, self.config.features)))
+                if not pending:
+                    logger.info("features of %d keyframes extracted in %d processes in %.1f s", len(done),
+                                min(jobs, len(kf_ids)), time.perf_counter() - t0)
+                    return done
+                kf_id, future = pending.popleft()
+                feats = future.result()
+                if feats is None:
+                    continue
+                self.stats["features"] += 1
+                if self.writable:
+                    self.store.put_blob(kf_id, BACKEND, "features", pack_arrays(feats.to_arrays()), self.fp)
+                else:
+                    self.memory[kf_id] = feats
+                feats = undistorted(feats, self.cameras[kf_id])
+                self.lru.put(kf_id, feats, _features_nbytes(feats))
+                done.add(kf_id)
+
     def get(self, kf_id: int) -> Features:
         feats = self.lru.get(kf_id)
         if feats is not None:
@@ -273,6 +316,17 @@ class _FeatureSource:
             feats = undistorted(feats, self.cameras[kf_id])     # ideal pixels of the pinhole camera
         self.lru.put(kf_id, feats, _features_nbytes(feats))
         return feats
+
+
+def _worker_init() -> None:
+    cv2.setNumThreads(1)        # one process per core already
+
+
+def _extract_image(image: bytes, config: "FeatureConfig") -> Features | None:
+    """Worker side of :meth:`_FeatureSource.extract`: features of encoded image bytes (None if
+    they do not decode)."""
+    img = cv2.imdecode(np.frombuffer(image, np.uint8), cv2.IMREAD_COLOR)
+    return None if img is None else extract_features(img, config)
 
 
 # ----------------------------------------------------------------- neighbour graph
@@ -321,7 +375,39 @@ def _pack_graph(ids: np.ndarray, rows: dict[int, _Row], digest: str, level: floa
                         "pair_matches": cnt, **col, "digest": np.array(digest), "level": np.array(level)})
 
 
-def _load_graph(store: "KeyframeStore", fp: str) -> tuple[str, dict[int, _Row]] | None:
+_GRAPH_COLUMNS = ("neighbours", "state", "pair_median", "pair_matches", "row_crc", "from_depth", "points_crc",
+                  "n_keypoints", "n_matchable")
+
+
+class _Graph(Mapping[int, _Row]):
+    """The stored graph's rows by keyframe id, each made from the blob's arrays when first asked
+    for: opening a map needs the ids and two count columns, not 10k row objects."""
+
+    def __init__(self, arrays: dict[str, np.ndarray]) -> None:
+        self.a = arrays
+        self.ids = arrays["ids"].astype(np.int64)
+        self._pos = dict(zip(self.ids.tolist(), range(len(self.ids))))
+        self._rows: dict[int, _Row] = {}
+
+    def __getitem__(self, kf_id: int) -> _Row:
+        row = self._rows.get(kf_id)
+        if row is None:
+            a, p = self.a, self._pos[kf_id]
+            m = int(np.sum(a["neighbours"][p] >= 0))
+            row = self._rows[kf_id] = _Row(
+                int(a["row_crc"][p]), a["neighbours"][p, :m].tolist(), a["state"][p, :m], a["pair_median"][p, :m],
+                a["pair_matches"][p, :m], bool(a["from_depth"][p]), int(a["points_crc"][p]), int(a["n_keypoints"][p]),
+                int(a["n_matchable"][p]))
+        return row
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.ids.tolist())
+
+    def __len__(self) -> int:
+        return len(self.ids)
+
+
+def _load_graph(store: "KeyframeStore", fp: str) -> tuple[str, Mapping[int, _Row]] | None:
     """The stored graph ``(digest, rows)``; None if absent or damaged (a warning: rebuilt)."""
     try:
         blob = store.get_map_blob(BACKEND, "graph", fp)
@@ -329,19 +415,42 @@ def _load_graph(store: "KeyframeStore", fp: str) -> tuple[str, dict[int, _Row]] 
             return None
         a = unpack_arrays(blob)
         n = len(a["ids"])
-        if any(len(a[c]) != n for c in ("neighbours", "state", "pair_median", "pair_matches", "row_crc",
-                                         "from_depth", "points_crc", "n_keypoints", "n_matchable")):
+        if any(len(a[c]) != n for c in _GRAPH_COLUMNS):
             raise KeyframeDBError("graph blob: arrays of different lengths")
-        rows = {}
-        for p, i in enumerate(a["ids"].tolist()):
-            m = int(np.sum(a["neighbours"][p] >= 0))
-            rows[int(i)] = _Row(int(a["row_crc"][p]), a["neighbours"][p, :m].tolist(), a["state"][p, :m],
-                                a["pair_median"][p, :m], a["pair_matches"][p, :m], bool(a["from_depth"][p]),
-                                int(a["points_crc"][p]), int(a["n_keypoints"][p]), int(a["n_matchable"][p]))
-        return str(a["digest"]), rows
+        if a["neighbours"].ndim != 2 or any(a[c].shape != a["neighbours"].shape
+                                            for c in ("state", "pair_median", "pair_matches")):
+            raise KeyframeDBError("graph blob: neighbour columns of different shapes")   # rows are made later
+        if len(np.unique(a["ids"])) != n:
+            raise KeyframeDBError("graph blob: repeated keyframe ids")
+        return str(a["digest"]), _Graph(a)
     except (KeyframeDBError, KeyError, ValueError, IndexError) as err:
         logger.warning("map: damaged graph blob ignored and recomputed: %s", err)
         return None
+
+
+def _counts(rows: Mapping[int, _Row], ids: np.ndarray) -> tuple[np.ndarray, np.ndarray]:
+    """``(n_keypoints, n_matchable)`` of ``ids``' rows (straight from the columns of a stored graph)."""
+    if isinstance(rows, _Graph):
+        pos = np.array([rows._pos[int(i)] for i in ids], np.int64)  # noqa: SLF001
+        return rows.a["n_keypoints"][pos].astype(np.int64), rows.a["n_matchable"][pos].astype(np.int64)
+    return (np.array([rows[int(i)].n_keypoints for i in ids], np.int64),
+            np.array([rows[int(i)].n_matchable for i in ids], np.int64))
+
+
+class _Inconsistent(Mapping[int, frozenset]):
+    """``kf_id -> neighbours inconsistent with it`` of graph rows, computed when asked for."""
+
+    def __init__(self, rows: Mapping[int, _Row]) -> None:
+        self.rows = rows
+
+    def __getitem__(self, kf_id: int) -> frozenset:
+        return self.rows[kf_id].inconsistent
+
+    def __iter__(self) -> Iterator[int]:
+        return iter(self.rows)
+
+    def __len__(self) -> int:
+        return len(self.rows)
 
 
 def all_neighbours(T_world_cams: np.ndarray, config: "TriangulationConfig") -> list[list[int]]:
@@ -396,7 +505,7 @@ def _as_stored(points_local: np.ndarray, origin: np.ndarray) -> np.ndarray:
 
 def _point_rows(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr: dict[int, Intrinsics],
                 row_crcs: np.ndarray, feats: _FeatureSource, config: "MapSettings", fp: str, writable: bool,
-                stats: dict[str, int], origin: np.ndarray, old_rows: dict[int, _Row],
+                stats: dict[str, int], origin: np.ndarray, old_rows: Mapping[int, _Row],
                 memory_points: dict[int, dict[str, np.ndarray]]) -> tuple[dict[int, _Row], float]:
     """Every keyframe's graph row, its points blob brought up to date: pair statistics of all
     keyframes first (a valid stored row or blob reused), then triangulation of those whose
@@ -670,27 +779,31 @@ def _make_map(store: "KeyframeStore", ids: np.ndarray, poses: np.ndarray, intr: 
     fps = fingerprints(config)
     writable = not getattr(store, "readonly", False)
     load = _keyframe_loader(store, config, fps["features"], rows, cache, writable, memory_feats, memory_points, intr)
-    entries = MapEntries(ids, poses, intr, origin, {int(i): rows[int(i)].inconsistent for i in ids}, load)
+    entries = MapEntries(ids, poses, intr, origin, _Inconsistent(rows), load)
     vlads = _vlad_loader(store, fp_vlad, memory_vlads or {}, centroids.size) if index.kind != "flat" else None
+    n_keypoints, n_matchable = _counts(rows, ids)
     gmap = GeometricMap(entries, centroids, store.revision, stats, fps["features"], origin, poses, index, cache,
-                        digest, map_bytes(rows[int(i)] for i in ids), vlads)
-    logger.info("geometric map: %d keyframes, %d keyframe points; computed %s", len(ids),
-                sum(rows[int(i)].n_matchable for i in ids), stats)
+                        digest, map_bytes(n_keypoints, n_matchable), vlads)
+    logger.info("geometric map: %d keyframes, %d keyframe points; computed %s", len(ids), int(n_matchable.sum()),
+                stats)
     return gmap
 
 
-def map_bytes(rows: Iterable[_Row]) -> int:
-    """What loading every keyframe of the map would put in the cache (for warming small maps)."""
-    return sum(r.n_keypoints * (16 + 2 * _DESC_DIM + 4 + 24) + r.n_matchable * (8 + 4 * _DESC_DIM) + 512
-               for r in rows)
+def map_bytes(n_keypoints: np.ndarray, n_matchable: np.ndarray) -> int:
+    """What loading every keyframe of the map would put in the cache (for warming small maps),
+    from each keyframe's keypoint and matchable-point counts."""
+    return int(np.sum(np.asarray(n_keypoints, np.int64) * (16 + 2 * _DESC_DIM + 4 + 24)
+                      + np.asarray(n_matchable, np.int64) * (8 + 4 * _DESC_DIM) + 512))
 
 
-def index_store(store: "KeyframeStore", config: "MapSettings", previous: GeometricMap | None = None
-                ) -> GeometricMap:
+def index_store(store: "KeyframeStore", config: "MapSettings", previous: GeometricMap | None = None,
+                jobs: int = 1) -> GeometricMap:
     """Compute what is missing or stale, store it (unless the store is read-only), load the map.
 
     ``previous``: the map of an earlier call with the same config, whose cache (unchanged
     keyframes' features and points) the new map shares (live mapping refreshes after new keyframes).
+    ``jobs`` > 1: missing features are extracted in that many worker processes (``db build``);
+    the result is the same as with one.
     ConfigError if the map does not fit ``config.memory_budget_mb``.
     """
     t0 = time.perf_counter()
@@ -713,7 +826,7 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
         if vocab is not None and not _retrain(len(ids), vocab, config):
             centroids = vocab["centroids"]
             fp_vlad = _digest("vlad", fps["vocabulary"], hashlib.sha1(centroids.tobytes()).hexdigest())
-            map_ids = np.array(sorted(graph[1]), np.int64)
+            map_ids = np.sort(np.fromiter(graph[1], np.int64, len(graph[1])))
             index = _load_index(store, _index_fingerprint(fp_vlad, len(map_ids), config))
             if index is not None and np.array_equal(index.ids, map_ids) and np.isin(map_ids, ids).all():
                 keep = np.isin(ids, map_ids)
@@ -728,8 +841,9 @@ def index_store(store: "KeyframeStore", config: "MapSettings", previous: Geometr
     feats = _FeatureSource(store, config, fps["features"], writable, stats, cache, memory_feats, intr)
     have_features = store.blob_ids(BACKEND, "features", fps["features"])
     keep = np.ones(len(ids), bool)
+    extracted = feats.extract([int(i) for i in ids if int(i) not in have_features], jobs)
     for p, i in enumerate(int(v) for v in ids):      # what has no features yet: extracted first
-        if i not in have_features:
+        if i not in have_features and i not in extracted:
             try:
                 feats.get(i)
             except _LeftOut as err:
