@@ -6,7 +6,9 @@ Track 1 (:meth:`GeometricMapFree.localize`), stages:
 2. two-view pose (``localizer.geometric.relative_pose.two_view``): matches, 5-point LO-RANSAC,
    optional guided re-matching -> rotation and translation *direction*;
 3. metric scale, in order of availability: the reference's depth image (its inlier keypoints
-   back-projected, PnP of the query on them: ``scale = "depth"``), else none: the translation
+   back-projected, PnP of the query on them: ``scale = "depth"``), a second posed reference view
+   (the reference's keypoints triangulated with it under the known poses, then the same PnP:
+   ``scale = "stereo"``), else none: the translation
    has unit length, ``scale = "unknown"``, the covariance is unbounded along the baseline and
    the result is LOW_CONFIDENCE (never an invented scale);
 4. covariance and judgement (:func:`_judge`).
@@ -142,6 +144,7 @@ class GeometricMapFree:
         self._ref: Reference | None = None
         self._ref_feats: Features | None = None
         self._ref_points: np.ndarray | None = None     # [N,3] keypoints in the reference camera (depth)
+        self._scale_source = "depth"                   # where _ref_points come from: "depth" or "stereo"
 
     def set_reference(self, reference: Reference) -> None:
         check_reference(reference)
@@ -150,8 +153,29 @@ class GeometricMapFree:
         # geometry runs on ideal pixels of the pinhole camera (keypoints undistorted)
         self._ref = replace(reference, intrinsics=reference.intrinsics.pinhole)
         self._ref_feats = feats
-        self._ref_points = (None if depth is None
-                            else backproject_depth(feats, self._ref.intrinsics, np.eye(4), depth))
+        self._scale_source = "depth"
+        if depth is not None:
+            self._ref_points = backproject_depth(feats, self._ref.intrinsics, np.eye(4), depth)
+        elif reference.second is not None:
+            self._ref_points, self._scale_source = self._stereo_points(reference, feats), "stereo"
+        else:
+            self._ref_points = None
+
+    def _stereo_points(self, reference: Reference, feats: Features) -> np.ndarray | None:
+        """The reference keypoints [N,3] in its camera frame (NaN where none), triangulated with
+        the second posed view (the map's triangulation settings); None if fewer than
+        ``min_scale_inliers`` triangulate."""
+        second = reference.second
+        assert second is not None and self._ref is not None
+        T_ref = np.asarray(reference.T_world_cam, float)
+        other = View(self._features(second.image_bgr, second.intrinsics), second.intrinsics.pinhole,
+                     invert_T(T_ref) @ np.asarray(second.T_world_cam, float))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            points, _ = triangulate_keyframe(View(feats, self._ref.intrinsics, np.eye(4)), [other],
+                                             self.config.triangulation)
+        n = int(np.all(np.isfinite(points), axis=1).sum())
+        logger.info("reference %s: %d keypoints triangulated with the second view", reference.name, n)
+        return points if n >= self.config.min_scale_inliers else None
 
     def _features(self, image: np.ndarray, camera: Intrinsics) -> Features:
         return undistorted(extract_features(image, self.config.features), camera)
@@ -184,7 +208,7 @@ class GeometricMapFree:
         diag["two_view_T_world_cam"] = (np.asarray(ref.T_world_cam, float) @ T_ref_q).tolist()
         scaled = self._depth_pose(tv, query.intrinsics, diag)
         if scaled is not None:
-            T_ref_q, cov, scale = scaled[0], scaled[1], "depth"
+            T_ref_q, cov, scale = scaled[0], scaled[1], self._scale_source
         else:
             cov, scale = relative_covariance(obs, T_ref_q, query.intrinsics), SCALE_UNKNOWN
         diag.update(scale=scale, total_ms=1e3 * (time.perf_counter() - t0))
@@ -258,14 +282,14 @@ class GeometricMapFree:
                                 "inliers_per_frame": [o.num_inliers for o in obs]}
         n_inl = sum(o.num_inliers for o in obs)
         regs = {"odometry": self._register_reference(queries, feats, poses, tvs, diag),
-                "depth": self._register_on_depth(queries, poses, tvs, diag)}
+                self._scale_source: self._register_on_depth(queries, poses, tvs, diag)}
         regs = {k: v for k, v in regs.items() if v is not None}
         veto = ""
         if len(regs) == 2:
-            (T_o, P_o), (T_d, P_d) = regs["odometry"], regs["depth"]
+            (T_o, P_o), (T_d, P_d) = regs["odometry"], regs[self._scale_source]
             veto = self._scale_disagreement(T_o, T_d, poses, diag)
             T_odom_ref, cov_ref = fuse_poses(T_d, P_d, T_o, P_o)
-            how, scale = "triangulated_pnp+depth_rig_pnp", "odometry+depth"
+            how, scale = "triangulated_pnp+depth_rig_pnp", f"odometry+{self._scale_source}"
         elif regs:
             scale, (T_odom_ref, cov_ref) = next(iter(regs.items()))
             how = "triangulated_pnp" if scale == "odometry" else "depth_rig_pnp"

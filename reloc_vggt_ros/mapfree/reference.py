@@ -56,6 +56,19 @@ def check_reference(reference: Reference) -> Reference:
             raise DataError("reference depth has no valid pixel (all 0 or non-finite)")
         if np.any(depth < 0):
             raise DataError("reference depth has negative values: not a depth image in metres")
+    second = reference.second
+    if second is not None:
+        simg, sintr = second.image_bgr, second.intrinsics
+        if not (isinstance(simg, np.ndarray) and simg.dtype == np.uint8 and simg.ndim in (2, 3)):
+            raise DataError("second reference image must be a uint8 [H, W] or [H, W, 3] array")
+        if (sintr.width, sintr.height) != (simg.shape[1], simg.shape[0]):
+            raise DataError(f"second reference intrinsics are for {sintr.width}x{sintr.height} but its image is "
+                            f"{simg.shape[1]}x{simg.shape[0]}")
+        T2 = np.asarray(second.T_world_cam, float)
+        if not is_valid_T(T2):
+            raise DataError("second reference T_world_cam is not a finite rigid transform")
+        if np.linalg.norm(T2[:3, 3] - np.asarray(reference.T_world_cam, float)[:3, 3]) <= 0:
+            raise DataError("second reference is at the reference's position: no baseline, no scale")
     return reference
 
 

@@ -3,6 +3,7 @@ without depth, Track 2 with odometry, and the bad inputs it must refuse with a r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -20,7 +21,7 @@ from reloc_vggt_ros.localizer.geometric.matching import fundamental_from_poses, 
 from reloc_vggt_ros.localizer.geometric.relative_pose import (UNBOUNDED_VARIANCE_M2, TwoViewSettings, guided_matches,
                                                               two_view)
 from reloc_vggt_ros.localizer.geometric.triangulation import View, triangulate_keyframe
-from reloc_vggt_ros.mapfree.base import SCALE_UNKNOWN, MapFreeLocalizer, QueryFrame, Reference
+from reloc_vggt_ros.mapfree.base import SCALE_UNKNOWN, MapFreeLocalizer, QueryFrame, Reference, SecondView
 from reloc_vggt_ros.mapfree.registry import make_mapfree_localizer
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
@@ -94,6 +95,21 @@ def test_track1_depth_gives_metric_pose(views: dict, depth_0004: np.ndarray) -> 
     loc.set_reference(_reference(views, "0004.jpg", 2.0 * depth_0004))
     far = loc.localize(_query(views, "0006.jpg"))
     assert pose_error(far.T_world_cam, views["0006.jpg"][2])[0] > 2.0
+
+
+def test_track1_second_reference_view_gives_metric_pose(views: dict) -> None:
+    """No depth, but a second posed view (0003, 1.75 m from the reference 0004): the reference's
+    keypoints triangulated with it scale the answer (``stereo``); without it the scale is unknown
+    (test above). A second view at the reference's position has no baseline and is refused."""
+    loc = make_mapfree_localizer("geometric", OPTIONS)
+    img, intr, T = views["0003.jpg"]
+    loc.set_reference(replace(_reference(views, "0004.jpg"), second=SecondView(img, intr, T)))
+    res = loc.localize(_query(views, "0006.jpg"))
+    t_err, r_err = pose_error(res.T_world_cam, views["0006.jpg"][2])
+    assert res.ok and res.diagnostics["scale"] == "stereo", res.reason
+    assert t_err < 0.05 and r_err < 0.3, (t_err, r_err)
+    with pytest.raises(DataError, match="no baseline"):
+        loc.set_reference(replace(_reference(views, "0004.jpg"), second=SecondView(img, intr, views["0004.jpg"][2])))
 
 
 @pytest.mark.slow
