@@ -387,14 +387,17 @@ class GeometricMapFree:
         """'' or why the registered reference contradicts the frames' own two-view poses: each
         frame's essential matrix gives the reference's rotation and the direction towards it,
         independent of any scale, and with exact odometry the registration agrees with every one
-        of them; a wrong odometry (or a wrong registration) shows as the largest gap."""
+        of them; a wrong odometry (or a wrong registration) shows as the largest gap. Directions
+        of frames within 10 % of the window's largest distance to the reference are not compared
+        (e.g. the remembered reference frame itself in the node's window)."""
         if not obs:
             return ""
         C = T_odom_ref[:3, 3]
         rot = [rotation_error_deg(T_odom_ref[:3, :3], o.R_world_query) for o in obs]
-        ray = [float(np.degrees(np.arccos(np.clip(o.direction @ (C - o.centre_kf) /
-                                                  max(float(np.linalg.norm(C - o.centre_kf)), 1e-12), -1, 1))))
-               for o in obs]
+        # a frame (nearly) at the reference's place sees no baseline: its direction is noise
+        dist = np.array([float(np.linalg.norm(C - o.centre_kf)) for o in obs])
+        ray = [float(np.degrees(np.arccos(np.clip(o.direction @ (C - o.centre_kf) / d, -1, 1))))
+               for o, d in zip(obs, dist) if d > 0.1 * dist.max()] or [0.0]
         diag.update(two_view_rotation_gap_deg=rot, two_view_direction_gap_deg=ray)
         gap = max(max(rot), max(ray))
         if gap > self.config.max_two_view_gap_deg:
