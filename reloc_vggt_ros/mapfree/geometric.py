@@ -67,8 +67,8 @@ class GeometricMapFreeConfig:
     pnp_max_reproj_px: float = setting(4.0, "PnP inlier threshold on depth-backprojected points (px)")
     min_scale_inliers: int = setting(12, "PnP inliers the depth (or triangulated-point) scale needs")
     max_scale_rotation_deg: float = setting(5.0, "PnP and essential-matrix rotations must agree within this")
-    max_two_view_gap_deg: float = setting(3.0, "Track 2: the registered reference and every frame's own two-view "
-                                               "rotation and direction must agree within this")
+    max_two_view_gap_deg: float = setting(5.0, "Track 2: at least half of the frames' own two-view rotations and "
+                                               "directions must agree with the registration within this")
     max_scale_disagreement: float = setting(0.1, "Track 2 with depth: odometry and depth registrations at most "
                                                  "this fraction of the reference's distance apart")
     depth_rel_sigma: float = setting(0.05, "relative error of the depth image (scales the baseline sigma)")
@@ -386,22 +386,23 @@ class GeometricMapFree:
     def _ray_disagreement(self, T_odom_ref: np.ndarray, obs: list[RelativeObservation], diag: dict[str, Any]) -> str:
         """'' or why the registered reference contradicts the frames' own two-view poses: each
         frame's essential matrix gives the reference's rotation and the direction towards it,
-        independent of any scale, and with exact odometry the registration agrees with every one
-        of them; a wrong odometry (or a wrong registration) shows as the largest gap. Directions
-        of frames within 10 % of the window's largest distance to the reference are not compared
-        (e.g. the remembered reference frame itself in the node's window)."""
+        independent of any scale, and with exact odometry the registration agrees with them. A
+        single wide-angle pair can be several degrees off on its own, so at least half of the
+        frames must agree within ``max_two_view_gap_deg``. A frame within 10 % of the window's
+        largest distance to the reference (e.g. the node's remembered reference frame itself)
+        has no baseline: its direction is not compared."""
         if not obs:
             return ""
         C = T_odom_ref[:3, 3]
-        rot = [rotation_error_deg(T_odom_ref[:3, :3], o.R_world_query) for o in obs]
-        # a frame (nearly) at the reference's place sees no baseline: its direction is noise
+        rot = np.array([rotation_error_deg(T_odom_ref[:3, :3], o.R_world_query) for o in obs])
         dist = np.array([float(np.linalg.norm(C - o.centre_kf)) for o in obs])
-        ray = [float(np.degrees(np.arccos(np.clip(o.direction @ (C - o.centre_kf) / d, -1, 1))))
-               for o, d in zip(obs, dist) if d > 0.1 * dist.max()] or [0.0]
-        diag.update(two_view_rotation_gap_deg=rot, two_view_direction_gap_deg=ray)
-        gap = max(max(rot), max(ray))
-        if gap > self.config.max_two_view_gap_deg:
-            return (f"the registered reference is up to {max(rot):.1f} deg (rotation) / {max(ray):.1f} deg "
-                    f"(direction) from the frames' own two-view poses (> max_two_view_gap_deg "
-                    f"{self.config.max_two_view_gap_deg:g}): odometry and images disagree")
+        ray = np.array([float(np.degrees(np.arccos(np.clip(o.direction @ (C - o.centre_kf) / max(d, 1e-12), -1, 1))))
+                        if d > 0.1 * dist.max() else 0.0 for o, d in zip(obs, dist)])
+        diag.update(two_view_rotation_gap_deg=rot.tolist(), two_view_direction_gap_deg=ray.tolist())
+        limit = self.config.max_two_view_gap_deg
+        agree = int(np.sum((rot <= limit) & (ray <= limit)))
+        if 2 * agree < len(obs):
+            return (f"only {agree} of {len(obs)} frames' own two-view poses agree with the registered reference "
+                    f"within max_two_view_gap_deg {limit:g} (gaps {np.round(rot, 1).tolist()} deg rotation, "
+                    f"{np.round(ray, 1).tolist()} deg direction): odometry and images disagree")
         return ""
