@@ -16,11 +16,14 @@ Track 1 (:meth:`GeometricMapFree.localize`), stages:
 Track 2 (:meth:`GeometricMapFree.localize_sequence`), with the device's own tracking
 (``QueryFrame.T_odom_cam``): the query frames are posed views in the odometry frame, so the
 *reference* is the unknown camera there. Points triangulated across the query frames (known
-odometry poses) give the reference a PnP pose in the odometry frame; without enough of them the
-per-frame relative poses are intersected (``relative_pose.intersect_rays``); then all frames'
-matches with the reference refine it jointly (generalized relative pose, Sampson error), and
-every frame's pose follows from its odometry (``scale = "odometry"``). Without odometry each
-frame is localized alone.
+odometry poses) give the reference a PnP pose in the odometry frame; with reference depth (or a
+second reference view) the frames, a rig with the odometry as extrinsics, get a generalized PnP on
+the reference's 3D keypoints too, and both registrations are fused by their covariances (after
+checking that they agree on the scale); without either, the per-frame relative poses are
+intersected (``relative_pose.intersect_rays``) and refined on all frames' Sampson errors. The
+registration must agree with the frames' own two-view rotations and directions (at least half of
+them); every frame's pose follows from its odometry (``scale = "odometry"``, ``"odometry+depth"``
+or ``"depth"``). Without odometry each frame is localized alone.
 """
 
 from __future__ import annotations
