@@ -16,11 +16,14 @@ Rows, each over the evaluated frames of its set:
   where a scene has no depth: then the two-view pose is what is scored);
 * ``T2 odometry``: Track 2, each evaluated frame with its ``window - 1`` predecessors and their
   (exact) device poses;
-* ``T1 depth, T2 frames`` / ``T2 odometry``: both tracks on the same query images (the T2
-  evaluated frames' source images; same reference).
+* ``T2 odometry+depth``: the same, with the Track 2 reference's own triangulated depth (from the
+  views its scene does not contain, window frames included: fewer than Track 1's);
+* ``T1 ..., T2 frames``: Track 1 on the query images Track 2 scores (same reference) — the
+  same-frame comparison with the ``T2`` rows.
 
 Columns: frames, pose AUC @ 5/10/20 deg of max(rotation, translation-direction error), precision
-at VCRE < 90 px and at (25 cm, 5 deg), median translation / rotation error, OK count and the
+at VCRE < 90 px and at (25 cm, 5 deg), median translation / rotation error, OK count, OK-but-wrong
+count (OKx: OK and not within 25 cm / 5 deg) and the
 median wall / CPU time per evaluated frame (a Track 2 frame's time covers its whole window).
 A frame without a pose counts as a failure (infinite error), as the challenge counts it.
 """
@@ -71,6 +74,9 @@ def _frame_rows(dataset: Path, backend: str, options: dict[str, Any], depth: boo
                 "angle_deg": q.get("angle_deg"), "baseline": q.get("baseline"), "status": o.result.status.value,
                 "scale": o.result.diagnostics.get("scale"), "latency_s": o.latency_s, "cpu_s": o.cpu_s,
                 "reason": o.result.reason}
+            for key in ("two_view_rotation_gap_deg", "two_view_direction_gap_deg", "odometry_depth_gap_rel"):
+                if key in o.result.diagnostics:                      # Track 2's consistency checks
+                    row[key] = o.result.diagnostics[key]
             for key, T in (("", o.result.T_world_cam),
                            ("two_view_", o.result.diagnostics.get("two_view_T_world_cam"))):
                 if T is None:
@@ -98,6 +104,8 @@ def summarize(rows: list[dict[str, Any]], prefix: str = "") -> dict[str, Any]:
     return {
         "frames": n, "estimates": len(est),
         "ok": None if prefix else sum(r["status"] == "ok" for r in rows),     # the two-view pose is never OK
+        "ok_wrong": None if prefix else sum(r["status"] == "ok" and not (r["t_err"] < T_THRESHOLD_M and
+                                                                         r["r_err"] < R_THRESHOLD_DEG) for r in rows),
         **{f"auc@{k:g}": float(a) for k, a in auc.items()},
         "precision_vcre": float(np.sum(v < VCRE_THRESHOLD_PX) / n),
         "precision_pose": float(np.sum((t < T_THRESHOLD_M) & (R < R_THRESHOLD_DEG)) / n),
@@ -110,25 +118,30 @@ def summarize(rows: list[dict[str, Any]], prefix: str = "") -> dict[str, Any]:
 
 def run_mapfree_bench(scenes: list[Path], work: Path, backend: str = DEFAULT_MAPFREE_BACKEND,
                       options: dict[str, Any] | None = None, window: int = 3) -> dict[str, Any]:
-    """Convert, write the triangulated depth, localize Track 1 (with depth) and Track 2; all rows."""
+    """Convert, write the triangulated depth, localize Track 1 (with depth) and Track 2 (without
+    and with depth); all rows."""
     options = dict(options or {})
     for s in scenes:
         convert_posed_folder(s, work, window=window)
     sources = {s.name: s for s in scenes}
-    depth = {t: write_triangulated_depth(work / t, sources) for t in ("track1",)}
+    depth = {t: write_triangulated_depth(work / t, sources) for t in ("track1", "track2")}
     t1 = _frame_rows(work / "track1", backend, options, depth=True)
     t2 = _frame_rows(work / "track2", backend, options, depth=False)
+    t2d = _frame_rows(work / "track2", backend, options, depth=True)
     return {"backend": backend, "options": options, "window": window, "scenes": [s.name for s in scenes],
-            "depth_pixels": depth, "track1": t1, "track2": t2, "tables": tables(t1, t2)}
+            "depth_pixels": depth, "track1": t1, "track2": t2, "track2_depth": t2d, "tables": tables(t1, t2, t2d)}
 
 
-def tables(t1: list[dict[str, Any]], t2: list[dict[str, Any]]) -> dict[str, Any]:
+def tables(t1: list[dict[str, Any]], t2: list[dict[str, Any]], t2d: list[dict[str, Any]] | None = None
+           ) -> dict[str, Any]:
     """Rows of the printed tables: per set, overall and per angle bucket."""
-    buckets = sorted({r["bucket"] for r in t1 + t2 if r["bucket"] is not None})
+    t2d = t2d or []
+    buckets = sorted({r["bucket"] for r in t1 + t2 + t2d if r["bucket"] is not None})
     same = {(r["scene"], r["source"]) for r in t2}
     t1_same = [r for r in t1 if (r["scene"], r["source"]) in same]
     sets = {"T1 two-view": (t1, "two_view_"), "T1 depth": (t1, ""), "T2 odometry": (t2, ""),
-            "T1 depth, T2 frames": (t1_same, ""), "T1 two-view, T2 frames": (t1_same, "two_view_")}
+            "T2 odometry+depth": (t2d, ""),
+            "T1 two-view, T2 frames": (t1_same, "two_view_"), "T1 depth, T2 frames": (t1_same, "")}
     out: dict[str, Any] = {}
     for label, (rows, prefix) in sets.items():
         out[label] = {"all": summarize(rows, prefix)}
@@ -141,14 +154,14 @@ def format_table(tabs: dict[str, Any]) -> str:
     def cell(v: Any, fmt: str) -> str:
         return f"{'-':>{fmt.strip('<>^').split('.')[0] or 1}}" if v is None else format(v, fmt)
 
-    head = (f"{'set':<24} {'rows':<9} {'frames':>6} {'OK':>4} {'AUC@5':>6} {'AUC@10':>6} {'AUC@20':>6} "
+    head = (f"{'set':<24} {'rows':<9} {'frames':>6} {'OK':>4} {'OKx':>4} {'AUC@5':>6} {'AUC@10':>6} {'AUC@20':>6} "
             f"{'VCRE<90':>7} {'25cm,5°':>7} {'med t':>8} {'med R°':>7} {'wall s':>6} {'CPU s':>6}")
     lines = [head, "-" * len(head)]
     for label, parts in tabs.items():
         for part, m in parts.items():
             if not m.get("frames"):
                 continue
-            lines.append(f"{label:<24} {part:<9} {m['frames']:>6} {cell(m['ok'], '>4')} {m['auc@5']:>6.3f} {m['auc@10']:>6.3f} "
+            lines.append(f"{label:<24} {part:<9} {m['frames']:>6} {cell(m['ok'], '>4')} {cell(m['ok_wrong'], '>4')} {m['auc@5']:>6.3f} {m['auc@10']:>6.3f} "
                          f"{m['auc@20']:>6.3f} {m['precision_vcre']:>7.3f} {m['precision_pose']:>7.3f} "
                          f"{cell(m['median_t_err'], '8.4f')} {cell(m['median_r_err_deg'], '7.3f')} "
                          f"{m['median_latency_s']:>6.2f} {m['median_cpu_s']:>6.2f}")

@@ -18,9 +18,10 @@ import math
 
 import numpy as np
 
-from .se3 import so3_log
+from .se3 import so3_exp, so3_log
 
-__all__ = ["GATE_PROBABILITIES", "pose_difference", "mahalanobis2", "chi2_gate", "propagate_covariance", "motion_noise"]
+__all__ = ["GATE_PROBABILITIES", "pose_difference", "mahalanobis2", "chi2_gate", "fuse_poses", "propagate_covariance",
+           "motion_noise"]
 
 # chi-square quantiles with 6 degrees of freedom (scipy.stats.chi2.ppf(p, 6))
 _CHI2_6 = {0.9: 10.645, 0.95: 12.592, 0.99: 16.812, 0.999: 22.458, 0.9999: 27.856}
@@ -51,6 +52,20 @@ def chi2_gate(probability: float) -> float:
     if probability not in _CHI2_6:
         raise ValueError(f"gate probability must be one of {sorted(_CHI2_6)}, got {probability}")
     return _CHI2_6[probability]
+
+
+def fuse_poses(T_a: np.ndarray, P_a: np.ndarray, T_b: np.ndarray, P_b: np.ndarray
+               ) -> tuple[np.ndarray, np.ndarray]:
+    """Information-weighted mean of two independent estimates of one pose and its covariance:
+    ``e`` = :func:`pose_difference`, ``P = (P_a^-1 + P_b^-1)^-1``, ``T = T_a`` moved by ``P P_b^-1 e``
+    (centre added, rotation applied on the left), to first order the maximum-likelihood pose."""
+    I_a, I_b = np.linalg.inv(P_a), np.linalg.inv(P_b)
+    P = np.linalg.inv(I_a + I_b)
+    xi = P @ I_b @ pose_difference(T_a, T_b)
+    T = np.eye(4)
+    T[:3, :3] = so3_exp(xi[3:]) @ T_a[:3, :3]
+    T[:3, 3] = T_a[:3, 3] + xi[:3]
+    return T, 0.5 * (P + P.T)
 
 
 def propagate_covariance(T_a: np.ndarray, P_a: np.ndarray, D: np.ndarray, Q: np.ndarray) -> np.ndarray:

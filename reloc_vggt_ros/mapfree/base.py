@@ -22,9 +22,19 @@ import numpy as np
 from ..geometry import Intrinsics
 from ..localizer.base import RelocResult
 
-__all__ = ["Reference", "QueryFrame", "MapFreeLocalizer", "SCALE_UNKNOWN"]
+__all__ = ["Reference", "SecondView", "QueryFrame", "MapFreeLocalizer", "SCALE_UNKNOWN"]
 
 SCALE_UNKNOWN = "unknown"
+
+
+@dataclass(frozen=True)
+class SecondView:
+    """A second posed image beside the reference (stereo pair, or a second photo whose pose is
+    known in the same metric frame): the reference's keypoints triangulated with it give depth."""
+
+    image_bgr: np.ndarray
+    intrinsics: Intrinsics
+    T_world_cam: np.ndarray
 
 
 @dataclass(frozen=True)
@@ -32,6 +42,7 @@ class Reference:
     """The posed reference view: BGR uint8 image, its camera, ``T_world_cam`` and optional depth.
 
     ``depth_m`` is float32 metres of the reference image's size, 0 or non-finite where invalid.
+    ``second``: a second posed view, the metric scale (``"stereo"``) where no depth is given.
     """
 
     image_bgr: np.ndarray
@@ -39,6 +50,7 @@ class Reference:
     T_world_cam: np.ndarray
     depth_m: np.ndarray | None = None
     name: str = "reference"
+    second: SecondView | None = None
 
 
 @dataclass(frozen=True)

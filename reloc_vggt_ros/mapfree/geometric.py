@@ -6,7 +6,9 @@ Track 1 (:meth:`GeometricMapFree.localize`), stages:
 2. two-view pose (``localizer.geometric.relative_pose.two_view``): matches, 5-point LO-RANSAC,
    optional guided re-matching -> rotation and translation *direction*;
 3. metric scale, in order of availability: the reference's depth image (its inlier keypoints
-   back-projected, PnP of the query on them: ``scale = "depth"``), else none: the translation
+   back-projected, PnP of the query on them: ``scale = "depth"``), a second posed reference view
+   (the reference's keypoints triangulated with it under the known poses, then the same PnP:
+   ``scale = "stereo"``), else none: the translation
    has unit length, ``scale = "unknown"``, the covariance is unbounded along the baseline and
    the result is LOW_CONFIDENCE (never an invented scale);
 4. covariance and judgement (:func:`_judge`).
@@ -14,11 +16,14 @@ Track 1 (:meth:`GeometricMapFree.localize`), stages:
 Track 2 (:meth:`GeometricMapFree.localize_sequence`), with the device's own tracking
 (``QueryFrame.T_odom_cam``): the query frames are posed views in the odometry frame, so the
 *reference* is the unknown camera there. Points triangulated across the query frames (known
-odometry poses) give the reference a PnP pose in the odometry frame; without enough of them the
-per-frame relative poses are intersected (``relative_pose.intersect_rays``); then all frames'
-matches with the reference refine it jointly (generalized relative pose, Sampson error), and
-every frame's pose follows from its odometry (``scale = "odometry"``). Without odometry each
-frame is localized alone.
+odometry poses) give the reference a PnP pose in the odometry frame; with reference depth (or a
+second reference view) the frames, a rig with the odometry as extrinsics, get a generalized PnP on
+the reference's 3D keypoints too, and both registrations are fused by their covariances (after
+checking that they agree on the scale); without either, the per-frame relative poses are
+intersected (``relative_pose.intersect_rays``) and refined on all frames' Sampson errors. The
+registration must agree with the frames' own two-view rotations and directions (at least half of
+them); every frame's pose follows from its odometry (``scale = "odometry"``, ``"odometry+depth"``
+or ``"depth"``). Without odometry each frame is localized alone.
 """
 
 from __future__ import annotations
@@ -35,11 +40,12 @@ import numpy as np
 from ..config import setting
 from ..errors import ConfigError, DataError
 from ..geometry import Intrinsics, invert_T, is_valid_T, rotation_error_deg, transform_pose_covariance
+from ..geometry.gating import fuse_poses
 from ..geometry.multiview import pose_covariance_of
 from ..localizer.base import RelocResult, RelocStatus
 from ..localizer.geometric.config import FeatureConfig, TriangulationConfig
 from ..localizer.geometric.features import Features, extract_features, undistorted
-from ..localizer.geometric.pnp import pose_covariance, solve_pnp
+from ..localizer.geometric.pnp import RigObservations, pose_covariance, rig_pose_covariance, solve_pnp, solve_rig_pnp
 from ..localizer.geometric.relative_pose import (RelativeObservation, TwoView, TwoViewSettings, intersect_rays,
                                                  joint_covariance, observation, refine_jointly,
                                                  relative_covariance, two_view)
@@ -64,6 +70,10 @@ class GeometricMapFreeConfig:
     pnp_max_reproj_px: float = setting(4.0, "PnP inlier threshold on depth-backprojected points (px)")
     min_scale_inliers: int = setting(12, "PnP inliers the depth (or triangulated-point) scale needs")
     max_scale_rotation_deg: float = setting(5.0, "PnP and essential-matrix rotations must agree within this")
+    max_two_view_gap_deg: float = setting(5.0, "Track 2: at least half of the frames' own two-view rotations and "
+                                               "directions must agree with the registration within this")
+    max_scale_disagreement: float = setting(0.1, "Track 2 with depth: odometry and depth registrations at most "
+                                                 "this fraction of the reference's distance apart")
     depth_rel_sigma: float = setting(0.05, "relative error of the depth image (scales the baseline sigma)")
     triangulation: TriangulationConfig = setting(factory=TriangulationConfig, doc="Track 2 points across frames")
     min_inliers: int = setting(30, "inliers (two-view, summed over Track 2 frames) an OK pose needs")
@@ -71,7 +81,8 @@ class GeometricMapFreeConfig:
     min_confidence: float = setting(0.5, "confidence an OK pose needs")
 
     def __post_init__(self) -> None:
-        for name in ("pnp_max_reproj_px", "max_scale_rotation_deg", "depth_rel_sigma", "inliers_scale"):
+        for name in ("pnp_max_reproj_px", "max_scale_rotation_deg", "max_two_view_gap_deg", "max_scale_disagreement",
+                     "depth_rel_sigma", "inliers_scale"):
             if not getattr(self, name) > 0:
                 raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
         if self.min_scale_inliers < 4:
@@ -108,9 +119,10 @@ def _confidence(n_inliers: int, cfg: GeometricMapFreeConfig) -> float:
     return 1.0 - math.exp(-n_inliers / cfg.inliers_scale)
 
 
-def _judge(n_inliers: int, confidence: float, cov: np.ndarray, scale: str, cfg: GeometricMapFreeConfig
-           ) -> tuple[RelocStatus, str]:
-    """OK only with a metric scale, enough inliers and confidence and a positive definite covariance."""
+def _judge(n_inliers: int, confidence: float, cov: np.ndarray, scale: str, cfg: GeometricMapFreeConfig,
+           veto: str = "") -> tuple[RelocStatus, str]:
+    """OK only with a metric scale, enough inliers and confidence, a positive definite covariance
+    and no ``veto`` (a failed consistency check of the estimate, its reason)."""
     if scale == SCALE_UNKNOWN:
         return RelocStatus.LOW_CONFIDENCE, "no source of metric scale (no depth, no odometry): " \
                                            "translation direction only, unit length"
@@ -120,6 +132,8 @@ def _judge(n_inliers: int, confidence: float, cov: np.ndarray, scale: str, cfg: 
         return RelocStatus.LOW_CONFIDENCE, f"confidence {confidence:.2f} < min_confidence {cfg.min_confidence}"
     if not np.all(np.isfinite(cov)) or np.linalg.eigvalsh(cov).min() <= 0:
         return RelocStatus.LOW_CONFIDENCE, "covariance is not positive definite"
+    if veto:
+        return RelocStatus.LOW_CONFIDENCE, veto
     return RelocStatus.OK, ""
 
 
@@ -133,6 +147,7 @@ class GeometricMapFree:
         self._ref: Reference | None = None
         self._ref_feats: Features | None = None
         self._ref_points: np.ndarray | None = None     # [N,3] keypoints in the reference camera (depth)
+        self._scale_source = "depth"                   # where _ref_points come from: "depth" or "stereo"
 
     def set_reference(self, reference: Reference) -> None:
         check_reference(reference)
@@ -141,8 +156,29 @@ class GeometricMapFree:
         # geometry runs on ideal pixels of the pinhole camera (keypoints undistorted)
         self._ref = replace(reference, intrinsics=reference.intrinsics.pinhole)
         self._ref_feats = feats
-        self._ref_points = (None if depth is None
-                            else backproject_depth(feats, self._ref.intrinsics, np.eye(4), depth))
+        self._scale_source = "depth"
+        if depth is not None:
+            self._ref_points = backproject_depth(feats, self._ref.intrinsics, np.eye(4), depth)
+        elif reference.second is not None:
+            self._ref_points, self._scale_source = self._stereo_points(reference, feats), "stereo"
+        else:
+            self._ref_points = None
+
+    def _stereo_points(self, reference: Reference, feats: Features) -> np.ndarray | None:
+        """The reference keypoints [N,3] in its camera frame (NaN where none), triangulated with
+        the second posed view (the map's triangulation settings); None if fewer than
+        ``min_scale_inliers`` triangulate."""
+        second = reference.second
+        assert second is not None and self._ref is not None
+        T_ref = np.asarray(reference.T_world_cam, float)
+        other = View(self._features(second.image_bgr, second.intrinsics), second.intrinsics.pinhole,
+                     invert_T(T_ref) @ np.asarray(second.T_world_cam, float))
+        with np.errstate(divide="ignore", invalid="ignore"):
+            points, _ = triangulate_keyframe(View(feats, self._ref.intrinsics, np.eye(4)), [other],
+                                             self.config.triangulation)
+        n = int(np.all(np.isfinite(points), axis=1).sum())
+        logger.info("reference %s: %d keypoints triangulated with the second view", reference.name, n)
+        return points if n >= self.config.min_scale_inliers else None
 
     def _features(self, image: np.ndarray, camera: Intrinsics) -> Features:
         return undistorted(extract_features(image, self.config.features), camera)
@@ -175,20 +211,20 @@ class GeometricMapFree:
         diag["two_view_T_world_cam"] = (np.asarray(ref.T_world_cam, float) @ T_ref_q).tolist()
         scaled = self._depth_pose(tv, query.intrinsics, diag)
         if scaled is not None:
-            T_ref_q, cov, scale = scaled[0], scaled[1], "depth"
+            T_ref_q, cov, scale = scaled[0], scaled[1], self._scale_source
         else:
             cov, scale = relative_covariance(obs, T_ref_q, query.intrinsics), SCALE_UNKNOWN
         diag.update(scale=scale, total_ms=1e3 * (time.perf_counter() - t0))
         return self._result(T_ref_q, cov, tv.num_inliers, scale, diag)
 
     def _result(self, T_ref_q: np.ndarray, cov_ref: np.ndarray, n_inliers: int, scale: str,
-                diag: dict[str, Any]) -> RelocResult:
+                diag: dict[str, Any], veto: str = "") -> RelocResult:
         """The query pose in the reference's world frame, judged."""
         T_world_ref = np.asarray(self._reference()[0].T_world_cam, float)
         T = T_world_ref @ T_ref_q
         cov = transform_pose_covariance(cov_ref, T_ref_q, T_a_b=T_world_ref)
         confidence = _confidence(n_inliers, self.config)
-        status, reason = _judge(n_inliers, confidence, cov, scale, self.config)
+        status, reason = _judge(n_inliers, confidence, cov, scale, self.config, veto)
         return RelocResult(status, T, cov, confidence, n_inliers, reason, diag)
 
     def _depth_pose(self, tv: TwoView, intr_q: Intrinsics, diag: dict[str, Any]
@@ -239,62 +275,137 @@ class GeometricMapFree:
         queries = [replace(q, intrinsics=q.intrinsics.pinhole) for q in queries]
         poses = [np.asarray(q.T_odom_cam, float) for q in queries]
         obs: list[RelativeObservation] = []
-        pairs: dict[int, np.ndarray] = {}
+        tvs: dict[int, TwoView] = {}                 # a = query frame k, b = the reference
         for k, (q, f) in enumerate(zip(queries, feats)):
             tv, _ = two_view(f, q.intrinsics, ref_feats, ref.intrinsics, cfg.two_view)
             if tv is not None:
                 obs.append(observation(k, tv, q.intrinsics, poses[k], ref.intrinsics))
-                pairs[k] = tv.pairs
+                tvs[k] = tv
         diag: dict[str, Any] = {"method": "sequence", "frames": len(queries), "frames_matched": len(obs),
                                 "inliers_per_frame": [o.num_inliers for o in obs]}
         n_inl = sum(o.num_inliers for o in obs)
-        T_odom_ref, how = self._register_reference(queries, feats, poses, pairs, diag)
-        if T_odom_ref is None and len(obs) >= 2:
-            solved = intersect_rays(obs)
-            T_odom_ref, how = (solved[0], "ray_intersection") if solved is not None else (None, "")
-        if T_odom_ref is None or not obs:
+        regs = {"odometry": self._register_reference(queries, feats, poses, tvs, diag),
+                self._scale_source: self._register_on_depth(queries, poses, tvs, diag)}
+        regs = {k: v for k, v in regs.items() if v is not None}
+        veto = ""
+        if len(regs) == 2:
+            (T_o, P_o), (T_d, P_d) = regs["odometry"], regs[self._scale_source]
+            veto = self._scale_disagreement(T_o, T_d, poses, diag)
+            T_odom_ref, cov_ref = fuse_poses(T_d, P_d, T_o, P_o)
+            how, scale = "triangulated_pnp+depth_rig_pnp", f"odometry+{self._scale_source}"
+        elif regs:
+            scale, (T_odom_ref, cov_ref) = next(iter(regs.items()))
+            how = "triangulated_pnp" if scale == "odometry" else "depth_rig_pnp"
+        elif len(obs) >= 2 and (solved := intersect_rays(obs)) is not None:
+            # no structure to register on: the rays' intersection, refined on the Sampson errors
+            # (weak along the rays when the window is short next to the reference's distance)
+            T_odom_ref = refine_jointly(obs, solved[0], ref.intrinsics)
+            cov_ref, how, scale = joint_covariance(obs, T_odom_ref, ref.intrinsics), "ray_intersection", "odometry"
+            diag["joint_refinement_shift"] = float(np.linalg.norm(T_odom_ref[:3, 3] - solved[0][:3, 3]))
+        else:
             diag["scale"] = SCALE_UNKNOWN
             logger.info("Track 2: no metric registration of the reference (%d frames matched); single frames",
                         len(obs))
             return [self.localize(q) for q in queries]
-        T_init = T_odom_ref
-        T_odom_ref = refine_jointly(obs, T_odom_ref, ref.intrinsics)
-        diag.update(registration=how, joint_refinement_shift=float(np.linalg.norm(T_odom_ref[:3, 3] - T_init[:3, 3])),
-                    scale="odometry")
-        cov_ref = joint_covariance(obs, T_odom_ref, ref.intrinsics)
-        diag["total_ms"] = 1e3 * (time.perf_counter() - t0)
+        veto = veto or self._ray_disagreement(T_odom_ref, obs, diag)
+        diag.update(registration=how, scale=scale, total_ms=1e3 * (time.perf_counter() - t0))
         out = []
         for T_odom_k in poses:
             def ref_q(T_or: np.ndarray, T_ok: np.ndarray = T_odom_k) -> np.ndarray:
                 return invert_T(T_or) @ T_ok
             cov_k = pose_covariance_of(ref_q, T_odom_ref, cov_ref)
-            out.append(self._result(ref_q(T_odom_ref), cov_k, n_inl, "odometry", dict(diag)))
+            out.append(self._result(ref_q(T_odom_ref), cov_k, n_inl, scale, dict(diag), veto))
         return out
 
     def _register_reference(self, queries: Sequence[QueryFrame], feats: list[Features], poses: list[np.ndarray],
-                            pairs: dict[int, np.ndarray], diag: dict[str, Any]
-                            ) -> tuple[np.ndarray | None, str]:
-        """``T_odom_ref`` by PnP of the reference on points triangulated across the query frames."""
+                            tvs: dict[int, TwoView], diag: dict[str, Any]
+                            ) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(T_odom_ref, covariance)`` by PnP of the reference on points triangulated across the
+        query frames under their odometry (the scale is the odometry's)."""
         ref, ref_feats = self._reference()
         cfg = self.config
         x2d, x3d = [], []
-        for k, p in pairs.items():
+        for k, tv in tvs.items():
             others = [View(feats[j], queries[j].intrinsics, poses[j]) for j in range(len(queries)) if j != k]
             with np.errstate(divide="ignore", invalid="ignore"):     # points at infinity are dropped there
                 points, _ = triangulate_keyframe(View(feats[k], queries[k].intrinsics, poses[k]), others,
                                                  cfg.triangulation)
-            X = points[p[:, 0]]
+            X = points[tv.pairs[:, 0]]
             ok = np.all(np.isfinite(X), axis=1)
-            x2d.append(ref_feats.keypoints_px[p[ok, 1]])
+            x2d.append(ref_feats.keypoints_px[tv.pairs[ok, 1]])
             x3d.append(X[ok])
-        if not x2d or sum(len(x) for x in x2d) < cfg.min_scale_inliers:
-            diag["triangulated_matches"] = sum(len(x) for x in x2d)
-            return None, ""
+        diag["triangulated_matches"] = sum(len(x) for x in x2d)
+        if diag["triangulated_matches"] < cfg.min_scale_inliers:
+            return None
         x2d_all, x3d_all = np.concatenate(x2d), np.concatenate(x3d)
-        diag["triangulated_matches"] = len(x2d_all)
         pnp = solve_pnp(x2d_all, x3d_all, ref.intrinsics, cfg.pnp_max_reproj_px)
         n = 0 if pnp is None else int(pnp.inliers.sum())
         diag["triangulated_pnp_inliers"] = n
         if pnp is None or n < cfg.min_scale_inliers:
-            return None, ""
-        return pnp.T_world_cam, "triangulated_pnp"
+            return None
+        cov, _ = pose_covariance(pnp.T_world_cam, x2d_all[pnp.inliers], x3d_all[pnp.inliers], ref.intrinsics)
+        return pnp.T_world_cam, cov
+
+    def _register_on_depth(self, queries: Sequence[QueryFrame], poses: list[np.ndarray], tvs: dict[int, TwoView],
+                           diag: dict[str, Any]) -> tuple[np.ndarray, np.ndarray] | None:
+        """``(T_odom_ref, covariance)`` from the reference depth: the query frames, a rig with the
+        odometry as extrinsics, by generalized PnP on the reference's back-projected keypoints."""
+        if self._ref_points is None:
+            return None
+        cfg = self.config
+        cams = []
+        for k, tv in tvs.items():
+            X = self._ref_points[tv.pairs[:, 1]]
+            ok = np.all(np.isfinite(X), axis=1)
+            cams.append(RigObservations(tv.x_a[ok], X[ok], queries[k].intrinsics, poses[k]))
+        diag["depth_matches"] = sum(len(c.x2d) for c in cams)
+        if diag["depth_matches"] < cfg.min_scale_inliers:
+            return None
+        solved = solve_rig_pnp(cams, cfg.pnp_max_reproj_px)
+        n = 0 if solved is None else sum(int(m.sum()) for m in solved[1])
+        diag["depth_pnp_inliers"] = n
+        if solved is None or n < cfg.min_scale_inliers:
+            return None
+        T_ref_odom = solved[0]
+        cov, _ = rig_pose_covariance(T_ref_odom, [c.subset(m) for c, m in zip(cams, solved[1])])
+        T_odom_ref = invert_T(T_ref_odom)
+        cov = pose_covariance_of(invert_T, T_ref_odom, cov)
+        b = T_odom_ref[:3, 3] - np.mean([T[:3, 3] for T in poses], axis=0)
+        cov[:3, :3] += (cfg.depth_rel_sigma ** 2) * np.outer(b, b)    # depth error scales the distance
+        return T_odom_ref, cov
+
+    def _scale_disagreement(self, T_odom: np.ndarray, T_depth: np.ndarray, poses: list[np.ndarray],
+                            diag: dict[str, Any]) -> str:
+        """'' or why the odometry's and the depth's registrations of the reference are too far apart
+        (relative to the reference's distance from the query frames) to be fused."""
+        c = np.mean([T[:3, 3] for T in poses], axis=0)
+        gap = float(np.linalg.norm(T_odom[:3, 3] - T_depth[:3, 3]) / max(np.linalg.norm(T_depth[:3, 3] - c), 1e-9))
+        diag["odometry_depth_gap_rel"] = gap
+        if gap > self.config.max_scale_disagreement:
+            return (f"odometry and reference depth place the reference {100 * gap:.0f}% of its distance apart "
+                    f"(> max_scale_disagreement {self.config.max_scale_disagreement:g}): one scale is wrong")
+        return ""
+
+    def _ray_disagreement(self, T_odom_ref: np.ndarray, obs: list[RelativeObservation], diag: dict[str, Any]) -> str:
+        """'' or why the registered reference contradicts the frames' own two-view poses: each
+        frame's essential matrix gives the reference's rotation and the direction towards it,
+        independent of any scale, and with exact odometry the registration agrees with them. A
+        single wide-angle pair can be several degrees off on its own, so at least half of the
+        frames must agree within ``max_two_view_gap_deg``. A frame within 10 % of the window's
+        largest distance to the reference (e.g. the node's remembered reference frame itself)
+        has no baseline: its direction is not compared."""
+        if not obs:
+            return ""
+        C = T_odom_ref[:3, 3]
+        rot = np.array([rotation_error_deg(T_odom_ref[:3, :3], o.R_world_query) for o in obs])
+        dist = np.array([float(np.linalg.norm(C - o.centre_kf)) for o in obs])
+        ray = np.array([float(np.degrees(np.arccos(np.clip(o.direction @ (C - o.centre_kf) / max(d, 1e-12), -1, 1))))
+                        if d > 0.1 * dist.max() else 0.0 for o, d in zip(obs, dist)])
+        diag.update(two_view_rotation_gap_deg=rot.tolist(), two_view_direction_gap_deg=ray.tolist())
+        limit = self.config.max_two_view_gap_deg
+        agree = int(np.sum((rot <= limit) & (ray <= limit)))
+        if 2 * agree < len(obs):
+            return (f"only {agree} of {len(obs)} frames' own two-view poses agree with the registered reference "
+                    f"within max_two_view_gap_deg {limit:g} (gaps {np.round(rot, 1).tolist()} deg rotation, "
+                    f"{np.round(ray, 1).tolist()} deg direction): odometry and images disagree")
+        return ""

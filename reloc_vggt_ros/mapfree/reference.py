@@ -8,11 +8,6 @@ backends and the node share the same reasons.
 Depth files: 16-bit PNG/TIFF in ``depth_unit`` metres per count (the challenge's uint16
 millimetres by default, 0 = no depth) or a float ``.npy`` in metres (0 / non-finite = none).
 
-A **second reference** (stereo, or a second posed photo of the place: :func:`with_second_view`)
-is the next source of metric scale when no depth image is given: the reference's keypoints are
-triangulated with it under the two known poses (a metric baseline) and become its depth, so
-every backend's depth path gives metric poses.
-
 :func:`triangulated_depth` renders a sparse depth image of a posed view from its known-pose
 neighbours (SIFT matches triangulated under the ground-truth poses, the geometric backend's
 map-side triangulation): depth "from known geometry" for scenes that ship none, used by the
@@ -21,7 +16,6 @@ tests and benches on the shared scenes.
 
 from __future__ import annotations
 
-import dataclasses
 from collections.abc import Sequence
 from pathlib import Path
 from typing import TYPE_CHECKING
@@ -37,11 +31,8 @@ from .base import Reference
 if TYPE_CHECKING:
     from ..localizer.geometric.triangulation import View
 
-__all__ = ["check_reference", "read_depth", "load_reference", "with_second_view", "pixel_rays", "render_depth",
-           "depth_from_views", "triangulated_depth"]
-
-# a second reference closer than this to the first (metres) gives no usable baseline
-MIN_SECOND_BASELINE_M = 1e-3
+__all__ = ["check_reference", "read_depth", "load_reference", "pixel_rays", "render_depth", "depth_from_views",
+           "triangulated_depth"]
 
 
 def check_reference(reference: Reference) -> Reference:
@@ -65,6 +56,19 @@ def check_reference(reference: Reference) -> Reference:
             raise DataError("reference depth has no valid pixel (all 0 or non-finite)")
         if np.any(depth < 0):
             raise DataError("reference depth has negative values: not a depth image in metres")
+    second = reference.second
+    if second is not None:
+        simg, sintr = second.image_bgr, second.intrinsics
+        if not (isinstance(simg, np.ndarray) and simg.dtype == np.uint8 and simg.ndim in (2, 3)):
+            raise DataError("second reference image must be a uint8 [H, W] or [H, W, 3] array")
+        if (sintr.width, sintr.height) != (simg.shape[1], simg.shape[0]):
+            raise DataError(f"second reference intrinsics are for {sintr.width}x{sintr.height} but its image is "
+                            f"{simg.shape[1]}x{simg.shape[0]}")
+        T2 = np.asarray(second.T_world_cam, float)
+        if not is_valid_T(T2):
+            raise DataError("second reference T_world_cam is not a finite rigid transform")
+        if np.linalg.norm(T2[:3, 3] - np.asarray(reference.T_world_cam, float)[:3, 3]) <= 0:
+            raise DataError("second reference is at the reference's position: no baseline, no scale")
     return reference
 
 
@@ -108,27 +112,6 @@ def load_reference(image_path: str | Path, camera: Sequence[float], T_world_cam:
         raise DataError(f"reference intrinsics {list(camera)} are unusable: {err}") from err
     depth = read_depth(depth_path, depth_unit) if str(depth_path) else None
     return check_reference(Reference(image, intrinsics, np.asarray(T_world_cam, float), depth, name=image_path.name))
-
-
-def with_second_view(reference: Reference, second: Reference) -> Reference:
-    """``reference`` with depth triangulated from a ``second`` posed view of the place (stereo,
-    or another photo with a known pose): the metric scale when no depth image is given. A
-    reference that has depth keeps it (the better source); DataError when the two views share no
-    triangulable point or sit at the same place (no baseline)."""
-    check_reference(reference)
-    check_reference(second)
-    if reference.depth_m is not None:
-        return reference
-    baseline = float(np.linalg.norm(reference.T_world_cam[:3, 3] - np.asarray(second.T_world_cam, float)[:3, 3]))
-    if baseline < MIN_SECOND_BASELINE_M:
-        raise DataError(f"second reference {second.name} is {baseline * 1e3:.2f} mm from the reference: no baseline "
-                        "to triangulate the scale from")
-    try:
-        depth = triangulated_depth(reference.image_bgr, reference.intrinsics, reference.T_world_cam,
-                                   [(second.image_bgr, second.intrinsics, second.T_world_cam)])
-    except DataError as err:
-        raise DataError(f"second reference {second.name}: {err}") from err
-    return dataclasses.replace(reference, depth_m=depth, name=f"{reference.name}+{second.name}")
 
 
 def pixel_rays(xy_px: np.ndarray, intrinsics: Intrinsics) -> np.ndarray:

@@ -19,6 +19,7 @@ metric scale a remembered place (no depth) lacks.
 
 from __future__ import annotations
 
+import dataclasses
 import math
 import threading
 from collections import deque
@@ -31,7 +32,7 @@ from ..config import setting
 from ..errors import ConfigError, DataError
 from ..geometry import Intrinsics, T_from_quat_t, quat_xyzw_to_wxyz
 from ..localizer.base import PosePrior, RelocResult, RelocStatus
-from ..mapfree.base import MapFreeLocalizer, QueryFrame, Reference
+from ..mapfree.base import MapFreeLocalizer, QueryFrame, Reference, SecondView
 from ..mapfree.registry import DEFAULT_MAPFREE_BACKEND
 
 __all__ = ["MapFreeConfig", "MapFreeLocalizerAdapter"]
@@ -52,7 +53,8 @@ class MapFreeConfig:
                                        "'' = none (scale unknown)")
     depth_unit: float = setting(0.001, "metres per count of a 16-bit depth image (0.001 = millimetres)")
     second_image: str = setting("", "a second posed image of the place (stereo pair, another photo): the metric "
-                                    "scale, triangulated, when there is no reference_depth; '' = none")
+                                    "scale, triangulated, when there is no reference_depth (geometric backend); "
+                                    "'' = none")
     second_intrinsics: tuple[float, ...] = setting((), "fx fy cx cy of second_image (pixels); required with it")
     second_pose: tuple[float, ...] = setting((0.0, 0.0, 0.0, 0.0, 0.0, 0.0, 1.0),
                                              "x y z qx qy qz qw of the second image's camera (optical frame) in "
@@ -109,7 +111,7 @@ class MapFreeLocalizerAdapter:
 
     def load(self, config: MapFreeConfig) -> str:
         """Set the reference of the settings (none: keep waiting); DataError says why it cannot."""
-        from ..mapfree.reference import load_reference, with_second_view
+        from ..mapfree.reference import check_reference, load_reference
 
         if not config.reference_image:
             return "no reference image configured; waiting for ~/set_reference"
@@ -120,8 +122,9 @@ class MapFreeLocalizerAdapter:
             if config.second_image and ref.depth_m is None:
                 second = load_reference(config.second_image, config.second_intrinsics,
                                         config.reference_T(config.second_pose))
-                ref = with_second_view(ref, second)
-                depth = f"depth triangulated with the second image {second.name}"
+                ref = check_reference(dataclasses.replace(
+                    ref, second=SecondView(second.image_bgr, second.intrinsics, second.T_world_cam)))
+                depth = f"scale from the second image {second.name}"
             self.set_reference(ref)
         except DataError as err:
             self.missing = f"no map-free reference: {err}"

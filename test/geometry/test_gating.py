@@ -4,7 +4,7 @@ import numpy as np
 import pytest
 
 from reloc_vggt_ros.geometry import make_T, so3_exp
-from reloc_vggt_ros.geometry.gating import (chi2_gate, mahalanobis2, motion_noise, pose_difference,
+from reloc_vggt_ros.geometry.gating import (chi2_gate, fuse_poses, mahalanobis2, motion_noise, pose_difference,
                                             propagate_covariance)
 
 
@@ -54,3 +54,14 @@ def test_propagated_covariance_matches_monte_carlo() -> None:
     assert np.allclose(emp, pred, atol=0.05 * np.abs(pred).max())
     wrong = P + Q                                  # without the lever arm of the rotation error
     assert not np.allclose(emp, wrong, atol=0.05 * np.abs(pred).max())
+
+
+def test_fuse_poses_weights_by_information() -> None:
+    """Centres 0 and 2 m with variances 1 and 3: the fused centre 0.5 m, variance 0.75; equal
+    rotation variances: half the rotation between them."""
+    P_a, P_b = np.eye(6), 3.0 * np.eye(6)
+    P_b[3:, 3:] = np.eye(3)
+    T_b = make_T(so3_exp(np.array([0.0, 0.0, 0.4])), np.array([2.0, 0.0, 0.0]))
+    T, P = fuse_poses(np.eye(4), P_a, T_b, P_b)
+    assert np.allclose(T[:3, 3], [0.5, 0.0, 0.0]) and np.allclose(np.diag(P)[:3], 0.75)
+    assert np.allclose(T[:3, :3], so3_exp(np.array([0.0, 0.0, 0.2]))) and np.allclose(np.diag(P)[3:], 0.5)

@@ -3,6 +3,7 @@ without depth, Track 2 with odometry, and the bad inputs it must refuse with a r
 
 from __future__ import annotations
 
+from dataclasses import replace
 from pathlib import Path
 
 import numpy as np
@@ -11,7 +12,7 @@ import pytest
 from bench.localize import resized_image
 from reloc_vggt_ros.data import read_posed_folder
 from reloc_vggt_ros.errors import DataError
-from reloc_vggt_ros.geometry import apply_T, invert_T, pose_error
+from reloc_vggt_ros.geometry import apply_T, invert_T, pose_error, so3_exp
 from reloc_vggt_ros.eval.mapfree_metrics import relative_pose_errors
 from reloc_vggt_ros.localizer.base import RelocStatus
 from reloc_vggt_ros.localizer.geometric.config import FeatureConfig, TriangulationConfig
@@ -20,7 +21,7 @@ from reloc_vggt_ros.localizer.geometric.matching import fundamental_from_poses, 
 from reloc_vggt_ros.localizer.geometric.relative_pose import (UNBOUNDED_VARIANCE_M2, TwoViewSettings, guided_matches,
                                                               two_view)
 from reloc_vggt_ros.localizer.geometric.triangulation import View, triangulate_keyframe
-from reloc_vggt_ros.mapfree.base import SCALE_UNKNOWN, MapFreeLocalizer, QueryFrame, Reference
+from reloc_vggt_ros.mapfree.base import SCALE_UNKNOWN, MapFreeLocalizer, QueryFrame, Reference, SecondView
 from reloc_vggt_ros.mapfree.registry import make_mapfree_localizer
 
 DATA = Path(__file__).parents[2] / ".." / "shared" / "data"
@@ -96,6 +97,21 @@ def test_track1_depth_gives_metric_pose(views: dict, depth_0004: np.ndarray) -> 
     assert pose_error(far.T_world_cam, views["0006.jpg"][2])[0] > 2.0
 
 
+def test_track1_second_reference_view_gives_metric_pose(views: dict) -> None:
+    """No depth, but a second posed view (0003, 1.75 m from the reference 0004): the reference's
+    keypoints triangulated with it scale the answer (``stereo``); without it the scale is unknown
+    (test above). A second view at the reference's position has no baseline and is refused."""
+    loc = make_mapfree_localizer("geometric", OPTIONS)
+    img, intr, T = views["0003.jpg"]
+    loc.set_reference(replace(_reference(views, "0004.jpg"), second=SecondView(img, intr, T)))
+    res = loc.localize(_query(views, "0006.jpg"))
+    t_err, r_err = pose_error(res.T_world_cam, views["0006.jpg"][2])
+    assert res.ok and res.diagnostics["scale"] == "stereo", res.reason
+    assert t_err < 0.05 and r_err < 0.3, (t_err, r_err)
+    with pytest.raises(DataError, match="no baseline"):
+        loc.set_reference(replace(_reference(views, "0004.jpg"), second=SecondView(img, intr, views["0004.jpg"][2])))
+
+
 @pytest.mark.slow
 def test_track2_odometry_gives_metric_pose_for_every_frame(views: dict) -> None:
     """Exact odometry -> every frame metric and OK; no odometry -> single frames of unknown scale;
@@ -119,6 +135,62 @@ def test_track2_odometry_gives_metric_pose_for_every_frame(views: dict) -> None:
         doubled.append(QueryFrame(q.image_bgr, q.intrinsics, T_odom_cam=T, name=q.name))
     res = loc.localize_sequence(doubled)[-1]
     assert pose_error(res.T_world_cam, views["0007.jpg"][2])[0] > 1.0
+
+
+def _sequence(views: dict, names: list[str], bias_deg: float = 0.0, scale: float = 1.0) -> list[QueryFrame]:
+    """Frames with exact odometry (the last frame's camera as its origin); all but the last with
+    their odometry rotated by ``bias_deg`` about their own y axis, every translation x ``scale``."""
+    B = np.eye(4)
+    B[:3, :3] = so3_exp(np.radians([0.0, bias_deg, 0.0]))
+    out = []
+    for n in names:
+        q = _query(views, n, views[names[-1]][2])
+        T = q.T_odom_cam @ (B if n != names[-1] else np.eye(4))
+        T[:3, 3] *= scale
+        out.append(QueryFrame(q.image_bgr, q.intrinsics, T_odom_cam=T, name=n))
+    return out
+
+
+@pytest.mark.slow
+def test_track2_refuses_odometry_that_contradicts_the_two_view_poses(views: dict) -> None:
+    """Odometry rotations off by 5 degrees on the window's first two frames (a gyro bias): the
+    registration absorbs it and lands 0.46 m / 5.7 deg off; each frame's own essential matrix
+    says where the reference is and how it is turned, and two of the three frames disagree by
+    more than 5 deg (5.8 deg direction, 5.6 deg rotation): LOW_CONFIDENCE. With the check off the
+    same answer is OK."""
+    names = ["0005.jpg", "0006.jpg", "0007.jpg"]
+    for opts, ok in (({}, False), ({"max_two_view_gap_deg": 180.0}, True)):
+        loc = make_mapfree_localizer("geometric", {**OPTIONS, **opts})
+        loc.set_reference(_reference(views, "0004.jpg"))
+        res = loc.localize_sequence(_sequence(views, names, bias_deg=5.0))[-1]
+        t_err, r_err = pose_error(res.T_world_cam, views["0007.jpg"][2])
+        assert t_err > 0.25 or r_err > 5.0, (t_err, r_err)                  # wrong either way
+        assert res.ok is ok, (opts, res.reason)
+        if not ok:
+            assert res.status is RelocStatus.LOW_CONFIDENCE and "two-view" in res.reason
+
+
+@pytest.mark.slow
+def test_track2_fuses_depth_and_odometry_and_refuses_a_wrong_odometry_scale(views: dict, depth_0004: np.ndarray
+                                                                              ) -> None:
+    """Reference depth + exact odometry: both registrations agree, the fused answer is OK within
+    5 cm. Odometry twice too long (a monocular tracker's scale): the two put the reference far
+    apart and the answer is LOW_CONFIDENCE; with the check off the same answer is OK and wrong."""
+    names = ["0005.jpg", "0006.jpg", "0007.jpg"]
+    loc = make_mapfree_localizer("geometric", OPTIONS)
+    loc.set_reference(_reference(views, "0004.jpg", depth_0004))
+    res = loc.localize_sequence(_sequence(views, names))[-1]
+    t_err, r_err = pose_error(res.T_world_cam, views["0007.jpg"][2])
+    assert res.ok and res.diagnostics["scale"] == "odometry+depth", res.reason
+    assert t_err < 0.05 and r_err < 0.3, (t_err, r_err)
+    for opts, ok in (({}, False), ({"max_scale_disagreement": 1e9, "max_two_view_gap_deg": 180.0}, True)):
+        loc = make_mapfree_localizer("geometric", {**OPTIONS, **opts})
+        loc.set_reference(_reference(views, "0004.jpg", depth_0004))
+        res = loc.localize_sequence(_sequence(views, names, scale=2.0))[-1]
+        assert pose_error(res.T_world_cam, views["0007.jpg"][2])[0] > 0.25
+        assert res.ok is ok, (opts, res.reason, res.diagnostics.get("odometry_depth_gap_rel"))
+        if not ok:
+            assert "scale" in res.reason, res.reason
 
 
 def test_bad_reference_depth_is_refused_with_the_reason(views: dict, depth_0004: np.ndarray) -> None:

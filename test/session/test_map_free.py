@@ -164,7 +164,7 @@ def test_a_second_reference_image_gives_the_metric_scale(scene) -> None:
     stereo = dict(params, second_image=str(second.path), second_intrinsics=(i.fx, i.fy, i.cx, i.cy),
                   second_pose=(*second.T_world_cam[:3, 3], q[1], q[2], q[3], q[0]))
     msg = adapter.load(MapFreeConfig(**stereo))
-    assert "depth triangulated with the second image 0002.jpg" in msg, msg
+    assert "scale from the second image 0002.jpg" in msg, msg
     for stamp, (q_, T_) in enumerate(queries, start=2):
         out = session.localize(q_.image_bgr, q_.intrinsics, stamp)
         assert isinstance(out, Published), out

@@ -22,9 +22,10 @@ class PairwiseConfig:
 
     map: MapSettings = setting(factory=MapSettings, doc="keyframe features / VLAD (the geometric map)")
     features: FeatureConfig = setting(factory=FeatureConfig, doc="query features")
-    top_k: int = setting(8, "keyframes retrieved (VLAD) and paired with the query")
+    top_k: int = setting(12, "keyframes retrieved (VLAD) and paired with the query")
     two_view: TwoViewSettings = setting(factory=lambda: TwoViewSettings(guided=False),
                                         doc="matching and essential matrix per pair")
+    refine: bool = setting(True, "refine the fused pose on all inlier matches of the kept pairs")
     max_rotation_deviation_deg: float = setting(3.0, "a pair's rotation this far from the mean is an outlier")
     max_ray_angle_deg: float = setting(3.0, "a pair's direction this far from the intersection is an outlier")
     direction_sigma_deg: float = setting(0.1, "floor of a pair's translation-direction error (1 sigma)")

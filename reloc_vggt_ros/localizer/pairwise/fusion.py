@@ -8,6 +8,13 @@ worst first, while a rotation deviates more than ``max_rotation_deviation_deg`` 
 a direction more than ``max_ray_angle_deg`` from the intersection (a ray pointing away from it,
 behind its keyframe, counts as 180 degrees).
 
+Refinement (:func:`refine`): the rays use one direction per pair; the pose is then refined on
+every inlier match of the consistent pairs at once (Sampson errors of the keyframes as one
+generalized camera, ``relative_pose.refine_jointly``, the geometric fallback's stage). Where the
+rays are nearly collinear (keyframes on both sides of the query, e.g. on a ring around an
+object) their intersection is weak along them and the matches pin it down (temple ring: 3 -> 0
+answers beyond 5 % of the keyframe spacing, with ``top_k`` 12).
+
 Covariance: position ``(sum_j P_j / (sigma_j r_j)^2)^-1`` with ``P_j = I - d_j d_j^T``, ``r_j`` the
 distance from ``c_j`` and ``sigma_j`` the directions' angular error (their RMS deviation from the
 intersection, floored at ``direction_sigma_deg``), so the uncertainty is large along nearly
@@ -16,17 +23,17 @@ parallel rays; rotation ``max(mean deviation^2 / n, rotation_sigma^2) I``.
 
 from __future__ import annotations
 
-from dataclasses import dataclass, field
+from dataclasses import dataclass, field, replace
 from typing import Any
 
 import numpy as np
 
-from ...geometry import make_T, rotation_error_deg
+from ...geometry import Intrinsics, is_valid_T, make_T, rotation_error_deg
 from ...geometry.multiview import chordal_mean_rotation, intersect_lines
-from ..geometric.relative_pose import RelativeObservation
+from ..geometric.relative_pose import RelativeObservation, refine_jointly
 from .config import PairwiseConfig
 
-__all__ = ["Fused", "fuse", "ray_angles_deg"]
+__all__ = ["Fused", "fuse", "refine", "ray_angles_deg"]
 
 
 @dataclass(frozen=True)
@@ -86,3 +93,14 @@ def fuse(obs: list[RelativeObservation], cfg: PairwiseConfig) -> tuple[Fused | N
             "pair_inliers": [o.num_inliers for o in active], "ray_angles_deg": ang.tolist(),
             "rotation_deviation_deg": dev.tolist(), "direction_sigma_deg": float(np.degrees(sigma))}
     return Fused(make_T(R, C), 0.5 * (cov + cov.T), [o.kf_id for o in active], _span_deg(dirs), diag), ""
+
+
+def refine(fused: Fused, obs: list[RelativeObservation], intrinsics: Intrinsics) -> Fused:
+    """``fused`` with its pose refined on all inlier matches of its pairs (module doc); the
+    covariance stays the rays' (the matches of one pair are not independent, the pairs are)."""
+    used = [o for o in obs if o.kf_id in fused.used]
+    T = refine_jointly(used, fused.T_world_cam, intrinsics)
+    if not is_valid_T(T):
+        return fused
+    shift = float(np.linalg.norm(T[:3, 3] - fused.T_world_cam[:3, 3]))
+    return replace(fused, T_world_cam=T, diagnostics={**fused.diagnostics, "joint_refinement_shift": shift})

@@ -8,7 +8,7 @@ Per query, each stage a function of its own module:
 3. relative poses (``geometric.relative_pose.two_view``): query vs each keyframe, essential
    matrix -> rotation and direction from the keyframe centre;
 4. fusion (``fusion.fuse``): rotation averaging, least-squares intersection of the rays, outlier
-   pairs out, covariance;
+   pairs out, covariance; then ``fusion.refine`` on all inlier matches of the kept pairs;
 5. judgement (``judge``).
 
 It needs no triangulated points, so it also serves maps whose keyframes hardly triangulate
@@ -32,7 +32,7 @@ from ..geometric.matching import single_thread_blas
 from ..geometric.relative_pose import observation, two_view
 from ..retrieval import VLADRetriever
 from .config import PairwiseConfig
-from .fusion import fuse
+from .fusion import fuse, refine
 from .judge import confidence, judge
 
 if TYPE_CHECKING:
@@ -101,6 +101,8 @@ class PairwiseLocalizer:
                    pairs=[o.kf_id for o in obs], pair_failures=why)
         with trace.stage("fusion"):
             fused, reason = fuse(obs, cfg)
+            if fused is not None and cfg.refine:
+                fused = refine(fused, obs, intrinsics)
         if fused is None:
             return trace.result(RelocStatus.NO_MATCH, reason=reason)
         trace.note(**fused.diagnostics, ray_span_deg=fused.span_deg)
