@@ -50,6 +50,7 @@ class Track:
     centre_fix: np.ndarray       # [3] camera centre at the fix (local frame)
     # the fix's inlier matches behind the points (``Correspondences.observations``), points re-indexed
     obs: KeyframeObservations | None = None
+    R_fix: np.ndarray | None = None   # [3,3] camera orientation (world) at the fix
 
     def subset(self, gray: np.ndarray, x2d: np.ndarray, keep: np.ndarray, obs_rows: np.ndarray | None) -> "Track":
         """The points ``keep`` (indices), at ``x2d`` in ``gray``, with the observations ``obs_rows`` (of kept points)."""
@@ -60,7 +61,7 @@ class Track:
             o = self.obs
             obs = KeyframeObservations(new[o.point[obs_rows]], o.x3d[obs_rows], o.kf_id[obs_rows], o.kf_kp[obs_rows])
         return Track(gray, np.asarray(x2d, np.float32), self.x3d_local[keep], self.origin, self.n_fix,
-                     self.anchor_gray, self.anchor_x2d[keep], self.sigma_px[keep], self.centre_fix, obs)
+                     self.anchor_gray, self.anchor_x2d[keep], self.sigma_px[keep], self.centre_fix, obs, self.R_fix)
 
 
 @dataclass(frozen=True)
@@ -89,7 +90,7 @@ def start_track(gray: np.ndarray, corr: Correspondences, T_world_cam: np.ndarray
     origin = local_origin(corr.x3d)
     x2d = np.asarray(corr.x2d, np.float32)
     return Track(gray, x2d, corr.x3d - origin, origin, len(corr.x2d), gray, x2d, np.asarray(corr.sigma_px, float),
-                 T_world_cam[:3, 3] - origin, corr.observations)
+                 T_world_cam[:3, 3] - origin, corr.observations, T_world_cam[:3, :3].copy())
 
 
 def _lk(a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray, s: TrackerSettings, levels: int | None = None
@@ -100,7 +101,8 @@ def _lk(a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray, s: Tracker
     return out, st.ravel().astype(bool) & np.all(np.isfinite(out), axis=1)
 
 
-def _anchor_refine(track: Track, gray: np.ndarray, fwd: np.ndarray, ok: np.ndarray, s: TrackerSettings) -> np.ndarray:
+def _anchor_refine(track: Track, gray: np.ndarray, fwd: np.ndarray, ok: np.ndarray, s: TrackerSettings,
+                   intr: Intrinsics, R_pred: np.ndarray) -> np.ndarray:
     """Frame-to-frame LK drifts a little every frame; each point is tracked once more from the fix's
     frame (the anchor), starting where frame-to-frame LK put it, on the finest level only. A point
     keeps the anchored position where that converged within ``max_fb_px`` x 4 of the frame-to-frame one
@@ -108,7 +110,14 @@ def _anchor_refine(track: Track, gray: np.ndarray, fwd: np.ndarray, ok: np.ndarr
     if track.anchor_gray is track.gray or not ok.any():
         return fwd
     idx = np.flatnonzero(ok)
-    out, good = _lk(track.anchor_gray, gray, track.anchor_x2d[idx], fwd[idx], s, levels=0)
+    anchor, pts = track.anchor_gray, track.anchor_x2d[idx]
+    if track.R_fix is not None and intr.distortion is None:
+        # the anchor seen from the predicted orientation (the homography of the rotation since the
+        # fix): LK moves an unwarped window, so a turned view biases it; parallax is left to LK
+        H = intr.K @ (R_pred.T @ track.R_fix) @ np.linalg.inv(intr.K)
+        anchor = cv2.warpPerspective(anchor, H, (gray.shape[1], gray.shape[0]), flags=cv2.INTER_LINEAR)
+        pts = cv2.perspectiveTransform(pts.reshape(-1, 1, 2).astype(np.float64), H).reshape(-1, 2).astype(np.float32)
+    out, good = _lk(anchor, gray, pts, fwd[idx], s, levels=0)
     good &= np.linalg.norm(out - fwd[idx], axis=1) <= 4 * s.max_fb_px
     refined = fwd.copy()
     refined[idx[good]] = out[good]
@@ -154,7 +163,7 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
     ok &= ok_b & (np.linalg.norm(back - track.x2d, axis=1) <= settings.max_fb_px)
     inside = (fwd[:, 0] >= 0) & (fwd[:, 1] >= 0) & (fwd[:, 0] <= intr.width - 1) & (fwd[:, 1] <= intr.height - 1)
     ok &= inside
-    fwd = _anchor_refine(track, gray, fwd, ok, settings)
+    fwd = _anchor_refine(track, gray, fwd, ok, settings, intr, T_pred[:3, :3])
     raw, x3d, sig_fix = fwd[ok].astype(np.float64), track.x3d_local[ok], track.sigma_px[ok]
     camera, x2d, intr = intr, intr.undistort_px(raw), intr.pinhole   # LK in the raw image, geometry on ideal pixels
     n = int(ok.sum())
