@@ -176,7 +176,8 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
     idx = np.flatnonzero(ok)
     # the rows solved on: a point's keyframe observations, each tracked into this frame from where
     # frame-to-frame LK put the point (the map's images, not the fix's frame, say where it is), as
-    # the fix did; without them (or where a keyframe's track fails) the point itself
+    # the fix did; where a keyframe's track fails, the point itself, weighted down: it repeats the
+    # fix's error in every frame (``untracked_sigma_factor``)
     rows, point = None, np.arange(n)
     x2d_r, x3d_r, sigma_r = x2d, x3d, sigma_all
     if from_keyframes is not None and track.obs is not None:
@@ -185,8 +186,9 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
         pos[idx] = np.arange(n)
         rows = np.flatnonzero(pos[o.point] >= 0)
         point = pos[o.point[rows]]
-        x2d_r, sigma_r, _ = from_keyframes(gray, camera, T_pred_world_cam, x2d[point], o.x3d[rows], sigma_all[point],
-                                           o.kf_id[rows], o.kf_kp[rows])
+        x2d_r, sigma_r, _ = from_keyframes(gray, camera, T_pred_world_cam, x2d[point], o.x3d[rows],
+                                           settings.untracked_sigma_factor * sigma_all[point], o.kf_id[rows],
+                                           o.kf_kp[rows])
         x3d_r = o.x3d[rows] - track.origin
     T, inl = _solve(T_pred, x2d_r, x3d_r, sigma_r, intr, settings)
     uniq = unique_inliers(point, inl, _residual_px(T, x2d_r[inl], x3d_r[inl], intr)) if T is not None else inl
