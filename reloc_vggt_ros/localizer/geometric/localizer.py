@@ -183,18 +183,18 @@ class GeometricLocalizer:
 
     def track_from_keyframes(self, image: np.ndarray, camera: Intrinsics, T_world_cam: np.ndarray, x2d: np.ndarray,
                              x3d: np.ndarray, sigma: np.ndarray, kf_id: np.ndarray, kf_kp: np.ndarray
-                             ) -> tuple[np.ndarray, np.ndarray, int]:
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
         """The refinement stage of a query (``lk_refine.track_inliers``) for 2D-3D points found
         elsewhere (camera-rate tracking): each point's keyframe observation (``kf_id``, ``kf_kp``,
         as in ``Correspondences``) tracked into ``image`` from ``x2d`` (ideal pixels of
         ``camera``'s pinhole, near ``T_world_cam``), so a tracked frame is localised against the
         map's images as a fix is, not against the frame of the fix. Points whose keyframe is gone
         or no longer holds that world point ``x3d`` keep ``x2d`` and ``sigma``. Returns
-        ``(x2d, sigma, tracks kept)``; does nothing when ``lk`` is off."""
+        ``(x2d, sigma, kept [N] bool)``; does nothing when ``lk`` is off."""
         state = self._state
         entries, origin = state.map.entries, state.map.origin
         if not self.config.lk.enabled or not len(x2d):
-            return x2d, sigma, 0
+            return x2d, sigma, np.zeros(len(x2d), bool)
         valid = np.zeros(len(x2d), bool)
         for k in np.unique(kf_id):
             rows = np.flatnonzero(kf_id == k)
@@ -325,7 +325,7 @@ class GeometricLocalizer:
                 with trace.stage("lk"):
                     x2d, sigma, n_tracked = track_inliers(entries, self._kf_images, image_bgr, camera, T, x2d,
                                                           sigma, m.kf_id, m.kf_kp, pnp.inliers, cfg.lk)
-                trace.note(lk_tracked=n_tracked, lk_attempted=int(pnp.inliers.sum()))
+                trace.note(lk_tracked=int(n_tracked.sum()), lk_attempted=int(pnp.inliers.sum()))
             with trace.stage("refine"):
                 inl = pnp.inliers
                 T = refine_weighted(T, x2d[inl], m.x3d[inl], sigma[inl], intrinsics)

@@ -30,9 +30,9 @@ __all__ = ["Track", "TrackStep", "to_gray", "start_track", "track_frame"]
 _QUERY = QuerySettings()      # max_independent_inliers of the covariance, as a fix's
 
 # ``GeometricLocalizer.track_from_keyframes``: (image, camera, T_world_cam, ideal x2d, world x3d, sigma,
-# kf_id, kf_kp) -> (x2d, sigma, tracks kept)
+# kf_id, kf_kp) -> (x2d, sigma, kept mask)
 KeyframeTracking = Callable[[np.ndarray, Intrinsics, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
-                             np.ndarray], tuple[np.ndarray, np.ndarray, int]]
+                             np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -176,8 +176,10 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
     idx = np.flatnonzero(ok)
     # the rows solved on: a point's keyframe observations, each tracked into this frame from where
     # frame-to-frame LK put the point (the map's images, not the fix's frame, say where it is), as
-    # the fix did; where a keyframe's track fails, the point itself, weighted down: it repeats the
-    # fix's error in every frame (``untracked_sigma_factor``)
+    # the fix did; where a keyframe's track fails, the point itself. Where the keyframe tracks alone
+    # hold the pose (>= min_inliers), those points are weighted down (``untracked_sigma_factor``):
+    # each repeats the fix's error in every frame; fewer keyframe tracks (a view turned far from the
+    # map's images) are no better than they are
     rows, point = None, np.arange(n)
     x2d_r, x3d_r, sigma_r = x2d, x3d, sigma_all
     if from_keyframes is not None and track.obs is not None:
@@ -186,9 +188,10 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
         pos[idx] = np.arange(n)
         rows = np.flatnonzero(pos[o.point] >= 0)
         point = pos[o.point[rows]]
-        x2d_r, sigma_r, _ = from_keyframes(gray, camera, T_pred_world_cam, x2d[point], o.x3d[rows],
-                                           settings.untracked_sigma_factor * sigma_all[point], o.kf_id[rows],
-                                           o.kf_kp[rows])
+        x2d_r, sigma_r, by_kf = from_keyframes(gray, camera, T_pred_world_cam, x2d[point], o.x3d[rows],
+                                               sigma_all[point], o.kf_id[rows], o.kf_kp[rows])
+        if by_kf.sum() >= settings.min_inliers:
+            sigma_r = np.where(by_kf, sigma_r, settings.untracked_sigma_factor * sigma_r)
         x3d_r = o.x3d[rows] - track.origin
     T, inl = _solve(T_pred, x2d_r, x3d_r, sigma_r, intr, settings)
     uniq = unique_inliers(point, inl, _residual_px(T, x2d_r[inl], x3d_r[inl], intr)) if T is not None else inl
