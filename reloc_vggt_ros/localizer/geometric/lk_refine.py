@@ -190,7 +190,7 @@ def track_into_query(query_image: np.ndarray, kf_grays: list[np.ndarray], kf_ind
 def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, image_bgr: np.ndarray,
                   camera: "Intrinsics", T_local_cam: np.ndarray, x2d: np.ndarray, sigma: np.ndarray,
                   kf_of: np.ndarray, kf_kp: np.ndarray, inliers: np.ndarray, settings: LKRefineSettings
-                  ) -> tuple[np.ndarray, np.ndarray, int]:
+                  ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
     """2D points [M,2] and sigmas [M] of the matches with the PnP inliers' tracks put in.
 
     Match ``i`` is keypoint ``kf_kp[i]`` of keyframe ``kf_of[i]`` (whose 3D point it carries),
@@ -200,7 +200,7 @@ def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, i
     farther apart, keyframe image missing, LK failed or disagreed) keep point and sigma.
     ``x2d`` are ideal pixels of the query ``camera``'s pinhole: tracking runs in the raw images
     (each keyframe's and the query's camera model) and its result is undistorted back.
-    Returns ``(x2d, sigma, number of tracks kept)``; the inputs are not modified.
+    Returns ``(x2d, sigma, kept [M] bool: the matches whose track was put in)``; the inputs are not modified.
     """
     x2d, sigma = x2d.copy(), sigma.copy()
     inl_idx = np.flatnonzero(inliers)
@@ -223,11 +223,13 @@ def track_inliers(entries: dict[int, "KeyframeEntry"], images: KeyframeImages, i
         rows_l.append(rows)
         which_l.append(np.full(len(rows), len(grays)))
         grays.append(gray)
+    kept = np.zeros(len(x2d), bool)
     if not grays:
-        return x2d, sigma, 0
+        return x2d, sigma, kept
     rows = np.concatenate(rows_l)
     tracked, ok = track_into_query(image_bgr, grays, np.concatenate(which_l), np.concatenate(pts_l),
                                    camera.distort_px(x2d[rows]), settings)
     x2d[rows[ok]] = camera.undistort_px(tracked[ok])
     sigma[rows[ok]] = settings.sigma_px * camera.undistortion_scale(tracked[ok])    # raw -> ideal pixels
-    return x2d, sigma, int(ok.sum())
+    kept[rows[ok]] = True
+    return x2d, sigma, kept

@@ -55,7 +55,7 @@ from .judge import PlaceChoice, choose_place, judge, pnp_confidence, relative_co
 from .lk_refine import KeyframeImages, track_inliers
 from .matching import match_2d3d, single_thread_blas
 from .places import Place, group_by_place, keyframe_spacing, other_places, solve_place
-from .pnp import (Correspondences, covariance, inlier_spread, keypoint_sigma_px, other_session_offset,
+from .pnp import (Correspondences, KeyframeObservations, covariance, inlier_spread, keypoint_sigma_px, other_session_offset,
                   refine_weighted, RigObservations, refine_rig_weighted, rig_covariance, solve_rig_pnp)
 from .relative_pose import relative_fallback
 from .rig import CameraView, RigFrame, camera_inliers, observe_camera, rig_input_problem, rig_observations
@@ -181,6 +181,30 @@ class GeometricLocalizer:
             res = dataclasses.replace(res, T_world_cam=shift_T(res.T_world_cam, origin))
         return res
 
+    def track_from_keyframes(self, image: np.ndarray, camera: Intrinsics, T_world_cam: np.ndarray, x2d: np.ndarray,
+                             x3d: np.ndarray, sigma: np.ndarray, kf_id: np.ndarray, kf_kp: np.ndarray
+                             ) -> tuple[np.ndarray, np.ndarray, np.ndarray]:
+        """The refinement stage of a query (``lk_refine.track_inliers``) for 2D-3D points found
+        elsewhere (camera-rate tracking): each point's keyframe observation (``kf_id``, ``kf_kp``,
+        as in ``Correspondences``) tracked into ``image`` from ``x2d`` (ideal pixels of
+        ``camera``'s pinhole, near ``T_world_cam``), so a tracked frame is localised against the
+        map's images as a fix is, not against the frame of the fix. Points whose keyframe is gone
+        or no longer holds that world point ``x3d`` keep ``x2d`` and ``sigma``. Returns
+        ``(x2d, sigma, kept [N] bool)``; does nothing when ``lk`` is off."""
+        state = self._state
+        entries, origin = state.map.entries, state.map.origin
+        if not self.config.lk.enabled or not len(x2d):
+            return x2d, sigma, np.zeros(len(x2d), bool)
+        valid = np.zeros(len(x2d), bool)
+        for k in np.unique(kf_id):
+            rows = np.flatnonzero(kf_id == k)
+            e = entries.get(int(k))
+            if e is not None and np.all(kf_kp[rows] < len(e.points_local)):
+                valid[rows] = np.all(np.abs(e.points_local[kf_kp[rows]] - (x3d[rows] - origin)) < 1e-6, axis=1)
+        with single_thread_blas():
+            return track_inliers(entries, self._kf_images, image, camera, shift_T(T_world_cam, -origin), x2d, sigma,
+                                 kf_id, kf_kp, valid, self.config.lk)
+
     def localize_rig(self, frames: Sequence[RigFrame], stamp_ns: int = 0, prior: PosePrior | None = None
                      ) -> RelocResult:
         """Pose of a rig's base (``T_world_cam`` of the result is ``T_world_base``; ``prior`` is a
@@ -301,7 +325,7 @@ class GeometricLocalizer:
                 with trace.stage("lk"):
                     x2d, sigma, n_tracked = track_inliers(entries, self._kf_images, image_bgr, camera, T, x2d,
                                                           sigma, m.kf_id, m.kf_kp, pnp.inliers, cfg.lk)
-                trace.note(lk_tracked=n_tracked, lk_attempted=int(pnp.inliers.sum()))
+                trace.note(lk_tracked=int(n_tracked.sum()), lk_attempted=int(pnp.inliers.sum()))
             with trace.stage("refine"):
                 inl = pnp.inliers
                 T = refine_weighted(T, x2d[inl], m.x3d[inl], sigma[inl], intrinsics)
@@ -323,7 +347,8 @@ class GeometricLocalizer:
         confidence = pnp_confidence(n_inl, ratio, spread, acc)
         verdict = judge(n_inl, confidence, cov.covariance, acc, choice.reason)
         inl_sigma = np.ones(n_inl) if sigma is None else sigma[keep]
-        trace.note(correspondences=Correspondences(camera.distort_px(x2d[keep]), m.x3d[keep] + state.map.origin, inl_sigma),
+        trace.note(correspondences=Correspondences(camera.distort_px(x2d[keep]), m.x3d[keep] + state.map.origin, inl_sigma,
+                                                   _observations(m, keep, pnp.inliers, state.map.origin)),
                    num_inliers=n_inl, inlier_ratio=ratio, inlier_spread=spread, reproj_rms_px=cov.reproj_rms_px,
                    covariance_inflation=cov.inflation, ransac_iterations=pnp.iterations,
                    inliers_per_keyframe={int(k): int(np.sum(keep & (m.kf_id == k))) for k in retrieved},
@@ -397,6 +422,15 @@ class _Snapshot:
     def of(cls, gmap: GeometricMap) -> "_Snapshot":
         spacing = keyframe_spacing(gmap.poses_local[:, :3, 3]) if len(gmap.entries) else 0.0
         return cls(gmap, gmap.retriever(), spacing)
+
+
+def _observations(m: Any, keep: np.ndarray, inliers: np.ndarray, origin: np.ndarray) -> KeyframeObservations:
+    """The inlier matches of ``m`` as keyframe observations of the unique inliers ``keep`` (same query keypoint)."""
+    rows = np.flatnonzero(inliers)
+    point = np.full(int(m.q_idx.max()) + 1, -1)
+    point[m.q_idx[keep]] = np.arange(int(keep.sum()))
+    rows = rows[point[m.q_idx[rows]] >= 0]
+    return KeyframeObservations(point[m.q_idx[rows]], m.x3d[rows] + origin, m.kf_id[rows], m.kf_kp[rows])
 
 
 def _check_input(image: np.ndarray, intr: Intrinsics) -> str:

@@ -39,7 +39,7 @@ import poselib
 from ...geometry import Intrinsics, apply_T, invert_T, make_T, pose_covariance_jacobian, so3_exp, so3_log
 from .config import QuerySettings
 
-__all__ = ["PnPResult", "Correspondences", "solve_pnp", "unique_inliers", "projection_jacobian",
+__all__ = ["PnPResult", "Correspondences", "KeyframeObservations", "solve_pnp", "unique_inliers", "projection_jacobian",
            "reprojection_jacobian", "keypoint_sigma_px", "refine_weighted", "refine_rig_weighted", "pose_covariance",
            "other_session_offset", "PoseCovariance",
            "covariance", "inlier_spread", "camera_dict"]
@@ -61,6 +61,19 @@ class Correspondences:
     x2d: np.ndarray              # [N,2] query image pixels (raw: distorted for a lens; LK-refined where tracked)
     x3d: np.ndarray              # [N,3] map points, world frame
     sigma_px: np.ndarray         # [N] expected localisation error of each 2D point (1 = unweighted)
+    # every inlier match behind the points (a point is matched through several keyframes): tracking
+    # re-localises each point from these keyframe observations in every frame, as the fix did
+    observations: "KeyframeObservations | None" = None
+
+
+@dataclass(frozen=True)
+class KeyframeObservations:
+    """The PnP inliers of a fix as keyframe observations of its :class:`Correspondences` points."""
+
+    point: np.ndarray            # [M] int: the point (row of ``Correspondences``) whose query pixel it is
+    x3d: np.ndarray              # [M,3] world: the 3D point of that keyframe's keypoint
+    kf_id: np.ndarray            # [M] int
+    kf_kp: np.ndarray            # [M] int: the keypoint in that keyframe
 
 
 def camera_dict(intr: Intrinsics) -> dict:

@@ -287,7 +287,8 @@ class TrackingLocalizer:
             notes.append("image size changed: track dropped")
             self._track = None
             return None
-        step = track_frame(self._track, gray, intr, pred.T_world_cam, self.config.tracker)
+        step = track_frame(self._track, gray, intr, pred.T_world_cam, self.config.tracker,
+                           getattr(self.base, "track_from_keyframes", None))
         if step.ok:
             d2 = self._d2(pred.T_world_cam, pred.covariance, step.T_world_cam, step.covariance)
             if d2 > self._gate:

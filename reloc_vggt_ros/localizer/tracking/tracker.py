@@ -13,6 +13,7 @@ a step failed.
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from dataclasses import dataclass
 
 import cv2
@@ -20,12 +21,18 @@ import numpy as np
 
 from ...geometry import Intrinsics, apply_T, invert_T, local_origin, shift_T
 from ..geometric.config import QuerySettings
-from ..geometric.pnp import Correspondences, covariance, refine_weighted, solve_pnp
+from ..geometric.pnp import (Correspondences, KeyframeObservations, covariance, refine_weighted, solve_pnp,
+                             unique_inliers)
 from .config import TrackerSettings
 
 __all__ = ["Track", "TrackStep", "to_gray", "start_track", "track_frame"]
 
 _QUERY = QuerySettings()      # max_independent_inliers of the covariance, as a fix's
+
+# ``GeometricLocalizer.track_from_keyframes``: (image, camera, T_world_cam, ideal x2d, world x3d, sigma,
+# kf_id, kf_kp) -> (x2d, sigma, kept mask)
+KeyframeTracking = Callable[[np.ndarray, Intrinsics, np.ndarray, np.ndarray, np.ndarray, np.ndarray, np.ndarray,
+                             np.ndarray], tuple[np.ndarray, np.ndarray, np.ndarray]]
 
 
 @dataclass(frozen=True)
@@ -41,6 +48,20 @@ class Track:
     anchor_x2d: np.ndarray       # [N,2] float32 the same points in it
     sigma_px: np.ndarray         # [N] each point's localisation error at the fix
     centre_fix: np.ndarray       # [3] camera centre at the fix (local frame)
+    # the fix's inlier matches behind the points (``Correspondences.observations``), points re-indexed
+    obs: KeyframeObservations | None = None
+    R_fix: np.ndarray | None = None   # [3,3] camera orientation (world) at the fix
+
+    def subset(self, gray: np.ndarray, x2d: np.ndarray, keep: np.ndarray, obs_rows: np.ndarray | None) -> "Track":
+        """The points ``keep`` (indices), at ``x2d`` in ``gray``, with the observations ``obs_rows`` (of kept points)."""
+        obs = None
+        if self.obs is not None and obs_rows is not None:
+            new = np.full(len(self.x2d), -1)
+            new[keep] = np.arange(len(keep))
+            o = self.obs
+            obs = KeyframeObservations(new[o.point[obs_rows]], o.x3d[obs_rows], o.kf_id[obs_rows], o.kf_kp[obs_rows])
+        return Track(gray, np.asarray(x2d, np.float32), self.x3d_local[keep], self.origin, self.n_fix,
+                     self.anchor_gray, self.anchor_x2d[keep], self.sigma_px[keep], self.centre_fix, obs, self.R_fix)
 
 
 @dataclass(frozen=True)
@@ -69,7 +90,7 @@ def start_track(gray: np.ndarray, corr: Correspondences, T_world_cam: np.ndarray
     origin = local_origin(corr.x3d)
     x2d = np.asarray(corr.x2d, np.float32)
     return Track(gray, x2d, corr.x3d - origin, origin, len(corr.x2d), gray, x2d, np.asarray(corr.sigma_px, float),
-                 T_world_cam[:3, 3] - origin)
+                 T_world_cam[:3, 3] - origin, corr.observations, T_world_cam[:3, :3].copy())
 
 
 def _lk(a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray, s: TrackerSettings, levels: int | None = None
@@ -80,7 +101,8 @@ def _lk(a: np.ndarray, b: np.ndarray, pa: np.ndarray, pb: np.ndarray, s: Tracker
     return out, st.ravel().astype(bool) & np.all(np.isfinite(out), axis=1)
 
 
-def _anchor_refine(track: Track, gray: np.ndarray, fwd: np.ndarray, ok: np.ndarray, s: TrackerSettings) -> np.ndarray:
+def _anchor_refine(track: Track, gray: np.ndarray, fwd: np.ndarray, ok: np.ndarray, s: TrackerSettings,
+                   intr: Intrinsics, R_pred: np.ndarray) -> np.ndarray:
     """Frame-to-frame LK drifts a little every frame; each point is tracked once more from the fix's
     frame (the anchor), starting where frame-to-frame LK put it, on the finest level only. A point
     keeps the anchored position where that converged within ``max_fb_px`` x 4 of the frame-to-frame one
@@ -88,7 +110,14 @@ def _anchor_refine(track: Track, gray: np.ndarray, fwd: np.ndarray, ok: np.ndarr
     if track.anchor_gray is track.gray or not ok.any():
         return fwd
     idx = np.flatnonzero(ok)
-    out, good = _lk(track.anchor_gray, gray, track.anchor_x2d[idx], fwd[idx], s, levels=0)
+    anchor, pts = track.anchor_gray, track.anchor_x2d[idx]
+    if track.R_fix is not None and intr.distortion is None:
+        # the anchor seen from the predicted orientation (the homography of the rotation since the
+        # fix): LK moves an unwarped window, so a turned view biases it; parallax is left to LK
+        H = intr.K @ (R_pred.T @ track.R_fix) @ np.linalg.inv(intr.K)
+        anchor = cv2.warpPerspective(anchor, H, (gray.shape[1], gray.shape[0]), flags=cv2.INTER_LINEAR)
+        pts = cv2.perspectiveTransform(pts.reshape(-1, 1, 2).astype(np.float64), H).reshape(-1, 2).astype(np.float32)
+    out, good = _lk(anchor, gray, pts, fwd[idx], s, levels=0)
     good &= np.linalg.norm(out - fwd[idx], axis=1) <= 4 * s.max_fb_px
     refined = fwd.copy()
     refined[idx[good]] = out[good]
@@ -121,7 +150,7 @@ def _residual_px(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, intr
 
 
 def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_cam: np.ndarray,
-                settings: TrackerSettings) -> TrackStep:
+                settings: TrackerSettings, from_keyframes: KeyframeTracking | None = None) -> TrackStep:
     """The pose of ``gray`` from ``track`` (see the module doc); never raises on bad geometry."""
     T_pred = shift_T(T_pred_world_cam, -track.origin)
     Xc = apply_T(invert_T(T_pred), track.x3d_local)
@@ -134,9 +163,9 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
     ok &= ok_b & (np.linalg.norm(back - track.x2d, axis=1) <= settings.max_fb_px)
     inside = (fwd[:, 0] >= 0) & (fwd[:, 1] >= 0) & (fwd[:, 0] <= intr.width - 1) & (fwd[:, 1] <= intr.height - 1)
     ok &= inside
-    fwd = _anchor_refine(track, gray, fwd, ok, settings)
+    fwd = _anchor_refine(track, gray, fwd, ok, settings, intr, T_pred[:3, :3])
     raw, x3d, sig_fix = fwd[ok].astype(np.float64), track.x3d_local[ok], track.sigma_px[ok]
-    x2d, intr = intr.undistort_px(raw), intr.pinhole       # LK in the raw image, geometry on ideal pixels
+    camera, x2d, intr = intr, intr.undistort_px(raw), intr.pinhole   # LK in the raw image, geometry on ideal pixels
     n = int(ok.sum())
     if n < settings.min_inliers:
         return TrackStep(None, None, n, float("nan"), f"tracking lost: {n} of {len(ok)} points tracked "
@@ -144,17 +173,35 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
     # a point is as good as it was at the fix (its keypoint size, or its LK track into the keyframe)
     # plus what frame-to-frame tracking adds
     sigma_all = np.sqrt(sig_fix**2 + settings.sigma_px**2)
-    T, inl = _solve(T_pred, x2d, x3d, sigma_all, intr, settings)
-    if T is None:
-        k = int(inl.sum())
-        return TrackStep(None, None, k, float("nan"), f"tracking lost: PnP on {n} tracked points kept {k} "
+    idx = np.flatnonzero(ok)
+    # the rows solved on: a point's keyframe observations, each tracked into this frame from where
+    # frame-to-frame LK put the point (the map's images, not the fix's frame, say where it is), as
+    # the fix did; where a keyframe's track fails, the point itself. Where the keyframe tracks alone
+    # hold the pose (>= min_inliers), those points are weighted down (``untracked_sigma_factor``):
+    # each repeats the fix's error in every frame; fewer keyframe tracks (a view turned far from the
+    # map's images) are no better than they are
+    rows, point = None, np.arange(n)
+    x2d_r, x3d_r, sigma_r = x2d, x3d, sigma_all
+    if from_keyframes is not None and track.obs is not None:
+        o = track.obs
+        pos = np.full(len(ok), -1)
+        pos[idx] = np.arange(n)
+        rows = np.flatnonzero(pos[o.point] >= 0)
+        point = pos[o.point[rows]]
+        x2d_r, sigma_r, by_kf = from_keyframes(gray, camera, T_pred_world_cam, x2d[point], o.x3d[rows],
+                                               sigma_all[point], o.kf_id[rows], o.kf_kp[rows])
+        if by_kf.sum() >= settings.min_inliers:
+            sigma_r = np.where(by_kf, sigma_r, settings.untracked_sigma_factor * sigma_r)
+        x3d_r = o.x3d[rows] - track.origin
+    T, inl = _solve(T_pred, x2d_r, x3d_r, sigma_r, intr, settings)
+    uniq = unique_inliers(point, inl, _residual_px(T, x2d_r[inl], x3d_r[inl], intr)) if T is not None else inl
+    n_inl = int(uniq.sum())
+    if T is None or n_inl < settings.min_inliers:
+        return TrackStep(None, None, n_inl, float("nan"), f"tracking lost: PnP on {n} tracked points kept {n_inl} "
                          f"(< {settings.min_inliers})", None)
-    sigma = sigma_all[inl]
-    cov = covariance(T, x2d[inl], x3d[inl], intr, sigma, _QUERY, None)
-    n_inl = int(inl.sum())
-    keep = np.flatnonzero(ok)[inl]
-    nxt = Track(gray, raw[inl].astype(np.float32), x3d[inl], track.origin, track.n_fix, track.anchor_gray,
-                track.anchor_x2d[keep], track.sigma_px[keep], track.centre_fix)
+    cov = covariance(T, x2d_r[uniq], x3d_r[uniq], intr, sigma_r[uniq], _QUERY, None)
+    kept = np.unique(point[inl])                      # points (of the ok ones) with an inlier row
+    nxt = track.subset(gray, raw[kept], idx[kept], None if rows is None else rows[inl])
     pos_sigma = float(np.sqrt(max(np.linalg.eigvalsh(cov.covariance[:3, :3]).max(), 0.0)))
     reason = ""
     if cov.reproj_rms_px > settings.max_reproj_rms_px:
@@ -162,7 +209,7 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
     elif not np.all(np.isfinite(cov.covariance)) or pos_sigma > settings.max_position_sigma_m:
         reason = f"tracking degraded: position sigma {pos_sigma:.3g} m > {settings.max_position_sigma_m}"
     return TrackStep(shift_T(T, track.origin), cov.covariance, n_inl, cov.reproj_rms_px, reason, nxt,
-                     _view_change_deg(x3d[inl].mean(axis=0), track.centre_fix, T[:3, 3]))
+                     _view_change_deg(x3d[kept].mean(axis=0), track.centre_fix, T[:3, 3]))
 
 
 def _view_change_deg(X: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> float:
