@@ -125,7 +125,7 @@ def build_keyframe_db(images: Path | str | Sequence[Path | str], db_path: Path |
     if len({f.name for f in folders}) != len(folders):
         raise DataError(f"the folders of a rig build need distinct names (they prefix the keyframe names): "
                         f"{[str(f) for f in folders]}")
-    folder, db_path = folders[0], Path(db_path)
+    db_path = Path(db_path)
     if db_path.exists() and not overwrite:
         raise KeyframeDBError(f"{db_path} exists; pass overwrite=True (--overwrite) to replace it")
     if max_side is not None and max_side < 16:

@@ -19,6 +19,7 @@ base pose. Interface and conventions: docs/ros.md.
 
 from __future__ import annotations
 
+import functools
 import re
 import signal
 import sys
@@ -238,11 +239,11 @@ class RelocNode(LifecycleNode):
             self._rig = RigInputs(cfg.rig, int(cfg.sync_slop_s * 1e9), depth=max(cfg.qos_depth, 10))
             self.stats.cameras = {c: "no image received yet" for c in cfg.rig.cameras}
             for cam in cfg.rig.cameras:
+                on_image = functools.partial(self.rig_image_callback, cam)
+                on_info = functools.partial(self.rig_info_callback, cam)
                 self._subs += [
-                    self.create_subscription(image_type, f"{cam}/{image_topic}",
-                                             lambda msg, c=cam: self.rig_image_callback(c, msg), qos, event_callbacks=ev),
-                    self.create_subscription(CameraInfo, f"{cam}/camera_info",
-                                             lambda msg, c=cam: self.rig_info_callback(c, msg), qos, event_callbacks=ev)]
+                    self.create_subscription(image_type, f"{cam}/{image_topic}", on_image, qos, event_callbacks=ev),
+                    self.create_subscription(CameraInfo, f"{cam}/camera_info", on_info, qos, event_callbacks=ev)]
         else:
             self._rig = None
             self._subs += [
@@ -482,7 +483,8 @@ class RelocNode(LifecycleNode):
         self._offer_rig_sets(camera, lambda: self._rig.add_image(camera, stamp, msg, self._frame))
 
     def rig_info_callback(self, camera: str, msg: Any) -> None:
-        self._offer_rig_sets(camera, lambda: self._rig.add_info(camera, stamp_to_ns(msg.header.stamp), msg, self._frame))
+        stamp = stamp_to_ns(msg.header.stamp)
+        self._offer_rig_sets(camera, lambda: self._rig.add_info(camera, stamp, msg, self._frame))
 
     def _offer_rig_sets(self, camera: str, add: Any) -> None:
         """Run ``add`` on the rig inputs; count images lost unpaired; hand each released set on."""
@@ -490,15 +492,7 @@ class RelocNode(LifecycleNode):
             return
         before = self._rig.unmatched[camera]
         sets = add()
-        lost = self._rig.unmatched[camera] - before
-        if lost > 0:
-            reason = (f"camera {camera!r}: no camera_info within {self._require_cfg().sync_slop_s:.3f} s of the "
-                      "image stamp (is camera_info published with the image's stamp?)")
-            self.stats.cameras[camera] = reason
-            self.stats.unmatched_images += lost
-            for _ in range(lost):
-                self.stats.on_reject_input(None, reason)
-            self._warn(reason)
+        self._count_unmatched(self._rig.unmatched[camera] - before, camera)
         for rig_set in sets:
             self._offer_rig(rig_set)
 
@@ -566,17 +560,24 @@ class RelocNode(LifecycleNode):
         self._warn(reason)
 
     def _note_unmatched(self, before: int) -> None:
-        lost = self._image_sync.unmatched_a - before
-        if lost > 0:
-            self.stats.unmatched_images += lost
-            cfg = self._require_cfg()
-            reason = (f"no camera_info within {cfg.sync_slop_s:.3f} s of the image stamp "
-                      "(is camera_info published with the image's stamp?)")
-            if reason != self._last_warned:
-                self.get_logger().warning(f"{lost} image(s) dropped: {reason}")
-                self._last_warned = reason
-            for _ in range(lost):  # each image counts, or received - processed - dropped drifts up
-                self.stats.on_reject_input(None, reason)
+        self._count_unmatched(self._image_sync.unmatched_a - before)
+
+    def _count_unmatched(self, lost: int, camera: str = "") -> None:
+        """Images dropped without a camera_info (of rig camera ``camera``): counted, with the reason."""
+        if lost <= 0:
+            return
+        self.stats.unmatched_images += lost
+        cfg = self._require_cfg()
+        reason = (f"{f'camera {camera!r}: ' if camera else ''}no camera_info within {cfg.sync_slop_s:.3f} s of the "
+                  "image stamp (is camera_info published with the image's stamp?)")
+        if camera:                   # a rig camera: in its own diagnostics value and in last_warning
+            self.stats.cameras[camera] = reason
+            self.stats.warn(reason)
+        if reason != self._last_warned:
+            self.get_logger().warning(f"{lost} image(s) dropped: {reason}")
+            self._last_warned = reason
+        for _ in range(lost):  # each image counts, or received - processed - dropped drifts up
+            self.stats.on_reject_input(None, reason)
 
     def _offer(self, stamp_ns: int, image: Any, info: Any) -> None:
         self._offer_query(self._frame(stamp_ns, image, info))
@@ -632,11 +633,7 @@ class RelocNode(LifecycleNode):
         decision = session.localize(image, intr, frame.stamp_ns, odom,
                                     keyframes_pending=self._worker.pending_keyframes() if self._worker else 0,
                                     T_base_cam=extrinsic, camera=camera_frame)
-        if isinstance(decision, Rejected):
-            return self._reject(frame, decision)
-        if frame.epoch != self._time_epoch:
-            return self._reject(frame, Rejected("frame from before the ROS time jump: not published", warn=True))
-        return self._publish(cfg, frame, decision, base_frame)
+        return self._finish(cfg, frame, decision, base_frame)
 
     def _handle_rig(self, cfg: NodeConfig, session: Session, query: _RigQuery) -> None:
         """Decode each camera's frame and look up its extrinsic (a camera that fails is left out,
@@ -664,11 +661,16 @@ class RelocNode(LifecycleNode):
         for cam, d in ((result.diagnostics.get("cameras") or {}) if result is not None else {}).items():
             self.stats.cameras[cam] = (f"{d.get('num_inliers', 0)} inliers of {d.get('num_matches_2d3d', 0)} "
                                        f"2D-3D matches, {d.get('num_features', 0)} features")
+        return self._finish(cfg, query, decision, cfg.base_frame)
+
+    def _finish(self, cfg: NodeConfig, frame: _Frame | _RigQuery, decision: Published | Rejected,
+                base_frame: str) -> None:
+        """Publish the session's decision, unless it rejected the frame or ROS time jumped back meanwhile."""
         if isinstance(decision, Rejected):
-            return self._reject(query, decision)
-        if query.epoch != self._time_epoch:
-            return self._reject(query, Rejected("frame from before the ROS time jump: not published", warn=True))
-        return self._publish(cfg, query, decision, cfg.base_frame)
+            return self._reject(frame, decision)
+        if frame.epoch != self._time_epoch:
+            return self._reject(frame, Rejected("frame from before the ROS time jump: not published", warn=True))
+        return self._publish(cfg, frame, decision, base_frame)
 
     def _tf(self, target: str, source: str, stamp_ns: int, what: str, hint: str = "") -> Any:
         """``T_target_source`` at ``stamp_ns``, looked up when called (the session calls it once the
@@ -766,8 +768,9 @@ class RelocNode(LifecycleNode):
         if self._worker is not None:
             self.stats.dropped = self._worker.dropped
         if self._rig is not None:
+            after_s = self._require_cfg().rig.silent_after_s
             for cam in self._rig.silent():
-                self.stats.cameras[cam] = (f"silent: no image for more than {self._require_cfg().rig.silent_after_s:.1f} s "
+                self.stats.cameras[cam] = (f"silent: no image for more than {after_s:.1f} s "
                                            f"({self._rig.frames_in[cam]} received)")
         fleet = self._fleet.status() if self._fleet is not None else None
         self._diag_pub.publish(to_diagnostic_array(self.stats, self.get_name(), self.get_clock().now().to_msg(), fleet))

@@ -118,6 +118,12 @@ class RigSync(Generic[F]):
             self.dropped_sets += 1
         return out
 
+    def clear(self) -> None:
+        """Forget every pending frame and stamp (a backwards time jump); the drop count stays."""
+        self._pending.clear()
+        self.last_stamp.clear()
+        self._newest = -1
+
     def silent_cameras(self, timeout_ns: int) -> list[str]:
         """Cameras with no frame within ``timeout_ns`` of the newest stamp of any camera."""
         return [c for c in self.cameras if self._newest - self.last_stamp.get(c, -timeout_ns - 1) > timeout_ns]
@@ -157,12 +163,13 @@ class RigInputs:
     def add_image(self, camera: str, stamp_ns: int, image: Any, make: Any) -> list[RigSet[Any]]:
         """Offer an image; ``make(stamp_ns, image, info)`` builds the frame once it has its camera_info."""
         self.frames_in[camera] += 1
-        pair = self._pairs[camera].add_a(stamp_ns, image)
-        return [] if pair is None else self.sync.add(camera, pair[0], make(*pair))
+        return self._group(camera, self._pairs[camera].add_a(stamp_ns, image), make)
 
     def add_info(self, camera: str, stamp_ns: int, info: Any, make: Any) -> list[RigSet[Any]]:
         """Offer a camera_info (see :meth:`add_image`)."""
-        pair = self._pairs[camera].add_b(stamp_ns, info)
+        return self._group(camera, self._pairs[camera].add_b(stamp_ns, info), make)
+
+    def _group(self, camera: str, pair: tuple[int, Any, Any] | None, make: Any) -> list[RigSet[Any]]:
         return [] if pair is None else self.sync.add(camera, pair[0], make(*pair))
 
     @property
@@ -176,4 +183,4 @@ class RigInputs:
         """Forget every unpaired and pending frame (a backwards time jump)."""
         for m in self._pairs.values():
             m.clear()
-        self.sync = RigSync(list(self.config.cameras), self.sync.slop_ns, self.sync.wait_ns, depth=self.depth)
+        self.sync.clear()

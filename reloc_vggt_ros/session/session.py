@@ -55,6 +55,14 @@ EXTRINSIC_CHANGE_M = 1e-3
 EXTRINSIC_CHANGE_DEG = 0.05
 
 
+def size_mismatch(image: np.ndarray, intrinsics: Intrinsics) -> str:
+    """Why ``intrinsics`` do not describe ``image`` ('' when their sizes agree)."""
+    h, w = image.shape[:2]
+    if (w, h) != (intrinsics.width, intrinsics.height):
+        return f"camera_info is for {intrinsics.width}x{intrinsics.height} but the image is {w}x{h}"
+    return ""
+
+
 def _resolve(T: Transform) -> np.ndarray:
     return np.asarray(T() if callable(T) else T, float)
 
@@ -324,9 +332,10 @@ class Session:
     # ----------------------------------------------------------------- queries
     def check_frame(self, image: np.ndarray, intrinsics: Intrinsics) -> None:
         """DataError if the intrinsics are for another image size; a warning when the size changes."""
+        bad = size_mismatch(image, intrinsics)
+        if bad:
+            raise DataError(bad)
         h, w = image.shape[:2]
-        if (w, h) != (intrinsics.width, intrinsics.height):
-            raise DataError(f"camera_info is for {intrinsics.width}x{intrinsics.height} but the image is {w}x{h}")
         if self._last_size is not None and self._last_size != (w, h):
             self._on_warning(f"image size changed from {self._last_size[0]}x{self._last_size[1]} to {w}x{h}")
         self._last_size = (w, h)
@@ -378,10 +387,9 @@ class Session:
         policy: the backend solves the base pose directly (``localize_rig``), so the prior is the
         base's and the published pose needs no extrinsic; the rest is :meth:`accept`'s."""
         for f in frames:
-            h, w = f.image_bgr.shape[:2]
-            if (w, h) != (f.intrinsics.width, f.intrinsics.height):
-                return Rejected(f"camera {f.camera.name!r}: camera_info is for {f.intrinsics.width}x"
-                                f"{f.intrinsics.height} but the image is {w}x{h}", warn=True)
+            bad = size_mismatch(f.image_bgr, f.intrinsics)
+            if bad:
+                return Rejected(f"camera {f.camera.name!r}: {bad}", warn=True)
             self._extrinsic(np.asarray(f.camera.T_base_cam, float), f.camera.name)
         with self._lock:
             if self._dirty and keyframes_pending == 0:
@@ -440,8 +448,9 @@ class Session:
             d = pose_delta(last, T_base_cam)
             moved_m, turned_deg = float(np.linalg.norm(d[:3])), float(np.degrees(np.linalg.norm(d[3:])))
             if moved_m > EXTRINSIC_CHANGE_M or turned_deg > EXTRINSIC_CHANGE_DEG:
-                self._on_warning(f"camera extrinsic{' of ' + camera if camera else ''} changed by {moved_m * 1e3:.1f} mm / {turned_deg:.2f} deg since "
-                                 "the last frame: is the camera mount static? (check who publishes its TF)")
+                of = f" of {camera}" if camera else ""
+                self._on_warning(f"camera extrinsic{of} changed by {moved_m * 1e3:.1f} mm / {turned_deg:.2f} deg "
+                                 "since the last frame: is the camera mount static? (check who publishes its TF)")
         return T_base_cam
 
     # ----------------------------------------------------------------- live mapping
@@ -463,8 +472,8 @@ class Session:
                 return KeyframeOutcome(False, "keyframe skipped: too close to an existing one")
             if self._store is None:
                 return KeyframeOutcome(False, "keyframe rejected: no database open", warn=True)
-            kf = Keyframe(name=f"live_{camera + '_' if camera else ''}{stamp_ns}", image_jpeg=jpeg.tobytes(), intrinsics=intrinsics,
-                          T_world_cam=T, stamp_ns=stamp_ns)
+            name = f"live_{camera}_{stamp_ns}" if camera else f"live_{stamp_ns}"
+            kf = Keyframe(name=name, image_jpeg=jpeg.tobytes(), intrinsics=intrinsics, T_world_cam=T, stamp_ns=stamp_ns)
             try:
                 kf_id = self._store.add_keyframe(kf)
             except RelocError as err:

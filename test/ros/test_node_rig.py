@@ -19,7 +19,7 @@ pytest.importorskip("tf2_msgs.msg")
 
 from bench.localize import keyframe_at, resized_image  # noqa: E402
 from reloc_vggt_ros.data import read_posed_folder  # noqa: E402
-from reloc_vggt_ros.geometry import camera_mount, invert_T, pose_error  # noqa: E402
+from reloc_vggt_ros.geometry import Intrinsics, camera_mount, invert_T, pose_error  # noqa: E402
 from reloc_vggt_ros.keyframes import KeyframeStore  # noqa: E402
 from reloc_vggt_ros.ros.convert import pose_to_T, stamp_to_ns, transform_stamped  # noqa: E402
 
@@ -79,7 +79,7 @@ class RigProbe:
                               "the node's rig subscriptions", node)
         self.probe.spin(1.0)
 
-    def send(self, camera: str, image: np.ndarray, intr, stamp_ns: int, frame_id: str = "") -> None:  # type: ignore[no-untyped-def]
+    def send(self, camera: str, image: np.ndarray, intr: Intrinsics, stamp_ns: int, frame_id: str = "") -> None:
         from sensor_msgs.msg import CameraInfo, Image
 
         from reloc_vggt_ros.ros.convert import bgr_to_image, intrinsics_to_camera_info, ns_to_stamp
@@ -97,7 +97,7 @@ def _base_error(msg, T_map_base: np.ndarray) -> tuple[float, float]:  # type: ig
     return pose_error(pose_to_T(msg.pose.pose), T_map_base)
 
 
-def test_a_rig_publishes_one_base_pose_per_instant_from_the_cameras_present(tmp_path, rig) -> None:  # type: ignore[no-untyped-def]
+def test_a_rig_publishes_one_base_pose_per_instant_from_the_cameras_present(tmp_path, rig):  # type: ignore
     db, _, cams, T_map_base = rig
     domain = next_domain_id()
     rp = RigProbe(domain, {c: T for c, (_, _, T) in cams.items()})
