@@ -30,7 +30,7 @@ import yaml
 from .errors import ConfigError
 
 __all__ = ["from_mapping", "to_mapping", "flatten", "unflatten", "parse_overrides", "merge", "setting",
-           "descriptions", "leaf_fields"]
+           "descriptions", "leaf_fields", "require_positive", "require_non_negative"]
 
 T = TypeVar("T")
 _MISSING = object()
@@ -265,3 +265,21 @@ def leaf_fields(cls: type, prefix: str = "") -> dict[str, tuple[Any, dataclasses
 def descriptions(cls: type) -> dict[str, str]:
     """Dotted name -> the ``doc`` given with :func:`setting` ('' where none)."""
     return {name: f.metadata.get("doc", "") for name, (_, f) in leaf_fields(cls).items()}
+
+
+def _require(obj: object, prefix: str, names: Iterable[str], ok: Any, bound: str) -> None:
+    for name in names:
+        value = getattr(obj, name)
+        if not ok(value):     # NaN fails every comparison, so it is refused too
+            raise ConfigError(f"{prefix + '.' if prefix else ''}{name} must be {bound}, got {value}")
+
+
+def require_positive(obj: object, prefix: str, *names: str) -> None:
+    """ConfigError naming the first field of ``names`` that is not > 0 (as ``prefix.name``; the
+    section's dotted name, '' at the top level): the check every settings dataclass repeats."""
+    _require(obj, prefix, names, lambda v: v > 0, "> 0")
+
+
+def require_non_negative(obj: object, prefix: str, *names: str) -> None:
+    """ConfigError naming the first field of ``names`` that is not >= 0 (see :func:`require_positive`)."""
+    _require(obj, prefix, names, lambda v: v >= 0, ">= 0")

@@ -38,7 +38,7 @@ from typing import Any, TypeVar
 
 import numpy as np
 
-from ..config import setting
+from ..config import require_positive, setting
 from ..errors import ConfigError, KeyframeDBError
 from .base import keyframe_uuid
 from .blobs import pack_arrays, unpack_arrays
@@ -304,9 +304,7 @@ class FleetConfig:
                                     "robot that the server holds (0 = keep everything; at least radius_m)")
 
     def __post_init__(self) -> None:
-        for name in ("radius_m", "period_s", "timeout_s"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"fleet.{name} must be > 0, got {getattr(self, name)}")
+        require_positive(self, "fleet", "radius_m", "period_s", "timeout_s")
         if self.evict_radius_m != 0 and not self.evict_radius_m >= self.radius_m:
             raise ConfigError(f"fleet.evict_radius_m must be 0 (never evict) or >= fleet.radius_m "
                               f"({self.radius_m}: what a sync pulls), got {self.evict_radius_m}")

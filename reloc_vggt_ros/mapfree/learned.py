@@ -45,7 +45,7 @@ from typing import Any
 import numpy as np
 import torch
 
-from ..config import setting
+from ..config import require_positive, setting
 from ..errors import ConfigError
 from ..geometry import Intrinsics, apply_T, invert_T, make_T, pose_error, umeyama_ransac
 from ..localizer.base import RelocResult, RelocStatus
@@ -116,9 +116,7 @@ class PointMapConfig:
         for name in ("conf_quantile", "min_align_inlier_ratio", "min_reproj_inlier_ratio"):
             if not 0 <= getattr(self, name) < 1:
                 raise ConfigError(f"{name} must be in [0, 1), got {getattr(self, name)}")
-        for name in ("align_threshold_rel", "reproj_px"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        require_positive(self, "", "align_threshold_rel", "reproj_px")
         if self.max_points < 10 or self.min_depth_points < 3 or self.min_inliers < 4:
             raise ConfigError("max_points must be >= 10, min_depth_points >= 3 and min_inliers >= 4")
 

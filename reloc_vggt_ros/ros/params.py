@@ -25,7 +25,8 @@ from typing import Any
 
 import yaml
 
-from ..config import flatten, from_mapping, leaf_fields, merge, setting, to_mapping, unflatten
+from ..config import (flatten, from_mapping, leaf_fields, merge, require_non_negative, require_positive, setting,
+                      to_mapping, unflatten)
 from ..engine.factory import check_engine_choice
 from ..errors import ConfigError
 from ..keyframes.sync import FleetConfig
@@ -114,12 +115,8 @@ class NodeConfig(SessionConfig):
             raise ConfigError(f"odom_frame must differ from map_frame ({self.map_frame!r})")
         if self.base_frame and self.base_frame in (self.map_frame, self.odom_frame):
             raise ConfigError(f"base_frame must differ from map_frame and odom_frame, got {self.base_frame!r}")
-        for name in ("tf_publish_rate_hz", "diagnostics_rate_hz"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
-        for name in ("sync_slop_s", "max_rate_hz", "transform_tolerance_s", "tf_lookup_timeout_s"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"{name} must be >= 0, got {getattr(self, name)}")
+        require_positive(self, "", "tf_publish_rate_hz", "diagnostics_rate_hz")
+        require_non_negative(self, "", "sync_slop_s", "max_rate_hz", "transform_tolerance_s", "tf_lookup_timeout_s")
         if not 1 <= self.qos_depth <= 1000:
             raise ConfigError(f"qos_depth must be in 1..1000, got {self.qos_depth}")
 

@@ -22,7 +22,7 @@ import re
 from dataclasses import dataclass, field
 from typing import Any, Generic, TypeVar
 
-from ..config import setting
+from ..config import require_non_negative, setting
 from ..errors import ConfigError
 from .sync import StampMatcher
 
@@ -49,9 +49,7 @@ class RigConfig:
             if not _CAMERA_NAME.fullmatch(name):
                 raise ConfigError(f"rig.cameras: {name!r} is not a topic name token (letters, digits, '_', "
                                   "starting with a letter)")
-        for name in ("slop_s", "wait_s", "silent_after_s"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"rig.{name} must be >= 0, got {getattr(self, name)}")
+        require_non_negative(self, "rig", "slop_s", "wait_s", "silent_after_s")
 
 F = TypeVar("F")
 

@@ -32,7 +32,7 @@ from typing import Any
 import cv2
 import numpy as np
 
-from ..config import setting
+from ..config import require_non_negative, require_positive, setting
 from ..errors import ConfigError, DataError, RelocError
 from ..geometry import Intrinsics, invert_T, pose_delta, transform_pose_covariance
 from ..keyframes import Keyframe, KeyframeStore
@@ -107,9 +107,7 @@ class MappingConfig:
                                                 "use the previous map (false: on the frame path, one map in memory)")
 
     def __post_init__(self) -> None:
-        for name in ("min_distance_m", "min_angle_rad"):
-            if not getattr(self, name) >= 0:
-                raise ConfigError(f"mapping.{name} must be >= 0, got {getattr(self, name)}")
+        require_non_negative(self, "mapping", "min_distance_m", "min_angle_rad")
         if self.max_queue < 1:
             raise ConfigError(f"mapping.max_queue must be >= 1, got {self.max_queue}")
         if self.min_angle_rad > math.pi:
@@ -136,9 +134,7 @@ class SessionConfig:
             raise ConfigError(f"max_image_pixels must be >= 1, got {self.max_image_pixels}")
         if not self.max_future_stamp_s >= 0:
             raise ConfigError(f"max_future_stamp_s must be >= 0, got {self.max_future_stamp_s}")
-        for name in ("min_variance_m2", "min_variance_rad2"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        require_positive(self, "", "min_variance_m2", "min_variance_rad2")
         if not self.prior_timeout_s >= 0:
             raise ConfigError(f"prior_timeout_s must be >= 0, got {self.prior_timeout_s}")
 

@@ -92,3 +92,21 @@ def test_leaf_fields_and_descriptions():
     leaves = leaf_fields(Outer)
     assert "inner.size" in leaves and "other" in leaves and "label" in leaves
     assert descriptions(Outer)["inner.size"] == "how many"
+
+
+def test_require_positive_and_non_negative_name_the_field_with_its_section() -> None:
+    from reloc_vggt_ros.config import require_non_negative, require_positive
+
+    @dataclass
+    class S:
+        a: float = 1.0
+        b: float = 0.0
+
+    require_positive(S(), "sec", "a")
+    require_non_negative(S(), "sec", "a", "b")
+    with pytest.raises(ConfigError, match=r"^sec\.b must be > 0, got 0\.0$"):
+        require_positive(S(), "sec", "a", "b")
+    with pytest.raises(ConfigError, match=r"^b must be >= 0, got -1\.0$"):
+        require_non_negative(S(b=-1.0), "", "b")
+    with pytest.raises(ConfigError, match=r"must be >= 0, got nan"):
+        require_non_negative(S(a=float("nan")), "sec", "a")

@@ -25,7 +25,7 @@ from collections.abc import Mapping
 from dataclasses import dataclass, field, fields
 from typing import Any
 
-from ...config import merge, setting, unflatten
+from ...config import merge, require_positive, setting, unflatten
 from ...errors import ConfigError
 
 __all__ = ["FeatureConfig", "TriangulationConfig", "MapSettings", "QuerySettings", "LKRefineSettings",
@@ -195,9 +195,7 @@ class LKRefineSettings:
             raise ConfigError(f"lk.window_px must be odd and >= 5, got {self.window_px}")
         if not 0.0 < self.max_angle_deg <= 90.0:
             raise ConfigError(f"lk.max_angle_deg must be in (0, 90], got {self.max_angle_deg}")
-        for name in ("max_shift_px", "max_fb_px", "sigma_px", "cache_mb"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"lk.{name} must be > 0, got {getattr(self, name)}")
+        require_positive(self, "lk", "max_shift_px", "max_fb_px", "sigma_px", "cache_mb")
 
 
 @dataclass(frozen=True)
@@ -229,9 +227,7 @@ class AcceptanceSettings:
             raise ConfigError(f"min_inliers must be >= 6, got {self.min_inliers}")
         if not 0.0 <= self.min_confidence <= 1.0:
             raise ConfigError(f"min_confidence must be in [0, 1], got {self.min_confidence}")
-        for name in ("inliers_scale", "good_inlier_ratio", "good_spread"):
-            if not getattr(self, name) > 0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        require_positive(self, "", "inliers_scale", "good_inlier_ratio", "good_spread")
 
 
 @dataclass(frozen=True)

@@ -22,7 +22,7 @@ from typing import TYPE_CHECKING, Any
 import numpy as np
 import poselib
 
-from ...config import setting
+from ...config import require_positive, setting
 from ...errors import ConfigError
 from ...geometry import Intrinsics, invert_T, make_T, project_to_SO3, rotation_error_deg, so3_exp
 from .config import QuerySettings
@@ -93,9 +93,7 @@ class TwoViewSettings:
         for name in ("match_ratio", "guided_ratio"):
             if not 0.0 < getattr(self, name) <= 1.0:
                 raise ConfigError(f"{name} must be in (0, 1], got {getattr(self, name)}")
-        for name in ("max_epipolar_px", "guided_epipolar_px"):
-            if not getattr(self, name) > 0.0:
-                raise ConfigError(f"{name} must be > 0, got {getattr(self, name)}")
+        require_positive(self, "", "max_epipolar_px", "guided_epipolar_px")
         if self.min_inliers < 5:
             raise ConfigError(f"min_inliers must be >= 5, got {self.min_inliers}")
 

@@ -8,24 +8,12 @@ from __future__ import annotations
 
 from dataclasses import dataclass
 
-from ...config import setting
+from ...config import require_non_negative, require_positive, setting
 from ...errors import ConfigError
 from ...geometry.gating import GATE_PROBABILITIES
 from ..geometric.config import PRESETS as GEOMETRIC_PRESETS
 
 __all__ = ["CascadeSettings", "GateSettings", "MotionSettings", "TrackerSettings", "TrackingConfig"]
-
-
-def _positive(obj: object, prefix: str, *names: str) -> None:
-    for name in names:
-        if not getattr(obj, name) > 0:
-            raise ConfigError(f"{prefix}.{name} must be > 0, got {getattr(obj, name)}")
-
-
-def _non_negative(obj: object, prefix: str, *names: str) -> None:
-    for name in names:
-        if not getattr(obj, name) >= 0:
-            raise ConfigError(f"{prefix}.{name} must be >= 0, got {getattr(obj, name)}")
 
 
 @dataclass(frozen=True)
@@ -55,7 +43,7 @@ class CascadeSettings:
                                       "time fits (0 = no limit)")
 
     def __post_init__(self) -> None:
-        _non_negative(self, "tracking.cascade", "full_top_k", "weak_below_inliers", "weak_above_expected_error",
+        require_non_negative(self, "tracking.cascade", "full_top_k", "weak_below_inliers", "weak_above_expected_error",
                       "budget_ms")
         if self.full_preset not in GEOMETRIC_PRESETS:
             raise ConfigError(f"tracking.cascade.full_preset {self.full_preset!r} is not a geometric preset; "
@@ -81,7 +69,7 @@ class GateSettings:
             raise ConfigError(f"tracking.gate.probability must be one of {list(GATE_PROBABILITIES)}, got {self.probability}")
         if self.confirm_fixes < 1:
             raise ConfigError(f"tracking.gate.confirm_fixes must be >= 1, got {self.confirm_fixes}")
-        _positive(self, "tracking.gate", "min_sigma_m", "min_sigma_rad", "reference_timeout_s")
+        require_positive(self, "tracking.gate", "min_sigma_m", "min_sigma_rad", "reference_timeout_s")
 
 
 @dataclass(frozen=True)
@@ -99,10 +87,10 @@ class MotionSettings:
     max_turn_rad_s: float = setting(6.0, "odometry turning faster than this between frames has jumped: not used")
 
     def __post_init__(self) -> None:
-        _non_negative(self, "tracking.motion", "odometry_sigma_per_m", "odometry_sigma_rad_per_rad",
+        require_non_negative(self, "tracking.motion", "odometry_sigma_per_m", "odometry_sigma_rad_per_rad",
                       "odometry_sigma_m_per_sqrt_s", "odometry_sigma_rad_per_sqrt_s",
                       "velocity_sigma_m_per_sqrt_s", "velocity_sigma_rad_per_sqrt_s")
-        _positive(self, "tracking.motion", "max_speed_m_s", "max_turn_rad_s")
+        require_positive(self, "tracking.motion", "max_speed_m_s", "max_turn_rad_s")
 
 
 @dataclass(frozen=True)
@@ -136,8 +124,8 @@ class TrackerSettings:
             raise ConfigError(f"tracking.tracker.min_inliers must be >= 6, got {self.min_inliers}")
         if not 0.0 <= self.refresh_fraction < 1.0:
             raise ConfigError(f"tracking.tracker.refresh_fraction must be in [0, 1), got {self.refresh_fraction}")
-        _non_negative(self, "tracking.tracker", "max_view_change_deg")
-        _positive(self, "tracking.tracker", "max_fb_px", "sigma_px", "untracked_sigma_factor", "max_reproj_px", "max_reproj_rms_px",
+        require_non_negative(self, "tracking.tracker", "max_view_change_deg")
+        require_positive(self, "tracking.tracker", "max_fb_px", "sigma_px", "untracked_sigma_factor", "max_reproj_px", "max_reproj_rms_px",
                   "max_position_sigma_m", "max_brightness_change")
 
 
@@ -161,6 +149,6 @@ class TrackingConfig:
     cascade: CascadeSettings = setting(factory=CascadeSettings, doc="escalation cascade")
 
     def __post_init__(self) -> None:
-        _non_negative(self, "tracking", "relocalize_every_s")
+        require_non_negative(self, "tracking", "relocalize_every_s")
         if not 1 <= self.queue_depth <= 100:
             raise ConfigError(f"tracking.queue_depth must be in 1..100, got {self.queue_depth}")
