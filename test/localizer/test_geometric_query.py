@@ -113,6 +113,16 @@ def test_camera_step_jacobian_matches_finite_differences() -> None:
         d[k] = eps
         Xp = X @ so3_exp(d[3:]).T + d[:3]
         np.testing.assert_allclose(J[:, :, k], (intr.project(Xp) - intr.project(X)) / eps, rtol=1e-4, atol=1e-2)
+    # a rig camera: the step is the base's (points in the base frame, camera at an extrinsic)
+    T_cb = np.eye(4)
+    T_cb[:3, :3], T_cb[:3, 3] = so3_exp(np.array([0.1, -0.3, 0.2])), np.array([0.2, -0.1, 0.05])
+    Xb = (X - T_cb[:3, 3]) @ T_cb[:3, :3]                      # the same camera points, in the base frame
+    J = _camera_step_jacobian(X, intr, T_cb)
+    for k in range(6):
+        d = np.zeros(6)
+        d[k] = eps
+        Xp = (Xb @ so3_exp(d[3:]).T + d[:3]) @ T_cb[:3, :3].T + T_cb[:3, 3]
+        np.testing.assert_allclose(J[:, :, k], (intr.project(Xp) - intr.project(X)) / eps, rtol=1e-4, atol=1e-2)
 
 
 def test_weighted_refinement_keeps_the_pose_on_degenerate_input() -> None:
