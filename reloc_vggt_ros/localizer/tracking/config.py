@@ -101,9 +101,6 @@ class TrackerSettings:
     pyramid_levels: int = setting(3, "LK pyramid levels above the image")
     max_fb_px: float = setting(0.5, "forward-backward disagreement a track may have (px)")
     sigma_px: float = setting(0.1, "error LK tracking adds to a point's error at the fix (px)")
-    untracked_sigma_factor: float = setting(3.0, "a point's sigma is multiplied by this where the fix's keyframe "
-                                                 "observations of it are not re-tracked into the frame (its "
-                                                 "position repeats the fix's error)")
     max_reproj_px: float = setting(2.0, "PnP inlier threshold on tracked points (px)")
     min_inliers: int = setting(30, "tracking fails below this many PnP inliers")
     refresh_fraction: float = setting(0.5, "relocalize (new map points) once fewer than this fraction of the "
@@ -125,7 +122,7 @@ class TrackerSettings:
         if not 0.0 <= self.refresh_fraction < 1.0:
             raise ConfigError(f"tracking.tracker.refresh_fraction must be in [0, 1), got {self.refresh_fraction}")
         require_non_negative(self, "tracking.tracker", "max_view_change_deg")
-        require_positive(self, "tracking.tracker", "max_fb_px", "sigma_px", "untracked_sigma_factor", "max_reproj_px", "max_reproj_rms_px",
+        require_positive(self, "tracking.tracker", "max_fb_px", "sigma_px", "max_reproj_px", "max_reproj_rms_px",
                   "max_position_sigma_m", "max_brightness_change")
 
 

@@ -314,6 +314,9 @@ class TrackingLocalizer:
         track, max_view = step.track, self.config.tracker.max_view_change_deg
         if track is not None and len(track.x2d) < self.config.tracker.refresh_fraction * track.n_fix:
             return f"{len(track.x2d)} of {track.n_fix} points left: relocalizing for new map points"
+        if step.keyframe_tracks is not None and step.keyframe_tracks < self.config.tracker.min_inliers:
+            return (f"{step.keyframe_tracks} points re-tracked from their keyframes (< min_inliers "
+                    f"{self.config.tracker.min_inliers}): relocalizing for points the map's images confirm")
         if max_view and step.view_change_deg > max_view:
             return f"view changed {step.view_change_deg:.1f} deg since the fix: relocalizing"
         return ""

@@ -75,6 +75,7 @@ class TrackStep:
     reason: str                  # '' when healthy
     track: Track | None          # what the next frame tracks from (None: nothing left)
     view_change_deg: float = 0.0  # angle at the tracked points' centroid between the fix's and this view
+    keyframe_tracks: int | None = None  # points re-tracked from their keyframes (None: not tried)
 
     @property
     def ok(self) -> bool:
@@ -176,11 +177,9 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
     idx = np.flatnonzero(ok)
     # the rows solved on: a point's keyframe observations, each tracked into this frame from where
     # frame-to-frame LK put the point (the map's images, not the fix's frame, say where it is), as
-    # the fix did; where a keyframe's track fails, the point itself. Where the keyframe tracks alone
-    # hold the pose (>= min_inliers), those points are weighted down (``untracked_sigma_factor``):
-    # each repeats the fix's error in every frame; fewer keyframe tracks (a view turned far from the
-    # map's images) are no better than they are
-    rows, point = None, np.arange(n)
+    # the fix did; where a keyframe's track fails, the point itself, with its sigma from the fix: as
+    # the fix weighted it, so a frame tracked from the fix's own image reproduces the fix
+    rows, point, n_kf = None, np.arange(n), None
     x2d_r, x3d_r, sigma_r = x2d, x3d, sigma_all
     if from_keyframes is not None and track.obs is not None:
         o = track.obs
@@ -190,8 +189,7 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
         point = pos[o.point[rows]]
         x2d_r, sigma_r, by_kf = from_keyframes(gray, camera, T_pred_world_cam, x2d[point], o.x3d[rows],
                                                sigma_all[point], o.kf_id[rows], o.kf_kp[rows])
-        if by_kf.sum() >= settings.min_inliers:
-            sigma_r = np.where(by_kf, sigma_r, settings.untracked_sigma_factor * sigma_r)
+        n_kf = int(np.unique(point[by_kf]).size)
         x3d_r = o.x3d[rows] - track.origin
     T, inl = _solve(T_pred, x2d_r, x3d_r, sigma_r, intr, settings)
     uniq = unique_inliers(point, inl, _residual_px(T, x2d_r[inl], x3d_r[inl], intr)) if T is not None else inl
@@ -209,7 +207,7 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
     elif not np.all(np.isfinite(cov.covariance)) or pos_sigma > settings.max_position_sigma_m:
         reason = f"tracking degraded: position sigma {pos_sigma:.3g} m > {settings.max_position_sigma_m}"
     return TrackStep(shift_T(T, track.origin), cov.covariance, n_inl, cov.reproj_rms_px, reason, nxt,
-                     _view_change_deg(x3d[kept].mean(axis=0), track.centre_fix, T[:3, 3]))
+                     _view_change_deg(x3d[kept].mean(axis=0), track.centre_fix, T[:3, 3]), n_kf)
 
 
 def _view_change_deg(X: np.ndarray, c0: np.ndarray, c1: np.ndarray) -> float:
