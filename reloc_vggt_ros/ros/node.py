@@ -36,7 +36,7 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.executors import SingleThreadedExecutor
+from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
@@ -809,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     node = RelocNode()
-    executor = SingleThreadedExecutor()
+    executor = _executor()
     executor.add_node(node)
     try:
         if node.cfg is not None and node.cfg.autostart:
@@ -824,6 +824,18 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
+
+
+def _executor() -> Executor:
+    """rclpy's events executor where this rclpy has it (kilted and jazzy wheels do): it waits in C++,
+    where the single-threaded executor rebuilds its wait set in Python for every callback and so
+    holds the GIL that the frame worker's thread needs (on 2 cores at 30 Hz it doubled the
+    tracked frames' latency, ``bench/stream.py``); the single-threaded one otherwise."""
+    try:
+        from rclpy.experimental import EventsExecutor
+    except ImportError:
+        return SingleThreadedExecutor()
+    return EventsExecutor()
 
 
 if __name__ == "__main__":
