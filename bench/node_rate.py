@@ -40,12 +40,13 @@ class BenchNode:
 
     def __init__(self, name: str, domain: int) -> None:
         import rclpy
-        from rclpy.executors import SingleThreadedExecutor
+
+        from reloc_vggt_ros.ros.executor import make_executor
 
         self.context = rclpy.Context()
         rclpy.init(context=self.context, domain_id=domain)
         self.node = rclpy.create_node(name, context=self.context)
-        self.executor = SingleThreadedExecutor(context=self.context)
+        self.executor = make_executor(self.context)
         self.executor.add_node(self.node)
 
     def spin(self, seconds: float, step_s: float = 0.005) -> None:

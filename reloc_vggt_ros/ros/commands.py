@@ -194,15 +194,15 @@ def cmd_bag_from_images(args: argparse.Namespace) -> int:
 
 def cmd_bag_play(args: argparse.Namespace) -> int:
     import rclpy
-    from rclpy.executors import SingleThreadedExecutor
 
     from ..data.bag import COMPRESSED_TOPIC, IMAGE_TOPIC
+    from .executor import make_executor
     from .player import BagPlayer
 
     remap = dict(r.split(":=", 1) for r in args.remap)
     rclpy.init(args=["reloc_vggt_bag_player"])  # not sys.argv: --remap FROM:=TO is applied by the player
     node = rclpy.create_node("reloc_vggt_bag_player")
-    executor = SingleThreadedExecutor()
+    executor = make_executor()
     executor.add_node(node)
     spin = lambda t: executor.spin_once(timeout_sec=t)  # noqa: E731
     try:

@@ -136,10 +136,10 @@ def _replay(bag: Path, gt: dict[int, np.ndarray], proc: subprocess.Popen, domain
             start_timeout_s: float, frame_timeout_s: float, log_path: Path, sim_time: bool = False) -> EvalRun:
     import rclpy
     from diagnostic_msgs.msg import DiagnosticArray
-    from rclpy.executors import SingleThreadedExecutor
     from geometry_msgs.msg import PoseWithCovarianceStamped
 
     from .convert import pose_to_T, stamp_to_ns
+    from .executor import make_executor
     from .player import BagPlayer
     from .qos import DIAGNOSTICS_QOS, POSE_QOS
 
@@ -147,7 +147,7 @@ def _replay(bag: Path, gt: dict[int, np.ndarray], proc: subprocess.Popen, domain
     context = rclpy.Context()
     rclpy.init(args=["reloc_vggt_eval"], context=context, domain_id=domain)  # not sys.argv: -p X:=Y is not a remap
     node = rclpy.create_node("reloc_vggt_eval", context=context)
-    executor = SingleThreadedExecutor(context=context)
+    executor = make_executor(context)
     executor.add_node(node)
 
     def on_pose(msg: Any) -> None:

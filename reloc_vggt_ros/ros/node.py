@@ -36,7 +36,6 @@ from rcl_interfaces.msg import SetParametersResult
 from rclpy.clock import Clock, ClockType, JumpThreshold
 from rclpy.duration import Duration
 from rclpy.event_handler import PublisherEventCallbacks, SubscriptionEventCallbacks
-from rclpy.executors import Executor, SingleThreadedExecutor
 from rclpy.impl.implementation_singleton import rclpy_implementation as _rclpy
 from rclpy.lifecycle import LifecycleNode, State, TransitionCallbackReturn
 from rclpy.signals import SignalHandlerOptions
@@ -57,6 +56,7 @@ from ..session.map_free import MapFreeLocalizerAdapter
 from .convert import (camera_info_to_intrinsics, compressed_to_bgr, image_to_bgr, pose_to_T, pose_with_covariance,
                       stamp_to_ns)
 from .diagnostics import NodeStats, to_diagnostic_array
+from .executor import make_executor
 from .params import NodeConfig, declare_backend, check_overrides, declare_params, read_backend_config, read_params
 from .qos import DIAGNOSTICS_QOS, INITIALPOSE_QOS, KEYFRAME_POSE_QOS, POSE_QOS, sensor_qos
 from .rig_sync import RigInputs, RigSet
@@ -809,7 +809,7 @@ def main(argv: list[str] | None = None) -> int:
     for sig in (signal.SIGINT, signal.SIGTERM):
         signal.signal(sig, lambda *_: stop.set())
     node = RelocNode()
-    executor = _executor()
+    executor = make_executor()
     executor.add_node(node)
     try:
         if node.cfg is not None and node.cfg.autostart:
@@ -824,18 +824,6 @@ def main(argv: list[str] | None = None) -> int:
         node.destroy_node()
         rclpy.try_shutdown()
     return 0
-
-
-def _executor() -> Executor:
-    """rclpy's events executor where this rclpy has it (kilted and jazzy wheels do): it waits in C++,
-    where the single-threaded executor rebuilds its wait set in Python for every callback and so
-    holds the GIL that the frame worker's thread needs (on 2 cores at 30 Hz it doubled the
-    tracked frames' latency, ``bench/stream.py``); the single-threaded one otherwise."""
-    try:
-        from rclpy.experimental import EventsExecutor
-    except ImportError:
-        return SingleThreadedExecutor()
-    return EventsExecutor()
 
 
 if __name__ == "__main__":
