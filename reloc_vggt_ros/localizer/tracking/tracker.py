@@ -160,7 +160,9 @@ def track_frame(track: Track, gray: np.ndarray, intr: Intrinsics, T_pred_world_c
     guess[front] = intr.project(Xc[front]).astype(np.float32)
     guess = np.clip(guess, -1e4, 1e4)
     fwd, ok = _lk(track.gray, gray, track.x2d, guess, settings)
-    back, ok_b = _lk(gray, track.gray, fwd, track.x2d, settings)
+    # the backward check starts where the point came from, on the finest level only: a right forward
+    # track returns within max_fb_px of it, a wrong one does not (the forward search needs the pyramid)
+    back, ok_b = _lk(gray, track.gray, fwd, track.x2d, settings, levels=0)
     ok &= ok_b & (np.linalg.norm(back - track.x2d, axis=1) <= settings.max_fb_px)
     inside = (fwd[:, 0] >= 0) & (fwd[:, 1] >= 0) & (fwd[:, 0] <= intr.width - 1) & (fwd[:, 1] <= intr.height - 1)
     ok &= inside
