@@ -73,9 +73,11 @@ def run_and_kill(db: Path, start: int, min_commits: int) -> list[tuple[int, str,
         if proc.poll() is None:
             proc.kill()
             proc.wait()
-    for line in out.splitlines():  # commits reported between our last read and the kill
-        kf_id, sha, i = line.split()
-        reported.append((int(kf_id), sha, int(i)))
+    # commits reported between our last read and the kill; a line the kill cut short reported nothing
+    for line in out.splitlines(keepends=True):
+        fields = line.split()
+        if line.endswith("\n") and len(fields) == 3:
+            reported.append((int(fields[0]), fields[1], int(fields[2])))
     assert proc.returncode == -signal.SIGKILL
     return reported
 
