@@ -224,17 +224,20 @@ def keypoint_sigma_px(sizes_px: np.ndarray, sigma_per_size: float = 0.07, min_si
 
 
 def refine_weighted(T_world_cam: np.ndarray, x2d: np.ndarray, x3d: np.ndarray, sigma: np.ndarray,
-                    intr: Intrinsics, loss_scale: float = 2.0, iterations: int = 10) -> np.ndarray:
+                    intr: Intrinsics, loss_scale: float = 2.0, iterations: int = 10, rms_step_px: float = 0.0
+                    ) -> np.ndarray:
     """T_world_cam minimising the Cauchy loss of the sigma-normalised reprojection residuals.
 
-    Returns the input pose unchanged if a step is singular or not finite (degenerate inliers).
+    Stops when a step moves no point by more than 1e-4 of its sigma, or (``rms_step_px`` > 0) moves
+    the points by less than that RMS in pixels, or after ``iterations``. Returns the input pose
+    unchanged if a step is singular or not finite (degenerate inliers).
     """
     return refine_rig_weighted(T_world_cam, [RigObservations(x2d, x3d, intr, np.eye(4), sigma)], loss_scale,
-                               iterations)
+                               iterations, rms_step_px)
 
 
 def refine_rig_weighted(T_world_base: np.ndarray, cams: list[RigObservations], loss_scale: float = 2.0,
-                        iterations: int = 10) -> np.ndarray:
+                        iterations: int = 10, rms_step_px: float = 0.0) -> np.ndarray:
     """:func:`refine_weighted` of a rig's base pose over every camera's inliers (each with sigmas).
 
     Iteratively reweighted Gauss-Newton stepping in the base frame, ``Xb' = exp(w) Xb + v``
@@ -242,6 +245,7 @@ def refine_rig_weighted(T_world_base: np.ndarray, cams: list[RigObservations], l
     """
     T_bw = invert_T(T_world_base)
     T_cbs = [invert_T(c.T_base_cam) for c in cams]
+    sigma_all = np.concatenate([c.sigma_px for c in cams])
     for _ in range(iterations):
         rs, Js = [], []
         for c, T_cb in zip(cams, T_cbs):
@@ -261,8 +265,12 @@ def refine_rig_weighted(T_world_base: np.ndarray, cams: list[RigObservations], l
         dR = so3_exp(delta[3:])
         T_bw[:3, :3] = dR @ T_bw[:3, :3]
         T_bw[:3, 3] = dR @ T_bw[:3, 3] + delta[:3]
-        # converged: the step moves no point by more than ~1e-4 of its pixel sigma
-        if np.abs(J @ delta).max() < 1e-4:
+        # converged: the step moves no point by more than ~1e-4 of its pixel sigma (or the points
+        # by less than rms_step_px: IRLS converges linearly, its last steps move nothing that matters)
+        step = J @ delta
+        if np.abs(step).max() < 1e-4:
+            break
+        if rms_step_px and np.sqrt(np.mean((step.reshape(-1, 2) * sigma_all[:, None]) ** 2)) < rms_step_px:
             break
     return invert_T(T_bw)
 
