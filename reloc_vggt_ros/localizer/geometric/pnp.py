@@ -198,14 +198,12 @@ def reprojection_jacobian(T_world_cam: np.ndarray, x3d: np.ndarray, intr: Intrin
 def _camera_step_jacobian(Xc: np.ndarray, intr: Intrinsics, T_cam_base: np.ndarray | None = None) -> np.ndarray:
     """d(pixels)/d(v, w) [N,2,6] for the camera-frame step ``Xc' = exp(w) Xc + v``; with
     ``T_cam_base``, for the base-frame step ``Xb' = exp(w) Xb + v`` of the base-frame points."""
-    # closed form of [d pi/dX, d pi/dX (-[Xc]x)] (no batched 3x3 products: this runs in every
-    # iteration of every refinement); a base-frame step is the camera-frame step moved by the
-    # extrinsic's adjoint, one 6x6 product
-    x, y, iz = Xc[:, 0], Xc[:, 1], 1.0 / Xc[:, 2]
-    xz, yz = x * iz, y * iz
+    # [d pi/dX, d pi/dX (-[Xc]x)], the rotation columns in closed form (no batched 3x3 products:
+    # this runs in every iteration of every refinement); a base-frame step is the camera-frame step
+    # moved by the extrinsic's adjoint, one 6x6 product
+    xz, yz = Xc[:, 0] / Xc[:, 2], Xc[:, 1] / Xc[:, 2]
     J = np.empty((len(Xc), 2, 6))
-    J[:, 0, 0], J[:, 0, 1], J[:, 0, 2] = intr.fx * iz, 0.0, -intr.fx * xz * iz
-    J[:, 1, 0], J[:, 1, 1], J[:, 1, 2] = 0.0, intr.fy * iz, -intr.fy * yz * iz
+    J[:, :, :3] = projection_jacobian(Xc, intr)
     J[:, 0, 3], J[:, 0, 4], J[:, 0, 5] = -intr.fx * xz * yz, intr.fx * (1.0 + xz * xz), -intr.fx * yz
     J[:, 1, 3], J[:, 1, 4], J[:, 1, 5] = -intr.fy * (1.0 + yz * yz), intr.fy * xz * yz, intr.fy * xz
     if T_cam_base is None:
