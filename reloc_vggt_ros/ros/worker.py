@@ -37,9 +37,8 @@ class NewestSlot(Generic[T]):
         self.dropped = 0
         self.offered = 0
 
-    @property
-    def _item(self) -> T | None:
-        return self._items[-1] if self._items else None
+    def __len__(self) -> int:
+        return len(self._items)
 
     def put(self, item: T, backlog: bool = False) -> bool:
         """Store ``item``; True if an older unread item was dropped."""
@@ -119,7 +118,7 @@ class Worker(Generic[T, K]):
 
     def idle(self) -> bool:
         with self._cv:
-            return not self._busy and not self._keyframes and self._queries._item is None
+            return not self._busy and not self._keyframes and not self._queries
 
     def stop(self, drain: bool = True, timeout: float | None = None) -> None:
         """Stop the thread; with ``drain`` every queued keyframe is handled first."""
@@ -148,7 +147,7 @@ class Worker(Generic[T, K]):
                 self._busy = False
                 if self._stopping:
                     return None
-                self._cv.wait(wait_s if wait_s > 0 and self._queries._item is not None else None)
+                self._cv.wait(wait_s if wait_s > 0 and self._queries else None)
 
     def _backlog(self) -> bool:
         try:
